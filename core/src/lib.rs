@@ -1,0 +1,29 @@
+//! # flashgate-core
+//!
+//! The rules and wire types that the edge worker (wasm32) and the origin (native) share.
+//! Nothing here does I/O, reads a clock or awaits: time comes in as unix milliseconds,
+//! secrets as byte slices, so every rule is tested with plain `cargo test`.
+//!
+//! ## Layout
+//!
+//! - [`ids`]: `UserId`, `EventId`, `OrderId`, built only through `parse`.
+//! - [`crypto`]: HMAC-SHA256 and base64url helpers used by the three signed things below.
+//! - [`jwt`]: HS256 shopper tokens (verify at the edge, issue for demo and load-test users).
+//! - [`sign`]: the edge → origin request signature.
+//! - [`ticket`]: admission tickets issued by the edge and required on purchase.
+//! - [`gate`]: an event's phase and state from its window, its stock and the time.
+//! - [`bucket`]: a token bucket with injected time (edge global limiter).
+//! - [`wire`]: JSON bodies of the public contract and the answer of each outcome.
+#![deny(unsafe_code)]
+
+pub mod bucket;
+pub mod crypto;
+pub mod gate;
+pub mod ids;
+pub mod jwt;
+pub mod sign;
+pub mod ticket;
+pub mod wire;
+
+/// Unix time in milliseconds: the one unit of time in every rule.
+pub type Millis = i64;

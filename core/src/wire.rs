@@ -1,0 +1,441 @@
+//! The JSON bodies of the public contract (`shared/API.md`) and the one place that maps
+//! each outcome to its status code, body and `Retry-After`.
+
+use crate::gate::EventState;
+use crate::Millis;
+use chrono::{DateTime, SecondsFormat};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The friendly message of every "too busy" answer (429 and 503).
+pub const BUSY_MESSAGE: &str = "活动火爆, 请稍后再试";
+/// The message of a successful reservation.
+pub const QUEUED_MESSAGE: &str = "抢购成功, 订单处理中";
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// RFC 3339 UTC text of a unix-milliseconds instant.
+pub fn fmt_time(ms: Millis) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Parses RFC 3339 text (any offset) to unix milliseconds.
+pub fn parse_time(s: &str) -> Option<Millis> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// `GET /api/events/{event_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// The event slug.
+    pub event_id: String,
+    /// Display name.
+    pub name: String,
+    /// Units put on sale.
+    pub stock_total: u64,
+    /// Units not yet reserved (may lag by about a second).
+    pub stock_left: u64,
+    /// Start, RFC 3339 UTC.
+    pub starts_at: String,
+    /// End, RFC 3339 UTC.
+    pub ends_at: String,
+    /// The answering server's clock, RFC 3339 UTC.
+    pub server_time: String,
+    /// upcoming, live, sold_out or ended.
+    pub state: EventState,
+}
+
+/// `PUT /admin/events/{event_id}` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    /// Display name, 1–200 characters.
+    pub name: String,
+    /// Units on sale.
+    pub stock: u64,
+    /// Start, RFC 3339.
+    pub starts_at: String,
+    /// End, RFC 3339, after the start.
+    pub ends_at: String,
+}
+
+/// A validated [`EventSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventWindow {
+    /// Display name.
+    pub name: String,
+    /// Units on sale.
+    pub stock: u64,
+    /// Start.
+    pub starts_at: Millis,
+    /// End.
+    pub ends_at: Millis,
+}
+
+/// Largest stock one event may put on sale.
+pub const MAX_STOCK: u64 = 100_000_000;
+
+impl EventSpec {
+    /// Checks the fields; the error is a human-readable reason.
+    pub fn validate(&self) -> Result<EventWindow, String> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err("name must be 1-200 characters".into());
+        }
+        if self.stock > MAX_STOCK {
+            return Err(format!("stock must be at most {MAX_STOCK}"));
+        }
+        let starts_at = parse_time(&self.starts_at).ok_or("starts_at must be RFC 3339")?;
+        let ends_at = parse_time(&self.ends_at).ok_or("ends_at must be RFC 3339")?;
+        if ends_at <= starts_at {
+            return Err("ends_at must be after starts_at".into());
+        }
+        Ok(EventWindow {
+            name: name.to_owned(),
+            stock: self.stock,
+            starts_at,
+            ends_at,
+        })
+    }
+}
+
+/// `POST /api/events/{event_id}/ticket`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketAnswer {
+    /// The signed ticket, sent back as `X-Ticket`.
+    pub ticket: String,
+    /// First valid instant, RFC 3339 UTC.
+    pub valid_from: String,
+    /// Expiry, RFC 3339 UTC.
+    pub expires_at: String,
+}
+
+/// The state of a shopper's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Reserved, on its way to the database.
+    Queued,
+    /// Written to the orders table.
+    Confirmed,
+    /// Could not be created; the unit went back to stock.
+    Failed,
+}
+
+impl OrderStatus {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Queued => "queued",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the wire word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queued" => Some(OrderStatus::Queued),
+            "confirmed" => Some(OrderStatus::Confirmed),
+            "failed" => Some(OrderStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Every answer the shopper API gives, before it becomes HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 202: stock reserved.
+    Queued {
+        /// The new order.
+        order_id: String,
+    },
+    /// 200: the user already holds an order for this event.
+    AlreadyPurchased {
+        /// The existing order.
+        order_id: String,
+    },
+    /// 409: no stock left.
+    SoldOut,
+    /// 425: before the start.
+    NotStarted {
+        /// Start, RFC 3339 UTC.
+        starts_at: String,
+    },
+    /// 410: after the end.
+    Ended,
+    /// 429: a limiter said no.
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+    /// 503: a dependency is down or a circuit is open.
+    Busy {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+    /// 200: the user's order.
+    Order {
+        /// queued, confirmed or failed.
+        status: OrderStatus,
+        /// The order.
+        order_id: String,
+    },
+    /// 404 `{"status":"none"}`: the user has no order for this event.
+    NoOrder,
+    /// 401: missing or bad JWT (or, at the origin, a bad edge signature).
+    Unauthenticated,
+    /// 403 with a reason code (ticket or bot verdict).
+    Forbidden {
+        /// Stable reason code.
+        reason: String,
+    },
+    /// 404: no such event.
+    EventNotFound,
+    /// 404: no such path.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 413: body over [`MAX_BODY_BYTES`].
+    PayloadTooLarge,
+    /// 415: body is not JSON.
+    UnsupportedMediaType,
+    /// 400 with a stable code and a reason.
+    BadRequest {
+        /// Stable code, e.g. `invalid_json`, `invalid_event_id`.
+        error: String,
+        /// Human reason.
+        message: String,
+    },
+}
+
+/// An outcome as HTTP: status, JSON body and optional `Retry-After` seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// HTTP status code.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+    /// `Retry-After`, seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Outcome {
+    /// The HTTP answer of this outcome.
+    pub fn answer(&self) -> Answer {
+        let plain = |status, body| Answer {
+            status,
+            body,
+            retry_after_secs: None,
+        };
+        let err = |status, code: &str, message: &str| {
+            plain(status, json!({ "error": code, "message": message }))
+        };
+        match self {
+            Outcome::Queued { order_id } => plain(
+                202,
+                json!({"status": "queued", "order_id": order_id, "message": QUEUED_MESSAGE}),
+            ),
+            Outcome::AlreadyPurchased { order_id } => plain(
+                200,
+                json!({"status": "already_purchased", "order_id": order_id,
+                       "message": "您已抢购成功, 请勿重复提交"}),
+            ),
+            Outcome::SoldOut => plain(409, json!({"status": "sold_out", "message": "已售罄"})),
+            Outcome::NotStarted { starts_at } => plain(
+                425,
+                json!({"status": "not_started", "starts_at": starts_at, "message": "活动尚未开始"}),
+            ),
+            Outcome::Ended => plain(410, json!({"status": "ended", "message": "活动已结束"})),
+            Outcome::RateLimited { retry_after_secs } => Answer {
+                status: 429,
+                body: json!({"status": "rate_limited", "message": BUSY_MESSAGE}),
+                retry_after_secs: Some((*retry_after_secs).max(1)),
+            },
+            Outcome::Busy { retry_after_secs } => Answer {
+                status: 503,
+                body: json!({"status": "busy", "message": BUSY_MESSAGE}),
+                retry_after_secs: Some((*retry_after_secs).max(1)),
+            },
+            Outcome::Order { status, order_id } => plain(
+                200,
+                json!({"status": status.as_str(), "order_id": order_id,
+                       "message": order_message(*status)}),
+            ),
+            Outcome::NoOrder => plain(404, json!({"status": "none", "message": "暂无订单"})),
+            Outcome::Unauthenticated => err(401, "unauthenticated", "请先登录"),
+            Outcome::Forbidden { reason } => plain(
+                403,
+                json!({"error": "forbidden", "reason": reason, "message": "请求被拒绝"}),
+            ),
+            Outcome::EventNotFound => err(404, "event_not_found", "活动不存在"),
+            Outcome::NotFound => err(404, "not_found", "页面不存在"),
+            Outcome::MethodNotAllowed => err(405, "method_not_allowed", "不支持的请求方法"),
+            Outcome::PayloadTooLarge => err(413, "payload_too_large", "请求体过大 (最多 4 KiB)"),
+            Outcome::UnsupportedMediaType => err(
+                415,
+                "unsupported_media_type",
+                "请使用 Content-Type: application/json",
+            ),
+            Outcome::BadRequest { error, message } => err(400, error, message),
+        }
+    }
+}
+
+fn order_message(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Queued => "订单处理中",
+        OrderStatus::Confirmed => "订单已确认",
+        OrderStatus::Failed => "订单创建失败, 库存已退回",
+    }
+}
+
+/// Checks a request body the way every shopper POST does: at most [`MAX_BODY_BYTES`],
+/// empty or a JSON object, and `application/json` when not empty.
+pub fn check_json_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Outcome> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Outcome::PayloadTooLarge);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let is_json = content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Outcome::UnsupportedMediaType);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(bad("invalid_body", "body must be a JSON object")),
+        Err(_) => Err(bad("invalid_json", "body is not valid JSON")),
+    }
+}
+
+/// A 400 outcome.
+pub fn bad(error: &str, message: &str) -> Outcome {
+    Outcome::BadRequest {
+        error: error.into(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_status_codes_and_fields() {
+        let q = Outcome::Queued {
+            order_id: "o1".into(),
+        }
+        .answer();
+        assert_eq!(q.status, 202);
+        assert_eq!(q.body["status"], "queued");
+        assert_eq!(q.body["message"], "抢购成功, 订单处理中");
+        let r = Outcome::RateLimited {
+            retry_after_secs: 0,
+        }
+        .answer();
+        assert_eq!((r.status, r.retry_after_secs), (429, Some(1)));
+        assert_eq!(r.body["message"], "活动火爆, 请稍后再试");
+        assert_eq!(Outcome::SoldOut.answer().status, 409);
+        assert_eq!(Outcome::Ended.answer().status, 410);
+        assert_eq!(Outcome::NoOrder.answer().body["status"], "none");
+        assert_eq!(
+            Outcome::EventNotFound.answer().body["error"],
+            "event_not_found"
+        );
+        assert_eq!(
+            Outcome::Unauthenticated.answer().body["error"],
+            "unauthenticated"
+        );
+        let f = Outcome::Forbidden {
+            reason: "ticket_missing".into(),
+        }
+        .answer();
+        assert_eq!(
+            (f.status, &f.body["reason"]),
+            (403, &json!("ticket_missing"))
+        );
+    }
+
+    #[test]
+    fn every_error_body_has_a_code_and_message() {
+        for o in [
+            Outcome::SoldOut,
+            Outcome::Ended,
+            Outcome::NotFound,
+            Outcome::MethodNotAllowed,
+            Outcome::PayloadTooLarge,
+            Outcome::UnsupportedMediaType,
+            Outcome::Busy {
+                retry_after_secs: 1,
+            },
+            bad("invalid_json", "x"),
+        ] {
+            let a = o.answer();
+            assert!(a.body.get("status").or(a.body.get("error")).is_some());
+            assert!(a.body["message"].is_string());
+        }
+    }
+
+    #[test]
+    fn body_checks() {
+        assert_eq!(check_json_body(None, b""), Ok(json!({})));
+        assert!(check_json_body(Some("application/json; charset=utf-8"), b"{}").is_ok());
+        assert_eq!(
+            check_json_body(Some("text/plain"), b"{}"),
+            Err(Outcome::UnsupportedMediaType)
+        );
+        assert_eq!(
+            check_json_body(Some("application/json"), &[b' '; 5000]),
+            Err(Outcome::PayloadTooLarge)
+        );
+        assert!(matches!(
+            check_json_body(Some("application/json"), b"{"),
+            Err(Outcome::BadRequest { .. })
+        ));
+        assert!(matches!(
+            check_json_body(Some("application/json"), b"[1]"),
+            Err(Outcome::BadRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn times_round_trip() {
+        let t = parse_time("2026-11-24T20:00:00Z").expect("valid");
+        assert_eq!(fmt_time(t), "2026-11-24T20:00:00Z");
+        assert_eq!(parse_time("2026-11-24T21:00:00+01:00"), Some(t));
+        assert_eq!(parse_time("tomorrow"), None);
+    }
+
+    #[test]
+    fn event_spec_validation() {
+        let spec = |stock, s: &str, e: &str| EventSpec {
+            name: "Phone".into(),
+            stock,
+            starts_at: s.into(),
+            ends_at: e.into(),
+        };
+        assert!(spec(10, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+            .validate()
+            .is_ok());
+        assert!(spec(10, "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z")
+            .validate()
+            .is_err());
+        assert!(spec(
+            MAX_STOCK + 1,
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T00:00:00Z"
+        )
+        .validate()
+        .is_err());
+        assert!(spec(1, "soon", "2026-01-02T00:00:00Z").validate().is_err());
+    }
+}

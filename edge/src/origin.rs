@@ -1,0 +1,167 @@
+//! Talking to the origin: signed requests with a deadline, and what the isolate
+//! remembers between requests (event windows, sold-out marks).
+
+use crate::config::Config;
+use flashgate_core::ids::EventId;
+use flashgate_core::sign::{self, Signed};
+use flashgate_core::wire::{self, EventInfo, Outcome};
+use flashgate_core::Millis;
+use futures_util::future::{select, Either};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response};
+
+/// An event as the edge needs it.
+#[derive(Debug, Clone)]
+pub struct EventWindow {
+    /// Start, unix ms.
+    pub starts_at: Millis,
+    /// End, unix ms.
+    pub ends_at: Millis,
+    /// The origin's answer.
+    pub info: EventInfo,
+}
+
+thread_local! {
+    static EVENTS: RefCell<HashMap<EventId, (Millis, Option<EventWindow>)>> = RefCell::new(HashMap::new());
+    static SOLD_OUT: RefCell<HashMap<EventId, Millis>> = RefCell::new(HashMap::new());
+}
+
+/// Remembers that `id` is sold out until `until`.
+pub fn mark_sold_out(id: &EventId, until: Millis) {
+    SOLD_OUT.with(|s| s.borrow_mut().insert(id.clone(), until));
+}
+
+/// Whether the edge should answer sold_out for `id` itself.
+pub fn sold_out(id: &EventId, now: Millis) -> bool {
+    SOLD_OUT.with(|s| s.borrow().get(id).is_some_and(|until| now < *until))
+}
+
+/// The event window, from the isolate cache or the origin; `None` when unknown.
+pub async fn event(
+    cfg: &Config,
+    id: &EventId,
+    now: Millis,
+) -> Result<Option<EventWindow>, Outcome> {
+    let cached = EVENTS.with(|e| {
+        e.borrow()
+            .get(id)
+            .filter(|(at, _)| now - at < cfg.event_cache_ms)
+            .map(|(_, w)| w.clone())
+    });
+    if let Some(w) = cached {
+        return Ok(w);
+    }
+    let mut resp = forward(
+        cfg,
+        Method::Get,
+        &format!("/api/events/{id}"),
+        "",
+        Vec::new(),
+    )
+    .await?;
+    let window = match resp.status_code() {
+        200 => {
+            let info: EventInfo = resp.json().await.map_err(|_| busy())?;
+            let (Some(starts_at), Some(ends_at)) = (
+                wire::parse_time(&info.starts_at),
+                wire::parse_time(&info.ends_at),
+            ) else {
+                return Err(busy());
+            };
+            if info.state == flashgate_core::gate::EventState::SoldOut {
+                mark_sold_out(id, now + cfg.sold_out_cache_ms);
+            }
+            Some(EventWindow {
+                starts_at,
+                ends_at,
+                info,
+            })
+        }
+        404 => None,
+        _ => return Err(busy()),
+    };
+    EVENTS.with(|e| e.borrow_mut().insert(id.clone(), (now, window.clone())));
+    Ok(window)
+}
+
+fn busy() -> Outcome {
+    Outcome::Busy {
+        retry_after_secs: 1,
+    }
+}
+
+/// Sends a signed request to the origin; a timeout, a network error or a 5xx other than
+/// the origin's own 503 busy becomes 503 busy.
+pub async fn forward(
+    cfg: &Config,
+    method: Method,
+    path: &str,
+    user: &str,
+    body: Vec<u8>,
+) -> Result<Response, Outcome> {
+    let now = worker::Date::now().as_millis() as Millis;
+    let signature = Signed {
+        method: method.as_ref(),
+        path,
+        user,
+        timestamp: now,
+        body: &body,
+    }
+    .sign(cfg.edge_secret.as_bytes());
+    let headers = Headers::new();
+    let set = |k: &str, v: &str| headers.set(k, v).map_err(|_| busy());
+    set(sign::HEADER_SIGNATURE, &signature)?;
+    set(sign::HEADER_TIMESTAMP, &now.to_string())?;
+    if !user.is_empty() {
+        set(sign::HEADER_USER, user)?;
+    }
+    if !body.is_empty() {
+        set("content-type", "application/json")?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if !body.is_empty() {
+        init.with_body(Some(
+            worker::js_sys::Uint8Array::from(body.as_slice()).into(),
+        ));
+    }
+    let url = format!("{}{}", cfg.origin_url.trim_end_matches('/'), path);
+    let req = Request::new_with_init(&url, &init).map_err(|_| busy())?;
+    let fetch = Fetch::Request(req);
+    let send = std::pin::pin!(fetch.send());
+    let deadline = Delay::from(Duration::from_millis(cfg.origin_timeout_ms));
+    match select(send, deadline).await {
+        Either::Left((Ok(resp), _)) if resp.status_code() < 500 || resp.status_code() == 503 => {
+            Ok(resp)
+        }
+        Either::Left((Ok(resp), _)) => {
+            worker::console_warn!("origin answered {} for {path}", resp.status_code());
+            Err(busy())
+        }
+        Either::Left((Err(e), _)) => {
+            worker::console_warn!("origin unreachable for {path}: {e}");
+            Err(busy())
+        }
+        Either::Right(_) => {
+            worker::console_warn!("origin timed out for {path}");
+            Err(busy())
+        }
+    }
+}
+
+/// Passes an origin answer through with the headers a shopper needs.
+pub async fn relay(resp: &mut Response) -> worker::Result<Response> {
+    let status = resp.status_code();
+    let body = resp.bytes().await?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set("cache-control", "no-store")?;
+    if let Some(ra) = resp.headers().get("retry-after")? {
+        headers.set("retry-after", &ra)?;
+    }
+    Ok(Response::from_bytes(body)?
+        .with_status(status)
+        .with_headers(headers))
+}

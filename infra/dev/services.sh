@@ -1,0 +1,87 @@
+# Starting and stopping the backing services on loopback (sourced by ./dev).
+# Each service runs as a child with its output in $DIR/logs and its own PID in $DIR/run.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+die() { printf 'dev: %s\n' "$*" >&2; exit 1; }
+
+wait_for() { # what seconds command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not become ready in ${secs}s (see logs)"
+    sleep 0.2
+  done
+}
+
+running() { # name -> true when its PID file names a live process
+  local f="$DIR/run/$1.pid"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+spawn() { # name workdir command... : start in background, record the daemon's own PID
+  local name=$1 wd=$2; shift 2
+  mkdir -p "$DIR/run" "$DIR/logs"
+  ( cd "$wd" && exec setsid "$@" ) </dev/null >>"$DIR/logs/$name.log" 2>&1 &
+  echo $! >"$DIR/run/$name.pid"
+}
+
+need_port() { port_open "$1" && die "port $1 ($2) is already taken; stop what uses it or run ./dev down"; return 0; }
+
+start_redis() { # port
+  running redis && return 0
+  need_port "$1" redis
+  mkdir -p "$DIR/data/redis"
+  spawn redis "$DIR/data/redis" redis-server --bind 127.0.0.1 --port "$1" --dir "$DIR/data/redis" \
+    --appendonly yes --save '' --daemonize no --protected-mode yes
+  wait_for redis 10 redis-cli -p "$1" ping
+}
+
+start_mariadb() { # port
+  running mariadb && return 0
+  need_port "$1" mariadb
+  local d="$DIR/data/mariadb"
+  mkdir -p "$d/run"
+  if [ ! -d "$d/data/mysql" ]; then
+    mariadb-install-db --no-defaults --user=root --datadir="$d/data" \
+      --auth-root-authentication-method=normal --skip-test-db >>"$DIR/logs/mariadb.log" 2>&1 \
+      || die "mariadb-install-db failed (see $DIR/logs/mariadb.log)"
+  fi
+  spawn mariadb "$d" mariadbd --no-defaults --user=root --datadir="$d/data" --socket="$d/run/mysqld.sock" \
+    --pid-file="$d/run/mysqld.pid" --port="$1" --bind-address=127.0.0.1 --skip-name-resolve \
+    --innodb-buffer-pool-size=256M --max-connections=500
+  wait_for mariadb 30 mariadb-admin --no-defaults -h127.0.0.1 -P"$1" -uroot ping
+}
+
+mysql_exec() { # port sql
+  mariadb --no-defaults -h127.0.0.1 -P"$1" -uroot -e "$2"
+}
+
+start_kafka() { # port
+  running kafka && return 0
+  need_port "$1" kafka
+  mkdir -p "$DIR/data/kafka"
+  spawn kafka "$DIR/data/kafka" "$FG_TANSU_ROOT/bin/tansu" broker \
+    --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
+    --storage-engine sqlite://tansu.db
+  wait_for kafka 20 port_open "$1"
+}
+
+stop_all() { # stop everything with a PID file under $DIR/run, newest first
+  local f pid name
+  [ -d "$DIR/run" ] || return 0
+  for name in edge consume serve kafka mariadb redis; do
+    f="$DIR/run/$name.pid"
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      # Each service leads its own process group (setsid), so wrangler's workerd goes too.
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+}

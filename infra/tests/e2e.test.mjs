@@ -1,0 +1,135 @@
+// End to end through the real stack: the wasm worker under `wrangler dev`, the origin,
+// Redis, the broker, the consumer and MariaDB, all started by `./dev test`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+const dir = process.env.FLASHGATE_E2E_DIR;
+assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
+const env = Object.fromEntries(
+  readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {
+    const i = l.indexOf('=');
+    return [l.slice(0, i), l.slice(i + 1)];
+  }),
+);
+const root = new URL('../..', import.meta.url).pathname;
+const run = Date.now().toString(36);
+
+function users(count) {
+  const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `e2e${run}u`], {
+    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
+  }).toString();
+  return csv.trim().split('\n').slice(1).map((row) => {
+    const [id, token] = row.split(',');
+    return { id, token };
+  });
+}
+
+async function putEvent(id, stock, startsInMs, endsInMs) {
+  const now = Date.now();
+  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: `e2e ${id}`, stock,
+      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + endsInMs).toISOString(),
+    }),
+  });
+  assert.equal(r.status, 201, await r.text());
+}
+
+async function call(method, path, { token, ticket, body } = {}) {
+  const headers = { 'user-agent': 'Mozilla/5.0 flashgate-e2e' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (ticket) headers['x-ticket'] = ticket;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const r = await fetch(`${env.EDGE_URL}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: r.status, body: json, headers: r.headers };
+}
+
+async function eventually(what, ms, fn) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function sql(query) {
+  return execFileSync('mariadb', ['--no-defaults', '-h127.0.0.1', `-P${env.MYSQL_PORT}`, '-uroot', '-N', '-B', 'flashgate', '-e', query]).toString().trim();
+}
+
+test('the page is served by the edge', async () => {
+  const r = await fetch(`${env.EDGE_URL}/`);
+  assert.equal(r.status, 200);
+  assert.match(await r.text(), /<button/);
+});
+
+test('a purchase through the edge becomes a confirmed row in MariaDB', async () => {
+  const event = `e2e-${run}-buy`;
+  await putEvent(event, 1, -1000, 3_600_000);
+  const [alice, bob] = users(2);
+
+  const info = await call('GET', `/api/events/${event}`);
+  assert.equal(info.status, 200);
+  for (const f of ['event_id', 'name', 'stock_total', 'stock_left', 'starts_at', 'ends_at', 'server_time', 'state']) {
+    assert.ok(f in info.body, `event info has ${f}`);
+  }
+  assert.equal(info.body.state, 'live');
+
+  assert.equal((await call('POST', `/api/events/${event}/purchase`, { body: {} })).status, 401);
+  const noTicket = await call('POST', `/api/events/${event}/purchase`, { token: alice.token, body: {} });
+  assert.equal(noTicket.status, 403);
+  assert.equal(noTicket.body.reason, 'ticket_missing');
+
+  const t = await call('POST', `/api/events/${event}/ticket`, { token: alice.token, body: {} });
+  assert.equal(t.status, 200, JSON.stringify(t.body));
+  assert.ok(t.body.ticket && t.body.valid_from && t.body.expires_at);
+  const bobsTicketForAlice = await call('POST', `/api/events/${event}/purchase`, { token: bob.token, ticket: t.body.ticket, body: {} });
+  assert.equal(bobsTicketForAlice.status, 403);
+
+  const bought = await call('POST', `/api/events/${event}/purchase`, { token: alice.token, ticket: t.body.ticket, body: {} });
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  assert.equal(bought.body.status, 'queued');
+  assert.equal(bought.body.message, '抢购成功, 订单处理中');
+  const orderId = bought.body.order_id;
+
+  const confirmed = await eventually('order confirmed', 60_000, async () => {
+    const o = await call('GET', `/api/events/${event}/order`, { token: alice.token });
+    return o.body.status === 'confirmed' && o;
+  });
+  assert.equal(confirmed.body.order_id, orderId);
+  assert.equal(sql(`SELECT CONCAT(user_id, ' ', status) FROM orders WHERE order_id = '${orderId}'`), `${alice.id} confirmed`);
+
+  const bt = await call('POST', `/api/events/${event}/ticket`, { token: bob.token, body: {} });
+  const late = await call('POST', `/api/events/${event}/purchase`, { token: bob.token, ticket: bt.body.ticket, body: {} });
+  assert.equal(late.status, 409);
+  assert.equal(late.body.status, 'sold_out');
+  const none = await call('GET', `/api/events/${event}/order`, { token: bob.token });
+  assert.equal(none.status, 404);
+  assert.equal(none.body.status, 'none');
+});
+
+test('the edge answers gating, identity and shape errors itself', async () => {
+  const soon = `e2e-${run}-soon`;
+  await putEvent(soon, 5, 3_600_000, 7_200_000);
+  const [carol] = users(1);
+  const early = await call('POST', `/api/events/${soon}/purchase`, { token: carol.token, body: {} });
+  assert.equal(early.status, 425);
+  assert.equal(early.body.status, 'not_started');
+  assert.ok(early.body.starts_at);
+
+  const forged = carol.token.slice(0, -2) + (carol.token.endsWith('AA') ? 'BB' : 'AA');
+  assert.equal((await call('POST', `/api/events/${soon}/purchase`, { token: forged, body: {} })).status, 401);
+  assert.equal((await call('GET', '/api/events/no-such-event')).status, 404);
+  assert.equal((await call('GET', '/api/nowhere')).status, 404);
+  assert.equal((await call('DELETE', `/api/events/${soon}/purchase`, { token: carol.token })).status, 405);
+  const big = await call('POST', `/api/events/${soon}/purchase`, { token: carol.token, body: { pad: 'x'.repeat(5000) } });
+  assert.equal(big.status, 413);
+});

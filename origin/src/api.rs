@@ -1,0 +1,350 @@
+//! The shopper API as the edge forwards it, and the admin API. Every shopper request
+//! must carry the edge's signature ([`EdgeRequest`]); admin requests the admin token.
+
+use crate::error::{respond, ApiError};
+use crate::startup::AppState;
+use crate::store::{EventMeta, PutOutcome, Reservation};
+use axum::body::{to_bytes, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flashgate_core::gate::{self, Phase};
+use flashgate_core::ids::{EventId, OrderId, UserId};
+use flashgate_core::sign::{self, SignError, Signed};
+use flashgate_core::wire::{self, bad, EventInfo, EventSpec, Outcome, MAX_BODY_BYTES};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A request that carries a valid edge signature.
+#[derive(Debug)]
+pub struct EdgeRequest {
+    /// The user the edge authenticated, if any.
+    pub user: Option<UserId>,
+    /// The body, at most [`MAX_BODY_BYTES`].
+    pub body: Bytes,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+}
+
+impl EdgeRequest {
+    fn user(&self) -> Result<&UserId, ApiError> {
+        self.user.as_ref().ok_or(Outcome::Unauthenticated.into())
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn unauthenticated(kind: SignError) -> ApiError {
+    metrics::counter!("flashgate_signature_rejections_total", "reason" => kind.code()).increment(1);
+    Outcome::Unauthenticated.into()
+}
+
+impl FromRequest<Arc<AppState>> for EdgeRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let body = to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::from(Outcome::PayloadTooLarge))?;
+        let h = &parts.headers;
+        let (Some(signature), Some(timestamp)) = (
+            header_str(h, sign::HEADER_SIGNATURE),
+            header_str(h, sign::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()),
+        ) else {
+            return Err(unauthenticated(SignError::Missing));
+        };
+        let user = header_str(h, sign::HEADER_USER).unwrap_or("");
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        Signed {
+            method: parts.method.as_str(),
+            path,
+            user,
+            timestamp,
+            body: &body,
+        }
+        .verify(&state.edge_secret, signature, state.clock.now_ms())
+        .map_err(unauthenticated)?;
+        let user = if user.is_empty() {
+            None
+        } else {
+            Some(UserId::parse(user).map_err(|_| bad("invalid_user_id", "用户标识无效"))?)
+        };
+        Ok(EdgeRequest {
+            user,
+            body,
+            content_type: header_str(h, header::CONTENT_TYPE.as_str()).map(str::to_owned),
+        })
+    }
+}
+
+fn parse_event(id: &str) -> Result<EventId, ApiError> {
+    EventId::parse(id).map_err(|_| bad("invalid_event_id", "活动标识无效").into())
+}
+
+/// The event's metadata, from the in-process cache or Redis.
+async fn event_meta(state: &AppState, id: &EventId) -> Result<EventMeta, ApiError> {
+    let ttl = Duration::from_millis(state.settings.event_cache_ms);
+    if let Some((at, meta)) = state.events.lock().await.get(id) {
+        if at.elapsed() < ttl {
+            return meta.clone().ok_or(Outcome::EventNotFound.into());
+        }
+    }
+    let meta = state
+        .with_timeout(state.store.event(id))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    state
+        .events
+        .lock()
+        .await
+        .insert(id.clone(), (Instant::now(), meta.clone()));
+    meta.ok_or(Outcome::EventNotFound.into())
+}
+
+fn info(id: &EventId, m: &EventMeta, now: i64) -> EventInfo {
+    EventInfo {
+        event_id: id.to_string(),
+        name: m.name.clone(),
+        stock_total: m.stock_total,
+        stock_left: m.stock_left,
+        starts_at: wire::fmt_time(m.starts_at),
+        ends_at: wire::fmt_time(m.ends_at),
+        server_time: wire::fmt_time(now),
+        state: gate::state(m.starts_at, m.ends_at, m.stock_left, now),
+    }
+}
+
+/// `GET /api/events/{event_id}`.
+pub async fn get_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _edge: EdgeRequest,
+) -> Result<Json<EventInfo>, ApiError> {
+    let id = parse_event(&id)?;
+    let meta = event_meta(&state, &id).await?;
+    Ok(Json(info(&id, &meta, state.clock.now_ms())))
+}
+
+/// `POST /api/events/{event_id}/purchase`.
+pub async fn purchase(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    edge: EdgeRequest,
+) -> Response {
+    let outcome = purchase_outcome(&state, &id, &edge).await;
+    let label = match &outcome {
+        Ok(o) | Err(ApiError::Outcome(o)) => outcome_label(o),
+        Err(ApiError::Dependency(..)) => "busy",
+    };
+    metrics::counter!("flashgate_purchases_total", "outcome" => label).increment(1);
+    match outcome {
+        Ok(o) => respond(&o),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Queued { .. } => "queued",
+        Outcome::AlreadyPurchased { .. } => "already_purchased",
+        Outcome::SoldOut => "sold_out",
+        Outcome::NotStarted { .. } => "not_started",
+        Outcome::Ended => "ended",
+        Outcome::RateLimited { .. } => "rate_limited",
+        Outcome::Busy { .. } => "busy",
+        _ => "rejected",
+    }
+}
+
+async fn purchase_outcome(
+    state: &AppState,
+    id: &str,
+    edge: &EdgeRequest,
+) -> Result<Outcome, ApiError> {
+    let user = edge.user()?;
+    wire::check_json_body(edge.content_type.as_deref(), &edge.body)?;
+    let id = parse_event(id)?;
+    let meta = event_meta(state, &id).await?;
+    let now = state.clock.now_ms();
+    match gate::phase(meta.starts_at, meta.ends_at, now) {
+        Phase::Upcoming => {
+            return Ok(Outcome::NotStarted {
+                starts_at: wire::fmt_time(meta.starts_at),
+            })
+        }
+        Phase::Ended => return Ok(Outcome::Ended),
+        Phase::Live => {}
+    }
+    let order = OrderId::parse(&uuid::Uuid::now_v7().simple().to_string())
+        .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
+    let started = Instant::now();
+    let reservation = state
+        .with_timeout(state.store.reserve(
+            &id,
+            user,
+            &order,
+            now,
+            state.settings.user_window_ms,
+            state.settings.user_limit,
+        ))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    metrics::histogram!("flashgate_reserve_seconds").record(started.elapsed().as_secs_f64());
+    Ok(match reservation {
+        Reservation::Reserved(order) => {
+            tracing::debug!(event = %id, user = %user, order = %order, "reserved");
+            Outcome::Queued {
+                order_id: order.to_string(),
+            }
+        }
+        Reservation::AlreadyPurchased(order_id) => Outcome::AlreadyPurchased { order_id },
+        Reservation::SoldOut => Outcome::SoldOut,
+        Reservation::RateLimited(ms) => Outcome::RateLimited {
+            retry_after_secs: ms.div_ceil(1000),
+        },
+        Reservation::NoEvent => Outcome::EventNotFound,
+    })
+}
+
+/// `GET /api/events/{event_id}/order`.
+pub async fn order(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    edge: EdgeRequest,
+) -> Result<Response, ApiError> {
+    let user = edge.user()?;
+    let id = parse_event(&id)?;
+    let found = state
+        .with_timeout(state.store.order_status(&id, user))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    Ok(respond(&match found {
+        Some((status, order_id)) => Outcome::Order { status, order_id },
+        None => Outcome::NoOrder,
+    }))
+}
+
+/// Requests that carry `Authorization: Bearer <ADMIN_TOKEN>`.
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token = header_str(&parts.headers, header::AUTHORIZATION.as_str())
+            .and_then(flashgate_core::jwt::bearer)
+            .unwrap_or("");
+        // Compare MACs rather than the strings, so the comparison takes constant time.
+        let tag = flashgate_core::crypto::sign_b64(b"admin", &state.admin_token);
+        if flashgate_core::crypto::verify_b64(b"admin", token.as_bytes(), &tag) {
+            Ok(Admin)
+        } else {
+            Err(Outcome::Unauthenticated.into())
+        }
+    }
+}
+
+/// `PUT /admin/events/{event_id}`.
+pub async fn put_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_event(&id)?;
+    let value = wire::check_json_body(header_str(&headers, header::CONTENT_TYPE.as_str()), &body)?;
+    let spec: EventSpec = serde_json::from_value(value)
+        .map_err(|e| bad("invalid_event", &format!("invalid event: {e}")))?;
+    let window = spec.validate().map_err(|e| bad("invalid_event", &e))?;
+    let now = state.clock.now_ms();
+    let put = state
+        .with_timeout(state.store.put_event(&id, &window, now))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    state.events.lock().await.remove(&id);
+    let status = match put {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Updated => StatusCode::OK,
+        PutOutcome::Started => {
+            return Ok((
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({"error": "event_started",
+                    "message": "活动已开始, 不能修改"})),
+            )
+                .into_response())
+        }
+    };
+    tracing::info!(event = %id, stock = window.stock, "event saved");
+    let meta = EventMeta {
+        name: window.name,
+        stock_total: window.stock,
+        stock_left: window.stock,
+        starts_at: window.starts_at,
+        ends_at: window.ends_at,
+    };
+    Ok((status, Json(info(&id, &meta, now))).into_response())
+}
+
+/// `GET /admin/events/{event_id}/stats`.
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    let id = parse_event(&id)?;
+    let stats = state
+        .with_timeout(state.store.stats(&id))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    match stats {
+        Some(s) => Ok(Json(s).into_response()),
+        None => Err(Outcome::EventNotFound.into()),
+    }
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: Redis and Kafka answer.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let redis = state
+        .with_timeout(async { state.store.ping().await })
+        .await
+        .is_ok();
+    let kafka = state.relay_ready().await;
+    let body = Json(serde_json::json!({"redis": redis, "kafka": kafka}));
+    if redis && kafka {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics_text(State(state): State<Arc<AppState>>) -> String {
+    state.metrics.render()
+}
+
+/// Unknown paths.
+pub async fn not_found() -> Response {
+    respond(&Outcome::NotFound)
+}
+
+/// Known paths, wrong method.
+pub async fn method_not_allowed() -> Response {
+    respond(&Outcome::MethodNotAllowed)
+}

@@ -1,0 +1,176 @@
+//! Typed, layered configuration: defaults < TOML file (`FLASHGATE_CONFIG`) < `FLASHGATE_*`
+//! environment variables. Secrets are wrapped so they never print.
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Everything the origin's commands read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP listen address of `serve`.
+    pub listen: SocketAddr,
+    /// Redis URL.
+    pub redis_url: String,
+    /// MySQL/MariaDB URL (may hold a password).
+    pub mysql_url: SecretString,
+    /// Kafka bootstrap servers.
+    pub kafka_brokers: String,
+    /// Topic that carries orders from the relay to the consumer.
+    pub orders_topic: String,
+    /// Partitions of the orders topic when it is created.
+    pub topic_partitions: i32,
+    /// Prefix of every Redis key (tests use one per test).
+    pub key_prefix: String,
+    /// HS256 secret of shopper tokens.
+    pub auth_secret: Option<SecretString>,
+    /// Shared secret of the edge signature.
+    pub edge_secret: Option<SecretString>,
+    /// Bearer token of the admin API.
+    pub admin_token: Option<SecretString>,
+    /// Purchase attempts one user may make per window.
+    pub user_limit: u32,
+    /// Per-user window, milliseconds.
+    pub user_window_ms: u64,
+    /// Deadline of one Redis call on the request path, milliseconds.
+    pub redis_timeout_ms: u64,
+    /// How long event info is cached in the process, milliseconds.
+    pub event_cache_ms: u64,
+    /// Order consumer settings.
+    pub consumer: ConsumerSettings,
+}
+
+/// Settings of `flashgate consume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerSettings {
+    /// Kafka consumer group.
+    pub group: String,
+    /// Most orders written in one transaction.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill, milliseconds.
+    pub flush_ms: u64,
+    /// Most orders written per second; 0 means no cap.
+    pub max_rate: u32,
+}
+
+#[derive(Serialize)]
+struct Defaults {
+    listen: &'static str,
+    redis_url: &'static str,
+    mysql_url: &'static str,
+    kafka_brokers: &'static str,
+    orders_topic: &'static str,
+    topic_partitions: i32,
+    key_prefix: &'static str,
+    user_limit: u32,
+    user_window_ms: u64,
+    redis_timeout_ms: u64,
+    event_cache_ms: u64,
+    consumer: ConsumerSettings,
+}
+
+const MIN_SECRET_LEN: usize = 16;
+
+impl Settings {
+    /// Loads defaults, then the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::from_figment(Figment::from(Env::prefixed("FLASHGATE_").split("__")))
+    }
+
+    /// Loads from explicit layers on top of the defaults (tests).
+    pub fn from_figment(overrides: Figment) -> anyhow::Result<Self> {
+        let defaults = Defaults {
+            listen: "127.0.0.1:8080",
+            redis_url: "redis://127.0.0.1:6379",
+            mysql_url: "mysql://root@127.0.0.1:3306/flashgate",
+            kafka_brokers: "127.0.0.1:9092",
+            orders_topic: "flashgate.orders",
+            topic_partitions: 3,
+            key_prefix: "fg:",
+            user_limit: 1,
+            user_window_ms: 1000,
+            redis_timeout_ms: 200,
+            event_cache_ms: 500,
+            consumer: ConsumerSettings {
+                group: "flashgate-orders".into(),
+                batch_size: 500,
+                flush_ms: 50,
+                max_rate: 5000,
+            },
+        };
+        let mut figment = Figment::from(Serialized::defaults(defaults));
+        if let Ok(path) = std::env::var("FLASHGATE_CONFIG") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let settings: Settings = figment
+            .merge(overrides)
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if settings.user_limit == 0 || settings.user_window_ms == 0 {
+            bail!("configuration: user_limit and user_window_ms must be positive");
+        }
+        if settings.consumer.batch_size == 0 {
+            bail!("configuration: consumer.batch_size must be positive");
+        }
+        Ok(settings)
+    }
+
+    /// The secret `name`, or a clear error naming the variable that sets it.
+    pub fn secret<'a>(
+        &self,
+        field: &'a Option<SecretString>,
+        name: &str,
+    ) -> anyhow::Result<&'a [u8]> {
+        let value = field
+            .as_ref()
+            .with_context(|| {
+                format!(
+                    "configuration: FLASHGATE_{} is not set",
+                    name.to_uppercase()
+                )
+            })?
+            .expose_secret()
+            .as_bytes();
+        if value.len() < MIN_SECRET_LEN {
+            bail!(
+                "configuration: FLASHGATE_{} must be at least {MIN_SECRET_LEN} characters",
+                name.to_uppercase()
+            );
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_like_layers_override_defaults_and_secrets_are_checked() {
+        let s = Settings::from_figment(
+            Figment::new()
+                .merge(("listen", "127.0.0.1:0"))
+                .merge(("auth_secret", "short")),
+        )
+        .expect("valid");
+        assert_eq!(s.listen.port(), 0);
+        assert!(s.secret(&s.auth_secret, "auth_secret").is_err());
+        let err = s
+            .secret(&s.edge_secret, "edge_secret")
+            .expect_err("unset")
+            .to_string();
+        assert!(err.contains("FLASHGATE_EDGE_SECRET"), "{err}");
+        assert!(!format!("{s:?}").contains("short"), "secret printed");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::from_figment(Figment::new().merge(("listen", "nope")))
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

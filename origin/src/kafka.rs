@@ -1,0 +1,54 @@
+//! Kafka plumbing shared by the relay and the consumer: client configs, the orders
+//! topic, and the order message.
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One reservation on its way to the orders table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderMessage {
+    /// The order (unique; the consumer's idempotency key).
+    pub order_id: String,
+    /// The event.
+    pub event_id: String,
+    /// The buyer.
+    pub user_id: String,
+    /// When stock was reserved, unix milliseconds.
+    pub reserved_at: i64,
+}
+
+/// A client config for `brokers`.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "4");
+    c
+}
+
+/// Creates `topic` with `partitions` if it does not exist.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .context("cannot create Kafka admin client")?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+    let results = tokio::time::timeout(Duration::from_secs(10), admin.create_topics([&new], &opts))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("cannot reach Kafka at {brokers}: timed out creating topic {topic}")
+        })?
+        .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => anyhow::bail!("cannot create Kafka topic {t}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! # flashgate-origin
+//!
+//! The origin behind the edge worker: it turns admitted purchase attempts into
+//! reservations in Redis, relays them to Kafka, and (in a separate process) writes them to
+//! MariaDB as orders. One binary, `flashgate`, with subcommands (`serve`, `consume`,
+//! `users`, `migrate`).
+//!
+//! ## Layout
+//!
+//! - [`config`]: typed, layered settings (defaults < file < `FLASHGATE_*`).
+//! - [`startup`]: builds the app from settings and binds it (`Application`); the router.
+//! - [`api`]: shopper handlers behind the edge signature, admin and health handlers.
+//! - [`error`]: the HTTP error type; every answer comes from `flashgate_core::wire`.
+//! - [`store`]: Redis keys and the Lua scripts (`lua/`) that reserve, confirm and compensate.
+//! - [`relay`]: the outbox relay (Redis stream → Kafka), inside `serve`.
+//! - [`consumer`]: the order consumer (Kafka → MariaDB), `flashgate consume`.
+//! - [`kafka`]: client configs, the orders topic and message.
+//! - [`users`]: the demo/load-test users CSV.
+//! - [`clock`], [`telemetry`]: injected time; logs and metrics.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod kafka;
+pub mod relay;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod users;

@@ -1,0 +1,140 @@
+//! The `flashgate` command: a thin front over the library.
+
+use clap::{Parser, Subcommand};
+use flashgate_origin::config::Settings;
+use flashgate_origin::{consumer, kafka, startup, store, telemetry, users};
+use secrecy::ExposeSecret;
+use std::process::ExitCode;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "flashgate",
+    version,
+    about = "flashgate origin: flash-sale API, relay and order consumer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the origin API (with the outbox relay).
+    Serve,
+    /// Consume orders from Kafka into MariaDB.
+    Consume,
+    /// Apply database migrations and create the orders topic.
+    Migrate,
+    /// Write `userId,authToken` CSV rows for demos and load tests.
+    Users {
+        /// How many users.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// Output file ("-" for stdout).
+        #[arg(long, default_value = "-")]
+        out: String,
+        /// User id prefix.
+        #[arg(long, default_value = "user")]
+        prefix: String,
+        /// Token lifetime, hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+    tracing::info!("shutdown requested");
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    match cli.command {
+        Command::Serve => {
+            let app = startup::Application::build(settings).await?;
+            app.run(shutdown_signal()).await
+        }
+        Command::Consume => {
+            let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
+            let pool = consumer::connect_db(settings.mysql_url.expose_secret()).await?;
+            kafka::ensure_topic(
+                &settings.kafka_brokers,
+                &settings.orders_topic,
+                settings.topic_partitions,
+            )
+            .await?;
+            let c = consumer::OrderConsumer::new(
+                &settings.kafka_brokers,
+                &settings.orders_topic,
+                pool,
+                store,
+                settings.consumer.clone(),
+            )?;
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            tracing::info!(topic = %settings.orders_topic, "consumer started");
+            c.run(rx).await
+        }
+        Command::Migrate => {
+            consumer::connect_db(settings.mysql_url.expose_secret()).await?;
+            kafka::ensure_topic(
+                &settings.kafka_brokers,
+                &settings.orders_topic,
+                settings.topic_partitions,
+            )
+            .await?;
+            println!("migrations applied; topic {} ready", settings.orders_topic);
+            Ok(())
+        }
+        Command::Users {
+            count,
+            out,
+            prefix,
+            ttl_hours,
+        } => {
+            let secret = settings.secret(&settings.auth_secret, "auth_secret")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let mut w: Box<dyn std::io::Write> = if out == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(&out)?))
+            };
+            users::write_csv(&mut w, &prefix, count, secret, now, ttl_hours * 3600)?;
+            w.flush()?;
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init_logs();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flashgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

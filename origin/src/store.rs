@@ -1,0 +1,347 @@
+//! Redis: the hot state of every event. All keys of one event share the hash tag `{E}`,
+//! so each script touches a single slot and the design runs unchanged on Redis Cluster.
+
+use anyhow::Context;
+use flashgate_core::ids::{EventId, OrderId, UserId};
+use flashgate_core::wire::OrderStatus;
+use flashgate_core::Millis;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The keys of one event.
+#[derive(Debug, Clone)]
+pub struct EventKeys {
+    base: String,
+}
+
+impl EventKeys {
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.base)
+    }
+    /// Hash: name, stock_total, starts_at, ends_at.
+    pub fn info(&self) -> String {
+        self.key("info")
+    }
+    /// Integer: units left.
+    pub fn stock(&self) -> String {
+        self.key("stock")
+    }
+    /// Hash: user → order id (the one-order-per-user mark).
+    pub fn orders(&self) -> String {
+        self.key("orders")
+    }
+    /// Hash: user → `status:order_id`.
+    pub fn status(&self) -> String {
+        self.key("status")
+    }
+    /// Stream: reservations waiting to be relayed to Kafka.
+    pub fn outbox(&self) -> String {
+        self.key("outbox")
+    }
+    /// Hash: reserved, confirmed, failed, compensated counters.
+    pub fn stats(&self) -> String {
+        self.key("stats")
+    }
+    /// Set: order ids already compensated.
+    pub fn compensated(&self) -> String {
+        self.key("compensated")
+    }
+    /// Counter of one user's attempts in the current window.
+    pub fn window(&self, user: &UserId) -> String {
+        self.key(&format!("win:{user}"))
+    }
+}
+
+/// The event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// Display name.
+    pub name: String,
+    /// Units put on sale.
+    pub stock_total: u64,
+    /// Units left.
+    pub stock_left: u64,
+    /// Start.
+    pub starts_at: Millis,
+    /// End.
+    pub ends_at: Millis,
+}
+
+/// What the reserve script decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Stock reserved under this new order.
+    Reserved(OrderId),
+    /// The user already holds this order.
+    AlreadyPurchased(String),
+    /// No stock left.
+    SoldOut,
+    /// The per-user window is full; retry after this many milliseconds.
+    RateLimited(u64),
+    /// The event has no stock key.
+    NoEvent,
+}
+
+/// Result of `put_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new event.
+    Created,
+    /// An upcoming event changed.
+    Updated,
+    /// Refused: the event has started.
+    Started,
+}
+
+/// Counters of `GET /admin/events/{id}/stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Units put on sale.
+    pub stock_total: u64,
+    /// Units left.
+    pub stock_left: u64,
+    /// Reservations made.
+    pub reserved: u64,
+    /// Orders written to the orders table.
+    pub confirmed: u64,
+    /// Orders that could not be created.
+    pub failed: u64,
+    /// Units given back.
+    pub compensated: u64,
+    /// Reserved, neither confirmed nor failed yet.
+    pub pending: u64,
+}
+
+/// Redis access for one key prefix.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    reserve: Arc<Script>,
+    confirm: Arc<Script>,
+    compensate: Arc<Script>,
+    put_event: Arc<Script>,
+}
+
+impl Store {
+    /// Connects and checks the server answers.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client =
+            redis::Client::open(url).with_context(|| format!("invalid Redis URL {url}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(std::time::Duration::from_secs(2))
+            .set_response_timeout(std::time::Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
+        .with_context(|| format!("cannot reach Redis at {url}"))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.into(),
+            reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
+            confirm: Arc::new(Script::new(include_str!("lua/confirm.lua"))),
+            compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
+            put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
+        })
+    }
+
+    /// The keys of event `id`.
+    pub fn keys(&self, id: &EventId) -> EventKeys {
+        EventKeys {
+            base: format!("{}{{{id}}}", self.prefix),
+        }
+    }
+
+    fn events_key(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// A connection handle (cheap clone, reconnects by itself).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        redis::cmd("PING").query_async(&mut self.conn()).await
+    }
+
+    /// Creates or updates an upcoming event and pre-warms its stock.
+    pub async fn put_event(
+        &self,
+        id: &EventId,
+        w: &flashgate_core::wire::EventWindow,
+        now: Millis,
+    ) -> redis::RedisResult<PutOutcome> {
+        let k = self.keys(id);
+        let r: String = self
+            .put_event
+            .key(k.info())
+            .key(k.stock())
+            .key(self.events_key())
+            .arg(now)
+            .arg(&w.name)
+            .arg(w.stock)
+            .arg(w.starts_at)
+            .arg(w.ends_at)
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match r.as_str() {
+            "started" => PutOutcome::Started,
+            "updated" => PutOutcome::Updated,
+            _ => PutOutcome::Created,
+        })
+    }
+
+    /// The event's info and stock, `None` when unknown.
+    pub async fn event(&self, id: &EventId) -> redis::RedisResult<Option<EventMeta>> {
+        let k = self.keys(id);
+        let (info, stock): (HashMap<String, String>, Option<i64>) = redis::pipe()
+            .hgetall(k.info())
+            .get(k.stock())
+            .query_async(&mut self.conn())
+            .await?;
+        let num = |f: &str| info.get(f).and_then(|v| v.parse::<i64>().ok());
+        let (Some(name), Some(total), Some(starts_at), Some(ends_at)) = (
+            info.get("name"),
+            num("stock_total"),
+            num("starts_at"),
+            num("ends_at"),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(EventMeta {
+            name: name.clone(),
+            stock_total: total.max(0) as u64,
+            stock_left: stock.unwrap_or(0).max(0) as u64,
+            starts_at,
+            ends_at,
+        }))
+    }
+
+    /// Runs the reserve script for one attempt.
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        user: &UserId,
+        new_order: &OrderId,
+        now: Millis,
+        window_ms: u64,
+        limit: u32,
+    ) -> redis::RedisResult<Reservation> {
+        let k = self.keys(event);
+        let r: Vec<String> = self
+            .reserve
+            .key(k.stock())
+            .key(k.orders())
+            .key(k.status())
+            .key(k.outbox())
+            .key(k.stats())
+            .key(k.window(user))
+            .arg(user.as_str())
+            .arg(new_order.as_str())
+            .arg(now)
+            .arg(window_ms)
+            .arg(limit)
+            .arg(event.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        let arg = |i: usize| r.get(i).cloned().unwrap_or_default();
+        Ok(match r.first().map(String::as_str) {
+            Some("reserved") => Reservation::Reserved(new_order.clone()),
+            Some("already_purchased") => Reservation::AlreadyPurchased(arg(1)),
+            Some("sold_out") => Reservation::SoldOut,
+            Some("rate_limited") => Reservation::RateLimited(arg(1).parse().unwrap_or(1000)),
+            _ => Reservation::NoEvent,
+        })
+    }
+
+    /// The user's order and its status.
+    pub async fn order_status(
+        &self,
+        event: &EventId,
+        user: &UserId,
+    ) -> redis::RedisResult<Option<(OrderStatus, String)>> {
+        let v: Option<String> = self
+            .conn()
+            .hget(self.keys(event).status(), user.as_str())
+            .await?;
+        Ok(v.and_then(|v| {
+            let (status, order) = v.split_once(':')?;
+            Some((OrderStatus::parse(status)?, order.to_owned()))
+        }))
+    }
+
+    /// Marks an order confirmed (idempotent); true when it changed.
+    pub async fn confirm(
+        &self,
+        event: &EventId,
+        user: &UserId,
+        order: &str,
+    ) -> redis::RedisResult<bool> {
+        let k = self.keys(event);
+        let changed: i64 = self
+            .confirm
+            .key(k.status())
+            .key(k.stats())
+            .arg(user.as_str())
+            .arg(order)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Fails an order and gives its unit back, once per order id; true when it did.
+    pub async fn compensate(
+        &self,
+        event: &EventId,
+        user: &UserId,
+        order: &str,
+    ) -> redis::RedisResult<bool> {
+        let k = self.keys(event);
+        let changed: i64 = self
+            .compensate
+            .key(k.stock())
+            .key(k.orders())
+            .key(k.status())
+            .key(k.stats())
+            .key(k.compensated())
+            .arg(user.as_str())
+            .arg(order)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Every event id known to this prefix.
+    pub async fn event_ids(&self) -> redis::RedisResult<Vec<EventId>> {
+        let ids: Vec<String> = self.conn().smembers(self.events_key()).await?;
+        Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
+    }
+
+    /// The admin counters of an event, `None` when unknown.
+    pub async fn stats(&self, id: &EventId) -> redis::RedisResult<Option<Stats>> {
+        let Some(meta) = self.event(id).await? else {
+            return Ok(None);
+        };
+        let c: HashMap<String, u64> = self.conn().hgetall(self.keys(id).stats()).await?;
+        let get = |f: &str| c.get(f).copied().unwrap_or(0);
+        let (reserved, confirmed, failed) = (get("reserved"), get("confirmed"), get("failed"));
+        Ok(Some(Stats {
+            stock_total: meta.stock_total,
+            stock_left: meta.stock_left,
+            reserved,
+            confirmed,
+            failed,
+            compensated: get("compensated"),
+            pending: reserved.saturating_sub(confirmed + failed),
+        }))
+    }
+}

@@ -1,0 +1,250 @@
+//! Test harness: the real origin on port 0 against the real Redis, MariaDB and broker that
+//! `./dev test` starts, isolated per test by a Redis key prefix, a topic and a database.
+#![allow(dead_code)]
+
+use figment::Figment;
+use flashgate_core::sign::{self, Signed};
+use flashgate_origin::clock::{Clock, SystemClock};
+use flashgate_origin::config::Settings;
+use flashgate_origin::startup::Application;
+use flashgate_origin::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const EDGE_SECRET: &str = "test-edge-secret-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A service URL from the environment `./dev test` sets.
+pub fn service(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: integration tests need the services that `./dev test` starts")
+    })
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Settings for one test: own Redis prefix and Kafka topic.
+pub fn settings(extra: Figment) -> Settings {
+    let base = Figment::new()
+        .merge(("listen", "127.0.0.1:0"))
+        .merge(("redis_url", service("FLASHGATE_TEST_REDIS_URL")))
+        .merge(("kafka_brokers", service("FLASHGATE_TEST_KAFKA_BROKERS")))
+        .merge(("orders_topic", unique("test-orders-")))
+        .merge(("key_prefix", unique("t") + ":"))
+        .merge(("edge_secret", EDGE_SECRET))
+        .merge(("admin_token", ADMIN_TOKEN))
+        .merge(("auth_secret", "test-auth-secret-0123456789"))
+        .merge(("event_cache_ms", 0));
+    Settings::from_figment(base.merge(extra)).expect("test settings are valid")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(extra: Figment) -> TestApp {
+    spawn_with_settings(settings(extra)).await
+}
+
+pub async fn spawn_with_settings(settings: Settings) -> TestApp {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
+        .await
+        .expect("origin builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    let store = Store::connect(&settings.redis_url, &settings.key_prefix)
+        .await
+        .expect("redis");
+    TestApp {
+        base,
+        settings,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("client"),
+        store,
+        clock,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    flashgate_core::wire::fmt_time(ms)
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub retry_after: Option<String>,
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits for it (the relay flushes).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// A request as the edge sends it, signed with `secret` at `ts`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signed_at(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        ts: i64,
+        secret: &str,
+    ) -> Reply {
+        let sig = Signed {
+            method,
+            path,
+            user: user.unwrap_or(""),
+            timestamp: ts,
+            body,
+        }
+        .sign(secret.as_bytes());
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.base),
+            )
+            .header(sign::HEADER_SIGNATURE, sig)
+            .header(sign::HEADER_TIMESTAMP, ts.to_string())
+            .body(body.to_vec());
+        if let Some(u) = user {
+            req = req.header(sign::HEADER_USER, u);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        reply(req.send().await.expect("origin answers")).await
+    }
+
+    pub async fn signed(&self, method: &str, path: &str, user: Option<&str>, body: &[u8]) -> Reply {
+        let ct = (!body.is_empty()).then_some("application/json");
+        self.signed_at(method, path, user, body, ct, now_ms(), EDGE_SECRET)
+            .await
+    }
+
+    pub async fn purchase(&self, event: &str, user: &str) -> Reply {
+        self.signed(
+            "POST",
+            &format!("/api/events/{event}/purchase"),
+            Some(user),
+            b"{}",
+        )
+        .await
+    }
+
+    pub async fn admin_put(&self, event: &str, stock: u64, starts_at: i64, ends_at: i64) -> Reply {
+        let body = serde_json::json!({
+            "name": format!("event {event}"), "stock": stock,
+            "starts_at": rfc3339(starts_at), "ends_at": rfc3339(ends_at),
+        });
+        reply(
+            self.http
+                .put(format!("{}/admin/events/{event}", self.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await
+    }
+
+    /// Creates an event that is live now (started a second ago, ends in an hour).
+    pub async fn live_event(&self, event: &str, stock: u64) {
+        let now = now_ms();
+        let r = self
+            .admin_put(event, stock, now - 1000, now + 3_600_000)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    pub async fn stats(&self, event: &str) -> serde_json::Value {
+        let r = reply(
+            self.http
+                .get(format!("{}/admin/events/{event}/stats", self.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+}
+
+pub async fn reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Reply {
+        status,
+        body,
+        retry_after,
+    }
+}
+
+/// Waits for `cond` with a deadline instead of sleeping for luck.
+pub async fn eventually<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A fresh database on the test MariaDB; returns its URL.
+pub async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let server = service("FLASHGATE_TEST_MYSQL_URL");
+    let name = unique("t_");
+    let mut conn = sqlx::MySqlConnection::connect(&server)
+        .await
+        .expect("mariadb");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    format!("{}/{name}", server.trim_end_matches('/'))
+}

@@ -1,0 +1,348 @@
+//! The origin's purchase path against a real Redis and broker.
+
+mod common;
+
+use common::*;
+use figment::Figment;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn generous() -> Figment {
+    Figment::new().merge(("user_limit", 1000))
+}
+
+#[tokio::test]
+async fn one_order_per_user_and_never_more_than_the_stock() {
+    let app = spawn_app(generous()).await;
+    app.live_event("phone", 3).await;
+    let mut orders = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        let r = app.purchase("phone", user).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(r.body["status"], "queued");
+        assert_eq!(r.body["message"], "抢购成功, 订单处理中");
+        orders.push(r.body["order_id"].as_str().expect("order id").to_owned());
+    }
+    let again = app.purchase("phone", "u1").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["status"], "already_purchased");
+    assert_eq!(again.body["order_id"], orders[0].as_str());
+    let late = app.purchase("phone", "u4").await;
+    assert_eq!(
+        (late.status, &late.body["status"]),
+        (409, &"sold_out".into())
+    );
+
+    let mine = app
+        .signed("GET", "/api/events/phone/order", Some("u2"), b"")
+        .await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(mine.body["order_id"], orders[1].as_str());
+    let none = app
+        .signed("GET", "/api/events/phone/order", Some("u4"), b"")
+        .await;
+    assert_eq!((none.status, &none.body["status"]), (404, &"none".into()));
+
+    let info = app.signed("GET", "/api/events/phone", None, b"").await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.body["stock_left"], 0);
+    assert_eq!(info.body["stock_total"], 3);
+    assert_eq!(info.body["state"], "sold_out");
+    let stats = app.stats("phone").await;
+    assert_eq!(stats["reserved"], 3);
+    assert_eq!(stats["stock_left"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once() {
+    let app = Arc::new(spawn_app(generous()).await);
+    let (stock, users, attempts_each) = (200u64, 1000usize, 3usize);
+    app.live_event("storm", stock).await;
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for round in 0..attempts_each {
+        for u in 0..users {
+            let (app, sem) = (app.clone(), sem.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await.expect("semaphore");
+                let user = format!("user{}", (u * 7 + round * 13) % users);
+                let r = app.purchase("storm", &user).await;
+                (
+                    user,
+                    r.status,
+                    r.body["order_id"].as_str().map(str::to_owned),
+                )
+            }));
+        }
+    }
+    let mut queued = HashSet::new();
+    let mut buyers = HashSet::new();
+    for t in tasks {
+        let (user, status, order) = t.await.expect("task");
+        assert!(matches!(status, 200 | 202 | 409), "unexpected {status}");
+        if status == 202 {
+            assert!(buyers.insert(user), "a user got two 202s");
+            queued.insert(order.expect("order id"));
+        }
+    }
+    assert_eq!(queued.len() as u64, stock);
+    let stats = app.stats("storm").await;
+    assert_eq!(
+        (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+        (Some(stock), Some(0))
+    );
+
+    // Every reservation reaches the topic; duplicates (if a relay retried) carry the same id.
+    let consumer: StreamConsumer =
+        flashgate_origin::kafka::client_config(&app.settings.kafka_brokers)
+            .set("group.id", unique("check-"))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer");
+    consumer
+        .subscribe(&[&app.settings.orders_topic])
+        .expect("subscribe");
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < queued.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} orders reached Kafka",
+            seen.len(),
+            queued.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            let msg: flashgate_origin::kafka::OrderMessage =
+                serde_json::from_slice(m.payload().expect("payload")).expect("order message");
+            assert!(
+                queued.contains(&msg.order_id),
+                "unknown order {}",
+                msg.order_id
+            );
+            seen.insert(msg.order_id);
+        }
+    }
+    let app = Arc::try_unwrap(app).ok().expect("no other owners");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_user_window_allows_one_attempt_per_second() {
+    let app = spawn_app(Figment::new()).await;
+    app.live_event("limited", 10).await;
+    assert_eq!(app.purchase("limited", "eager").await.status, 202);
+    let r = app.purchase("limited", "eager").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["status"], "rate_limited");
+    assert_eq!(r.body["message"], "活动火爆, 请稍后再试");
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
+    let app = spawn_app(generous()).await;
+    app.live_event("guarded", 5).await;
+    let now = now_ms();
+    let path = "/api/events/guarded/purchase";
+    let json = Some("application/json");
+    let cases: Vec<(&str, Reply)> = vec![
+        (
+            "forged",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                b"{}",
+                json,
+                now,
+                "another-secret-0123456789",
+            )
+            .await,
+        ),
+        (
+            "stale",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                b"{}",
+                json,
+                now - 31_000,
+                EDGE_SECRET,
+            )
+            .await,
+        ),
+        (
+            "malformed json",
+            app.signed_at("POST", path, Some("u1"), b"{", json, now, EDGE_SECRET)
+                .await,
+        ),
+        (
+            "5 KiB body",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                &[b' '; 5120],
+                json,
+                now,
+                EDGE_SECRET,
+            )
+            .await,
+        ),
+        (
+            "text body",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                b"{}",
+                Some("text/plain"),
+                now,
+                EDGE_SECRET,
+            )
+            .await,
+        ),
+        (
+            "bad event id",
+            app.signed("POST", "/api/events/Bad_Id/purchase", Some("u1"), b"{}")
+                .await,
+        ),
+        (
+            "unknown event",
+            app.signed("POST", "/api/events/nope/purchase", Some("u1"), b"{}")
+                .await,
+        ),
+        (
+            "bad user id",
+            app.signed("POST", path, Some("u 1"), b"{}").await,
+        ),
+        ("no user", app.signed("POST", path, None, b"{}").await),
+        (
+            "wrong method",
+            app.signed("DELETE", path, Some("u1"), b"").await,
+        ),
+        (
+            "unknown path",
+            app.signed("GET", "/api/nothing", None, b"").await,
+        ),
+    ];
+    let unsigned = reply(
+        app.http
+            .post(format!("{}{path}", app.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    let expected = [401, 401, 400, 413, 415, 400, 404, 400, 401, 405, 404];
+    for ((name, r), want) in cases.iter().zip(expected) {
+        assert_eq!(r.status, want, "{name}: {}", r.body);
+        assert!(
+            r.body.get("error").or(r.body.get("status")).is_some(),
+            "{name}: {}",
+            r.body
+        );
+    }
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(unsigned.body["error"], "unauthenticated");
+    let stats = app.stats("guarded").await;
+    assert_eq!(
+        (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+        (Some(0), Some(5))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_origin_gates_the_sale_window_too() {
+    let app = spawn_app(generous()).await;
+    let now = now_ms();
+    assert_eq!(
+        app.admin_put("later", 5, now + 60_000, now + 120_000)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        app.admin_put("over", 5, now - 120_000, now - 60_000)
+            .await
+            .status,
+        201
+    );
+    let r = app.purchase("later", "u1").await;
+    assert_eq!((r.status, &r.body["status"]), (425, &"not_started".into()));
+    assert!(r.body["starts_at"].is_string());
+    let r = app.purchase("over", "u1").await;
+    assert_eq!((r.status, &r.body["status"]), (410, &"ended".into()));
+    assert_eq!(app.stats("later").await["stock_left"], 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_needs_the_token_and_refuses_to_change_a_started_event() {
+    let app = spawn_app(generous()).await;
+    let now = now_ms();
+    let anonymous = reply(
+        app.http
+            .put(format!("{}/admin/events/x", app.base))
+            .json(&serde_json::json!({"name":"x","stock":1,"starts_at":rfc3339(now),"ends_at":rfc3339(now+1000)}))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        app.admin_put("soon", 5, now + 60_000, now + 120_000)
+            .await
+            .status,
+        201
+    );
+    let updated = app.admin_put("soon", 7, now + 60_000, now + 120_000).await;
+    assert_eq!(
+        (updated.status, updated.body["stock_total"].as_u64()),
+        (200, Some(7))
+    );
+    app.live_event("running", 5).await;
+    let refused = app
+        .admin_put("running", 50, now + 60_000, now + 120_000)
+        .await;
+    assert_eq!(
+        (refused.status, &refused.body["error"]),
+        (409, &"event_started".into())
+    );
+    assert_eq!(app.stats("running").await["stock_total"], 5);
+    let bad = app.admin_put("soon", 5, now + 120_000, now + 60_000).await;
+    assert_eq!(
+        (bad.status, &bad.body["error"]),
+        (400, &"invalid_event".into())
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app(Figment::new()).await;
+    let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
+    assert_eq!(get("/healthz").await.expect("answers").status(), 200);
+    assert_eq!(get("/readyz").await.expect("answers").status(), 200);
+    app.live_event("metered", 1).await;
+    app.purchase("metered", "m1").await;
+    let text = get("/metrics")
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("flashgate_purchases_total"), "{text}");
+    app.stop().await;
+}
