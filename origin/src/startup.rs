@@ -159,5 +159,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(api::metrics_text))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// Counts every request by route and status (`flashgate_http_requests_total`), so what
+/// reaches the origin can be measured from outside (e.g. that the edge filtered it).
+async fn count_requests(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    metrics::counter!("flashgate_http_requests_total",
+        "method" => method, "route" => route, "status" => resp.status().as_u16().to_string())
+    .increment(1);
+    resp
 }
