@@ -3,7 +3,7 @@
 
 use crate::error::{respond, ApiError};
 use crate::startup::AppState;
-use crate::store::{EventMeta, PutOutcome, Reservation};
+use crate::store::{Attempt, EventMeta, PutOutcome, Reservation};
 use axum::body::{to_bytes, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
@@ -13,6 +13,7 @@ use flashgate_core::gate::{self, Phase};
 use flashgate_core::ids::{EventId, OrderId, UserId};
 use flashgate_core::sign::{self, SignError, Signed};
 use flashgate_core::wire::{self, bad, EventInfo, EventSpec, Outcome, MAX_BODY_BYTES};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub struct EdgeRequest {
     pub body: Bytes,
     /// The `Content-Type` header.
     pub content_type: Option<String>,
+    /// The edge signature (the replay guard remembers it).
+    pub signature: String,
 }
 
 impl EdgeRequest {
@@ -79,6 +82,7 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         };
         Ok(EdgeRequest {
             user,
+            signature: signature.to_owned(),
             body,
             content_type: header_str(h, header::CONTENT_TYPE.as_str()).map(str::to_owned),
         })
@@ -98,7 +102,7 @@ async fn event_meta(state: &AppState, id: &EventId) -> Result<EventMeta, ApiErro
         }
     }
     let meta = state
-        .with_timeout(state.store.event(id))
+        .redis(state.store.event(id))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
     state
@@ -172,6 +176,16 @@ async fn purchase_outcome(
     let user = edge.user()?;
     wire::check_json_body(edge.content_type.as_deref(), &edge.body)?;
     let id = parse_event(id)?;
+    if let Some(bucket) = &state.admission {
+        if let Err(not_until) = bucket.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Ok(Outcome::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+    }
     let meta = event_meta(state, &id).await?;
     let now = state.clock.now_ms();
     match gate::phase(meta.starts_at, meta.ends_at, now) {
@@ -183,21 +197,43 @@ async fn purchase_outcome(
         Phase::Ended => return Ok(Outcome::Ended),
         Phase::Live => {}
     }
+    if state.is_sold_out(&id) {
+        return Ok(Outcome::SoldOut);
+    }
+    // Kafka has been away long enough that the outbox is full: degrade instead of
+    // letting Redis memory grow without bound.
+    if state.outbox_backlog.load(Ordering::Relaxed) >= state.settings.max_outbox {
+        return Err(ApiError::Dependency(
+            "kafka",
+            anyhow::anyhow!("outbox backlog over max_outbox"),
+        ));
+    }
+    let Some(permit) = state.adaptive.try_acquire() else {
+        metrics::counter!("flashgate_adaptive_rejections_total").increment(1);
+        return Ok(Outcome::RateLimited {
+            retry_after_secs: 1,
+        });
+    };
     let order = OrderId::parse(&uuid::Uuid::now_v7().simple().to_string())
         .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
     let started = Instant::now();
     let reservation = state
-        .with_timeout(state.store.reserve(
-            &id,
+        .redis(state.store.reserve(Attempt {
+            event: &id,
             user,
-            &order,
+            new_order: &order,
+            signature: &edge.signature,
             now,
-            state.settings.user_window_ms,
-            state.settings.user_limit,
-        ))
+            window_ms: state.settings.user_window_ms,
+            limit: state.settings.user_limit,
+            replay_window_ms: state.settings.replay_window_ms,
+        }))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
-    metrics::histogram!("flashgate_reserve_seconds").record(started.elapsed().as_secs_f64());
+    let rtt = started.elapsed();
+    permit.record(rtt);
+    drop(permit);
+    metrics::histogram!("flashgate_reserve_seconds").record(rtt.as_secs_f64());
     Ok(match reservation {
         Reservation::Reserved(order) => {
             tracing::debug!(event = %id, user = %user, order = %order, "reserved");
@@ -206,11 +242,19 @@ async fn purchase_outcome(
             }
         }
         Reservation::AlreadyPurchased(order_id) => Outcome::AlreadyPurchased { order_id },
-        Reservation::SoldOut => Outcome::SoldOut,
+        Reservation::SoldOut => {
+            state.mark_sold_out(&id);
+            Outcome::SoldOut
+        }
         Reservation::RateLimited(ms) => Outcome::RateLimited {
             retry_after_secs: ms.div_ceil(1000),
         },
         Reservation::NoEvent => Outcome::EventNotFound,
+        Reservation::Replayed => {
+            metrics::counter!("flashgate_signature_rejections_total", "reason" => "replayed")
+                .increment(1);
+            Outcome::Unauthenticated
+        }
     })
 }
 
@@ -223,7 +267,7 @@ pub async fn order(
     let user = edge.user()?;
     let id = parse_event(&id)?;
     let found = state
-        .with_timeout(state.store.order_status(&id, user))
+        .redis(state.store.order_status(&id, user))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
     Ok(respond(&match found {
@@ -270,10 +314,11 @@ pub async fn put_event(
     let window = spec.validate().map_err(|e| bad("invalid_event", &e))?;
     let now = state.clock.now_ms();
     let put = state
-        .with_timeout(state.store.put_event(&id, &window, now))
+        .redis(state.store.put_event(&id, &window, now))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
     state.events.lock().await.remove(&id);
+    state.clear_sold_out(&id);
     let status = match put {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Updated => StatusCode::OK,
@@ -305,7 +350,7 @@ pub async fn stats(
 ) -> Result<Response, ApiError> {
     let id = parse_event(&id)?;
     let stats = state
-        .with_timeout(state.store.stats(&id))
+        .redis(state.store.stats(&id))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
     match stats {
@@ -322,7 +367,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: Redis and Kafka answer.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let redis = state
-        .with_timeout(async { state.store.ping().await })
+        .redis(async { state.store.ping().await })
         .await
         .is_ok();
     let kafka = state.relay_ready().await;

@@ -1,6 +1,7 @@
 //! Typed, layered configuration: defaults < TOML file (`FLASHGATE_CONFIG`) < `FLASHGATE_*`
 //! environment variables. Secrets are wrapped so they never print.
 
+use crate::protect::AdaptiveSettings;
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -39,8 +40,32 @@ pub struct Settings {
     pub redis_timeout_ms: u64,
     /// How long event info is cached in the process, milliseconds.
     pub event_cache_ms: u64,
+    /// Purchases admitted per second by this process (fixed bucket); 0 turns it off.
+    pub admission_rps: u32,
+    /// Latency-driven concurrency limit in front of the reserve call.
+    pub adaptive: AdaptiveSettings,
+    /// How long a sold_out from Redis is answered from memory, milliseconds.
+    pub sold_out_cache_ms: u64,
+    /// Consecutive failures that open a dependency's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before a probe, milliseconds.
+    pub breaker_cooldown_ms: u64,
+    /// Reservations waiting for Kafka above which purchases answer 503 busy.
+    pub max_outbox: u64,
+    /// How long a used edge signature is remembered (replays get 401), milliseconds.
+    pub replay_window_ms: u64,
+    /// Fault injection for tests of crash recovery; all off by default.
+    pub faults: Faults,
     /// Order consumer settings.
     pub consumer: ConsumerSettings,
+}
+
+/// Fault injection switches (tests only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Faults {
+    /// The relay claims outbox entries and then stops before producing them, as if the
+    /// process died between the reservation and the produce.
+    pub relay_stall: bool,
 }
 
 /// Settings of `flashgate consume`.
@@ -69,6 +94,14 @@ struct Defaults {
     user_window_ms: u64,
     redis_timeout_ms: u64,
     event_cache_ms: u64,
+    admission_rps: u32,
+    adaptive: AdaptiveSettings,
+    sold_out_cache_ms: u64,
+    breaker_failures: u32,
+    breaker_cooldown_ms: u64,
+    max_outbox: u64,
+    replay_window_ms: u64,
+    faults: Faults,
     consumer: ConsumerSettings,
 }
 
@@ -92,8 +125,16 @@ impl Settings {
             key_prefix: "fg:",
             user_limit: 1,
             user_window_ms: 1000,
-            redis_timeout_ms: 200,
+            redis_timeout_ms: 100,
             event_cache_ms: 500,
+            admission_rps: 20_000,
+            adaptive: AdaptiveSettings::default(),
+            sold_out_cache_ms: 1000,
+            breaker_failures: 3,
+            breaker_cooldown_ms: 1000,
+            max_outbox: 100_000,
+            replay_window_ms: 2 * flashgate_core::sign::MAX_SKEW_MS as u64 + 5_000,
+            faults: Faults::default(),
             consumer: ConsumerSettings {
                 group: "flashgate-orders".into(),
                 batch_size: 500,

@@ -15,6 +15,7 @@
 //! - [`relay`]: the outbox relay (Redis stream → Kafka), inside `serve`.
 //! - [`consumer`]: the order consumer (Kafka → MariaDB), `flashgate consume`.
 //! - [`kafka`]: client configs, the orders topic and message.
+//! - [`protect`]: circuit breakers and the adaptive concurrency limit.
 //! - [`users`]: the demo/load-test users CSV.
 //! - [`clock`], [`telemetry`]: injected time; logs and metrics.
 #![deny(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod kafka;
+pub mod protect;
 pub mod relay;
 pub mod startup;
 pub mod store;

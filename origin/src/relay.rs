@@ -6,7 +6,9 @@
 //! [`CLAIM_IDLE_MS`] and sent again; duplicates are harmless downstream because order ids
 //! are unique.
 
+use crate::config::Settings;
 use crate::kafka::{client_config, OrderMessage};
+use crate::protect::Breaker;
 use crate::store::Store;
 use anyhow::Context;
 use futures::future::join_all;
@@ -14,6 +16,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -29,12 +33,16 @@ pub struct Relay {
     producer: FutureProducer,
     topic: String,
     consumer: String,
+    breaker: Arc<Breaker>,
+    backlog: Arc<AtomicU64>,
+    stall: bool,
 }
 
 impl Relay {
-    /// An idempotent producer for `brokers` and a relay over `store`.
-    pub fn new(store: Store, brokers: &str, topic: &str) -> anyhow::Result<Self> {
-        let producer: FutureProducer = client_config(brokers)
+    /// An idempotent producer for the configured brokers and a relay over `store` that
+    /// keeps `backlog` current.
+    pub fn new(store: Store, settings: &Settings, backlog: Arc<AtomicU64>) -> anyhow::Result<Self> {
+        let producer: FutureProducer = client_config(&settings.kafka_brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
@@ -44,12 +52,19 @@ impl Relay {
         Ok(Self {
             store,
             producer,
-            topic: topic.to_owned(),
+            topic: settings.orders_topic.clone(),
             consumer: format!(
                 "relay-{}-{}",
                 std::process::id(),
                 uuid::Uuid::now_v7().simple()
             ),
+            breaker: Arc::new(Breaker::new(
+                "kafka",
+                settings.breaker_failures,
+                Duration::from_millis(settings.breaker_cooldown_ms),
+            )),
+            backlog,
+            stall: settings.faults.relay_stall,
         })
     }
 
@@ -71,9 +86,14 @@ impl Relay {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut groups: HashSet<String> = HashSet::new();
         let mut last_claim = std::time::Instant::now();
+        let mut last_backlog = std::time::Instant::now() - Duration::from_secs(1);
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if last_backlog.elapsed() >= Duration::from_millis(250) {
+                last_backlog = std::time::Instant::now();
+                self.measure_backlog().await;
             }
             let claim = last_claim.elapsed() >= Duration::from_millis(CLAIM_IDLE_MS / 2);
             if claim {
@@ -97,6 +117,17 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
+    async fn measure_backlog(&self) {
+        let backlog = match self.store.event_ids().await {
+            Ok(events) => self.store.outbox_backlog(&events).await,
+            Err(e) => Err(e),
+        };
+        if let Ok(n) = backlog {
+            self.backlog.store(n, Ordering::Relaxed);
+            metrics::gauge!("flashgate_outbox_backlog").set(n as f64);
+        }
+    }
+
     /// One pass over every event's outbox; returns how many entries reached Kafka.
     pub async fn pass(&self, groups: &mut HashSet<String>, claim: bool) -> anyhow::Result<usize> {
         let mut conn = self.store.conn();
@@ -112,6 +143,10 @@ impl Relay {
                     }
                 }
                 groups.insert(outbox.clone());
+            }
+            if !self.breaker.allow(std::time::Instant::now()) {
+                // Kafka is away: entries wait in the outbox until a probe succeeds.
+                return Ok(moved);
             }
             let mut entries: Vec<StreamId> = Vec::new();
             if claim {
@@ -132,6 +167,13 @@ impl Relay {
                 .count(BATCH);
             let reply: StreamReadReply = conn.xread_options(&[&outbox], &[">"], &opts).await?;
             entries.extend(reply.keys.into_iter().flat_map(|k| k.ids));
+            if !entries.is_empty() && self.stall {
+                tracing::warn!(
+                    entries = entries.len(),
+                    "fault injection: relay stalls before producing"
+                );
+                std::future::pending::<()>().await;
+            }
             if !entries.is_empty() {
                 moved += self.send(&outbox, entries).await?;
             }
@@ -169,7 +211,10 @@ impl Relay {
             .map(|((id, _), _)| id.as_str())
             .collect();
         if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
+            self.breaker.failure(std::time::Instant::now());
             tracing::warn!(error = %e, failed = results.len() - delivered.len(), "produce failed; entries stay pending");
+        } else {
+            self.breaker.success();
         }
         if !delivered.is_empty() {
             let mut conn = self.store.conn();

@@ -4,15 +4,19 @@
 use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::protect::{AdaptiveLimit, Breaker};
 use crate::relay::Relay;
 use crate::store::{EventMeta, Store};
 use anyhow::Context;
 use axum::routing::{get, post, put};
 use axum::Router;
 use flashgate_core::ids::EventId;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -34,19 +38,65 @@ pub struct AppState {
     pub events: Mutex<HashMap<EventId, (Instant, Option<EventMeta>)>>,
     /// Prometheus handle.
     pub metrics: PrometheusHandle,
+    /// Circuit breaker around Redis.
+    pub redis_breaker: Breaker,
+    /// The fixed admission bucket of this process (`None` when off).
+    pub admission: Option<DefaultDirectRateLimiter>,
+    /// The latency-driven concurrency limit in front of the reserve call.
+    pub adaptive: AdaptiveLimit,
+    /// Events recently seen sold out in Redis, until when.
+    pub sold_out: std::sync::Mutex<HashMap<EventId, Instant>>,
+    /// Reservations waiting for Kafka (kept current by the relay).
+    pub outbox_backlog: Arc<AtomicU64>,
     relay: Relay,
 }
 
 impl AppState {
-    /// Runs a Redis call under the request-path deadline.
-    pub async fn with_timeout<T>(
+    /// Runs a Redis call through the breaker and under the request-path deadline.
+    pub async fn redis<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> anyhow::Result<T> {
-        tokio::time::timeout(Duration::from_millis(self.settings.redis_timeout_ms), call)
-            .await
-            .map_err(|_| anyhow::anyhow!("redis call timed out"))?
-            .map_err(Into::into)
+        if !self.redis_breaker.allow(Instant::now()) {
+            anyhow::bail!("redis circuit open");
+        }
+        let result =
+            tokio::time::timeout(Duration::from_millis(self.settings.redis_timeout_ms), call)
+                .await
+                .map_err(|_| anyhow::anyhow!("redis call timed out"))
+                .and_then(|r| r.map_err(anyhow::Error::from));
+        match &result {
+            Ok(_) => self.redis_breaker.success(),
+            Err(_) => self.redis_breaker.failure(Instant::now()),
+        }
+        result
+    }
+
+    /// Whether `id` was seen sold out within `sold_out_cache_ms`.
+    pub fn is_sold_out(&self, id: &EventId) -> bool {
+        let ttl = Duration::from_millis(self.settings.sold_out_cache_ms);
+        self.sold_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|at| at.elapsed() < ttl)
+    }
+
+    /// Remembers that `id` is sold out (compensation may bring a unit back, so only for
+    /// `sold_out_cache_ms`).
+    pub fn mark_sold_out(&self, id: &EventId) {
+        self.sold_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Instant::now());
+    }
+
+    /// Forgets a sold-out mark (the event changed).
+    pub fn clear_sold_out(&self, id: &EventId) {
+        self.sold_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// Whether Kafka answers.
@@ -94,11 +144,16 @@ impl Application {
             // Reservations wait in the outbox until Kafka answers; serving can start.
             tracing::warn!(error = %format!("{e:#}"), "kafka not ready at start");
         }
-        let relay = Relay::new(
-            store.clone(),
-            &settings.kafka_brokers,
-            &settings.orders_topic,
-        )?;
+        let outbox_backlog = Arc::new(AtomicU64::new(0));
+        let relay = Relay::new(store.clone(), &settings, outbox_backlog.clone())?;
+        let admission = NonZeroU32::new(settings.admission_rps)
+            .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+        let redis_breaker = Breaker::new(
+            "redis",
+            settings.breaker_failures,
+            Duration::from_millis(settings.breaker_cooldown_ms),
+        );
+        let adaptive = AdaptiveLimit::new(settings.adaptive);
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -110,6 +165,11 @@ impl Application {
             clock,
             events: Mutex::new(HashMap::new()),
             metrics: crate::telemetry::metrics(),
+            redis_breaker,
+            admission,
+            adaptive,
+            sold_out: std::sync::Mutex::new(HashMap::new()),
+            outbox_backlog,
             relay: relay.clone(),
         });
         Ok(Self {
@@ -122,6 +182,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Shared state (tests read the limiter and breakers).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
     }
 
     /// Serves until `shutdown` completes, drains in-flight requests, then stops the relay

@@ -48,6 +48,10 @@ impl EventKeys {
     pub fn compensated(&self) -> String {
         self.key("compensated")
     }
+    /// Marks an edge signature as used (replay guard).
+    pub fn signature(&self, signature: &str) -> String {
+        self.key(&format!("sig:{signature}"))
+    }
     /// Counter of one user's attempts in the current window.
     pub fn window(&self, user: &UserId) -> String {
         self.key(&format!("win:{user}"))
@@ -82,6 +86,29 @@ pub enum Reservation {
     RateLimited(u64),
     /// The event has no stock key.
     NoEvent,
+    /// This exact signed request was already seen.
+    Replayed,
+}
+
+/// One purchase attempt as the reserve script needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The event.
+    pub event: &'a EventId,
+    /// The buyer.
+    pub user: &'a UserId,
+    /// The order id to use if stock is reserved.
+    pub new_order: &'a OrderId,
+    /// The edge signature of the request (replay guard).
+    pub signature: &'a str,
+    /// Now, unix ms.
+    pub now: Millis,
+    /// Per-user window, ms.
+    pub window_ms: u64,
+    /// Attempts allowed per window.
+    pub limit: u32,
+    /// How long signatures are remembered, ms.
+    pub replay_window_ms: u64,
 }
 
 /// Result of `put_event`.
@@ -227,15 +254,13 @@ impl Store {
     }
 
     /// Runs the reserve script for one attempt.
-    pub async fn reserve(
-        &self,
-        event: &EventId,
-        user: &UserId,
-        new_order: &OrderId,
-        now: Millis,
-        window_ms: u64,
-        limit: u32,
-    ) -> redis::RedisResult<Reservation> {
+    pub async fn reserve(&self, a: Attempt<'_>) -> redis::RedisResult<Reservation> {
+        let Attempt {
+            event,
+            user,
+            new_order,
+            ..
+        } = a;
         let k = self.keys(event);
         let r: Vec<String> = self
             .reserve
@@ -245,12 +270,14 @@ impl Store {
             .key(k.outbox())
             .key(k.stats())
             .key(k.window(user))
+            .key(k.signature(a.signature))
             .arg(user.as_str())
             .arg(new_order.as_str())
-            .arg(now)
-            .arg(window_ms)
-            .arg(limit)
+            .arg(a.now)
+            .arg(a.window_ms)
+            .arg(a.limit)
             .arg(event.as_str())
+            .arg(a.replay_window_ms)
             .invoke_async(&mut self.conn())
             .await?;
         let arg = |i: usize| r.get(i).cloned().unwrap_or_default();
@@ -259,6 +286,7 @@ impl Store {
             Some("already_purchased") => Reservation::AlreadyPurchased(arg(1)),
             Some("sold_out") => Reservation::SoldOut,
             Some("rate_limited") => Reservation::RateLimited(arg(1).parse().unwrap_or(1000)),
+            Some("replayed") => Reservation::Replayed,
             _ => Reservation::NoEvent,
         })
     }
@@ -318,6 +346,16 @@ impl Store {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(changed == 1)
+    }
+
+    /// Reservations waiting in the outboxes of these events.
+    pub async fn outbox_backlog(&self, events: &[EventId]) -> redis::RedisResult<u64> {
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.xlen(self.keys(e).outbox());
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+        Ok(lens.iter().sum())
     }
 
     /// Every event id known to this prefix.

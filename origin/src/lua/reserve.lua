@@ -1,7 +1,12 @@
--- One purchase attempt, atomically: per-user window, one order per user, stock, outbox.
+-- One purchase attempt, atomically: replay guard, per-user window, one order per user,
+-- stock, outbox. A crash cannot leave half of it.
 -- KEYS: 1 stock, 2 orders (user -> order id), 3 status (user -> "status:order id"),
---       4 outbox stream, 5 stats hash, 6 per-user window counter
--- ARGV: 1 user, 2 new order id, 3 now (ms), 4 window (ms), 5 limit per window, 6 event id
+--       4 outbox stream, 5 stats hash, 6 per-user window counter, 7 edge signature seen
+-- ARGV: 1 user, 2 new order id, 3 now (ms), 4 window (ms), 5 limit per window, 6 event id,
+--       7 how long a signature is remembered (ms)
+if not redis.call('SET', KEYS[7], '1', 'NX', 'PX', ARGV[7]) then
+  return {'replayed', ''}
+end
 local n = redis.call('INCR', KEYS[6])
 if n == 1 then redis.call('PEXPIRE', KEYS[6], ARGV[4]) end
 if n > tonumber(ARGV[5]) then

@@ -46,6 +46,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub state: Option<Arc<flashgate_origin::startup::AppState>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -54,12 +55,35 @@ pub async fn spawn_app(extra: Figment) -> TestApp {
     spawn_with_settings(settings(extra)).await
 }
 
+impl TestApp {
+    /// A client for an origin running elsewhere (e.g. the real binary) at `base`.
+    pub async fn remote(base: String, settings: Settings) -> TestApp {
+        let store = Store::connect(&settings.redis_url, &settings.key_prefix)
+            .await
+            .expect("redis");
+        TestApp {
+            base,
+            settings,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+            store,
+            clock: Arc::new(SystemClock),
+            state: None,
+            stop: None,
+            task: None,
+        }
+    }
+}
+
 pub async fn spawn_with_settings(settings: Settings) -> TestApp {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("origin builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let state = Some(app.state());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -77,6 +101,7 @@ pub async fn spawn_with_settings(settings: Settings) -> TestApp {
             .expect("client"),
         store,
         clock,
+        state,
         stop: Some(tx),
         task: Some(task),
     }
@@ -97,6 +122,15 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// The current adaptive concurrency limit of an in-process app.
+    pub fn state_limit(&self) -> usize {
+        self.state
+            .as_ref()
+            .expect("in-process app")
+            .adaptive
+            .limit()
+    }
+
     /// Stops the server gracefully and waits for it (the relay flushes).
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
@@ -247,4 +281,116 @@ pub async fn fresh_database() -> String {
         .await
         .expect("create database");
     format!("{}/{name}", server.trim_end_matches('/'))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A server process of the test's own (Redis or the broker) that it can stop and restart.
+pub struct OwnServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    program: String,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl OwnServer {
+    /// A Redis with AOF on, in its own temp dir.
+    pub fn redis() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fg-redis-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let args = [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            &dir.to_string_lossy(),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self::start(port, dir, "redis-server".into(), args)
+    }
+
+    /// A tansu broker with sqlite storage, in its own temp dir.
+    pub fn broker() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fg-kafka-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args = [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self::start(port, dir, service("FLASHGATE_TEST_TANSU_BIN"), args)
+    }
+
+    fn start(port: u16, dir: std::path::PathBuf, program: String, args: Vec<String>) -> Self {
+        let mut s = Self {
+            port,
+            dir,
+            program,
+            args,
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts the server again (same data dir) and waits for its port.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new(&self.program)
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not open its port",
+                self.program
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

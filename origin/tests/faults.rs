@@ -1,0 +1,314 @@
+//! Faults: dependencies that go away, a server killed between reservation and produce,
+//! and a Redis that slows down. Each test runs its own Redis or broker so it can stop it.
+
+mod common;
+
+use common::*;
+use figment::Figment;
+use flashgate_origin::kafka::{client_config, OrderMessage};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn generous() -> Figment {
+    Figment::new().merge(("user_limit", 1000))
+}
+
+/// Reads the orders topic until every id in `want` was seen (or the deadline passes).
+async fn await_orders_in_kafka(brokers: &str, topic: &str, want: &HashSet<String>, secs: u64) {
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", unique("check-"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !want.is_subset(&seen) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} orders reached Kafka",
+            seen.intersection(want).count(),
+            want.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            let msg: OrderMessage =
+                serde_json::from_slice(m.payload().expect("payload")).expect("order");
+            seen.insert(msg.order_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_down_answers_busy_fast_reserves_nothing_and_recovers() {
+    let mut redis = OwnServer::redis();
+    let app =
+        spawn_app(generous().merge(("redis_url", format!("redis://127.0.0.1:{}", redis.port))))
+            .await;
+    app.live_event("fragile", 10).await;
+    assert_eq!(app.purchase("fragile", "before").await.status, 202);
+
+    redis.kill();
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = app.purchase("fragile", &format!("down{i}")).await;
+        latencies.push(started.elapsed());
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert_eq!(r.body["status"], "busy");
+        assert!(r.retry_after.is_some());
+    }
+    // Once the circuit is open, refusals do not wait for Redis at all.
+    let mut open = latencies[10..].to_vec();
+    open.sort();
+    let median = open[open.len() / 2];
+    assert!(
+        median < Duration::from_millis(50),
+        "median refusal took {median:?}"
+    );
+
+    redis.restart();
+    let mut n = 0;
+    eventually("purchases succeed again", 30, || {
+        n += 1;
+        let user = format!("after{n}");
+        let app = &app;
+        async move { app.purchase("fragile", &user).await.status == 202 }
+    })
+    .await;
+    let stats = app.stats("fragile").await;
+    let reserved = stats["reserved"].as_u64().expect("reserved");
+    assert_eq!(
+        reserved, 2,
+        "only the two accepted purchases reserved stock: {stats}"
+    );
+    assert_eq!(stats["stock_left"].as_u64(), Some(10 - reserved));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
+    let mut broker = OwnServer::broker();
+    let brokers = format!("127.0.0.1:{}", broker.port);
+    let app = spawn_app(generous().merge(("kafka_brokers", brokers.clone()))).await;
+    app.live_event("patient", 10).await;
+    broker.kill();
+    let mut orders = HashSet::new();
+    for user in ["k1", "k2", "k3"] {
+        let r = app.purchase("patient", user).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        orders.insert(r.body["order_id"].as_str().expect("order").to_owned());
+    }
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(ready.status(), 503);
+    broker.restart();
+    await_orders_in_kafka(&brokers, &app.settings.orders_topic, &orders, 90).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_reserved_by_a_killed_server_still_reaches_kafka() {
+    let settings = settings(generous());
+    let spawn = |stall: bool| {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+            .arg("serve")
+            .env("FLASHGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FLASHGATE_REDIS_URL", &settings.redis_url)
+            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka_brokers)
+            .env("FLASHGATE_ORDERS_TOPIC", &settings.orders_topic)
+            .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)
+            .env("FLASHGATE_EDGE_SECRET", EDGE_SECRET)
+            .env("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("FLASHGATE_USER_LIMIT", "1000")
+            .env("FLASHGATE_FAULTS__RELAY_STALL", stall.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("flashgate serve starts");
+        (port, child)
+    };
+    let (port, mut first) = spawn(true);
+    let app = TestApp::remote(format!("http://127.0.0.1:{port}"), settings.clone()).await;
+    eventually("first server up", 30, || async {
+        app.http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    app.live_event("crash", 5).await;
+    let r = app.purchase("crash", "survivor").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let order = r.body["order_id"].as_str().expect("order").to_owned();
+    // The stalled relay has claimed the entry (pending, unacknowledged); kill -9 now.
+    eventually("entry claimed by the stalled relay", 10, || async {
+        let k = app.store.keys(&flashgate_core::ids::EventId::parse("crash").expect("id"));
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(k.outbox())
+            .arg("relay")
+            .query_async(&mut app.store.conn())
+            .await
+            .unwrap_or(redis::Value::Nil);
+        matches!(pending, redis::Value::Array(ref v) if matches!(v.first(), Some(redis::Value::Int(n)) if *n > 0))
+    })
+    .await;
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+
+    let (_, mut second) = spawn(false);
+    let want = HashSet::from([order]);
+    await_orders_in_kafka(&settings.kafka_brokers, &settings.orders_topic, &want, 60).await;
+    second.kill().expect("stop");
+    let _ = second.wait();
+}
+
+/// A TCP proxy in front of Redis that makes it a slow server: each command it forwards
+/// costs `delay_us` microseconds, one after another (a saturated Redis, seen from outside).
+async fn slow_redis_proxy(upstream: u16, delay_us: Arc<AtomicU64>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let delay_us = delay_us.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    // RESP commands are arrays: each starts with '*' at a line start.
+                    let chunk = &buf[..n];
+                    let commands = chunk.windows(3).filter(|w| w == b"\r\n*").count()
+                        + usize::from(chunk.first() == Some(&b'*'));
+                    let d = delay_us.load(Ordering::Relaxed) * commands as u64;
+                    if d > 0 {
+                        tokio::time::sleep(Duration::from_micros(d)).await;
+                    }
+                    if sw.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Runs `total` purchases from unique users at `concurrency`; returns the latencies of
+/// admitted ones (202) and how many were refused by a limiter (429).
+async fn storm(
+    app: &Arc<TestApp>,
+    event: &str,
+    tag: &str,
+    total: usize,
+    concurrency: usize,
+) -> (Vec<Duration>, usize) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let (app, sem, event, user) = (
+            app.clone(),
+            sem.clone(),
+            event.to_owned(),
+            format!("{tag}{i}"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.expect("sem");
+            let started = Instant::now();
+            let r = app.purchase(&event, &user).await;
+            (r.status, started.elapsed())
+        }));
+    }
+    let (mut admitted, mut limited) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            (202, d) => admitted.push(d),
+            (429, _) => limited += 1,
+            (s, _) => panic!("unexpected {s}"),
+        }
+    }
+    admitted.sort();
+    (admitted, limited)
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests_fast() {
+    let upstream: u16 = service("FLASHGATE_TEST_REDIS_URL")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("redis port");
+    let delay_us = Arc::new(AtomicU64::new(0));
+    let proxy = slow_redis_proxy(upstream, delay_us.clone()).await;
+    let via_proxy = |adaptive: bool| {
+        generous()
+            .merge(("redis_url", format!("redis://127.0.0.1:{proxy}")))
+            .merge(("admission_rps", 0))
+            .merge(("redis_timeout_ms", 5000))
+            .merge(("event_cache_ms", 60_000))
+            .merge(("adaptive.enabled", adaptive))
+    };
+    let fixed = Arc::new(spawn_app(via_proxy(false)).await);
+    let adaptive = Arc::new(spawn_app(via_proxy(true)).await);
+    fixed.live_event("slow", 100_000).await;
+    adaptive.live_event("slow", 100_000).await;
+
+    // Fast Redis, light load: learn the baseline latency.
+    storm(&adaptive, "slow", "warm", 500, 4).await;
+    let limit_fast = adaptive.state_limit();
+
+    // Redis now costs 2 ms per command, one command at a time.
+    delay_us.store(2000, Ordering::Relaxed);
+    let (unlimited, _) = storm(&fixed, "slow", "f", 400, 64).await;
+    let (admitted, refused) = storm(&adaptive, "slow", "a", 400, 64).await;
+    let limit_slow = adaptive.state_limit();
+    delay_us.store(0, Ordering::Relaxed);
+
+    assert!(limit_slow < limit_fast, "limit {limit_fast} → {limit_slow}");
+    assert!(refused > 0, "the limit refused nothing");
+    assert!(!admitted.is_empty());
+    assert!(
+        p99(&admitted) < p99(&unlimited),
+        "p99 admitted {:?} vs without the limit {:?}",
+        p99(&admitted),
+        p99(&unlimited)
+    );
+    println!(
+        "adaptive limit {limit_fast} → {limit_slow}; p99 admitted {:?} (refused {refused}) vs {:?} without it",
+        p99(&admitted),
+        p99(&unlimited)
+    );
+    for app in [fixed, adaptive] {
+        Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+    }
+}
