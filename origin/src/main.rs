@@ -26,6 +26,14 @@ enum Command {
     Consume,
     /// Apply database migrations and create the orders topic.
     Migrate,
+    /// Create or update an event, or read its counters, through the admin API.
+    Event {
+        #[command(subcommand)]
+        action: EventAction,
+        /// Base URL of the origin (default: http://<listen>).
+        #[arg(long, global = true, env = "FLASHGATE_ORIGIN_URL")]
+        origin: Option<String>,
+    },
     /// Write `userId,authToken` CSV rows for demos and load tests.
     Users {
         /// How many users.
@@ -40,6 +48,32 @@ enum Command {
         /// Token lifetime, hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventAction {
+    /// Create or update an event that has not started, and pre-warm its stock.
+    Put {
+        /// Event id (slug).
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Units on sale.
+        #[arg(long)]
+        stock: u64,
+        /// Start, RFC 3339.
+        #[arg(long)]
+        starts_at: String,
+        /// End, RFC 3339.
+        #[arg(long)]
+        ends_at: String,
+    },
+    /// Print an event's counters.
+    Stats {
+        /// Event id (slug).
+        id: String,
     },
 }
 
@@ -102,6 +136,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("migrations applied; topic {} ready", settings.orders_topic);
+            Ok(())
+        }
+        Command::Event { action, origin } => {
+            let token =
+                String::from_utf8_lossy(settings.secret(&settings.admin_token, "admin_token")?)
+                    .into_owned();
+            let base = origin.unwrap_or_else(|| format!("http://{}", settings.listen));
+            let http = reqwest::Client::new();
+            let req = match action {
+                EventAction::Put {
+                    id,
+                    name,
+                    stock,
+                    starts_at,
+                    ends_at,
+                } => http
+                    .put(format!("{base}/admin/events/{id}"))
+                    .json(&serde_json::json!({"name": name, "stock": stock, "starts_at": starts_at, "ends_at": ends_at})),
+                EventAction::Stats { id } => http.get(format!("{base}/admin/events/{id}/stats")),
+            };
+            let resp = req
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the origin at {base}: {e}"))?;
+            let status = resp.status();
+            println!("{}", resp.text().await?);
+            if !status.is_success() {
+                anyhow::bail!("the origin answered {status}");
+            }
             Ok(())
         }
         Command::Users {

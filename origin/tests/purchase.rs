@@ -84,7 +84,10 @@ async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once(
     for t in tasks {
         let (user, status, order) = t.await.expect("task");
         // 429 is a limiter (admission bucket or adaptive limit) refusing an attempt.
-        assert!(matches!(status, 200 | 202 | 409 | 429), "unexpected {status}");
+        assert!(
+            matches!(status, 200 | 202 | 409 | 429),
+            "unexpected {status}"
+        );
         if status == 202 {
             assert!(buyers.insert(user), "a user got two 202s");
             queued.insert(order.expect("order id"));

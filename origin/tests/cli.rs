@@ -1,0 +1,137 @@
+//! The `flashgate` command as an operator uses it.
+
+mod common;
+
+use common::*;
+use figment::Figment;
+use std::process::{Command, Output};
+
+fn flashgate(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+    cmd.args(args).env("RUST_LOG", "off");
+    for (k, _) in std::env::vars()
+        .filter(|(k, _)| k.starts_with("FLASHGATE_") && !k.starts_with("FLASHGATE_TEST_"))
+    {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("flashgate runs")
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "one clear line, got:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn secrets() -> Vec<(&'static str, String)> {
+    vec![
+        ("FLASHGATE_EDGE_SECRET", EDGE_SECRET.into()),
+        ("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+    ]
+}
+
+#[test]
+fn bad_start_up_configuration_stops_with_one_clear_line() {
+    let redis = ("FLASHGATE_REDIS_URL", service("FLASHGATE_TEST_REDIS_URL"));
+    let listen = ("FLASHGATE_LISTEN", format!("127.0.0.1:{}", free_port()));
+
+    let missing = flashgate(
+        &["serve"],
+        &[
+            redis.clone(),
+            listen.clone(),
+            ("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+        ],
+    );
+    assert!(one_line_error(&missing).contains("FLASHGATE_EDGE_SECRET is not set"));
+
+    let mut env = secrets();
+    env.push((
+        "FLASHGATE_REDIS_URL",
+        format!("redis://127.0.0.1:{}", free_port()),
+    ));
+    env.push(listen.clone());
+    assert!(one_line_error(&flashgate(&["serve"], &env)).contains("cannot reach Redis"));
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut env = secrets();
+    env.push(redis.clone());
+    env.push((
+        "FLASHGATE_LISTEN",
+        taken.local_addr().expect("addr").to_string(),
+    ));
+    assert!(one_line_error(&flashgate(&["serve"], &env)).contains("cannot listen on"));
+
+    let mut env = secrets();
+    env.push(("FLASHGATE_LISTEN", "not-an-address".into()));
+    assert!(one_line_error(&flashgate(&["serve"], &env))
+        .to_lowercase()
+        .contains("listen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_put_and_stats_through_the_admin_api() {
+    let app = spawn_app(Figment::new()).await;
+    let env = vec![("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN.to_owned())];
+    let starts = rfc3339(now_ms() + 60_000);
+    let ends = rfc3339(now_ms() + 120_000);
+    let put = flashgate(
+        &[
+            "event",
+            "put",
+            "cli-event",
+            "--name",
+            "Phone",
+            "--stock",
+            "12",
+            "--starts-at",
+            &starts,
+            "--ends-at",
+            &ends,
+            "--origin",
+            &app.base,
+        ],
+        &env,
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let stats = flashgate(
+        &["event", "stats", "cli-event", "--origin", &app.base],
+        &env,
+    );
+    assert!(stats.status.success());
+    let body: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+    assert_eq!(
+        (body["stock_total"].as_u64(), body["stock_left"].as_u64()),
+        (Some(12), Some(12))
+    );
+    let bad = flashgate(
+        &[
+            "event",
+            "put",
+            "cli-event",
+            "--name",
+            "Phone",
+            "--stock",
+            "1",
+            "--starts-at",
+            "soon",
+            "--ends-at",
+            &ends,
+            "--origin",
+            &app.base,
+        ],
+        &env,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("invalid_event"));
+    app.stop().await;
+}
