@@ -79,6 +79,8 @@ pub struct ConsumerSettings {
     pub flush_ms: u64,
     /// Most orders written per second; 0 means no cap.
     pub max_rate: u32,
+    /// Where poison messages go; empty means `<orders_topic>.dlq`.
+    pub dead_letter_topic: String,
 }
 
 #[derive(Serialize)]
@@ -140,6 +142,7 @@ impl Settings {
                 batch_size: 500,
                 flush_ms: 50,
                 max_rate: 5000,
+                dead_letter_topic: String::new(),
             },
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));

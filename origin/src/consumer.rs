@@ -13,12 +13,22 @@ use anyhow::Context;
 use flashgate_core::ids::{EventId, OrderId, UserId};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::mysql::MySqlPool;
 use sqlx::{MySql, QueryBuilder};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The dead-letter topic of `orders_topic`: the configured one, or `<orders_topic>.dlq`.
+pub fn dead_letter_topic(orders_topic: &str, settings: &ConsumerSettings) -> String {
+    if settings.dead_letter_topic.is_empty() {
+        format!("{orders_topic}.dlq")
+    } else {
+        settings.dead_letter_topic.clone()
+    }
+}
 
 /// A valid order read from the topic.
 #[derive(Debug, Clone)]
@@ -57,35 +67,162 @@ pub async fn connect_db(url: &str) -> anyhow::Result<MySqlPool> {
     Ok(pool)
 }
 
-/// Writes one batch in one transaction; returns the order ids now in the table.
-pub async fn write_batch(pool: &MySqlPool, orders: &[Order]) -> sqlx::Result<HashSet<String>> {
-    let mut tx = pool.begin().await?;
-    let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
-    );
-    insert.push_values(orders, |mut row, o| {
-        row.push_bind(o.order_id.as_str())
-            .push_bind(o.event_id.as_str())
-            .push_bind(o.user_id.as_str())
-            .push_bind("confirmed")
-            .push_bind(o.reserved_at);
-    });
-    insert.build().execute(&mut *tx).await?;
-    let mut select: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT order_id FROM orders WHERE order_id IN (");
-    let mut ids = select.separated(", ");
-    for o in orders {
-        ids.push_bind(o.order_id.as_str());
+/// What became of an order in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// A row in `orders`.
+    Confirmed,
+    /// Refused, recorded in `failed_orders`; its unit goes back to stock.
+    Failed(&'static str),
+}
+
+fn in_list<'a>(qb: &mut QueryBuilder<'a, MySql>, ids: impl Iterator<Item = &'a str>) {
+    qb.push(" (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(id);
     }
-    select.push(")");
-    let present: Vec<(String,)> = select.build_query_as().fetch_all(&mut *tx).await?;
+    sep.push_unseparated(")");
+}
+
+async fn ids_in(
+    tx: &mut sqlx::MySqlConnection,
+    sql: &'static str,
+    ids: impl Iterator<Item = &str>,
+) -> sqlx::Result<Vec<(String, String)>> {
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(sql);
+    in_list(&mut qb, ids);
+    qb.build_query_as().fetch_all(tx).await
+}
+
+/// Writes one batch in one transaction and says what became of each order. Replaying a
+/// batch gives the same answer and writes nothing twice: an order already written or
+/// already failed keeps its fate, whatever changed since (e.g. the user was blocked).
+pub async fn write_batch(
+    pool: &MySqlPool,
+    orders: &[Order],
+) -> sqlx::Result<HashMap<String, Fate>> {
+    let mut fates: HashMap<String, Fate> = HashMap::new();
+    if orders.is_empty() {
+        return Ok(fates);
+    }
+    let mut tx = pool.begin().await?;
+    let all = || orders.iter().map(|o| o.order_id.as_str());
+    for (id, _) in ids_in(
+        &mut tx,
+        "SELECT order_id, '' FROM orders WHERE order_id IN",
+        all(),
+    )
+    .await?
+    {
+        fates.insert(id, Fate::Confirmed);
+    }
+    for (id, reason) in ids_in(
+        &mut tx,
+        "SELECT order_id, reason FROM failed_orders WHERE order_id IN",
+        all(),
+    )
+    .await?
+    {
+        fates.insert(
+            id,
+            Fate::Failed(if reason == "blocked" {
+                "blocked"
+            } else {
+                "duplicate"
+            }),
+        );
+    }
+    let fresh: Vec<&Order> = orders
+        .iter()
+        .filter(|o| !fates.contains_key(o.order_id.as_str()))
+        .collect();
+    if !fresh.is_empty() {
+        let blocked: HashSet<String> = ids_in(
+            &mut tx,
+            "SELECT user_id, '' FROM blocked_users WHERE user_id IN",
+            fresh.iter().map(|o| o.user_id.as_str()),
+        )
+        .await?
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+        let allowed: Vec<&Order> = fresh
+            .iter()
+            .copied()
+            .filter(|o| !blocked.contains(o.user_id.as_str()))
+            .collect();
+        if !allowed.is_empty() {
+            let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+                "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
+            );
+            insert.push_values(&allowed, |mut row, o| {
+                row.push_bind(o.order_id.as_str())
+                    .push_bind(o.event_id.as_str())
+                    .push_bind(o.user_id.as_str())
+                    .push_bind("confirmed")
+                    .push_bind(o.reserved_at);
+            });
+            insert.build().execute(&mut *tx).await?;
+            for (id, _) in ids_in(
+                &mut tx,
+                "SELECT order_id, '' FROM orders WHERE order_id IN",
+                allowed.iter().map(|o| o.order_id.as_str()),
+            )
+            .await?
+            {
+                fates.insert(id, Fate::Confirmed);
+            }
+        }
+        let failed: Vec<(&Order, &'static str)> = fresh
+            .iter()
+            .filter(|o| !fates.contains_key(o.order_id.as_str()))
+            .map(|o| {
+                (
+                    *o,
+                    if blocked.contains(o.user_id.as_str()) {
+                        "blocked"
+                    } else {
+                        "duplicate"
+                    },
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+                "INSERT IGNORE INTO failed_orders (order_id, event_id, user_id, reason, reserved_at) ",
+            );
+            insert.push_values(&failed, |mut row, (o, reason)| {
+                row.push_bind(o.order_id.as_str())
+                    .push_bind(o.event_id.as_str())
+                    .push_bind(o.user_id.as_str())
+                    .push_bind(*reason)
+                    .push_bind(o.reserved_at);
+            });
+            insert.build().execute(&mut *tx).await?;
+            for (o, reason) in failed {
+                fates.insert(o.order_id.as_str().to_owned(), Fate::Failed(reason));
+            }
+        }
+    }
     tx.commit().await?;
-    Ok(present.into_iter().map(|(id,)| id).collect())
+    Ok(fates)
+}
+
+/// What one pass of the loop read.
+#[derive(Default)]
+struct Batch {
+    orders: Vec<Order>,
+    dead: Vec<serde_json::Value>,
+    offsets: BTreeMap<(String, i32), i64>,
 }
 
 /// `flashgate consume`.
 pub struct OrderConsumer {
     consumer: StreamConsumer,
+    dlq: FutureProducer,
+    dead_letter_topic: String,
+    brokers: String,
     pool: MySqlPool,
     store: Store,
     settings: ConsumerSettings,
@@ -107,13 +244,23 @@ impl OrderConsumer {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
+            // Bound what librdkafka prefetches: backpressure instead of an unbounded buffer.
+            .set("queued.max.messages.kbytes", "16384")
             .create()
             .context("cannot create Kafka consumer")?;
         consumer
             .subscribe(&[topic])
             .with_context(|| format!("cannot subscribe to {topic}"))?;
+        let dlq: FutureProducer = client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .context("cannot create Kafka producer")?;
         Ok(Self {
             consumer,
+            dlq,
+            dead_letter_topic: dead_letter_topic(topic, &settings),
+            brokers: brokers.to_owned(),
             pool,
             store,
             settings,
@@ -122,18 +269,21 @@ impl OrderConsumer {
 
     /// Consumes until `shutdown` turns true, finishing the batch in hand.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        if let Err(e) = crate::kafka::ensure_topic(&self.brokers, &self.dead_letter_topic, 1).await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
+        }
         let flush = Duration::from_millis(self.settings.flush_ms);
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let started = Instant::now();
-            let mut orders = Vec::new();
-            let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            let mut batch = Batch::default();
             let deadline = tokio::time::sleep(flush);
             tokio::pin!(deadline);
             let mut first = true;
-            while orders.len() < self.settings.batch_size {
+            while batch.orders.len() + batch.dead.len() < self.settings.batch_size {
                 tokio::select! {
                     m = self.consumer.recv() => match m {
                         Ok(m) => {
@@ -142,7 +292,7 @@ impl OrderConsumer {
                                 deadline.as_mut().reset(tokio::time::Instant::now() + flush);
                                 first = false;
                             }
-                            self.take(&m, &mut orders, &mut offsets);
+                            self.take(&m, &mut batch);
                         }
                         Err(e) => tracing::warn!(error = %e, "kafka receive failed"),
                     },
@@ -150,20 +300,23 @@ impl OrderConsumer {
                     _ = shutdown.changed() => break,
                 }
             }
-            if offsets.is_empty() {
+            if batch.offsets.is_empty() {
                 continue;
             }
-            let n = orders.len();
-            if !orders.is_empty() {
-                self.write(&orders, &mut shutdown).await?;
+            let n = batch.orders.len();
+            if !batch.orders.is_empty() {
+                self.write(&batch.orders, &mut shutdown).await?;
             }
+            self.bury(&batch.dead, &mut shutdown).await?;
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in &offsets {
+            for ((topic, partition), offset) in &batch.offsets {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
             }
-            self.consumer
-                .commit(&tpl, CommitMode::Sync)
-                .context("cannot commit consumer offsets")?;
+            // A failed commit (e.g. a rebalance took the partition away) only means the
+            // batch will be consumed again, and replaying it writes nothing twice.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
+            }
             metrics::counter!("flashgate_consumer_orders_total").increment(n as u64);
             metrics::histogram!("flashgate_consumer_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -178,24 +331,88 @@ impl OrderConsumer {
         Ok(())
     }
 
-    fn take(
-        &self,
-        m: &BorrowedMessage<'_>,
-        orders: &mut Vec<Order>,
-        offsets: &mut BTreeMap<(String, i32), i64>,
-    ) {
-        offsets.insert((m.topic().to_owned(), m.partition()), m.offset());
+    fn take(&self, m: &BorrowedMessage<'_>, batch: &mut Batch) {
+        batch
+            .offsets
+            .insert((m.topic().to_owned(), m.partition()), m.offset());
         match m.payload().and_then(Order::parse) {
-            Some(o) => orders.push(o),
+            Some(o) => batch.orders.push(o),
             None => {
                 metrics::counter!("flashgate_consumer_malformed_total").increment(1);
                 tracing::error!(
                     partition = m.partition(),
                     offset = m.offset(),
-                    "malformed order message skipped"
+                    "malformed order message; to the dead-letter topic"
                 );
+                let payload = m.payload().map(String::from_utf8_lossy).unwrap_or_default();
+                batch.dead.push(serde_json::json!({
+                    "reason": if m.payload().is_none() { "empty message" } else { "not a valid order message" },
+                    "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
+                    "payload": payload,
+                }));
             }
         }
+    }
+
+    /// Sends poison messages to the dead-letter topic; retried until the broker has them,
+    /// since their offsets are committed right after.
+    async fn bury(
+        &self,
+        dead: &[serde_json::Value],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        for letter in dead {
+            let payload = letter.to_string();
+            loop {
+                let record = FutureRecord::<(), _>::to(&self.dead_letter_topic).payload(&payload);
+                match self.dlq.send(record, Duration::from_secs(5)).await {
+                    Ok(_) => break,
+                    Err((e, _)) => {
+                        tracing::warn!(error = %e, "dead-letter produce failed; will retry");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = shutdown.changed() => anyhow::bail!("stopped before the dead letter was stored"),
+                        }
+                    }
+                }
+            }
+            metrics::counter!("flashgate_consumer_dead_letters_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Tells Redis what became of each order: confirmed, or failed with its unit given back
+    /// (both idempotent, so a replayed batch changes nothing).
+    async fn settle(
+        &self,
+        orders: &[Order],
+        fates: &HashMap<String, Fate>,
+    ) -> redis::RedisResult<()> {
+        let calls = orders.iter().map(|o| async move {
+            match fates.get(o.order_id.as_str()) {
+                Some(Fate::Confirmed) => self
+                    .store
+                    .confirm(&o.event_id, &o.user_id, o.order_id.as_str())
+                    .await
+                    .map(|_| ()),
+                Some(Fate::Failed(reason)) => {
+                    if self
+                        .store
+                        .compensate(&o.event_id, &o.user_id, o.order_id.as_str())
+                        .await?
+                    {
+                        metrics::counter!("flashgate_compensations_total", "reason" => *reason).increment(1);
+                        tracing::warn!(order = %o.order_id, user = %o.user_id, reason, "order failed; stock given back");
+                    }
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        });
+        for r in futures::future::join_all(calls).await {
+            r?;
+        }
+        Ok(())
     }
 
     /// Writes the batch and settles each order in Redis, retrying transient failures
@@ -208,24 +425,8 @@ impl OrderConsumer {
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
-                let present = write_batch(&self.pool, orders).await.context("mariadb")?;
-                for o in orders {
-                    if present.contains(o.order_id.as_str()) {
-                        self.store
-                            .confirm(&o.event_id, &o.user_id, o.order_id.as_str())
-                            .await
-                            .context("redis")?;
-                    } else if self
-                        .store
-                        .compensate(&o.event_id, &o.user_id, o.order_id.as_str())
-                        .await
-                        .context("redis")?
-                    {
-                        metrics::counter!("flashgate_compensations_total").increment(1);
-                        tracing::warn!(order = %o.order_id, user = %o.user_id, "order refused by the database; stock given back");
-                    }
-                }
-                anyhow::Ok(())
+                let fates = write_batch(&self.pool, orders).await.context("mariadb")?;
+                self.settle(orders, &fates).await.context("redis")
             };
             match attempt.await {
                 Ok(()) => return Ok(()),

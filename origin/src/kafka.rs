@@ -28,6 +28,13 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c.set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "5000")
         .set("log_level", "4");
+    // librdkafka's own debug contexts (e.g. "cgrp,fetch") for diagnosing a broker.
+    if let Some(debug) = std::env::var("FLASHGATE_KAFKA_DEBUG")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
+        c.set("debug", debug).set("log_level", "7");
+    }
     c
 }
 
@@ -51,4 +58,30 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
         }
     }
     Ok(())
+}
+
+/// Produces `orders` to `topic` with an idempotent producer; returns how many the broker
+/// acknowledged.
+pub async fn publish(brokers: &str, topic: &str, orders: &[OrderMessage]) -> anyhow::Result<usize> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("cannot create Kafka producer")?;
+    let mut sent = 0;
+    for o in orders {
+        let payload = serde_json::to_vec(o)?;
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(o.order_id.as_bytes())
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
+        sent += 1;
+    }
+    Ok(sent)
 }

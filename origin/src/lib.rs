@@ -3,7 +3,7 @@
 //! The origin behind the edge worker: it turns admitted purchase attempts into
 //! reservations in Redis, relays them to Kafka, and (in a separate process) writes them to
 //! MariaDB as orders. One binary, `flashgate`, with subcommands (`serve`, `consume`,
-//! `users`, `migrate`).
+//! `users`, `migrate`, `event`, `reconcile`).
 //!
 //! ## Layout
 //!
@@ -16,6 +16,7 @@
 //! - [`consumer`]: the order consumer (Kafka → MariaDB), `flashgate consume`.
 //! - [`kafka`]: client configs, the orders topic and message.
 //! - [`protect`]: circuit breakers and the adaptive concurrency limit.
+//! - [`reconcile`]: `flashgate reconcile`, Redis against the orders table.
 //! - [`users`]: the demo/load-test users CSV.
 //! - [`clock`], [`telemetry`]: injected time; logs and metrics.
 #![deny(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod consumer;
 pub mod error;
 pub mod kafka;
 pub mod protect;
+pub mod reconcile;
 pub mod relay;
 pub mod startup;
 pub mod store;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use flashgate_origin::config::Settings;
-use flashgate_origin::{consumer, kafka, startup, store, telemetry, users};
+use flashgate_origin::{consumer, kafka, reconcile, startup, store, telemetry, users};
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
 use tokio::sync::watch;
@@ -33,6 +33,18 @@ enum Command {
         /// Base URL of the origin (default: http://<listen>).
         #[arg(long, global = true, env = "FLASHGATE_ORIGIN_URL")]
         origin: Option<String>,
+    },
+    /// Compare Redis and the orders table for one event; exit 1 on any mismatch.
+    Reconcile {
+        /// Event id.
+        #[arg(long)]
+        event: String,
+        /// Reservations younger than this may still be on their way.
+        #[arg(long, default_value_t = 30)]
+        grace_secs: i64,
+        /// Re-publish reservations that have no order to the orders topic.
+        #[arg(long)]
+        repair: bool,
     },
     /// Write `userId,authToken` CSV rows for demos and load tests.
     Users {
@@ -167,6 +179,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the origin answered {status}");
             }
             Ok(())
+        }
+        Command::Reconcile {
+            event,
+            grace_secs,
+            repair,
+        } => {
+            let event = flashgate_core::ids::EventId::parse(&event)?;
+            let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
+            let pool = consumer::connect_db(settings.mysql_url.expose_secret()).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let report =
+                reconcile::reconcile(&store, &pool, &event, now, grace_secs * 1000).await?;
+            print!("{}", report.render(&event));
+            if repair && !report.missing.is_empty() {
+                let n = kafka::publish(
+                    &settings.kafka_brokers,
+                    &settings.orders_topic,
+                    &report.missing,
+                )
+                .await?;
+                println!(
+                    "repair: re-published {n} reservation(s) to {}",
+                    settings.orders_topic
+                );
+            }
+            if report.clean() {
+                Ok(())
+            } else {
+                anyhow::bail!("reconcile found {} problem(s)", report.problems.len())
+            }
         }
         Command::Users {
             count,

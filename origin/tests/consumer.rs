@@ -5,36 +5,125 @@ mod common;
 use common::*;
 use figment::Figment;
 use flashgate_core::ids::{EventId, UserId};
-use flashgate_origin::consumer::{connect_db, write_batch, Order, OrderConsumer};
-use flashgate_origin::kafka::OrderMessage;
+use flashgate_origin::consumer::{connect_db, write_batch, Fate, Order, OrderConsumer};
+use flashgate_origin::kafka::{client_config, OrderMessage};
+use flashgate_origin::reconcile::reconcile;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use std::time::Duration;
 use tokio::sync::watch;
 
-fn order(id: &str, event: &str, user: &str) -> Order {
-    let m = OrderMessage {
+fn message(id: &str, event: &str, user: &str) -> OrderMessage {
+    OrderMessage {
         order_id: id.into(),
         event_id: event.into(),
         user_id: user.into(),
         reserved_at: now_ms(),
-    };
-    Order::parse(&serde_json::to_vec(&m).expect("json")).expect("valid order")
+    }
+}
+
+fn order(id: &str, event: &str, user: &str) -> Order {
+    Order::parse(&serde_json::to_vec(&message(id, event, user)).expect("json"))
+        .expect("valid order")
+}
+
+async fn count(pool: &sqlx::MySqlPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect("count");
+    n
+}
+
+/// Produces raw payloads to `topic`, all acknowledged before it returns.
+async fn produce(brokers: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    let producer: FutureProducer = client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for chunk in payloads.chunks(2000) {
+        let sends = chunk.iter().map(|p| {
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(topic).payload(p),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("produced");
+        }
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send(true).expect("stop");
+        self.task.await.expect("task").expect("consumer ran");
+    }
+}
+
+fn start_consumer(app: &TestApp, db: &sqlx::MySqlPool) -> Running {
+    let consumer = OrderConsumer::new(
+        &app.settings.kafka_brokers,
+        &app.settings.orders_topic,
+        db.clone(),
+        app.store.clone(),
+        app.settings.consumer.clone(),
+    )
+    .expect("consumer");
+    let (stop, rx) = watch::channel(false);
+    Running {
+        stop,
+        task: tokio::spawn(consumer.run(rx)),
+    }
+}
+
+async fn order_status(app: &TestApp, event: &str, user: &str) -> serde_json::Value {
+    app.signed(
+        "GET",
+        &format!("/api/events/{event}/order"),
+        Some(user),
+        b"",
+    )
+    .await
+    .body
 }
 
 #[tokio::test]
-async fn batches_are_idempotent() {
+async fn batches_are_idempotent_and_keep_their_fate() {
     let pool = connect_db(&fresh_database().await).await.expect("db");
     let batch = vec![order("o1", "e", "a"), order("o2", "e", "b")];
-    assert_eq!(write_batch(&pool, &batch).await.expect("write").len(), 2);
-    assert_eq!(write_batch(&pool, &batch).await.expect("rewrite").len(), 2);
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(rows, 2);
+    let first = write_batch(&pool, &batch).await.expect("write");
+    assert!(first.values().all(|f| *f == Fate::Confirmed));
+    assert_eq!(write_batch(&pool, &batch).await.expect("rewrite"), first);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 2);
     // A second order for the same user and event is refused by the unique key.
-    let present = write_batch(&pool, &[order("o3", "e", "a")])
+    let dup = write_batch(&pool, &[order("o3", "e", "a")])
         .await
         .expect("write");
-    assert!(present.is_empty());
+    assert_eq!(dup["o3"], Fate::Failed("duplicate"));
+    // A confirmed order stays confirmed when replayed after its user was blocked.
+    sqlx::query("INSERT INTO blocked_users (user_id) VALUES ('a')")
+        .execute(&pool)
+        .await
+        .expect("block");
+    assert_eq!(write_batch(&pool, &batch).await.expect("replay"), first);
+    let blocked = write_batch(&pool, &[order("o4", "f", "a")])
+        .await
+        .expect("write");
+    assert_eq!(blocked["o4"], Fate::Failed("blocked"));
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 2);
 }
 
 #[test]
@@ -49,30 +138,18 @@ fn malformed_messages_are_not_orders() {
 }
 
 #[tokio::test]
-async fn a_purchase_becomes_a_confirmed_row_and_a_refused_one_is_compensated() {
+async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
     let db = fresh_database().await;
-    let app = spawn_app(Figment::new().merge(("mysql_url", db.clone()))).await;
+    let app = spawn_app(Figment::new().merge(("user_limit", 1000))).await;
     app.live_event("sale", 5).await;
     let pool = connect_db(&db).await.expect("db");
-    let consumer = OrderConsumer::new(
-        &app.settings.kafka_brokers,
-        &app.settings.orders_topic,
-        pool.clone(),
-        app.store.clone(),
-        app.settings.consumer.clone(),
-    )
-    .expect("consumer");
-    let (stop, rx) = watch::channel(false);
-    let running = tokio::spawn(consumer.run(rx));
+    let running = start_consumer(&app, &pool);
 
     let r = app.purchase("sale", "buyer").await;
     assert_eq!(r.status, 202, "{}", r.body);
     let order_id = r.body["order_id"].as_str().expect("order").to_owned();
     eventually("order confirmed", 60, || async {
-        let s = app
-            .signed("GET", "/api/events/sale/order", Some("buyer"), b"")
-            .await;
-        s.body["status"] == "confirmed"
+        order_status(&app, "sale", "buyer").await["status"] == "confirmed"
     })
     .await;
     let (event, user, status): (String, String, String) =
@@ -86,19 +163,17 @@ async fn a_purchase_becomes_a_confirmed_row_and_a_refused_one_is_compensated() {
         ("sale", "buyer", "confirmed")
     );
 
-    // The database already holds an order for this user (written behind Redis' back):
-    // the new reservation cannot become an order, so it fails and its unit goes back.
-    sqlx::query("INSERT INTO orders (order_id, event_id, user_id, status, reserved_at) VALUES ('manual', 'sale', 'twin', 'confirmed', NOW(3))")
+    // A blocked account: the order fails, the unit goes back, and once unblocked the user
+    // can buy again while the sale is live.
+    sqlx::query("INSERT INTO blocked_users (user_id, reason) VALUES ('shady', 'fraud')")
         .execute(&pool)
         .await
-        .expect("insert");
-    let r = app.purchase("sale", "twin").await;
+        .expect("block");
+    let r = app.purchase("sale", "shady").await;
     assert_eq!(r.status, 202);
+    let failed_order = r.body["order_id"].as_str().expect("order").to_owned();
     eventually("order failed", 60, || async {
-        let s = app
-            .signed("GET", "/api/events/sale/order", Some("twin"), b"")
-            .await;
-        s.body["status"] == "failed"
+        order_status(&app, "sale", "shady").await["status"] == "failed"
     })
     .await;
     let stats = app.stats("sale").await;
@@ -112,20 +187,237 @@ async fn a_purchase_becomes_a_confirmed_row_and_a_refused_one_is_compensated() {
         (Some(1), Some(1), Some(1))
     );
     // Compensation is keyed by order id: doing it again gives nothing back.
-    let twin_order = r.body["order_id"].as_str().expect("order");
-    let again = app
+    let (sale, shady) = (
+        EventId::parse("sale").expect("id"),
+        UserId::parse("shady").expect("id"),
+    );
+    assert!(!app
         .store
-        .compensate(
-            &EventId::parse("sale").expect("id"),
-            &UserId::parse("twin").expect("id"),
-            twin_order,
-        )
+        .compensate(&sale, &shady, &failed_order)
         .await
-        .expect("redis");
-    assert!(!again);
+        .expect("redis"));
     assert_eq!(app.stats("sale").await["stock_left"], 4);
 
-    stop.send(true).expect("stop");
-    running.await.expect("task").expect("consumer ran");
+    sqlx::query("DELETE FROM blocked_users WHERE user_id = 'shady'")
+        .execute(&pool)
+        .await
+        .expect("unblock");
+    let again = app.purchase("sale", "shady").await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    eventually("second order confirmed", 60, || async {
+        order_status(&app, "sale", "shady").await["status"] == "confirmed"
+    })
+    .await;
+
+    // Reconciliation agrees with all of this.
+    let report = reconcile(&app.store, &pool, &sale, now_ms(), 0)
+        .await
+        .expect("reconcile");
+    assert!(report.clean(), "{}", report.render(&sale));
+
+    running.stop().await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_flow() {
+    let db = fresh_database().await;
+    let app = spawn_app(Figment::new()).await;
+    let pool = connect_db(&db).await.expect("db");
+    let running = start_consumer(&app, &pool);
+    let good = serde_json::to_vec(&message("good-1", "dlq", "u1")).expect("json");
+    produce(
+        &app.settings.kafka_brokers,
+        &app.settings.orders_topic,
+        vec![b"{not an order".to_vec(), good],
+    )
+    .await;
+    eventually("the good order is written", 60, || async {
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM orders WHERE order_id = 'good-1'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let dlq: StreamConsumer = client_config(&app.settings.kafka_brokers)
+        .set("group.id", unique("dlq-check-"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    dlq.subscribe(&[&format!("{}.dlq", app.settings.orders_topic)])
+        .expect("subscribe");
+    let letter = tokio::time::timeout(Duration::from_secs(60), dlq.recv())
+        .await
+        .expect("a dead letter arrives")
+        .expect("message");
+    let letter: serde_json::Value =
+        serde_json::from_slice(letter.payload().expect("payload")).expect("json");
+    assert_eq!(letter["payload"], "{not an order");
+    assert_eq!(letter["reason"], "not a valid order message");
+    running.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reconcile_names_what_is_broken() {
+    let db = fresh_database().await;
+    let app = spawn_app(Figment::new().merge(("user_limit", 1000))).await;
+    app.live_event("audit", 10).await;
+    let pool = connect_db(&db).await.expect("db");
+    let running = start_consumer(&app, &pool);
+    for u in ["a1", "a2", "a3"] {
+        assert_eq!(app.purchase("audit", u).await.status, 202);
+    }
+    eventually("three rows", 60, || async {
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM orders WHERE event_id = 'audit'",
+        )
+        .await
+            == 3
+    })
+    .await;
+    running.stop().await;
+    let audit = EventId::parse("audit").expect("id");
+    let clean = reconcile(&app.store, &pool, &audit, now_ms(), 0)
+        .await
+        .expect("reconcile");
+    assert!(clean.clean(), "{}", clean.render(&audit));
+
+    // Break it: a row vanishes and a unit appears from nowhere.
+    sqlx::query("DELETE FROM orders WHERE user_id = 'a2'")
+        .execute(&pool)
+        .await
+        .expect("delete");
+    let _: () = redis::cmd("INCR")
+        .arg(app.store.keys(&audit).stock())
+        .query_async(&mut app.store.conn())
+        .await
+        .expect("incr");
+    let broken = reconcile(&app.store, &pool, &audit, now_ms(), 0)
+        .await
+        .expect("reconcile");
+    let text = broken.render(&audit);
+    assert!(!broken.clean());
+    assert!(text.contains("MISSING") && text.contains("a2"), "{text}");
+    assert!(text.contains("STOCK"), "{text}");
+    // Within the grace period a missing row is not (yet) a problem.
+    let young = reconcile(&app.store, &pool, &audit, now_ms(), 3_600_000)
+        .await
+        .expect("reconcile");
+    assert!(!young.render(&audit).contains("MISSING"));
+
+    // The command exits non-zero and says why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["reconcile", "--event", "audit", "--grace-secs", "0"])
+        .env("FLASHGATE_REDIS_URL", &app.settings.redis_url)
+        .env("FLASHGATE_KEY_PREFIX", &app.settings.key_prefix)
+        .env("FLASHGATE_MYSQL_URL", &db)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISSING"));
+    app.stop().await;
+}
+
+fn spawn_consumer(settings: &flashgate_origin::config::Settings, mysql_url: &str) -> Killed {
+    Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+            .arg("consume")
+            .env("FLASHGATE_CONSUMER__GROUP", &settings.consumer.group)
+            .env("FLASHGATE_REDIS_URL", &settings.redis_url)
+            .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)
+            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka_brokers)
+            .env("FLASHGATE_ORDERS_TOPIC", &settings.orders_topic)
+            .env("FLASHGATE_MYSQL_URL", mysql_url)
+            .env("FLASHGATE_CONSUMER__MAX_RATE", "0")
+            .env("FLASHGATE_CONSUMER__BATCH_SIZE", "500")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_CONSUMER_LOG").unwrap_or("warn".into()),
+            )
+            .env(
+                "FLASHGATE_KAFKA_DEBUG",
+                std::env::var("TEST_KAFKA_DEBUG").unwrap_or_default(),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::env::temp_dir().join("flashgate-consumer-test.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null()),
+            )
+            .spawn()
+            .expect("flashgate consume starts"),
+    )
+}
+
+async fn rows(url: &str) -> Option<i64> {
+    use sqlx::Connection;
+    let mut c = sqlx::MySqlConnection::connect(url).await.ok()?;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+        .fetch_one(&mut c)
+        .await
+        .ok()?;
+    Some(n)
+}
+
+async fn wait_rows(url: &str, at_least: i64, secs: u64) {
+    eventually(&format!("{at_least} rows"), secs, || async {
+        rows(url).await.is_some_and(|n| n >= at_least)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_orders_survive_kill_9_consumers_and_a_database_restart() {
+    const N: usize = 20_000;
+    let mut db = OwnServer::mariadb();
+    let url = db.mysql_url();
+    connect_db(&url).await.expect("migrations");
+    let s = settings(Figment::new());
+    flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 3)
+        .await
+        .expect("topic");
+    let payloads = (0..N)
+        .map(|i| {
+            serde_json::to_vec(&message(&format!("ord-{i}"), "bulk", &format!("user-{i}")))
+                .expect("json")
+        })
+        .collect();
+    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+
+    // Two consumers share the partitions; one is killed -9 mid-run and restarted.
+    let mut a = spawn_consumer(&s, &url);
+    let mut b = spawn_consumer(&s, &url);
+    wait_rows(&url, 4_000, 120).await;
+    a.kill();
+    eprintln!("killed a");
+    wait_rows(&url, 8_000, 120).await;
+    eprintln!("8000 rows; restarting the database");
+    // The database goes away mid-batch and comes back.
+    db.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    db.restart();
+    let mut a = spawn_consumer(&s, &url);
+    eprintln!("a again");
+    wait_rows(&url, N as i64, 240).await;
+    // Nothing more arrives: exactly N rows, each order once, each user once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pool = connect_db(&url).await.expect("db");
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, N as i64);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(DISTINCT user_id) FROM orders").await,
+        N as i64
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 0);
+    a.kill();
+    b.kill();
 }

@@ -33,6 +33,7 @@ pub fn settings(extra: Figment) -> Settings {
         .merge(("kafka_brokers", service("FLASHGATE_TEST_KAFKA_BROKERS")))
         .merge(("orders_topic", unique("test-orders-")))
         .merge(("key_prefix", unique("t") + ":"))
+        .merge(("consumer.group", unique("test-group-")))
         .merge(("edge_secret", EDGE_SECRET))
         .merge(("admin_token", ADMIN_TOKEN))
         .merge(("auth_secret", "test-auth-secret-0123456789"))
@@ -345,6 +346,65 @@ impl OwnServer {
         Self::start(port, dir, service("FLASHGATE_TEST_TANSU_BIN"), args)
     }
 
+    /// A MariaDB with its own data dir; `url()` names database `flashgate`.
+    pub fn mariadb() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fg-mariadb-"));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ok = std::process::Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("mariadb-install-db runs");
+        assert!(ok.success(), "mariadb-install-db failed");
+        let args = vec![
+            "--no-defaults".to_owned(),
+            "--user=root".to_owned(),
+            format!("--datadir={}", data.display()),
+            format!("--socket={}", dir.join("mysqld.sock").display()),
+            format!("--pid-file={}", dir.join("mysqld.pid").display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--skip-name-resolve".to_owned(),
+        ];
+        let s = Self::start(port, dir, "mariadbd".into(), args);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-uroot",
+                "-e",
+                "CREATE DATABASE IF NOT EXISTS flashgate",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mariadb did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// The database URL of a [`OwnServer::mariadb`].
+    pub fn mysql_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/flashgate", self.port)
+    }
+
     fn start(port: u16, dir: std::path::PathBuf, program: String, args: Vec<String>) -> Self {
         let mut s = Self {
             port,
@@ -392,5 +452,22 @@ impl Drop for OwnServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process that is killed (SIGKILL) when dropped, so a failing test leaks nothing.
+pub struct Killed(pub std::process::Child);
+
+impl Killed {
+    /// kill -9 and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
