@@ -13,9 +13,13 @@
 //! - [`ticket`]: admission tickets issued by the edge and required on purchase.
 //! - [`gate`]: an event's phase and state from its window, its stock and the time.
 //! - [`bucket`]: a token bucket with injected time (edge global limiter).
+//! - [`bot`]: the edge's bot-scoring rules, allow-list, burst counters and Turnstile check.
+//! - [`admission`]: the edge's admission decisions (screen, purchase, ticket) in order.
 //! - [`wire`]: JSON bodies of the public contract and the answer of each outcome.
 #![deny(unsafe_code)]
 
+pub mod admission;
+pub mod bot;
 pub mod bucket;
 pub mod crypto;
 pub mod gate;

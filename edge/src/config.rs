@@ -1,8 +1,38 @@
 //! The worker's configuration: `[vars]` in wrangler.toml and secrets
 //! (`wrangler secret put`). Every knob is documented in docs/edge.md.
+//!
+//! In the dev environment (`DEV_CONTROLS = "on"`), an allow-listed client may override
+//! knobs for the isolate (`PUT /__edge/dev/overrides`), so end-to-end tests can provoke a
+//! 429 or a Turnstile refusal without restarting `wrangler dev`; see [`crate::control`].
 
+use flashgate_core::bot::{self, AllowList, Rules};
 use flashgate_core::Millis;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use worker::Env;
+
+/// Knobs an override may never touch: the secrets and what guards the overrides.
+pub const NOT_OVERRIDABLE: &[&str] = &[
+    "AUTH_SECRET",
+    "EDGE_SECRET",
+    "STATS_TOKEN",
+    "ALLOW_IPS",
+    "DEV_CONTROLS",
+];
+
+thread_local! {
+    static OVERRIDES: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// The dev overrides in force in this isolate.
+pub fn overrides() -> BTreeMap<String, String> {
+    OVERRIDES.with(|o| o.borrow().clone())
+}
+
+/// Replaces the dev overrides of this isolate.
+pub fn set_overrides(new: BTreeMap<String, String>) {
+    OVERRIDES.with(|o| *o.borrow_mut() = new);
+}
 
 /// What the worker reads from its environment on each request.
 pub struct Config {
@@ -20,11 +50,25 @@ pub struct Config {
     pub event_cache_ms: Millis,
     /// How long an origin sold_out is answered by the edge itself.
     pub sold_out_cache_ms: Millis,
-    /// Deadline of a forwarded request.
+    /// Deadline of a forwarded request (and of a Turnstile check).
     pub origin_timeout_ms: u64,
+    /// The bot rule set: threshold, allow-list, bursts.
+    pub bot: Rules,
+    /// Turnstile secret key (secret); `None` skips the human check.
+    pub turnstile_secret: Option<String>,
 }
 
-fn string(env: &Env, name: &str) -> Option<String> {
+/// The guard knobs, read straight from the environment (never overridden).
+pub struct Guard {
+    /// Clients that skip per-IP and fingerprint rules, and may use the dev controls.
+    pub allow: AllowList,
+    /// Whether the dev controls are on (`DEV_CONTROLS = "on"`, dev environment only).
+    pub dev_controls: bool,
+    /// Bearer token that opens `/__edge/stats` to non-allow-listed callers (secret).
+    pub stats_token: Option<String>,
+}
+
+fn raw(env: &Env, name: &str) -> Option<String> {
     env.secret(name)
         .map(|s| s.to_string())
         .or_else(|_| env.var(name).map(|v| v.to_string()))
@@ -32,24 +76,54 @@ fn string(env: &Env, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn number<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
-    string(env, name)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+impl Guard {
+    /// Reads the guard knobs; a bad allow-list entry is logged and empties the list.
+    pub fn from_env(env: &Env) -> Self {
+        let allow =
+            AllowList::parse(&raw(env, "ALLOW_IPS").unwrap_or_default()).unwrap_or_else(|bad| {
+                worker::console_error!(
+                    "ALLOW_IPS: {bad:?} is not an address or network; list ignored"
+                );
+                AllowList::default()
+            });
+        Self {
+            allow,
+            dev_controls: raw(env, "DEV_CONTROLS").as_deref() == Some("on"),
+            stats_token: raw(env, "STATS_TOKEN"),
+        }
+    }
 }
 
 impl Config {
-    /// Reads the environment; the error names the first missing required setting.
-    pub fn from_env(env: &Env) -> Result<Self, &'static str> {
+    /// Reads the environment (and the dev overrides, when the dev controls are on); the
+    /// error names the first missing required setting.
+    pub fn from_env(env: &Env, guard: Guard) -> Result<Self, &'static str> {
+        let get = |name: &str| -> Option<String> {
+            let overridden = guard.dev_controls && !NOT_OVERRIDABLE.contains(&name);
+            overridden
+                .then(|| OVERRIDES.with(|o| o.borrow().get(name).cloned()))
+                .flatten()
+                .or_else(|| raw(env, name))
+                .filter(|s| !s.is_empty())
+        };
+        fn number<T: std::str::FromStr>(v: Option<String>, default: T) -> T {
+            v.and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+        }
         Ok(Self {
-            origin_url: string(env, "ORIGIN_URL").ok_or("ORIGIN_URL")?,
-            auth_secret: string(env, "AUTH_SECRET").ok_or("AUTH_SECRET")?,
-            edge_secret: string(env, "EDGE_SECRET").ok_or("EDGE_SECRET")?,
-            purchase_rps: number(env, "PURCHASE_RPS", 2000),
-            ticket_ttl_ms: number(env, "TICKET_TTL_MS", 120_000),
-            event_cache_ms: number(env, "EVENT_CACHE_MS", 1000),
-            sold_out_cache_ms: number(env, "SOLD_OUT_CACHE_MS", 2000),
-            origin_timeout_ms: number(env, "ORIGIN_TIMEOUT_MS", 3000),
+            origin_url: get("ORIGIN_URL").ok_or("ORIGIN_URL")?,
+            auth_secret: get("AUTH_SECRET").ok_or("AUTH_SECRET")?,
+            edge_secret: get("EDGE_SECRET").ok_or("EDGE_SECRET")?,
+            purchase_rps: number(get("PURCHASE_RPS"), 2000),
+            ticket_ttl_ms: number(get("TICKET_TTL_MS"), 120_000),
+            event_cache_ms: number(get("EVENT_CACHE_MS"), 1000),
+            sold_out_cache_ms: number(get("SOLD_OUT_CACHE_MS"), 2000),
+            origin_timeout_ms: number(get("ORIGIN_TIMEOUT_MS"), 3000),
+            bot: Rules {
+                threshold: number(get("BOT_THRESHOLD"), bot::DEFAULT_THRESHOLD),
+                ip_burst: number(get("BOT_IP_BURST"), bot::DEFAULT_IP_BURST),
+                allow: guard.allow,
+            },
+            turnstile_secret: get("TURNSTILE_SECRET"),
         })
     }
 

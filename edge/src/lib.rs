@@ -1,36 +1,36 @@
 //! # flashgate-edge
 //!
 //! The Cloudflare worker in front of the origin (workers-rs, compiled to wasm32). It is a
-//! router: each decision comes from `flashgate-core` (tokens, tickets, gating, the token
-//! bucket, the answers), and only admitted requests are forwarded to `ORIGIN_URL`, signed
-//! with `EDGE_SECRET`. The activity page in `static/` is served by wrangler's `[assets]`
-//! before this code runs.
+//! router: it reads a request, asks `flashgate-core` what to do
+//! ([`flashgate_core::admission`]: identity, body, bot verdict, time gating, sold-out mark,
+//! ticket, limiters), and answers or forwards. Only admitted requests reach `ORIGIN_URL`,
+//! signed with `EDGE_SECRET`. The activity page in `static/` is served by wrangler's
+//! `[assets]` before this code runs.
 //!
 //! ## Layout
 //!
-//! - `lib.rs`: the fetch handler and routes.
-//! - [`config`]: vars and secrets read from the environment.
-//! - [`origin`]: signed forwarding with a deadline, and the event cache of the isolate.
+//! - `lib.rs`: the fetch handler, the routes, reading requests.
+//! - [`config`]: vars and secrets read from the environment (and dev overrides).
+//! - [`origin`]: signed forwarding with a deadline, the event cache, sold-out marks.
+//! - [`guard`]: the isolate's bucket, bot tracker and counters; rate-limit bindings;
+//!   Turnstile.
+//! - [`control`]: the edge's own `/__edge/` endpoints (stats, dev overrides).
 #![deny(unsafe_code)]
 
 mod config;
+mod control;
+mod guard;
 mod origin;
 
-use config::Config;
-use flashgate_core::bucket::TokenBucket;
-use flashgate_core::gate::{self, Phase};
-use flashgate_core::ids::{EventId, UserId};
-use flashgate_core::ticket::{self, Ticket};
+use config::{Config, Guard};
+use flashgate_core::admission::{self, Incoming, PurchaseFacts, Screened, TicketFacts};
+use flashgate_core::bot::Client;
 use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
-use flashgate_core::{jwt, Millis};
-use origin::EventWindow;
-use std::cell::RefCell;
+use flashgate_core::{gate, ticket, Millis};
+use futures_util::future::join;
+use futures_util::StreamExt;
+use std::net::IpAddr;
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
-
-thread_local! {
-    /// The isolate-wide purchase bucket (one per isolate, as Workers run them).
-    static BUCKET: RefCell<Option<TokenBucket>> = const { RefCell::new(None) };
-}
 
 fn now() -> Millis {
     worker::Date::now().as_millis() as Millis
@@ -50,9 +50,27 @@ pub fn respond(outcome: &Outcome) -> Result<Response> {
         .with_headers(headers))
 }
 
+fn json<T: serde::Serialize>(value: &T) -> Result<Response> {
+    let resp = Response::from_json(value)?;
+    resp.headers().set("cache-control", "no-store")?;
+    Ok(resp)
+}
+
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    let cfg = match Config::from_env(&env) {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    let head = Head::read(&req);
+    let guard = Guard::from_env(&env);
+    match segments.as_slice() {
+        ["__edge", "stats"] => return control::stats(&req, &guard, head.ip),
+        ["__edge", "dev", "overrides"] => {
+            return control::overrides(&mut req, &guard, head.ip).await
+        }
+        _ => {}
+    }
+    let cfg = match Config::from_env(&env, guard) {
         Ok(c) => c,
         Err(missing) => {
             worker::console_error!("edge misconfigured: {missing} is not set");
@@ -61,80 +79,262 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             });
         }
     };
-    let path = req.path();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method();
-    let outcome = match (segments.as_slice(), method.clone()) {
-        (["api", "events", id], Method::Get) => return event_info(&cfg, id).await,
-        (["api", "events", id, "ticket"], Method::Post) => issue_ticket(&cfg, &mut req, id).await,
-        (["api", "events", id, "purchase"], Method::Post) => {
-            return purchase(&cfg, &mut req, id).await
-        }
-        (["api", "events", id, "order"], Method::Get) => return order(&cfg, &req, id).await,
-        (["api", "events", _], _) | (["api", "events", _, "ticket" | "purchase" | "order"], _) => {
-            Err(Outcome::MethodNotAllowed)
-        }
-        _ => Err(Outcome::NotFound),
+    let cx = Cx {
+        cfg: &cfg,
+        env: &env,
+        head: &head,
     };
-    match outcome {
-        Ok(resp) => Ok(resp),
-        Err(o) => respond(&o),
+    match (segments.as_slice(), method) {
+        (["api", "events", id], Method::Get) => event_info(&cfg, id).await,
+        (["api", "events", id, "ticket"], Method::Post) => cx.ticket(&mut req, id).await,
+        (["api", "events", id, "purchase"], Method::Post) => cx.purchase(&mut req, id).await,
+        (["api", "events", id, "order"], Method::Get) => cx.order(id).await,
+        (["api", "events", _], _) | (["api", "events", _, "ticket" | "purchase" | "order"], _) => {
+            respond(&Outcome::MethodNotAllowed)
+        }
+        _ => respond(&Outcome::NotFound),
     }
 }
 
-/// The bearer user, or 401.
-fn authenticate(cfg: &Config, req: &Request) -> std::result::Result<UserId, Outcome> {
-    let header = req.headers().get("authorization").ok().flatten();
-    let token = header
-        .as_deref()
-        .and_then(jwt::bearer)
-        .ok_or(Outcome::Unauthenticated)?;
-    jwt::verify(token, cfg.auth_secret.as_bytes(), now())
-        .map(|c| c.sub)
-        .map_err(|_| Outcome::Unauthenticated)
+/// The headers and URL facts the rules read, read once.
+struct Head {
+    authorization: Option<String>,
+    content_type: Option<String>,
+    content_length: Option<usize>,
+    ticket: Option<String>,
+    user_agent: Option<String>,
+    accept: Option<String>,
+    accept_language: Option<String>,
+    sec_fetch_site: Option<String>,
+    origin: Option<String>,
+    host: Option<String>,
+    /// `CF-Connecting-IP`: set by Cloudflare (and by `wrangler dev`, from the socket,
+    /// when the client did not send one).
+    ip: Option<IpAddr>,
+    has_query: bool,
 }
 
-async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, Outcome> {
-    if let Some(len) = req
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|l| l.parse::<usize>().ok())
+impl Head {
+    fn read(req: &Request) -> Self {
+        let h = |name: &str| req.headers().get(name).ok().flatten();
+        Self {
+            authorization: h("authorization"),
+            content_type: h("content-type"),
+            content_length: h("content-length").and_then(|l| l.trim().parse().ok()),
+            ticket: h(ticket::HEADER),
+            user_agent: h("user-agent"),
+            accept: h("accept"),
+            accept_language: h("accept-language"),
+            sec_fetch_site: h("sec-fetch-site"),
+            origin: h("origin"),
+            host: h("host"),
+            ip: h("cf-connecting-ip").and_then(|ip| ip.trim().parse().ok()),
+            has_query: req.url().is_ok_and(|u| u.query().is_some()),
+        }
+    }
+
+    fn client(&self) -> Client<'_> {
+        Client {
+            ip: self.ip,
+            user_agent: self.user_agent.as_deref(),
+            accept: self.accept.as_deref(),
+            accept_language: self.accept_language.as_deref(),
+            sec_fetch_site: self.sec_fetch_site.as_deref(),
+            origin: self.origin.as_deref(),
+            host: self.host.as_deref(),
+            has_query: self.has_query,
+        }
+    }
+
+    fn incoming<'a>(&'a self, event_id: &'a str, body: &'a [u8]) -> Incoming<'a> {
+        Incoming {
+            event_id,
+            authorization: self.authorization.as_deref(),
+            content_type: self.content_type.as_deref(),
+            body,
+            client: self.client(),
+        }
+    }
+}
+
+/// Reads a body of at most 4 KiB: 413 from `Content-Length`, or as soon as more arrives.
+async fn read_body(req: &mut Request, head: &Head) -> std::result::Result<Vec<u8>, Outcome> {
+    if head
+        .content_length
+        .is_some_and(|l| l > wire::MAX_BODY_BYTES)
     {
-        if len > wire::MAX_BODY_BYTES {
+        return Err(Outcome::PayloadTooLarge);
+    }
+    let Ok(mut stream) = req.stream() else {
+        return Ok(Vec::new()); // no body at all
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend(chunk.map_err(|_| bad("invalid_body", "请求体无法读取"))?);
+        if body.len() > wire::MAX_BODY_BYTES {
             return Err(Outcome::PayloadTooLarge);
         }
     }
-    let body = req
-        .bytes()
-        .await
-        .map_err(|_| bad("invalid_body", "请求体无法读取"))?;
-    let ct = req.headers().get("content-type").ok().flatten();
-    wire::check_json_body(ct.as_deref(), &body)?;
     Ok(body)
 }
 
-fn parse_event(id: &str) -> std::result::Result<EventId, Outcome> {
-    EventId::parse(id).map_err(|_| bad("invalid_event_id", "活动标识无效"))
+/// One shopper request's context.
+struct Cx<'a> {
+    cfg: &'a Config,
+    env: &'a Env,
+    head: &'a Head,
 }
 
-fn fingerprint(req: &Request) -> String {
-    ticket::fingerprint(
-        &req.headers()
-            .get("user-agent")
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-    )
+impl Cx<'_> {
+    /// [`admission::screen`] on the isolate's tracker; bot verdicts are logged.
+    fn screen(
+        &self,
+        id: &str,
+        body: &[u8],
+        endpoint: &str,
+    ) -> std::result::Result<Screened, Outcome> {
+        let req = self.head.incoming(id, body);
+        let screened = guard::with(|i| {
+            admission::screen(
+                &req,
+                self.cfg.auth_secret.as_bytes(),
+                &self.cfg.bot,
+                &mut i.tracker,
+                now(),
+            )
+        });
+        if let Err(Outcome::Forbidden { reason }) = &screened {
+            // One line per isolate every BOT_LOG_EVERY_MS at most: an attack must not turn
+            // into a flood of logs. The line carries the tally since the isolate started.
+            if let Some(tally) = guard::with(|i| i.bot_log_due(now())) {
+                let ip = self.head.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                worker::console_log!(
+                    "{}",
+                    serde_json::json!({"bot_verdict": reason, "ip": ip, "endpoint": endpoint, "tally": tally})
+                );
+            }
+        }
+        screened
+    }
+
+    /// `POST /api/events/{id}/purchase`: everything the edge can refuse is refused here;
+    /// the rest is forwarded.
+    async fn purchase(&self, req: &mut Request, id: &str) -> Result<Response> {
+        match self.admit_purchase(req, id).await {
+            Err(o) => {
+                let status = o.answer().status;
+                guard::with(|i| *i.counters.purchase_answered.entry(status).or_insert(0) += 1);
+                respond(&o)
+            }
+            Ok((s, forward, body)) => {
+                guard::with(|i| i.counters.purchase_forwarded += 1);
+                let user = s.user.as_str();
+                match origin::forward(self.cfg, Method::Post, &forward.path, user, body).await {
+                    Ok(mut r) => {
+                        match r.status_code() {
+                            200 | 202 => origin::record_buyer(&s.event, &s.user),
+                            409 => {
+                                origin::mark_sold_out(&s.event, now() + self.cfg.sold_out_cache_ms)
+                            }
+                            _ => {}
+                        }
+                        origin::relay(&mut r).await
+                    }
+                    Err(o) => respond(&o),
+                }
+            }
+        }
+    }
+
+    async fn admit_purchase(
+        &self,
+        req: &mut Request,
+        id: &str,
+    ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>), Outcome> {
+        let body = read_body(req, self.head).await?;
+        let s = self.screen(id, &body, "purchase")?;
+        let window = origin::event(self.cfg, &s.event, now()).await?;
+        let t = now();
+        let facts = PurchaseFacts {
+            window: window.as_ref().map(origin::EventWindow::window),
+            sold_out: origin::sold_out(&s.event, t),
+            holds_order: origin::holds_order(&s.event, &s.user),
+            ticket: self.head.ticket.as_deref(),
+            user_agent: self.head.user_agent.as_deref(),
+        };
+        let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
+        let user_key = Some(format!("user:{}", s.user));
+        let limiter = guard::limit(self.env, guard::PURCHASE_LIMITER, user_key).await;
+        let t = now();
+        let forward = guard::with(|i| {
+            admission::limit(admissible, limiter, i.bucket(self.cfg.purchase_rps, t), t)
+        })?;
+        Ok((s, forward, body))
+    }
+
+    /// `POST /api/events/{id}/ticket`.
+    async fn ticket(&self, req: &mut Request, id: &str) -> Result<Response> {
+        match self.issue_ticket(req, id).await {
+            Ok(answer) => {
+                guard::with(|i| i.counters.tickets_issued += 1);
+                json(&answer)
+            }
+            Err(o) => respond(&o),
+        }
+    }
+
+    async fn issue_ticket(
+        &self,
+        req: &mut Request,
+        id: &str,
+    ) -> std::result::Result<TicketAnswer, Outcome> {
+        let body = read_body(req, self.head).await?;
+        let s = self.screen(id, &body, "ticket")?;
+        let (limiter, window) = join(
+            guard::limit(
+                self.env,
+                guard::TICKET_LIMITER,
+                guard::ip_key(self.cfg, self.head.ip),
+            ),
+            origin::event(self.cfg, &s.event, now()),
+        )
+        .await;
+        let facts = TicketFacts {
+            window: window?.as_ref().map(origin::EventWindow::window),
+            limiter,
+        };
+        let w = admission::ticket_gate(&facts, now())?;
+        let human = guard::human(self.cfg, &s.body, self.head.ip).await;
+        admission::issue_ticket(
+            &s,
+            w,
+            human,
+            self.head.user_agent.as_deref(),
+            self.cfg.ticket_ttl_ms,
+            self.cfg.ticket_key().as_bytes(),
+            now(),
+        )
+    }
+
+    /// `GET /api/events/{id}/order`: screened (identity, bot rules), then forwarded.
+    async fn order(&self, id: &str) -> Result<Response> {
+        let s = match self.screen(id, b"", "order") {
+            Ok(s) => s,
+            Err(o) => return respond(&o),
+        };
+        let path = format!("/api/events/{}/order", s.event);
+        match origin::forward(self.cfg, Method::Get, &path, s.user.as_str(), Vec::new()).await {
+            Ok(mut r) => origin::relay(&mut r).await,
+            Err(o) => respond(&o),
+        }
+    }
 }
 
-/// `GET /api/events/{id}`: forwarded (public, signed without a user); sold-out seen at
-/// the edge is reflected in `state`.
+/// `GET /api/events/{id}`: from the isolate's event cache (or the origin, signed without
+/// a user); a sold-out seen at the edge is reflected in `state`.
 async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
-    let id = match parse_event(id) {
-        Ok(id) => id,
-        Err(o) => return respond(&o),
+    let Ok(id) = flashgate_core::ids::EventId::parse(id) else {
+        return respond(&bad("invalid_event_id", "活动标识无效"));
     };
     match origin::event(cfg, &id, now()).await {
         Ok(Some(w)) => {
@@ -144,135 +344,12 @@ async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
                 info.state = gate::EventState::SoldOut;
                 info.stock_left = 0;
             }
-            let headers = Headers::new();
-            headers.set("content-type", "application/json; charset=utf-8")?;
-            headers.set("cache-control", "no-store")?;
-            Ok(Response::from_json(&info)?.with_headers(headers))
+            let resp = json(&info)?;
+            resp.headers()
+                .set("content-type", "application/json; charset=utf-8")?;
+            Ok(resp)
         }
         Ok(None) => respond(&Outcome::EventNotFound),
-        Err(o) => respond(&o),
-    }
-}
-
-async fn window(cfg: &Config, id: &EventId) -> std::result::Result<EventWindow, Outcome> {
-    origin::event(cfg, id, now())
-        .await?
-        .ok_or(Outcome::EventNotFound)
-}
-
-/// `POST /api/events/{id}/ticket`.
-async fn issue_ticket(
-    cfg: &Config,
-    req: &mut Request,
-    id: &str,
-) -> std::result::Result<Response, Outcome> {
-    let user = authenticate(cfg, req)?;
-    read_body(req).await?;
-    let id = parse_event(id)?;
-    let w = window(cfg, &id).await?;
-    let t = now();
-    if gate::phase(w.starts_at, w.ends_at, t) == Phase::Ended {
-        return Err(Outcome::Ended);
-    }
-    let (valid_from, expires_at) = ticket::window(t, w.starts_at, cfg.ticket_ttl_ms);
-    let token = Ticket {
-        event: id,
-        user,
-        fingerprint: fingerprint(req),
-        valid_from,
-        expires_at,
-    }
-    .encode(cfg.ticket_key().as_bytes());
-    Response::from_json(&TicketAnswer {
-        ticket: token,
-        valid_from: wire::fmt_time(valid_from),
-        expires_at: wire::fmt_time(expires_at),
-    })
-    .map_err(|_| Outcome::Busy {
-        retry_after_secs: 1,
-    })
-}
-
-/// `POST /api/events/{id}/purchase`: everything the edge can refuse is refused here;
-/// the rest is forwarded.
-async fn purchase(cfg: &Config, req: &mut Request, id: &str) -> Result<Response> {
-    let admitted = admit_purchase(cfg, req, id).await;
-    match admitted {
-        Err(o) => respond(&o),
-        Ok((id, user, body)) => {
-            let path = format!("/api/events/{id}/purchase");
-            let resp = origin::forward(cfg, Method::Post, &path, user.as_str(), body).await;
-            match resp {
-                Ok(mut r) => {
-                    if r.status_code() == 409 {
-                        origin::mark_sold_out(&id, now() + cfg.sold_out_cache_ms);
-                    }
-                    origin::relay(&mut r).await
-                }
-                Err(o) => respond(&o),
-            }
-        }
-    }
-}
-
-async fn admit_purchase(
-    cfg: &Config,
-    req: &mut Request,
-    id: &str,
-) -> std::result::Result<(EventId, UserId, Vec<u8>), Outcome> {
-    let user = authenticate(cfg, req)?;
-    let body = read_body(req).await?;
-    let id = parse_event(id)?;
-    let w = window(cfg, &id).await?;
-    let t = now();
-    match gate::phase(w.starts_at, w.ends_at, t) {
-        Phase::Upcoming => {
-            return Err(Outcome::NotStarted {
-                starts_at: wire::fmt_time(w.starts_at),
-            })
-        }
-        Phase::Ended => return Err(Outcome::Ended),
-        Phase::Live => {}
-    }
-    if origin::sold_out(&id, t) {
-        return Err(Outcome::SoldOut);
-    }
-    let presented = req.headers().get(ticket::HEADER).ok().flatten();
-    Ticket::verify(
-        presented.as_deref(),
-        cfg.ticket_key().as_bytes(),
-        &id,
-        &user,
-        &fingerprint(req),
-        t,
-    )
-    .map_err(|e| Outcome::Forbidden {
-        reason: e.reason().into(),
-    })?;
-    BUCKET.with(|b| {
-        let mut b = b.borrow_mut();
-        let bucket =
-            b.get_or_insert_with(|| TokenBucket::new(cfg.purchase_rps, cfg.purchase_rps, t));
-        bucket.try_take(t).map_err(|wait_ms| Outcome::RateLimited {
-            retry_after_secs: (wait_ms as u64).div_ceil(1000),
-        })
-    })?;
-    Ok((id, user, body))
-}
-
-/// `GET /api/events/{id}/order`.
-async fn order(cfg: &Config, req: &Request, id: &str) -> Result<Response> {
-    let user = match authenticate(cfg, req) {
-        Ok(u) => u,
-        Err(o) => return respond(&o),
-    };
-    let id = match parse_event(id) {
-        Ok(id) => id,
-        Err(o) => return respond(&o),
-    };
-    let path = format!("/api/events/{id}/order");
-    match origin::forward(cfg, Method::Get, &path, user.as_str(), Vec::new()).await {
-        Ok(mut r) => origin::relay(&mut r).await,
         Err(o) => respond(&o),
     }
 }

@@ -2,13 +2,14 @@
 //! remembers between requests (event windows, sold-out marks).
 
 use crate::config::Config;
-use flashgate_core::ids::EventId;
+use flashgate_core::admission::Window;
+use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::sign::{self, Signed};
 use flashgate_core::wire::{self, EventInfo, Outcome};
 use flashgate_core::Millis;
 use futures_util::future::{select, Either};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response};
 
@@ -23,9 +24,42 @@ pub struct EventWindow {
     pub info: EventInfo,
 }
 
+impl EventWindow {
+    /// The window the admission rules need.
+    pub fn window(&self) -> Window {
+        Window {
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+/// Most events whose window the isolate remembers.
+const MAX_CACHED_EVENTS: usize = 10_000;
+/// Most (event, user) orders the isolate remembers.
+const MAX_BUYERS: usize = 200_000;
+
 thread_local! {
     static EVENTS: RefCell<HashMap<EventId, (Millis, Option<EventWindow>)>> = RefCell::new(HashMap::new());
     static SOLD_OUT: RefCell<HashMap<EventId, Millis>> = RefCell::new(HashMap::new());
+    static BUYERS: RefCell<HashSet<(EventId, UserId)>> = RefCell::new(HashSet::new());
+}
+
+/// Remembers that the origin gave `user` an order for `id` (so a sold-out mark does not
+/// hide their `already_purchased`). Best effort: per isolate, and forgotten when full.
+pub fn record_buyer(id: &EventId, user: &UserId) {
+    BUYERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() >= MAX_BUYERS {
+            b.clear();
+        }
+        b.insert((id.clone(), user.clone()));
+    });
+}
+
+/// Whether this isolate saw the origin give `user` an order for `id`.
+pub fn holds_order(id: &EventId, user: &UserId) -> bool {
+    BUYERS.with(|b| b.borrow().contains(&(id.clone(), user.clone())))
 }
 
 /// Remembers that `id` is sold out until `until`.
@@ -82,7 +116,14 @@ pub async fn event(
         404 => None,
         _ => return Err(busy()),
     };
-    EVENTS.with(|e| e.borrow_mut().insert(id.clone(), (now, window.clone())));
+    EVENTS.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.len() >= MAX_CACHED_EVENTS {
+            // Lookups of many made-up ids must not grow the isolate without bound.
+            e.retain(|_, (at, _)| now - *at < cfg.event_cache_ms);
+        }
+        e.insert(id.clone(), (now, window.clone()))
+    });
     Ok(window)
 }
 
@@ -93,7 +134,7 @@ fn busy() -> Outcome {
 }
 
 /// Sends a signed request to the origin; a timeout, a network error or a 5xx other than
-/// the origin's own 503 busy becomes 503 busy.
+/// the origin's own 503 busy becomes 503 busy, never a hang.
 pub async fn forward(
     cfg: &Config,
     method: Method,
@@ -129,25 +170,28 @@ pub async fn forward(
     }
     let url = format!("{}{}", cfg.origin_url.trim_end_matches('/'), path);
     let req = Request::new_with_init(&url, &init).map_err(|_| busy())?;
-    let fetch = Fetch::Request(req);
-    let send = std::pin::pin!(fetch.send());
-    let deadline = Delay::from(Duration::from_millis(cfg.origin_timeout_ms));
-    match select(send, deadline).await {
-        Either::Left((Ok(resp), _)) if resp.status_code() < 500 || resp.status_code() == 503 => {
-            Ok(resp)
-        }
-        Either::Left((Ok(resp), _)) => {
+    match send(req, cfg.origin_timeout_ms).await {
+        Ok(resp) if resp.status_code() < 500 || resp.status_code() == 503 => Ok(resp),
+        Ok(resp) => {
             worker::console_warn!("origin answered {} for {path}", resp.status_code());
             Err(busy())
         }
-        Either::Left((Err(e), _)) => {
-            worker::console_warn!("origin unreachable for {path}: {e}");
+        Err(why) => {
+            worker::console_warn!("origin {why} for {path}");
             Err(busy())
         }
-        Either::Right(_) => {
-            worker::console_warn!("origin timed out for {path}");
-            Err(busy())
-        }
+    }
+}
+
+/// Sends `req` with a deadline; the error says what went wrong, for the log.
+pub async fn send(req: Request, timeout_ms: u64) -> Result<Response, String> {
+    let fetch = Fetch::Request(req);
+    let send = std::pin::pin!(fetch.send());
+    let deadline = Delay::from(Duration::from_millis(timeout_ms));
+    match select(send, deadline).await {
+        Either::Left((Ok(resp), _)) => Ok(resp),
+        Either::Left((Err(e), _)) => Err(format!("unreachable: {e}")),
+        Either::Right(_) => Err(format!("timed out after {timeout_ms} ms")),
     }
 }
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `wrangler deploy --dry-run` of the edge worker, offline (run by ./dev test after the
+# stack is up): wrangler.toml parses for the dev (top level) and production environments,
+# the custom build runs, the bundle is written, the rate-limit bindings and the assets are
+# there, and the wasm stays within Cloudflare's size limit (3 MiB gzip on the free plan;
+# flashgate's target is 1 MiB).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+# shellcheck disable=SC1091
+. infra/edge/env.sh
+out=$(mktemp -d "${TMPDIR:-/tmp}/flashgate-edge-deploy.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+
+for env in dev production; do
+  log="$out/$env.log"
+  if ! timeout 300 wrangler deploy --dry-run --env "$env" --outdir "$out/$env" >"$log" 2>&1; then
+    tail -30 "$log" >&2
+    echo "edge-deploy: wrangler deploy --dry-run --env $env failed" >&2
+    exit 1
+  fi
+  for want in PURCHASE_LIMITER TICKET_LIMITER "--dry-run: exiting now"; do
+    grep -q -- "$want" "$log" || { cat "$log" >&2; echo "edge-deploy: $env: '$want' not in the output" >&2; exit 1; }
+  done
+  if grep -q 'not inherited by environments' "$log"; then
+    cat "$log" >&2; echo "edge-deploy: $env lacks vars of the top level" >&2; exit 1
+  fi
+  if [ "$env" = production ]; then
+    if ! grep -qE 'env\.DEV_CONTROLS \("off"\)' "$log" || grep -qE 'env\.ALLOW_IPS \("[^"]' "$log"; then
+      cat "$log" >&2; echo "edge-deploy: production must allow-list nobody and keep dev controls off" >&2; exit 1
+    fi
+  fi
+  wasm=$(find "$out/$env" -name '*.wasm' | head -1)
+  [ -n "$wasm" ] && [ -s "$out/$env/index.js" ] || { ls -R "$out/$env" >&2; echo "edge-deploy: $env: no bundle" >&2; exit 1; }
+  raw=$(stat -c %s "$wasm")
+  gz=$(gzip -9c "$wasm" | wc -c)
+  [ "$gz" -le $((1024 * 1024)) ] || { echo "edge-deploy: wasm is $gz bytes gzip, over the 1 MiB target" >&2; exit 1; }
+  echo "edge-deploy: --env $env dry run ok (wasm $raw bytes raw, $gz gzip)"
+done

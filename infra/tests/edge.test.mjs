@@ -1,0 +1,459 @@
+// The edge worker end to end: the wasm build under `wrangler dev` in front of the real
+// origin (started by `./dev test`, or by `./dev up` with FLASHGATE_E2E_DIR pointing at
+// its dir). Every row of the purchase answers table is reached through the edge, and the
+// origin's own request counter (`flashgate_http_requests_total` at $ORIGIN_URL/metrics)
+// proves which answers never reached it.
+//
+// Knobs that the running worker must change for a test (a tiny PURCHASE_RPS, a Turnstile
+// secret, an unreachable origin) are set through the dev-only `/__edge/dev/overrides`
+// (on in the dev environment, for allow-listed loopback clients) and always cleared.
+// Non-loopback clients are simulated with a `CF-Connecting-IP` header from the
+// documentation ranges: `wrangler dev` keeps a client's header, Cloudflare never does.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+const dir = process.env.FLASHGATE_E2E_DIR;
+assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
+const env = Object.fromEntries(
+  readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {
+    const i = l.indexOf('=');
+    return [l.slice(0, i), l.slice(i + 1)];
+  }),
+);
+const root = new URL('../..', import.meta.url).pathname;
+const run = Date.now().toString(36);
+const BROWSER = {
+  'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 flashgate-edge-e2e',
+  accept: 'application/json',
+  'accept-language': 'zh-CN,zh;q=0.9',
+};
+const PURCHASE_ROUTE = '/api/events/{event_id}/purchase';
+let userSeq = 0;
+
+function users(count) {
+  userSeq += 1;
+  const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `edge${run}g${userSeq}u`], {
+    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
+  }).toString();
+  return csv.trim().split('\n').slice(1).map((row) => {
+    const [id, token] = row.split(',');
+    return { id, token };
+  });
+}
+
+async function putEvent(id, stock, startsInMs, endsInMs) {
+  const now = Date.now();
+  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: `edge ${id}`, stock,
+      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + endsInMs).toISOString(),
+    }),
+  });
+  assert.equal(r.status, 201, await r.text());
+  return id;
+}
+
+// One request to the edge. `headers` are added to (or, with '' values, blank out) the
+// browser-like defaults; `raw` sends the body as is.
+async function call(method, path, { token, ticket, body, raw, headers = {}, ip } = {}) {
+  const h = { ...BROWSER };
+  if (token) h.authorization = `Bearer ${token}`;
+  if (ticket) h['x-ticket'] = ticket;
+  if (body !== undefined) h['content-type'] = 'application/json';
+  if (ip) h['cf-connecting-ip'] = ip;
+  Object.assign(h, headers);
+  const r = await fetch(`${env.EDGE_URL}${path}`, {
+    method, headers: h, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+  });
+  const text = await r.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: r.status, body: json, headers: r.headers };
+}
+
+const purchase = (event, opts) => call('POST', `/api/events/${event}/purchase`, { body: {}, ...opts });
+const ticketFor = async (event, user, opts = {}) => {
+  const t = await call('POST', `/api/events/${event}/ticket`, { token: user.token, body: {}, ...opts });
+  assert.equal(t.status, 200, JSON.stringify(t.body));
+  return t.body.ticket;
+};
+
+async function overrides(knobs) {
+  const r = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
+    method: knobs ? 'PUT' : 'DELETE',
+    headers: { 'content-type': 'application/json' },
+    body: knobs ? JSON.stringify(knobs) : undefined,
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+after(() => overrides(null));
+
+async function stats() {
+  const r = await fetch(`${env.EDGE_URL}/__edge/stats`);
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+// The origin's request counter: { `${method} ${route} ${status}`: n }.
+async function originCounts() {
+  const text = await (await fetch(`${env.ORIGIN_URL}/metrics`)).text();
+  const counts = {};
+  for (const line of text.split('\n')) {
+    const m = line.match(/^flashgate_http_requests_total\{(.*)\} ([0-9.e+]+)$/);
+    if (!m) continue;
+    const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (labels.route === '/metrics') continue; // the scrapes themselves
+    counts[`${labels.method} ${labels.route} ${labels.status}`] = Number(m[2]);
+  }
+  return counts;
+}
+const sum = (counts, pred = () => true) => Object.entries(counts).filter(([k]) => pred(k)).reduce((a, [, v]) => a + v, 0);
+const purchases = (counts) => sum(counts, (k) => k.startsWith(`POST ${PURCHASE_ROUTE} `));
+
+// Runs `fn` and checks that the origin saw no purchase (with `{ all: true }`: no request
+// at all) meanwhile. The stack is private to the test run and test files run one at a time.
+async function withoutOrigin(what, fn, { all = false } = {}) {
+  const before = await originCounts();
+  const result = await fn();
+  const after = await originCounts();
+  if (all) assert.equal(sum(after), sum(before), `${what}: the origin saw a request`);
+  assert.equal(purchases(after), purchases(before), `${what}: the origin saw a purchase`);
+  return result;
+}
+
+async function eventually(what, ms, fn, every = 250) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
+
+function assertRateLimited(r, what) {
+  assert.equal(r.status, 429, `${what}: ${JSON.stringify(r.body)}`);
+  assert.equal(r.body.status, 'rate_limited');
+  assert.equal(r.body.message, '活动火爆, 请稍后再试');
+  assert.ok(Number(r.headers.get('retry-after')) >= 1, `${what}: Retry-After`);
+}
+
+test('202, 429 (origin window), 200 and 409 through the edge; a sold-out is then answered at the edge', async () => {
+  const event = await putEvent(`edge-${run}-rows`, 1, -1000, 3_600_000);
+  const [alice, bob, carol] = users(3);
+  const [ta, tb, tc] = [await ticketFor(event, alice), await ticketFor(event, bob), await ticketFor(event, carol)];
+  // The edge would also learn the sell-out from a refreshed event info (state sold_out);
+  // a long event cache makes sure bob's 409 comes from the origin, and a long sold-out
+  // mark that carol's comes from the edge, however slow the machine.
+  await overrides({ EVENT_CACHE_MS: 60_000, SOLD_OUT_CACHE_MS: 60_000 });
+  try {
+    await soldOutRows(event, [alice, bob, carol], [ta, tb, tc]);
+  } finally {
+    await overrides(null);
+  }
+});
+
+async function soldOutRows(event, [alice, bob, carol], [ta, tb, tc]) {
+  const before = await originCounts();
+  const bought = await purchase(event, { token: alice.token, ticket: ta });
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  assert.deepEqual([bought.body.status, bought.body.message], ['queued', '抢购成功, 订单处理中']);
+  assert.ok(bought.body.order_id);
+
+  // At once again: the origin's per-user window says no (it is asked: its 429 passes through).
+  const again = await purchase(event, { token: alice.token, ticket: ta });
+  assertRateLimited(again, 'per-user window');
+  const afterAgain = await originCounts();
+  assert.equal(afterAgain[`POST ${PURCHASE_ROUTE} 429`] ?? 0, (before[`POST ${PURCHASE_ROUTE} 429`] ?? 0) + 1);
+
+  const already = await eventually('already_purchased', 15_000, async () => {
+    const r = await purchase(event, { token: alice.token, ticket: ta });
+    return r.status === 200 && r;
+  }, 700);
+  assert.deepEqual([already.body.status, already.body.order_id], ['already_purchased', bought.body.order_id]);
+
+  const sold = await purchase(event, { token: bob.token, ticket: tb });
+  assert.equal(sold.status, 409);
+  assert.equal(sold.body.status, 'sold_out');
+  const seen = await originCounts();
+  assert.equal(seen[`POST ${PURCHASE_ROUTE} 409`] ?? 0, (before[`POST ${PURCHASE_ROUTE} 409`] ?? 0) + 1);
+
+  // The edge remembers the sold-out for SOLD_OUT_CACHE_MS: carol is answered there.
+  const cached = await withoutOrigin('edge-cached sold_out', () => purchase(event, { token: carol.token, ticket: tc }));
+  assert.equal(cached.status, 409);
+  assert.equal(cached.body.status, 'sold_out');
+  const info = await call('GET', `/api/events/${event}`);
+  assert.equal(info.body.state, 'sold_out');
+  // The buyer asking again is not told sold_out by the edge: the origin answers.
+  const buyer = await eventually('already_purchased after the sell-out', 15_000, async () => {
+    const r = await purchase(event, { token: alice.token, ticket: ta });
+    return r.status === 200 && r;
+  }, 700);
+  assert.equal(buyer.body.order_id, bought.body.order_id);
+}
+
+test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purchase reaching the origin', async () => {
+  const event = await putEvent(`edge-${run}-refusals`, 5, -1000, 3_600_000);
+  const [dave, erin, frank] = users(3);
+  const td = await ticketFor(event, dave);
+
+  await withoutOrigin('401', async () => {
+    const none = await purchase(event, {});
+    assert.equal(none.status, 401);
+    assert.equal(none.body.error, 'unauthenticated');
+    const forged = dave.token.slice(0, -2) + (dave.token.endsWith('AA') ? 'BB' : 'AA');
+    assert.equal((await purchase(event, { token: forged })).status, 401);
+    assert.equal((await call('POST', `/api/events/${event}/ticket`, { token: forged, body: {} })).status, 401);
+    assert.equal((await call('GET', `/api/events/${event}/order`, { token: forged })).status, 401);
+  }, { all: true });
+
+  await withoutOrigin('403 tickets', async () => {
+    const reasons = [];
+    for (const opts of [
+      { token: erin.token },
+      { token: erin.token, ticket: 'not.a-ticket' },
+      { token: erin.token, ticket: td }, // dave's ticket
+      { token: dave.token, ticket: td, headers: { 'user-agent': `${BROWSER['user-agent']} other-browser` } },
+    ]) {
+      const r = await purchase(event, opts);
+      assert.equal(r.status, 403, JSON.stringify(r.body));
+      assert.equal(r.body.error, 'forbidden');
+      reasons.push(r.body.reason);
+    }
+    assert.deepEqual(reasons, ['ticket_missing', 'ticket_invalid', 'ticket_wrong_user', 'ticket_wrong_client']);
+  });
+
+  await overrides({ TICKET_TTL_MS: 1 });
+  try {
+    const short = await ticketFor(event, frank);
+    await new Promise((r) => setTimeout(r, 5)); // the ticket lives 1 ms
+    const expired = await withoutOrigin('403 expired', () => purchase(event, { token: frank.token, ticket: short }));
+    assert.equal(expired.status, 403);
+    assert.equal(expired.body.reason, 'ticket_expired');
+  } finally {
+    await overrides(null);
+  }
+
+  await withoutOrigin('shape errors', async () => {
+    const badJson = await purchase(event, { token: dave.token, ticket: td, raw: '{', headers: { 'content-type': 'application/json' } });
+    assert.equal(badJson.status, 400);
+    assert.equal(badJson.body.error, 'invalid_json');
+    const text = await purchase(event, { token: dave.token, ticket: td, raw: 'hi', headers: { 'content-type': 'text/plain' } });
+    assert.equal(text.status, 415);
+    const big = await purchase(event, { token: dave.token, ticket: td, body: { pad: 'x'.repeat(5000) } });
+    assert.equal(big.status, 413);
+    assert.equal(big.body.error, 'payload_too_large');
+    const badId = await purchase('Not_An_Id', { token: dave.token, ticket: td });
+    assert.equal(badId.status, 400);
+    assert.equal((await call('GET', '/api/nowhere')).status, 404);
+    assert.equal((await call('GET', '/api/nowhere')).body.error, 'not_found');
+    const wrongMethod = await call('DELETE', `/api/events/${event}/purchase`, { token: dave.token });
+    assert.equal(wrongMethod.status, 405);
+  });
+  const unknown = await purchase(`edge-${run}-nope`, { token: dave.token, ticket: td });
+  assert.equal(unknown.status, 404);
+  assert.equal(unknown.body.error, 'event_not_found');
+});
+
+test('425 before the start and 410 from the end, without asking the origin to purchase', async () => {
+  const soon = await putEvent(`edge-${run}-soon`, 5, 3_600_000, 7_200_000);
+  const over = await putEvent(`edge-${run}-over`, 5, -20_000, -10_000);
+  const [gina] = users(1);
+  // A ticket can be had before the start; it opens at the start.
+  const t = await call('POST', `/api/events/${soon}/ticket`, { token: gina.token, body: {} });
+  assert.equal(t.status, 200);
+  assert.equal(Date.parse(t.body.valid_from), Date.parse((await call('GET', `/api/events/${soon}`)).body.starts_at));
+
+  await withoutOrigin('425 and 410', async () => {
+    for (let i = 0; i < 3; i += 1) {
+      const early = await purchase(soon, { token: gina.token, ticket: t.body.ticket });
+      assert.equal(early.status, 425);
+      assert.equal(early.body.status, 'not_started');
+      assert.equal(Date.parse(early.body.starts_at), Date.parse(t.body.valid_from));
+      const late = await purchase(over, { token: gina.token });
+      assert.equal(late.status, 410);
+      assert.equal(late.body.status, 'ended');
+    }
+  });
+  const lateTicket = await call('POST', `/api/events/${over}/ticket`, { token: gina.token, body: {} });
+  assert.equal(lateTicket.status, 410);
+});
+
+test('bot verdicts: 403 with a reason at the edge, counted; loopback load tests pass', async () => {
+  const event = await putEvent(`edge-${run}-bots`, 5, -1000, 3_600_000);
+  const [hank, ivy] = users(2);
+  const th = await ticketFor(event, hank);
+  const before = await stats();
+
+  const reasons = await withoutOrigin('bot 403', async () => {
+    const seen = [];
+    for (const [i, headers] of [
+      { 'user-agent': 'curl/8.5.0' },
+      { 'user-agent': 'python-requests/2.32.3' },
+      { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36' },
+      { 'user-agent': 'k6/1.1.0 (https://k6.io/)' },
+      { 'user-agent': '' },
+      { accept: '', 'accept-language': '' },
+    ].entries()) {
+      const r = await purchase(event, { token: hank.token, ticket: th, headers, ip: `198.51.100.${10 + i}` });
+      assert.equal(r.status, 403, JSON.stringify(r.body));
+      assert.equal(r.body.error, 'forbidden');
+      seen.push(r.body.reason);
+    }
+    const cross = await call('POST', `/api/events/${event}/ticket`, {
+      token: hank.token, body: {}, ip: '198.51.100.30',
+      headers: { 'sec-fetch-site': 'cross-site', 'accept-language': '' },
+    });
+    assert.equal(cross.status, 403);
+    seen.push(cross.body.reason);
+    return seen;
+  }, { all: true });
+  assert.deepEqual(reasons, [
+    'bot_automation_agent', 'bot_automation_agent', 'bot_automation_agent', 'bot_automation_agent',
+    'bot_no_user_agent', 'bot_missing_headers', 'bot_missing_headers',
+  ]);
+
+  // A browser from a public address passes; the same one in a burst does not.
+  await overrides({ BOT_IP_BURST: 3 });
+  try {
+    const burst = [];
+    for (let i = 0; i < 6; i += 1) {
+      burst.push((await call('GET', `/api/events/${event}/order`, { token: ivy.token, ip: '198.51.100.40' })).status);
+    }
+    assert.equal(burst[0], 404, 'no order yet');
+    assert.ok(burst.includes(403), `a burst from one IP is refused: ${burst}`);
+  } finally {
+    await overrides(null);
+  }
+
+  // Loopback is allow-listed in dev: a load tool's User-Agent and no browser headers pass,
+  // for many users at once (the per-user rules, 429s, still apply: see the limits test).
+  const crowd = users(30);
+  const tickets = await Promise.all(crowd.map((u) => call('POST', `/api/events/${event}/ticket`, {
+    token: u.token, body: {}, headers: { 'user-agent': 'k6/1.1.0 (https://k6.io/)', accept: '', 'accept-language': '' },
+  })));
+  assert.deepEqual([...new Set(tickets.map((r) => r.status))], [200]);
+
+  const now = await stats();
+  const grew = (reason) => (now.bot.blocked[reason] ?? 0) - (before.bot.blocked[reason] ?? 0);
+  assert.ok(grew('bot_automation_agent') >= 4);
+  assert.ok(grew('bot_no_user_agent') >= 1);
+  assert.ok(grew('bot_missing_headers') >= 2);
+  assert.ok(grew('bot_ip_burst') >= 1);
+  assert.ok(now.bot.allow_listed - before.bot.allow_listed >= 30);
+});
+
+test('429 at the edge: the isolate bucket and the rate-limit bindings, with Retry-After', async () => {
+  const event = await putEvent(`edge-${run}-limits`, 100, -1000, 3_600_000);
+  const crowd = users(4);
+  const tickets = await Promise.all(crowd.map((u) => ticketFor(event, u)));
+
+  // The isolate bucket: one purchase per second. Four at once: one goes on, three are
+  // refused at the edge.
+  await overrides({ PURCHASE_RPS: 1 });
+  try {
+    const before = await originCounts();
+    const answers = await Promise.all(crowd.map((u, i) => purchase(event, { token: u.token, ticket: tickets[i] })));
+    const after = await originCounts();
+    const limited = answers.filter((r) => r.status === 429);
+    assert.ok(limited.length >= 2, `bucket: ${answers.map((r) => r.status)}`);
+    limited.forEach((r) => assertRateLimited(r, 'bucket'));
+    assert.equal(purchases(after) - purchases(before), answers.length - limited.length, 'edge 429s never reach the origin');
+  } finally {
+    await overrides(null);
+  }
+
+  // The per-user binding (PURCHASE_LIMITER: 10 per 10 s), from loopback too: 21 presses
+  // within 10 s.
+  {
+    const [kim] = users(1);
+    const t = await ticketFor(event, kim);
+    const beforeStats = await stats();
+    const before = await originCounts();
+    const answers = [];
+    for (let i = 0; i < 21; i += 1) answers.push(await purchase(event, { token: kim.token, ticket: t }));
+    const after = await originCounts();
+    const refused = (await stats()).limiters['PURCHASE_LIMITER.refused'] - (beforeStats.limiters['PURCHASE_LIMITER.refused'] ?? 0);
+    assert.ok(refused >= 1, `per-user binding: ${answers.map((r) => r.status)}`);
+    const edge429 = answers.filter((r) => r.status === 429 && r.headers.get('retry-after') === '10');
+    assert.equal(edge429.length, refused);
+    edge429.forEach((r) => assertRateLimited(r, 'per-user binding'));
+    assert.equal(purchases(after) - purchases(before), answers.length - refused, 'binding 429s never reach the origin');
+  }
+
+  // The per-IP binding of the ticket endpoint (TICKET_LIMITER: 100 per 10 s).
+  await overrides({ BOT_IP_BURST: 100_000 });
+  try {
+    const [lee] = users(1);
+    let limited;
+    for (let i = 0; i < 201 && !limited; i += 1) {
+      const r = await call('POST', `/api/events/${event}/ticket`, { token: lee.token, body: {}, ip: '198.51.100.60' });
+      if (r.status === 429) limited = r;
+      else assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+    assert.ok(limited, 'per-IP ticket limit reached');
+    assertRateLimited(limited, 'per-IP binding');
+    assert.equal(limited.headers.get('retry-after'), '10');
+    // Loopback is allow-listed: the per-IP limit does not apply to it.
+    assert.equal((await call('POST', `/api/events/${event}/ticket`, { token: lee.token, body: {} })).status, 200);
+  } finally {
+    await overrides(null);
+  }
+});
+
+test('an unreachable origin becomes 503 busy with Retry-After, never a hang', async () => {
+  const event = await putEvent(`edge-${run}-down`, 5, -1000, 3_600_000);
+  const [max] = users(1);
+  const t = await ticketFor(event, max);
+  await overrides({ ORIGIN_URL: 'http://127.0.0.1:9', ORIGIN_TIMEOUT_MS: 2000 });
+  try {
+    const started = Date.now();
+    for (const r of [
+      await call('GET', `/api/events/edge-${run}-uncached`),
+      await purchase(event, { token: max.token, ticket: t }),
+      await call('GET', `/api/events/${event}/order`, { token: max.token }),
+    ]) {
+      assert.equal(r.status, 503, JSON.stringify(r.body));
+      assert.equal(r.body.status, 'busy');
+      assert.ok(Number(r.headers.get('retry-after')) >= 1);
+    }
+    assert.ok(Date.now() - started < 10_000);
+  } finally {
+    await overrides(null);
+  }
+});
+
+test('Turnstile: skipped when not configured; when configured a ticket needs a token', async () => {
+  const event = await putEvent(`edge-${run}-human`, 5, -1000, 3_600_000);
+  const [nina] = users(1);
+  assert.equal((await call('POST', `/api/events/${event}/ticket`, { token: nina.token, body: {} })).status, 200);
+  await overrides({ TURNSTILE_SECRET: 'dev-only-secret' });
+  try {
+    const r = await withoutOrigin('turnstile', () => call('POST', `/api/events/${event}/ticket`, { token: nina.token, body: {} }), { all: true });
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.equal(r.body.reason, 'turnstile_missing');
+    const noBody = await call('POST', `/api/events/${event}/ticket`, { token: nina.token });
+    assert.equal(noBody.body.reason, 'turnstile_missing');
+  } finally {
+    await overrides(null);
+  }
+});
+
+test('the edge endpoints are closed to the public', async () => {
+  const outside = { 'cf-connecting-ip': '198.51.100.70' };
+  assert.equal((await fetch(`${env.EDGE_URL}/__edge/stats`, { headers: outside })).status, 404);
+  const put = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
+    method: 'PUT', headers: { ...outside, 'content-type': 'application/json' }, body: '{"PURCHASE_RPS":"1"}',
+  });
+  assert.equal(put.status, 404);
+  const secret = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
+    method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"AUTH_SECRET":"x"}',
+  });
+  assert.equal(secret.status, 400);
+  const s = await stats();
+  for (const f of ['bot', 'purchase', 'limiters', 'tickets_issued']) assert.ok(f in s, f);
+});
