@@ -107,31 +107,20 @@ pub async fn write_batch(
         return Ok(fates);
     }
     let mut tx = pool.begin().await?;
-    let all = || orders.iter().map(|o| o.order_id.as_str());
-    for (id, _) in ids_in(
-        &mut tx,
-        "SELECT order_id, '' FROM orders WHERE order_id IN",
-        all(),
-    )
-    .await?
-    {
-        fates.insert(id, Fate::Confirmed);
-    }
-    for (id, reason) in ids_in(
-        &mut tx,
-        "SELECT order_id, reason FROM failed_orders WHERE order_id IN",
-        all(),
-    )
-    .await?
-    {
-        fates.insert(
-            id,
-            Fate::Failed(if reason == "blocked" {
-                "blocked"
-            } else {
-                "duplicate"
-            }),
-        );
+    // What earlier deliveries of these orders already settled, in one round trip.
+    let mut known: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT order_id, 'confirmed' FROM orders WHERE order_id IN");
+    in_list(&mut known, orders.iter().map(|o| o.order_id.as_str()));
+    known.push(" UNION ALL SELECT order_id, reason FROM failed_orders WHERE order_id IN");
+    in_list(&mut known, orders.iter().map(|o| o.order_id.as_str()));
+    let known: Vec<(String, String)> = known.build_query_as().fetch_all(&mut *tx).await?;
+    for (id, what) in known {
+        let fate = match what.as_str() {
+            "confirmed" => Fate::Confirmed,
+            "blocked" => Fate::Failed("blocked"),
+            _ => Fate::Failed("duplicate"),
+        };
+        fates.insert(id, fate);
     }
     let fresh: Vec<&Order> = orders
         .iter()
@@ -163,15 +152,22 @@ pub async fn write_batch(
                     .push_bind("confirmed")
                     .push_bind(o.reserved_at);
             });
-            insert.build().execute(&mut *tx).await?;
-            for (id, _) in ids_in(
-                &mut tx,
-                "SELECT order_id, '' FROM orders WHERE order_id IN",
-                allowed.iter().map(|o| o.order_id.as_str()),
-            )
-            .await?
-            {
-                fates.insert(id, Fate::Confirmed);
+            let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+            if inserted == allowed.len() as u64 {
+                for o in &allowed {
+                    fates.insert(o.order_id.as_str().to_owned(), Fate::Confirmed);
+                }
+            } else {
+                // Some were ignored: another order already holds (event, user).
+                for (id, _) in ids_in(
+                    &mut tx,
+                    "SELECT order_id, '' FROM orders WHERE order_id IN",
+                    allowed.iter().map(|o| o.order_id.as_str()),
+                )
+                .await?
+                {
+                    fates.insert(id, Fate::Confirmed);
+                }
             }
         }
         let failed: Vec<(&Order, &'static str)> = fresh
@@ -314,7 +310,8 @@ impl OrderConsumer {
             }
             // A failed commit (e.g. a rebalance took the partition away) only means the
             // batch will be consumed again, and replaying it writes nothing twice.
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            // Async: the rows are already committed, and a lost commit only replays the batch.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
             }
             metrics::counter!("flashgate_consumer_orders_total").increment(n as u64);
@@ -388,27 +385,31 @@ impl OrderConsumer {
         orders: &[Order],
         fates: &HashMap<String, Fate>,
     ) -> redis::RedisResult<()> {
-        let calls = orders.iter().map(|o| async move {
+        let mut confirmed: HashMap<&EventId, Vec<(&UserId, &str)>> = HashMap::new();
+        for o in orders {
             match fates.get(o.order_id.as_str()) {
-                Some(Fate::Confirmed) => self
-                    .store
-                    .confirm(&o.event_id, &o.user_id, o.order_id.as_str())
-                    .await
-                    .map(|_| ()),
+                Some(Fate::Confirmed) => confirmed
+                    .entry(&o.event_id)
+                    .or_default()
+                    .push((&o.user_id, o.order_id.as_str())),
                 Some(Fate::Failed(reason)) => {
-                    if self
+                    let given_back = self
                         .store
                         .compensate(&o.event_id, &o.user_id, o.order_id.as_str())
-                        .await?
-                    {
-                        metrics::counter!("flashgate_compensations_total", "reason" => *reason).increment(1);
+                        .await?;
+                    if given_back {
+                        metrics::counter!("flashgate_compensations_total", "reason" => *reason)
+                            .increment(1);
                         tracing::warn!(order = %o.order_id, user = %o.user_id, reason, "order failed; stock given back");
                     }
-                    Ok(())
                 }
-                None => Ok(()),
+                None => {}
             }
-        });
+        }
+        // One script call per event per batch (an event's keys share one slot).
+        let calls = confirmed
+            .iter()
+            .map(|(event, list)| self.store.confirm_many(event, list));
         for r in futures::future::join_all(calls).await {
             r?;
         }

@@ -148,6 +148,7 @@ pub struct Store {
     prefix: Arc<str>,
     reserve: Arc<Script>,
     confirm: Arc<Script>,
+    confirm_many: Arc<Script>,
     compensate: Arc<Script>,
     put_event: Arc<Script>,
 }
@@ -173,6 +174,7 @@ impl Store {
             prefix: prefix.into(),
             reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
             confirm: Arc::new(Script::new(include_str!("lua/confirm.lua"))),
+            confirm_many: Arc::new(Script::new(include_str!("lua/confirm_many.lua"))),
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
         })
@@ -324,6 +326,25 @@ impl Store {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(changed == 1)
+    }
+
+    /// Marks many orders of one event confirmed in one call (idempotent); returns how many
+    /// changed.
+    pub async fn confirm_many(
+        &self,
+        event: &EventId,
+        orders: &[(&UserId, &str)],
+    ) -> redis::RedisResult<u64> {
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let k = self.keys(event);
+        let mut inv = self.confirm_many.key(k.status());
+        inv.key(k.stats());
+        for (user, order) in orders {
+            inv.arg(user.as_str()).arg(*order);
+        }
+        inv.invoke_async(&mut self.conn()).await
     }
 
     /// Fails an order and gives its unit back, once per order id; true when it did.

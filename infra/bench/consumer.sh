@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# order consumer: orders/s into MariaDB with the rate cap off, vs a plain batched INSERT loop
+#
+# origin/examples/consumer_bench.rs (release): BENCH_CONSUMER_ORDERS (50000) order messages
+# are produced to a fresh topic, then the real consumer writes them (batches of 500, rate
+# cap off) while the clock runs; the floor is the same rows inserted straight into MariaDB
+# by a batched INSERT loop (same client library, same batch size), measured in the same run.
+# Targets (issue 6): consumer >= 0.7 x the floor, and >= 5000 orders/s (25 x the original
+# design's 200 orders/s).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/infra/bench/lib.sh"
+
+bench_migrate
+(cd "$ROOT" && cargo build -q --release -p flashgate-origin --example consumer_bench)
+out="$BENCH_OUT/consumer.json"
+BENCH_ORDERS=${BENCH_CONSUMER_ORDERS:-50000} RUST_LOG=warn \
+  "$ROOT/target/release/examples/consumer_bench" >"$out"
+say "consumer: $(cat "$out")"
+read -r consumer floor < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["consumer_rows_per_s"], d["floor_rows_per_s"])' "$out")
+bench_record "consumer orders/s (rate cap off)" "$consumer" "rows/s" "$floor" ">=0.7"
+bench_record "consumer orders/s vs the original 200/s" "$consumer" "rows/s" "200" ">=25"
