@@ -1,107 +1,433 @@
-// The activity page: countdown on the server's clock, one guarded buy button, clear states.
+// The activity page: one event, a countdown on the server's clock, one guarded buy button
+// and a clear state for every answer of the purchase API. No framework, no build step.
+// States and parameters are described in docs/page.md.
 (() => {
+  'use strict';
   const $ = (id) => document.getElementById(id);
-  const eventId = new URLSearchParams(location.search).get('event') || 'demo';
+  const main = $('page');
+  const params = new URLSearchParams(location.search);
+  const fromPath = /^\/e\/([a-z0-9-]{1,64})\/?$/.exec(location.pathname);
+  const eventId = params.get('event') || (fromPath && fromPath[1]) || 'demo';
   const api = `/api/events/${encodeURIComponent(eventId)}`;
-  let offset = 0; // server clock minus ours, corrected for half the round trip
-  let info = null;
-  let busy = false;
-  let done = false;
+  const TOKEN_KEY = 'flashgate.token';
+  const MAX_BUSY_RETRIES = 6; // then the button comes back: the shopper decides, not a loop
+  const ORDER_FOLLOW_MS = 120000;
 
-  const token = () => sessionStorage.getItem('flashgate.token') || '';
-  const say = (text) => { $('status').textContent = text; };
+  // ---- text ---------------------------------------------------------------------------
+  const TEXT = {
+    zh: {
+      title: '{name} · 秒杀', loading: '加载中…', picture: '商品图片 (占位)', priceLabel: '秒杀价',
+      stockLeft: '剩余库存', startsIn: '距开始 {t}', endsIn: '抢购进行中 · 距结束 {t}', live: '抢购进行中', soldOutLine: '已抢光',
+      ended: '活动已结束', days: '{d}天 ', signinSummary: '登录 (演示)',
+      signinLabel: '粘贴演示用户的 token (users.csv 中的一行或 token 本身)', save: '登录', signout: '退出',
+      signedInAs: '已登录: {user}', signedOutNow: '未登录', lang: 'English',
+      btnLoading: '加载中…', btnSoon: '即将开始', btnBuy: '立即抢购', btnSignin: '登录后抢购',
+      btnWorking: '抢购中…', btnWait: '{s} 秒后自动重试', btnQueued: '订单处理中', btnBought: '已抢到',
+      btnSoldOut: '已售罄', btnEnded: '已结束', btnAgain: '再试一次', btnNone: '活动不存在',
+      msgSignin: '请先登录 (演示: 粘贴用户 token)', msgBusy: '活动火爆, 请稍后再试',
+      msgBusyWait: '活动火爆, 请稍后再试 · 稍后自动重试', msgQueued: '抢购成功, 订单处理中',
+      msgConfirmed: '订单已确认, 订单号 {id}', msgFailed: '订单未能创建, 库存已退回',
+      msgAlready: '您已抢购成功, 请勿重复提交 (订单号 {id})', msgSoldOut: '很遗憾, 已售罄',
+      msgNotStarted: '活动尚未开始, 请稍候', msgEnded: '活动已结束', msgBlocked: '请求被拒绝 ({reason})',
+      msgSignedOut: '登录已失效, 请重新登录', msgError: '出错了, 请稍后再试 ({code})',
+      msgSlow: '订单仍在处理中, 请稍后刷新查看', msgNotFound: '活动不存在', msgSignedIn: '已登录: {user}',
+      msgBadToken: 'token 格式不对', msgExpiredToken: 'token 已过期', msgOffline: '网络不稳定, 正在重试',
+    },
+    en: {
+      title: '{name} · flash sale', loading: 'Loading…', picture: 'Product picture (placeholder)',
+      priceLabel: 'Flash price', stockLeft: 'Left in stock', startsIn: 'Starts in {t}',
+      endsIn: 'On sale · ends in {t}', live: 'On sale now', soldOutLine: 'All gone', ended: 'This sale has ended', days: '{d}d ',
+      signinSummary: 'Sign in (demo)', signinLabel: 'Paste a demo user token (a users.csv line or the token)',
+      save: 'Sign in', signout: 'Sign out', signedInAs: 'Signed in: {user}', signedOutNow: 'Not signed in',
+      lang: '中文', btnLoading: 'Loading…', btnSoon: 'Coming soon', btnBuy: 'Buy now',
+      btnSignin: 'Sign in to buy', btnWorking: 'Buying…', btnWait: 'Retrying in {s}s',
+      btnQueued: 'Processing order', btnBought: 'Got it', btnSoldOut: 'Sold out', btnEnded: 'Ended',
+      btnAgain: 'Try again', btnNone: 'No such sale', msgSignin: 'Please sign in first (demo: paste a user token)',
+      msgBusy: 'So many shoppers right now, please try again shortly',
+      msgBusyWait: 'So many shoppers right now · retrying shortly',
+      msgQueued: 'Got it! Your order is being processed', msgConfirmed: 'Order confirmed, order no. {id}',
+      msgFailed: 'The order could not be created; the unit went back to stock',
+      msgAlready: 'You already got one, no need to submit again (order no. {id})',
+      msgSoldOut: 'Sorry, sold out', msgNotStarted: 'Not started yet, please wait',
+      msgEnded: 'This sale has ended', msgBlocked: 'Request refused ({reason})',
+      msgSignedOut: 'Your sign-in is no longer valid, please sign in again',
+      msgError: 'Something went wrong, please try again ({code})',
+      msgSlow: 'Your order is still being processed; check back later', msgNotFound: 'No such sale',
+      msgSignedIn: 'Signed in: {user}', msgBadToken: 'That does not look like a token',
+      msgExpiredToken: 'That token has expired', msgOffline: 'Network trouble, retrying',
+    },
+  };
+  const store = (s, k, v) => { try { if (v === undefined) return s.getItem(k); if (v === null) s.removeItem(k); else s.setItem(k, v); } catch { /* storage off */ } return null; };
+  let lang = params.get('lang') || store(localStorage, 'flashgate.lang') || 'zh';
+  if (!TEXT[lang]) lang = 'zh';
+  const t = (key, vars = {}) => (TEXT[lang][key] || key).replace(/\{(\w+)\}/g, (_, k) => vars[k] ?? '');
 
-  async function call(method, path, ticket) {
-    const headers = {};
-    if (token()) headers.authorization = `Bearer ${token()}`;
-    if (ticket) headers['x-ticket'] = ticket;
-    if (method === 'POST') headers['content-type'] = 'application/json';
-    const r = await fetch(path, { method, headers, body: method === 'POST' ? '{}' : undefined });
-    let body = {};
-    try { body = await r.json(); } catch { /* empty body */ }
-    return { status: r.status, body, retryAfter: Number(r.headers.get('retry-after')) || 1 };
+  // ---- server clock -------------------------------------------------------------------
+  // server time = a sample's server_time + half its round trip + monotonic time since. The
+  // tightest recent sample wins, so one slow answer does not move the countdown.
+  const clock = { base: null, mono: 0, rtt: Infinity };
+  function sampleClock(serverTime, sent, received) {
+    const server = Date.parse(serverTime);
+    if (Number.isNaN(server)) return;
+    const rtt = received - sent;
+    if (clock.base === null || rtt <= clock.rtt * 1.5 || received - clock.mono > 60000) {
+      clock.base = server + rtt / 2; clock.mono = received; clock.rtt = rtt;
+    }
+  }
+  const now = () => (clock.base === null ? Date.now() : clock.base + (performance.now() - clock.mono));
+
+  // ---- state ----------------------------------------------------------------------------
+  let info = null; // last GET /api/events/{id}
+  let notFound = false;
+  let outcome = { name: 'none' }; // the shopper's own story: see docs/page.md
+  let working = false; // one purchase at a time: the double-submit guard
+  let gen = 0; // bumped on sign-in/out so stale loops stop
+  let ticket = null; // {value, expires, user}
+  const timers = {};
+
+  const token = () => store(sessionStorage, TOKEN_KEY) || '';
+  function claims(tok) {
+    try {
+      const part = tok.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    } catch { return null; }
+  }
+  const user = () => { const c = claims(token()); return c && c.sub ? String(c.sub) : ''; };
+
+  function phase() {
+    if (notFound) return 'not_found';
+    if (!info) return 'loading';
+    const n = now();
+    if (n < Date.parse(info.starts_at)) return 'upcoming';
+    if (n >= Date.parse(info.ends_at)) return 'ended';
+    if (info.state === 'sold_out' || Number(info.stock_left) <= 0) return 'sold_out';
+    return 'live';
   }
 
-  async function refresh() {
-    const sent = Date.now();
-    const r = await call('GET', api);
-    if (r.status !== 200) { $('name').textContent = r.body.message || '活动不存在'; return; }
-    const rtt = Date.now() - sent;
-    offset = Date.parse(r.body.server_time) + rtt / 2 - Date.now();
-    info = r.body;
-    $('name').textContent = info.name;
-    $('stock').textContent = info.stock_left;
-    $('total').textContent = info.stock_total;
-    tick();
+  // ---- rendering ------------------------------------------------------------------------
+  const pad = (n) => String(n).padStart(2, '0');
+  function duration(ms) {
+    const s = Math.max(0, Math.ceil(ms / 1000));
+    const d = Math.floor(s / 86400);
+    return (d ? t('days', { d }) : '') + `${pad(Math.floor(s / 3600) % 24)}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
+  }
+  function money(v) {
+    if (v === '' || v == null || Number.isNaN(Number(v))) return '';
+    const currency = params.get('currency') || main.dataset.currency || 'CNY';
+    try { return new Intl.NumberFormat(lang === 'en' ? 'en' : 'zh-CN', { style: 'currency', currency }).format(Number(v)); } catch { return String(v); }
+  }
+  const setText = (el, text) => { if (el.textContent !== text) el.textContent = text; };
+
+  // What the button and the status line say, from the phase and the shopper's outcome.
+  function view(p) {
+    const o = outcome;
+    const id = o.orderId || '';
+    switch (o.name) {
+      case 'working': return { button: 'btnWorking', msg: '', tone: '' };
+      case 'busy': return { button: 'btnWait', msg: 'msgBusyWait', tone: 'warn', vars: { s: Math.max(1, Math.ceil((o.until - performance.now()) / 1000)) } };
+      case 'queued': return { button: 'btnQueued', msg: 'msgQueued', tone: 'ok', vars: { id } };
+      case 'slow': return { button: 'btnQueued', msg: 'msgSlow', tone: 'ok' };
+      case 'confirmed': return { button: 'btnBought', msg: 'msgConfirmed', tone: 'ok', vars: { id } };
+      case 'already': return { button: 'btnBought', msg: 'msgAlready', tone: 'ok', vars: { id } };
+      default: break;
+    }
+    const soldOut = o.name === 'sold_out' || p === 'sold_out';
+    const message = {
+      busy_gave_up: ['msgBusy', 'warn'], failed: ['msgFailed', 'error'], sold_out: ['msgSoldOut', 'error'],
+      not_started: ['msgNotStarted', 'warn'], ended: ['msgEnded', 'error'], blocked: ['msgBlocked', 'error'],
+      signed_out: ['msgSignedOut', 'error'], signin: ['msgSignin', 'warn'], error: ['msgError', 'error'],
+      offline: ['msgOffline', 'warn'], signed_in: ['msgSignedIn', ''], bad_token: ['msgBadToken', 'error'],
+      expired_token: ['msgExpiredToken', 'error'],
+    }[o.name] || ['', ''];
+    let button;
+    if (p === 'not_found') button = 'btnNone';
+    else if (p === 'loading') button = 'btnLoading';
+    else if (p === 'upcoming') button = 'btnSoon';
+    else if (p === 'ended' || o.name === 'ended') button = 'btnEnded';
+    else if (soldOut) button = 'btnSoldOut';
+    else if (!token()) button = 'btnSignin';
+    else if (['failed', 'busy_gave_up', 'error', 'blocked', 'offline'].includes(o.name)) button = 'btnAgain';
+    else button = 'btnBuy';
+    return { button, msg: message[0], tone: message[1], vars: { reason: o.reason || '', code: o.code || '', user: user() } };
   }
 
-  function tick() {
-    if (!info) return;
-    const now = Date.now() + offset;
-    const starts = Date.parse(info.starts_at);
-    const ends = Date.parse(info.ends_at);
+  function render() {
+    const p = phase();
+    const v = view(p);
+    const enabled = ['btnBuy', 'btnSignin', 'btnAgain'].includes(v.button) && !working;
     const button = $('buy');
-    if (now < starts) {
-      const s = Math.ceil((starts - now) / 1000);
-      $('countdown').textContent = `距开始 ${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
-      button.disabled = true; button.textContent = '即将开始';
-    } else if (now >= ends) {
-      $('countdown').textContent = '活动已结束';
-      button.disabled = true; button.textContent = '已结束';
-    } else if (info.state === 'sold_out' || Number(info.stock_left) === 0) {
-      $('countdown').textContent = '';
-      button.disabled = true; button.textContent = '已售罄';
-    } else {
-      $('countdown').textContent = '抢购进行中';
-      button.disabled = busy || done; if (!busy && !done) button.textContent = '立即抢购';
+    if (button.disabled === enabled) button.disabled = !enabled;
+    button.setAttribute('aria-busy', String(working));
+    setText(button, t(v.button, v.vars));
+    const status = $('status');
+    setText(status, v.msg ? t(v.msg, v.vars) : '');
+    status.dataset.tone = v.tone;
+    main.dataset.phase = p;
+    main.dataset.outcome = outcome.name;
+
+    if (p === 'not_found') setText($('name'), t('msgNotFound'));
+    if (info) {
+      const n = now();
+      const starts = Date.parse(info.starts_at);
+      const ends = Date.parse(info.ends_at);
+      let line = '';
+      if (p === 'upcoming') line = t('startsIn', { t: duration(starts - n) });
+      else if (p === 'ended') line = t('ended');
+      else if (p === 'sold_out') line = t('soldOutLine');
+      else if (p === 'live') line = ends - n < 86400000 ? t('endsIn', { t: duration(ends - n) }) : t('live');
+      setText($('countdown'), line);
+      const left = p === 'sold_out' || outcome.name === 'sold_out' ? 0 : Math.max(0, Number(info.stock_left));
+      setText($('stock'), String(left));
+      setText($('total'), String(info.stock_total));
+      $('meter').style.width = `${info.stock_total > 0 ? Math.round((100 * left) / info.stock_total) : 0}%`;
     }
   }
 
-  const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+  function renderLanguage() {
+    document.documentElement.lang = lang === 'en' ? 'en' : 'zh-CN';
+    document.querySelectorAll('[data-i18n]').forEach((el) => setText(el, t(el.dataset.i18n)));
+    $('picture').setAttribute('aria-label', t('picture'));
+    const other = lang === 'en' ? 'zh' : 'en';
+    setText($('lang'), t('lang'));
+    $('lang').lang = other === 'en' ? 'en' : 'zh-CN';
+    setText($('price'), money(params.get('price') ?? main.dataset.price));
+    setText($('was'), money(params.get('was') ?? main.dataset.was));
+    if (info) { setText($('name'), info.name); document.title = t('title', { name: info.name }); } else if (!notFound) setText($('name'), t('loading'));
+    setText($('who'), user() ? t('signedInAs', { user: user() }) : t('signedOutNow'));
+    $('signout').hidden = !user();
+    render();
+  }
 
-  async function pollOrder() {
-    let delay = 500;
-    for (let i = 0; i < 20; i += 1) {
-      const r = await call('GET', `${api}/order`);
-      if (r.body.status === 'confirmed') { say(`订单已确认 (${r.body.order_id})`); return; }
-      if (r.body.status === 'failed') { say('订单创建失败, 库存已退回'); done = false; return; }
-      await wait(delay); delay = Math.min(delay * 2, 5000);
+  // ---- network --------------------------------------------------------------------------
+  const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+  const jitter = (ms, spread = 0.4) => ms * (1 - spread / 2 + Math.random() * spread);
+
+  async function call(method, path, { ticketValue, auth = true } = {}) {
+    const headers = {};
+    if (auth && token()) headers.authorization = `Bearer ${token()}`;
+    if (ticketValue) headers['x-ticket'] = ticketValue;
+    if (method === 'POST') headers['content-type'] = 'application/json';
+    const sent = performance.now();
+    let r;
+    try {
+      r = await fetch(path, { method, headers, body: method === 'POST' ? '{}' : undefined, cache: 'no-store' });
+    } catch {
+      return { status: 0, body: {}, retryAfter: 2, sent, received: performance.now() };
+    }
+    const received = performance.now();
+    let body = {};
+    try { body = await r.json(); } catch { /* not JSON */ }
+    const ra = Number(r.headers.get('retry-after'));
+    return { status: r.status, body: body || {}, retryAfter: ra > 0 ? Math.min(ra, 60) : 1, sent, received };
+  }
+
+  // Event info, refreshed gently: every ~5 s while live, ~15 s otherwise, right after the
+  // start, never while the tab is hidden, with backoff when the edge is unhappy.
+  let refreshing = false;
+  let failures = 0;
+  async function refresh() {
+    clearTimeout(timers.refresh);
+    if (document.hidden) return; // visibilitychange brings us back
+    if (refreshing) return;
+    refreshing = true;
+    let next;
+    try {
+      const r = await call('GET', api, { auth: false });
+      if (r.status === 200) {
+        failures = 0;
+        sampleClock(r.body.server_time, r.sent, r.received);
+        const first = !info;
+        info = r.body;
+        notFound = false;
+        if (first) { renderLanguage(); checkOrder(); }
+        scheduleStart();
+        schedulePrefetch();
+        const p = phase();
+        if (p === 'ended') next = null;
+        else if (p === 'upcoming') next = Math.min(jitter(15000), Math.max(0, Date.parse(info.starts_at) - now()) + 300 + Math.random() * 1500);
+        else if (p === 'live') next = jitter(5000);
+        else next = jitter(15000);
+      } else if (r.status === 404) {
+        notFound = true; next = null; renderLanguage();
+      } else {
+        failures += 1;
+        next = Math.max(r.retryAfter * 1000, Math.min(60000, 2000 * 2 ** failures));
+        next = jitter(next);
+      }
+    } finally {
+      refreshing = false;
+    }
+    render();
+    if (next != null) timers.refresh = setTimeout(refresh, next);
+  }
+
+  // A timer at the exact start, so the button wakes on time even between ticks.
+  function scheduleStart() {
+    clearTimeout(timers.start);
+    const wait = Date.parse(info.starts_at) - now();
+    if (wait > 0 && wait < 2 ** 31 - 1) timers.start = setTimeout(render, wait + 1);
+  }
+
+  // Signed in before the start: fetch the ticket quietly at a random moment of the last
+  // minute, so the crowd's ticket requests do not all land on the start.
+  function schedulePrefetch() {
+    if (timers.prefetch || !info || !token()) return;
+    const wait = Date.parse(info.starts_at) - now();
+    if (wait <= 3000) return;
+    const at = Math.max(0, wait - 60000) + Math.random() * (Math.min(wait, 60000) - 3000);
+    timers.prefetch = setTimeout(() => {
+      if (token() && phase() === 'upcoming') getTicket().catch(() => {});
+    }, at);
+  }
+
+  // A ticket may be asked for before the start (it opens at the start); it is reused
+  // until shortly before it expires.
+  async function getTicket() {
+    const u = user();
+    if (ticket && ticket.user === u && ticket.eventId === eventId && now() < ticket.expires - 5000) return { status: 200 };
+    const r = await call('POST', `${api}/ticket`);
+    if (r.status === 200 && r.body.ticket) {
+      ticket = { value: r.body.ticket, expires: Date.parse(r.body.expires_at) || now() + 60000, user: u, eventId };
+    }
+    return r;
+  }
+
+  async function attempt() {
+    for (let fresh = 0; ; fresh += 1) {
+      const tk = await getTicket();
+      if (tk.status !== 200) return tk;
+      const r = await call('POST', `${api}/purchase`, { ticketValue: ticket.value });
+      const reason = String(r.body.reason || '');
+      // A stale or early ticket: ask for a new one once; anything else is a verdict.
+      if (r.status === 403 && reason.startsWith('ticket_') && fresh === 0) { ticket = null; continue; }
+      return r;
     }
   }
+
+  // The stock moved because of us: look again in a moment instead of at the next round.
+  const refreshSoon = () => { clearTimeout(timers.refresh); timers.refresh = setTimeout(refresh, 1000 + Math.random() * 1000); };
+
+  function setOutcome(name, extra = {}) { outcome = { name, ...extra }; render(); }
 
   async function buy() {
-    if (busy || done) return;
-    if (!token()) { say('请先登录'); $('signin').open = true; return; }
-    busy = true; $('buy').disabled = true; $('buy').textContent = '抢购中…';
+    if (working) return;
+    if (!token()) { setOutcome('signin'); $('signin').open = true; $('token').focus(); return; }
+    if (phase() !== 'live') return;
+    working = true;
+    const mine = gen;
+    setOutcome('working');
     try {
-      for (let attempt = 0; attempt < 5; attempt += 1) {
-        const t = await call('POST', `${api}/ticket`);
-        const r = t.status === 200 ? await call('POST', `${api}/purchase`, t.body.ticket) : t;
-        if (r.status === 429 || r.status === 503) {
-          say('活动火爆, 请稍后再试');
-          await wait(r.retryAfter * 1000 + Math.random() * 1000); // jitter: never a tight loop
+      for (let tries = 0; mine === gen; tries += 1) {
+        const r = await attempt();
+        if (mine !== gen) return;
+        if (r.status === 429 || r.status === 503 || r.status === 0) {
+          if (tries >= MAX_BUSY_RETRIES) { setOutcome(r.status === 0 ? 'offline' : 'busy_gave_up'); return; }
+          // Retry-After, growing with each try, plus jitter: never a tight loop, and a crowd
+          // that was told "1 s" does not come back in the same millisecond.
+          const base = Math.min(30000, Math.max(r.retryAfter * 1000, 1000 * 2 ** tries));
+          const wait = base + Math.random() * Math.min(base, 2000);
+          const until = performance.now() + wait;
+          setOutcome('busy', { until });
+          await sleep(wait);
+          if (mine !== gen || phase() !== 'live') { if (mine === gen) setOutcome('none'); return; }
+          setOutcome('working');
           continue;
         }
-        const messages = {
-          202: '抢购成功, 订单处理中', 200: '您已抢购成功', 409: '已售罄', 425: '活动尚未开始',
-          410: '活动已结束', 401: '请先登录', 403: '请求被拒绝',
-        };
-        say(r.body.message || messages[r.status] || '出错了, 请稍后再试');
-        if (r.status === 202 || r.status === 200) { done = true; await pollOrder(); }
-        if (r.status === 409) { info.stock_left = 0; }
+        if (r.status === 425) {
+          // Our clock said "started" a hair early: wait for the start if it is near.
+          const starts = Date.parse(r.body.starts_at || (info && info.starts_at));
+          const wait = starts - now();
+          if (wait > -1000 && wait < 5000 && tries < MAX_BUSY_RETRIES) { await sleep(Math.max(wait, 0) + 200 + Math.random() * 800); continue; }
+          setOutcome('not_started'); refresh(); return;
+        }
+        answer(r, mine);
         return;
       }
     } finally {
-      busy = false; tick();
+      working = false;
+      render();
     }
   }
 
+  function answer(r, mine) {
+    const id = r.body.order_id;
+    switch (r.status) {
+      case 202: setOutcome('queued', { orderId: id }); follow(mine, id); refreshSoon(); break;
+      case 200: setOutcome('already', { orderId: id }); break;
+      case 409: setOutcome('sold_out'); if (info) info = { ...info, stock_left: 0, state: 'sold_out' }; refreshSoon(); break;
+      case 410: setOutcome('ended'); break;
+      case 401: signOut('signed_out'); break;
+      case 403: setOutcome('blocked', { reason: r.body.reason || r.body.error || '403' }); break;
+      default: setOutcome('error', { code: r.body.error || r.body.status || r.status });
+    }
+  }
+
+  // After 202, poll the order with backoff until it is confirmed or failed.
+  async function follow(mine, orderId) {
+    let delay = 800;
+    const deadline = performance.now() + ORDER_FOLLOW_MS;
+    while (mine === gen && performance.now() < deadline) {
+      await sleep(jitter(delay));
+      if (mine !== gen) return;
+      const r = await call('GET', `${api}/order`);
+      if (mine !== gen) return;
+      const id = r.body.order_id || orderId;
+      if (r.status === 200 && r.body.status === 'confirmed') { setOutcome('confirmed', { orderId: id }); return; }
+      if (r.status === 200 && r.body.status === 'failed') { setOutcome('failed', { orderId: id }); return; }
+      if (r.status === 401) { signOut('signed_out'); return; }
+      delay = Math.min(8000, Math.max(delay * 1.6, r.status === 429 || r.status === 503 ? r.retryAfter * 1000 : 0));
+    }
+    if (mine === gen) setOutcome('slow', { orderId });
+  }
+
+  // On load or sign-in: does this shopper already hold an order here?
+  async function checkOrder() {
+    const idle = () => ['none', 'signed_in'].includes(outcome.name) && !working;
+    if (!token() || !info || phase() === 'upcoming' || !idle()) return;
+    const mine = gen;
+    const r = await call('GET', `${api}/order`);
+    if (mine !== gen || !idle()) return;
+    const id = r.body.order_id;
+    if (r.status === 200 && r.body.status === 'confirmed') setOutcome('confirmed', { orderId: id });
+    else if (r.status === 200 && r.body.status === 'failed') setOutcome('failed', { orderId: id });
+    else if (r.status === 200 && r.body.status === 'queued') { setOutcome('queued', { orderId: id }); follow(mine, id); }
+    else if (r.status === 401) signOut('signed_out');
+  }
+
+  // ---- sign-in (demo) -----------------------------------------------------------------
+  function signOut(why) {
+    gen += 1; ticket = null; clearTimeout(timers.prefetch); timers.prefetch = null;
+    store(sessionStorage, TOKEN_KEY, null);
+    outcome = { name: why || 'none' };
+    if (why) $('signin').open = true;
+    renderLanguage();
+  }
+  function signIn() {
+    const raw = $('token').value.trim();
+    const tok = raw.includes(',') ? raw.split(',').pop().trim() : raw; // a users.csv line works too
+    const c = claims(tok);
+    if (!c || !c.sub) { setOutcome('bad_token'); return; }
+    if (c.exp && c.exp * 1000 < Date.now()) { setOutcome('expired_token'); return; }
+    gen += 1; ticket = null; clearTimeout(timers.prefetch); timers.prefetch = null;
+    store(sessionStorage, TOKEN_KEY, tok);
+    $('token').value = '';
+    $('signin').open = false;
+    outcome = { name: 'signed_in' };
+    renderLanguage();
+    schedulePrefetch();
+    checkOrder();
+  }
+
   $('buy').addEventListener('click', buy);
-  $('save').addEventListener('click', () => {
-    sessionStorage.setItem('flashgate.token', $('token').value.trim());
-    say('已登录'); $('signin').open = false;
+  $('save').addEventListener('click', signIn);
+  $('signout').addEventListener('click', () => signOut());
+  $('lang').addEventListener('click', () => {
+    lang = lang === 'en' ? 'zh' : 'en';
+    store(localStorage, 'flashgate.lang', lang);
+    renderLanguage();
   });
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
+  renderLanguage();
   refresh();
-  setInterval(tick, 250);
-  setInterval(refresh, 5000); // gentle: stock may lag by a second anyway
+  setInterval(render, 250);
 })();

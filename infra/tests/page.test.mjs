@@ -1,0 +1,236 @@
+// The activity page in a real browser (Debian's Chromium driven by playwright-core) against
+// the stack that `./dev test` starts: gating on the server's clock, a purchase from queued
+// to confirmed, sold out for the next shopper, and a 429 that shows the busy message and
+// recovers. Screenshots of each state go to target/page-screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { chromium } from 'playwright-core';
+
+const dir = process.env.FLASHGATE_E2E_DIR;
+assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
+const env = Object.fromEntries(
+  readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {
+    const i = l.indexOf('=');
+    return [l.slice(0, i), l.slice(i + 1)];
+  }),
+);
+const root = new URL('../..', import.meta.url).pathname;
+const run = Date.now().toString(36);
+const shots = join(root, 'target', 'page-screenshots');
+
+function users(count, prefix) {
+  const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `pg${run}${prefix}`], {
+    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
+  }).toString();
+  return csv.trim().split('\n').slice(1).map((row) => {
+    const [id, token] = row.split(',');
+    return { id, token };
+  });
+}
+
+async function putEvent(id, stock, startsInMs, endsInMs) {
+  const now = Date.now();
+  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: `秒杀手机 ${id}`, stock,
+      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + endsInMs).toISOString(),
+    }),
+  });
+  assert.equal(r.status, 201, await r.text());
+  return new Date(now + startsInMs).getTime();
+}
+
+let context;
+let profile;
+const pageErrors = [];
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  profile = mkdtempSync(join(tmpdir(), 'flashgate-chromium-'));
+  // A persistent context is how Playwright takes a --user-data-dir: a fresh temp profile.
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 390, height: 844 }, // a phone: the page is mobile first
+    locale: 'zh-CN',
+    reducedMotion: 'reduce', // screenshots without a bar caught mid-transition
+  });
+});
+
+after(async () => {
+  await context?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+// A tab of its own (sessionStorage, hence the sign-in, is per tab).
+async function open(path, { skewMs = 0 } = {}) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  if (skewMs) {
+    // The visitor's clock is wrong; the page must count on the server's.
+    await page.addInitScript((skew) => {
+      const real = Date.now.bind(Date);
+      Date.now = () => real() + skew;
+    }, skewMs);
+  }
+  await page.goto(`${env.EDGE_URL}${path}`);
+  return page;
+}
+
+async function signIn(page, token) {
+  await page.click('#signin summary');
+  await page.fill('#token', token);
+  await page.click('#save');
+  await page.waitForSelector('#signin:not([open])', { timeout: 5000 });
+}
+
+const outcome = (page, name, timeout = 10000) => page.waitForSelector(`main[data-outcome="${name}"]`, { timeout });
+const text = (page, sel) => page.locator(sel).textContent();
+const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+
+test('the page weighs under 50 KB and is served by the edge', async () => {
+  let total = 0;
+  for (const f of ['/', '/app.js', '/style.css']) {
+    const r = await fetch(`${env.EDGE_URL}${f}`);
+    assert.equal(r.status, 200, f);
+    total += (await r.arrayBuffer()).byteLength;
+  }
+  assert.ok(total < 50 * 1024, `page weight ${total} bytes`);
+});
+
+const soldEvent = `page-${run}-one`;
+let alice;
+let bob;
+
+test('the button is disabled before the start and enables at the start without a reload', async (t) => {
+  const startsAt = await putEvent(soldEvent, 1, 8000, 3_600_000);
+  [alice, bob] = users(2, 'a');
+  // The visitor's clock is an hour behind: a page on the local clock would never open.
+  const page = await open(`/?event=${soldEvent}&price=2999&was=4999`, { skewMs: -3_600_000 });
+  await page.waitForSelector('main[data-phase="upcoming"]', { timeout: 5000 });
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  assert.equal(await text(page, '#buy'), '即将开始');
+  assert.match(await text(page, '#countdown'), /^距开始 00:00:0\d$/);
+  assert.match(await text(page, '#price'), /2,999/);
+  const marker = await page.evaluate(() => { window.sameDocument = Math.random(); return window.sameDocument; });
+  const tickets = [];
+  page.on('request', (r) => { if (r.url().endsWith('/ticket')) tickets.push(Date.now()); });
+  await signIn(page, alice.token); // before the start: the page may fetch its ticket early
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  await shot(page, '1-upcoming');
+
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 15000 });
+  const openedAt = Date.now();
+  assert.ok(openedAt >= startsAt - 1000, `enabled ${startsAt - openedAt} ms before the start`);
+  assert.ok(openedAt <= startsAt + 4000, `enabled ${openedAt - startsAt} ms after the start`);
+  assert.equal(await page.evaluate(() => window.sameDocument), marker, 'no reload');
+  assert.equal(await page.getAttribute('main', 'data-phase'), 'live');
+  assert.equal(await text(page, '#buy'), '立即抢购');
+  await shot(page, '2-live');
+  t.diagnostic(`ticket fetched ${tickets.length ? `${startsAt - tickets[0]} ms before the start` : 'not before the start'}`);
+
+  // A purchase on the same page: queued, then confirmed; one click sends one purchase.
+  const purchases = [];
+  page.on('request', (r) => { if (r.url().endsWith('/purchase')) purchases.push(r); });
+  await page.evaluate(() => { const b = document.getElementById('buy'); b.click(); b.click(); });
+  await outcome(page, 'queued');
+  await shot(page, '3-queued');
+  assert.equal(await text(page, '#status'), '抢购成功, 订单处理中');
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  await outcome(page, 'confirmed', 30000);
+  assert.match(await text(page, '#status'), /^订单已确认, 订单号 \S+/);
+  assert.equal(await text(page, '#buy'), '已抢到');
+  assert.equal(purchases.length, 1, 'exactly one purchase request');
+  await shot(page, '4-confirmed');
+  await page.close();
+});
+
+test('the next shopper after the sell-out sees sold out', async () => {
+  assert.ok(bob, 'the previous test created the event');
+  // Arriving after the sell-out: the page says so and never offers the button.
+  const page = await open(`/?event=${soldEvent}`);
+  await page.waitForSelector('main[data-phase="sold_out"]', { timeout: 10000 });
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  assert.equal(await text(page, '#buy'), '已售罄');
+  assert.equal(await text(page, '#stock'), '0');
+
+  // With a stale stock figure (the contract lets it lag), the click gets a real 409.
+  await page.route((u) => u.pathname === `/api/events/${soldEvent}`, async (route) => {
+    const response = await route.fetch();
+    const json = { ...(await response.json()), stock_left: 1, state: 'live' };
+    await route.fulfill({ response, json });
+  });
+  await page.reload();
+  await signIn(page, bob.token);
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  await page.click('#buy');
+  await outcome(page, 'sold_out');
+  assert.equal(await text(page, '#status'), '很遗憾, 已售罄');
+  assert.equal(await text(page, '#buy'), '已售罄');
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  await shot(page, '5-sold-out');
+  await page.close();
+});
+
+test('a 429 shows the busy message, then the page retries after Retry-After and recovers', async () => {
+  const event = `page-${run}-busy`;
+  await putEvent(event, 5, -1000, 3_600_000);
+  const [carol] = users(1, 'c');
+  const page = await open(`/?event=${event}`);
+  // Signed out, the button invites to sign in and opens the demo sign-in.
+  await page.waitForSelector('main[data-phase="live"]', { timeout: 5000 });
+  assert.equal(await text(page, '#buy'), '登录后抢购');
+  await page.click('#buy');
+  await outcome(page, 'signin');
+  assert.match(await text(page, '#status'), /^请先登录/);
+  assert.equal(await page.locator('#signin').getAttribute('open'), '');
+  await shot(page, '0-signed-out');
+  await page.fill('#token', carol.token);
+  await page.click('#save');
+  await page.waitForSelector('#signin:not([open])', { timeout: 5000 });
+  const sent = [];
+  await page.route((u) => u.pathname === `/api/events/${event}/purchase`, async (route) => {
+    sent.push(Date.now());
+    if (sent.length === 1) {
+      await route.fulfill({
+        status: 429,
+        headers: { 'retry-after': '1', 'cache-control': 'no-store' },
+        contentType: 'application/json; charset=utf-8',
+        body: JSON.stringify({ status: 'rate_limited', message: '活动火爆, 请稍后再试' }),
+      });
+    } else {
+      await route.continue();
+    }
+  });
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  await page.click('#buy');
+  await outcome(page, 'busy');
+  assert.match(await text(page, '#status'), /^活动火爆, 请稍后再试/);
+  assert.equal(await page.locator('#buy').isDisabled(), true, 'no clicking through the wait');
+  await shot(page, '6-busy');
+
+  await page.waitForSelector('main[data-outcome="queued"], main[data-outcome="confirmed"]', { timeout: 10000 });
+  assert.equal(sent.length, 2, 'one retry');
+  assert.ok(sent[1] - sent[0] >= 1000, `retried after ${sent[1] - sent[0]} ms, Retry-After was 1 s`);
+  await outcome(page, 'confirmed', 30000);
+  await shot(page, '7-recovered');
+
+  // A reload keeps the sign-in (session) and shows the order; English is one click away.
+  await page.reload();
+  await outcome(page, 'confirmed');
+  await page.click('#lang');
+  assert.equal(await page.getAttribute('html', 'lang'), 'en');
+  assert.equal(await text(page, '#buy'), 'Got it');
+  assert.match(await text(page, '#status'), /^Order confirmed, order no\. \S+/);
+  await shot(page, '8-confirmed-en');
+  await page.close();
+  assert.deepEqual(pageErrors, [], 'no script errors on the page');
+});
