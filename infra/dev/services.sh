@@ -36,7 +36,7 @@ start_redis() { # port
   mkdir -p "$DIR/data/redis"
   spawn redis "$DIR/data/redis" redis-server --bind 127.0.0.1 --port "$1" --dir "$DIR/data/redis" \
     --appendonly yes --save '' --daemonize no --protected-mode yes
-  wait_for redis 10 redis-cli -p "$1" ping
+  wait_for redis 30 redis-cli -p "$1" ping
 }
 
 start_mariadb() { # port
@@ -52,7 +52,7 @@ start_mariadb() { # port
   spawn mariadb "$d" mariadbd --no-defaults --user=root --datadir="$d/data" --socket="$d/run/mysqld.sock" \
     --pid-file="$d/run/mysqld.pid" --port="$1" --bind-address=127.0.0.1 --skip-name-resolve \
     --innodb-buffer-pool-size=256M --max-connections=500
-  wait_for mariadb 30 mariadb-admin --no-defaults -h127.0.0.1 -P"$1" -uroot ping
+  wait_for mariadb 120 mariadb-admin --no-defaults -h127.0.0.1 -P"$1" -uroot ping
 }
 
 mysql_exec() { # port sql
@@ -66,7 +66,7 @@ start_kafka() { # port
   spawn kafka "$DIR/data/kafka" "$FG_TANSU_ROOT/bin/tansu" broker \
     --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
     --storage-engine sqlite://tansu.db
-  wait_for kafka 20 port_open "$1"
+  wait_for kafka 60 port_open "$1"
 }
 
 stop_all() { # stop everything with a PID file under $DIR/run, newest first

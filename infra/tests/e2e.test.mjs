@@ -2,42 +2,9 @@
 // Redis, the broker, the consumer and MariaDB, all started by `./dev test`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
-const dir = process.env.FLASHGATE_E2E_DIR;
-assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
-const env = Object.fromEntries(
-  readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {
-    const i = l.indexOf('=');
-    return [l.slice(0, i), l.slice(i + 1)];
-  }),
-);
-const root = new URL('../..', import.meta.url).pathname;
-const run = Date.now().toString(36);
-
-function users(count) {
-  const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `e2e${run}u`], {
-    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
-  }).toString();
-  return csv.trim().split('\n').slice(1).map((row) => {
-    const [id, token] = row.split(',');
-    return { id, token };
-  });
-}
-
-async function putEvent(id, stock, startsInMs, endsInMs) {
-  const now = Date.now();
-  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      name: `e2e ${id}`, stock,
-      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + endsInMs).toISOString(),
-    }),
-  });
-  assert.equal(r.status, 201, await r.text());
-}
+import { env, run, users, putEvent, eventually } from './stack.mjs';
 
 async function call(method, path, { token, ticket, body } = {}) {
   const headers = { 'user-agent': 'Mozilla/5.0 flashgate-e2e' };
@@ -49,16 +16,6 @@ async function call(method, path, { token, ticket, body } = {}) {
   let json;
   try { json = JSON.parse(text); } catch { json = text; }
   return { status: r.status, body: json, headers: r.headers };
-}
-
-async function eventually(what, ms, fn) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 function sql(query) {

@@ -11,49 +11,18 @@
 // documentation ranges: `wrangler dev` keeps a client's header, Cloudflare never does.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 
-const dir = process.env.FLASHGATE_E2E_DIR;
-assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
-const env = Object.fromEntries(
-  readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {
-    const i = l.indexOf('=');
-    return [l.slice(0, i), l.slice(i + 1)];
-  }),
-);
-const root = new URL('../..', import.meta.url).pathname;
-const run = Date.now().toString(36);
+import { env, run, users as mint, putEvent as put, eventually } from './stack.mjs';
+
 const BROWSER = {
   'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 flashgate-edge-e2e',
   accept: 'application/json',
   'accept-language': 'zh-CN,zh;q=0.9',
 };
 const PURCHASE_ROUTE = '/api/events/{event_id}/purchase';
-let userSeq = 0;
-
-function users(count) {
-  userSeq += 1;
-  const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `edge${run}g${userSeq}u`], {
-    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
-  }).toString();
-  return csv.trim().split('\n').slice(1).map((row) => {
-    const [id, token] = row.split(',');
-    return { id, token };
-  });
-}
-
+const users = (count) => mint(count, 'edge');
 async function putEvent(id, stock, startsInMs, endsInMs) {
-  const now = Date.now();
-  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      name: `edge ${id}`, stock,
-      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + endsInMs).toISOString(),
-    }),
-  });
-  assert.equal(r.status, 201, await r.text());
+  await put(id, stock, startsInMs, endsInMs, `edge ${id}`);
   return id;
 }
 
@@ -123,16 +92,6 @@ async function withoutOrigin(what, fn, { all = false } = {}) {
   if (all) assert.equal(sum(after), sum(before), `${what}: the origin saw a request`);
   assert.equal(purchases(after), purchases(before), `${what}: the origin saw a purchase`);
   return result;
-}
-
-async function eventually(what, ms, fn, every = 250) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
 }
 
 function assertRateLimited(r, what) {

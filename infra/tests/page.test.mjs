@@ -4,47 +4,16 @@
 // recovers. Screenshots of each state go to target/page-screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 
-const dir = process.env.FLASHGATE_E2E_DIR;
-assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
-const env = Object.fromEntries(
-  readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {
-    const i = l.indexOf('=');
-    return [l.slice(0, i), l.slice(i + 1)];
-  }),
-);
-const root = new URL('../..', import.meta.url).pathname;
-const run = Date.now().toString(36);
+import { env, root, run, users as mint, putEvent as put } from './stack.mjs';
+
 const shots = join(root, 'target', 'page-screenshots');
-
-function users(count, prefix) {
-  const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `pg${run}${prefix}`], {
-    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
-  }).toString();
-  return csv.trim().split('\n').slice(1).map((row) => {
-    const [id, token] = row.split(',');
-    return { id, token };
-  });
-}
-
-async function putEvent(id, stock, startsInMs, endsInMs) {
-  const now = Date.now();
-  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      name: `秒杀手机 ${id}`, stock,
-      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + endsInMs).toISOString(),
-    }),
-  });
-  assert.equal(r.status, 201, await r.text());
-  return new Date(now + startsInMs).getTime();
-}
+const users = (count, tag) => mint(count, `pg${tag}`);
+const putEvent = (id, stock, startsInMs, endsInMs) => put(id, stock, startsInMs, endsInMs, `秒杀手机 ${id}`);
 
 let context;
 let profile;
