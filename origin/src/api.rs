@@ -176,16 +176,6 @@ async fn purchase_outcome(
     let user = edge.user()?;
     wire::check_json_body(edge.content_type.as_deref(), &edge.body)?;
     let id = parse_event(id)?;
-    if let Some(bucket) = &state.admission {
-        if let Err(not_until) = bucket.check() {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            return Ok(Outcome::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
-        }
-    }
     let meta = event_meta(state, &id).await?;
     let now = state.clock.now_ms();
     match gate::phase(meta.starts_at, meta.ends_at, now) {
@@ -199,6 +189,18 @@ async fn purchase_outcome(
     }
     if state.is_sold_out(&id) {
         return Ok(Outcome::SoldOut);
+    }
+    // The fixed bucket comes after the answers that cost nothing (window, sold-out flag),
+    // so a sold-out storm gets 409, not 429.
+    if let Some(bucket) = &state.admission {
+        if let Err(not_until) = bucket.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Ok(Outcome::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
     }
     // Kafka has been away long enough that the outbox is full: degrade instead of
     // letting Redis memory grow without bound.

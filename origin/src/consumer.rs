@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::mysql::MySqlPool;
 use sqlx::{MySql, QueryBuilder};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -205,6 +206,47 @@ pub async fn write_batch(
     Ok(fates)
 }
 
+/// Every 2 s, sets `flashgate_consumer_lag{partition}` from the broker's high watermarks
+/// and what this consumer has written (a plain client, off the consuming path).
+async fn report_lag(
+    brokers: String,
+    done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(client) = client_config(&brokers).create::<rdkafka::consumer::BaseConsumer>() else {
+        return;
+    };
+    let client = Arc::new(client);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let positions: Vec<((String, i32), i64)> = match done.lock() {
+            Ok(d) => d.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => return,
+        };
+        let client = client.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            positions
+                .into_iter()
+                .filter_map(|((topic, partition), next)| {
+                    let (_, high) = client
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(1))
+                        .ok()?;
+                    Some((partition, (high - next).max(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (partition, lag) in lags {
+            metrics::gauge!("flashgate_consumer_lag", "partition" => partition.to_string())
+                .set(lag as f64);
+        }
+    }
+}
+
 /// What one pass of the loop read.
 #[derive(Default)]
 struct Batch {
@@ -219,6 +261,8 @@ pub struct OrderConsumer {
     dlq: FutureProducer,
     dead_letter_topic: String,
     brokers: String,
+    /// Next offset to consume per partition, for the lag gauge.
+    done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
     pool: MySqlPool,
     store: Store,
     settings: ConsumerSettings,
@@ -257,6 +301,7 @@ impl OrderConsumer {
             dlq,
             dead_letter_topic: dead_letter_topic(topic, &settings),
             brokers: brokers.to_owned(),
+            done: Arc::default(),
             pool,
             store,
             settings,
@@ -265,6 +310,11 @@ impl OrderConsumer {
 
     /// Consumes until `shutdown` turns true, finishing the batch in hand.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let lag = tokio::spawn(report_lag(
+            self.brokers.clone(),
+            self.done.clone(),
+            shutdown.clone(),
+        ));
         if let Err(e) = crate::kafka::ensure_topic(&self.brokers, &self.dead_letter_topic, 1).await
         {
             tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
@@ -314,6 +364,9 @@ impl OrderConsumer {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
             }
+            if let Ok(mut done) = self.done.lock() {
+                done.extend(batch.offsets.iter().map(|(k, v)| (k.clone(), v + 1)));
+            }
             metrics::counter!("flashgate_consumer_orders_total").increment(n as u64);
             metrics::histogram!("flashgate_consumer_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -324,6 +377,7 @@ impl OrderConsumer {
                 }
             }
         }
+        lag.abort();
         tracing::info!("consumer stopped");
         Ok(())
     }

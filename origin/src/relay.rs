@@ -99,10 +99,16 @@ impl Relay {
             if claim {
                 last_claim = std::time::Instant::now();
             }
-            let moved = match self.pass(&mut groups, claim).await {
-                Ok(n) => n,
-                Err(e) => {
+            // A pass never hangs the relay (and so never the shutdown) on a stuck dependency.
+            let pass = tokio::time::timeout(Duration::from_secs(10), self.pass(&mut groups, claim));
+            let moved = match pass.await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %format!("{e:#}"), "relay pass failed");
+                    0
+                }
+                Err(_) => {
+                    tracing::warn!("relay pass timed out");
                     0
                 }
             };

@@ -39,7 +39,9 @@ pub struct AppState {
     /// Prometheus handle.
     pub metrics: PrometheusHandle,
     /// Circuit breaker around Redis.
-    pub redis_breaker: Breaker,
+    pub redis_breaker: Arc<Breaker>,
+    /// Whether a background probe of Redis is running (see [`AppState::redis`]).
+    redis_probe: Arc<std::sync::atomic::AtomicBool>,
     /// The fixed admission bucket of this process (`None` when off).
     pub admission: Option<DefaultDirectRateLimiter>,
     /// The latency-driven concurrency limit in front of the reserve call.
@@ -58,6 +60,7 @@ impl AppState {
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> anyhow::Result<T> {
         if !self.redis_breaker.allow(Instant::now()) {
+            self.probe_redis();
             anyhow::bail!("redis circuit open");
         }
         let result =
@@ -70,6 +73,34 @@ impl AppState {
             Err(_) => self.redis_breaker.failure(Instant::now()),
         }
         result
+    }
+
+    /// While the circuit is open, one background probe at a time, with no request deadline:
+    /// a PING on the current connection, else a fresh connection; when Redis answers, the
+    /// circuit closes.
+    fn probe_redis(&self) {
+        use std::sync::atomic::Ordering;
+        if self.redis_probe.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, breaker, flag) = (
+            self.store.clone(),
+            self.redis_breaker.clone(),
+            self.redis_probe.clone(),
+        );
+        tokio::spawn(async move {
+            let answers = tokio::time::timeout(Duration::from_secs(1), store.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            let back = answers
+                || tokio::time::timeout(Duration::from_secs(5), store.reconnect())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if back {
+                breaker.success();
+            }
+            flag.store(false, Ordering::Release);
+        });
     }
 
     /// Whether `id` was seen sold out within `sold_out_cache_ms`.
@@ -148,11 +179,11 @@ impl Application {
         let relay = Relay::new(store.clone(), &settings, outbox_backlog.clone())?;
         let admission = NonZeroU32::new(settings.admission_rps)
             .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
-        let redis_breaker = Breaker::new(
+        let redis_breaker = Arc::new(Breaker::new(
             "redis",
             settings.breaker_failures,
             Duration::from_millis(settings.breaker_cooldown_ms),
-        );
+        ));
         let adaptive = AdaptiveLimit::new(settings.adaptive);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -166,6 +197,7 @@ impl Application {
             events: Mutex::new(HashMap::new()),
             metrics: crate::telemetry::metrics(),
             redis_breaker,
+            redis_probe: Arc::default(),
             admission,
             adaptive,
             sold_out: std::sync::Mutex::new(HashMap::new()),

@@ -144,7 +144,8 @@ pub struct Stats {
 /// Redis access for one key prefix.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Arc<std::sync::RwLock<ConnectionManager>>,
+    client: redis::Client,
     prefix: Arc<str>,
     reserve: Arc<Script>,
     confirm: Arc<Script>,
@@ -158,19 +159,13 @@ impl Store {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client =
             redis::Client::open(url).with_context(|| format!("invalid Redis URL {url}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(2))
-            .set_response_timeout(std::time::Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
-        .with_context(|| format!("cannot reach Redis at {url}"))?;
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(3), Self::manager(&client))
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
+            .with_context(|| format!("cannot reach Redis at {url}"))?;
         Ok(Self {
-            conn,
+            conn: Arc::new(std::sync::RwLock::new(conn)),
+            client,
             prefix: prefix.into(),
             reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
             confirm: Arc::new(Script::new(include_str!("lua/confirm.lua"))),
@@ -191,9 +186,27 @@ impl Store {
         format!("{}events", self.prefix)
     }
 
+    async fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(std::time::Duration::from_secs(2))
+            .set_response_timeout(std::time::Duration::from_secs(2))
+            .set_number_of_retries(2);
+        ConnectionManager::new_with_config(client.clone(), config).await
+    }
+
     /// A connection handle (cheap clone, reconnects by itself).
     pub fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Opens a fresh connection and, once it answers PING, uses it from now on. After a long
+    /// outage the old manager may never finish reconnecting (its retries are driven by
+    /// requests that deadlines cut short); this is the way back.
+    pub async fn reconnect(&self) -> redis::RedisResult<()> {
+        let mut fresh = Self::manager(&self.client).await?;
+        redis::cmd("PING").query_async::<()>(&mut fresh).await?;
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
     }
 
     /// `PING`.

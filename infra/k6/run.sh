@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs one k6 scenario against a running stack, then checks the invariants in Redis and
+# MariaDB. Exits non-zero when a threshold fails or an invariant breaks.
+#
+#   infra/k6/run.sh mixed|flash|soak|smoke [--full] [--users N] [--out DIR] [k6 run args...]
+#
+# The stack's settings come from the environment (EDGE_URL, ORIGIN_URL, ADMIN_TOKEN,
+# AUTH_SECRET, REDIS_PORT, MYSQL_PORT) or, when EDGE_URL is unset, from
+# $FLASHGATE_DEV_DIR/env (default .dev/env). Scenario knobs are environment variables
+# documented at the top of each script (PEAK_VUS, RAMP_UP, STOCK, FLASH_USERS, ...).
+# Set K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT=report.html for k6's HTML report.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/infra/versions.env"
+. "$ROOT/infra/dev/paths.sh"
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+scenario=${1:-}
+case $scenario in
+  mixed | flash | soak | smoke) shift ;;
+  -h | --help | help) usage; exit 0 ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+full="" users="" out=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --full) full=1; shift ;;
+    --users) users=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+
+if [ -z "${EDGE_URL:-}" ]; then
+  envfile="${FLASHGATE_DEV_DIR:-$ROOT/.dev}/env"
+  [ -f "$envfile" ] || { echo "k6: no stack settings (EDGE_URL unset, no $envfile); run ./dev up" >&2; exit 2; }
+  set -a; . "$envfile"; set +a
+fi
+for v in EDGE_URL ORIGIN_URL ADMIN_TOKEN AUTH_SECRET REDIS_PORT MYSQL_PORT; do
+  [ -n "${!v:-}" ] || { echo "k6: $v is not set" >&2; exit 2; }
+done
+K6="$FG_K6_ROOT/bin/k6"
+[ -x "$K6" ] || { echo "k6: $K6 is missing; run ./dev setup" >&2; exit 2; }
+BIN=${FLASHGATE_BIN:-$ROOT/target/debug/flashgate}
+[ -x "$BIN" ] || BIN=$ROOT/target/release/flashgate
+[ -x "$BIN" ] || { echo "k6: no flashgate binary; run cargo build -p flashgate-origin" >&2; exit 2; }
+
+stamp=$(date +%s)-$$
+script=$scenario
+case $scenario in
+  smoke) script=mixed; export SMOKE=1 ;;
+esac
+# Enough distinct users for every buyer: mixed/soak buy on 1 iteration in 10.
+if [ -z "$users" ]; then
+  case $scenario in
+    smoke) users=$(( ${SMOKE_ITERATIONS:-200} / 10 + 10 )) ;;
+    flash) users=${FLASH_USERS:-1000} ;;
+    *) users=${USERS:-30000} ;;
+  esac
+fi
+out=${out:-$ROOT/target/k6/$scenario-$stamp}
+mkdir -p "$out"
+export EVENT=${EVENT:-k6-$scenario-$stamp}
+export USERS_CSV="$out/users.csv"
+[ -n "$full" ] && export FULL=1
+FLASHGATE_AUTH_SECRET="$AUTH_SECRET" "$BIN" users --count "$users" --prefix "k6${stamp//-/x}u" \
+  --out "$USERS_CSV" >/dev/null
+
+echo "[k6] $scenario: event $EVENT, $users users, output in $out"
+export K6_NO_USAGE_REPORT=true
+# With the dashboard on, no server (port -1): only the exported HTML, which is written only
+# if at least one aggregation period passed (default 10 s, too long for short runs).
+export K6_WEB_DASHBOARD_HOST=${K6_WEB_DASHBOARD_HOST:-127.0.0.1}
+export K6_WEB_DASHBOARD_PORT=${K6_WEB_DASHBOARD_PORT:--1}
+export K6_WEB_DASHBOARD_PERIOD=${K6_WEB_DASHBOARD_PERIOD:-2s}
+set +e
+"$K6" run --quiet --no-color --summary-export "$out/summary.json" "$@" "$ROOT/infra/k6/$script.js" \
+  >"$out/k6.log" 2>&1 &
+k6pid=$!
+# Stock sampled while the load runs (ends with k6, which is bounded by its scenario).
+key="${KEY_PREFIX:-fg:}{$EVENT}:stock"
+while kill -0 "$k6pid" 2>/dev/null; do
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --raw GET "$key" >>"$out/stock-samples" 2>/dev/null
+  sleep 0.5
+done
+wait "$k6pid"
+k6_status=$?
+set -e
+# The end-of-test summary, without the per-VU noise above it.
+sed -n '/THRESHOLDS\|█ TOTAL RESULTS\|checks_total/,$p' "$out/k6.log" | head -120
+grep -E 'level=(error|warning)' "$out/k6.log" | sort | uniq -c | sort -rn | head -10 || true
+if [ $k6_status -ne 0 ]; then
+  echo "[k6] $scenario: k6 exited with $k6_status (a threshold failed or the script broke; see $out/k6.log)" >&2
+fi
+inv_status=0
+python3 "$ROOT/infra/k6/check-invariants.py" --event "$EVENT" --summary "$out/summary.json" \
+  --stock-samples "$out/stock-samples" || inv_status=$?
+[ $k6_status -eq 0 ] && [ $inv_status -eq 0 ]
