@@ -31,34 +31,6 @@ export K6_NO_USAGE_REPORT=true
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 
-# The same env file as ./dev writes (kept in step with write_env in ./dev), unless the
-# services script provides it.
-if ! declare -F write_env >/dev/null; then
-  write_env() { # dir redis mysql kafka origin edge
-    local dir=$1 secrets="$1/secrets"
-    if [ ! -f "$secrets" ]; then
-      (umask 077
-        { echo "AUTH_SECRET=$(openssl rand -hex 24)"; echo "EDGE_SECRET=$(openssl rand -hex 24)"
-          echo "ADMIN_TOKEN=$(openssl rand -hex 24)"; } >"$secrets")
-    fi
-    { echo "EDGE_URL=http://127.0.0.1:$6"; echo "ORIGIN_URL=http://127.0.0.1:$5"
-      echo "REDIS_URL=redis://127.0.0.1:$2"; echo "MYSQL_URL=mysql://root@127.0.0.1:$3/flashgate"
-      echo "KAFKA_BROKERS=127.0.0.1:$4"; echo "ORDERS_TOPIC=flashgate.orders"
-      cat "$secrets"
-      echo "REDIS_PORT=$2"; echo "MYSQL_PORT=$3"; echo "KAFKA_PORT=$4"; echo "ORIGIN_PORT=$5"; echo "EDGE_PORT=$6"
-    } >"$dir/env"
-  }
-fi
-if ! declare -F start_services >/dev/null; then
-  start_services() {
-    set -a; . "$DIR/env"; set +a
-    start_redis "$REDIS_PORT"
-    start_mariadb "$MYSQL_PORT"
-    mysql_exec "$MYSQL_PORT" "CREATE DATABASE IF NOT EXISTS flashgate"
-    start_kafka "$KAFKA_PORT"
-  }
-fi
-
 bench_app_env() {
   export FLASHGATE_LISTEN="127.0.0.1:$ORIGIN_PORT" FLASHGATE_REDIS_URL="$REDIS_URL" \
     FLASHGATE_MYSQL_URL="$MYSQL_URL" FLASHGATE_KAFKA_BROKERS="$KAFKA_BROKERS" \
@@ -108,17 +80,7 @@ PY
   wait_for "edge worker (wrangler dev)" 180 curl -fsS "$EDGE_URL/"
 }
 
-bench_stop() { # name
-  local f="$DIR/run/$1.pid" pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
+bench_stop() { stop_one "$1"; } # name
 
 bench_pid() { cat "$DIR/run/$1.pid"; }
 

@@ -69,19 +69,46 @@ start_kafka() { # port
   wait_for kafka 60 port_open "$1"
 }
 
+stop_one() { # name: stop the service whose PID file is $DIR/run/NAME.pid
+  local f="$DIR/run/$1.pid" pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    # Each service leads its own process group (setsid), so wrangler's workerd goes too.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
 stop_all() { # stop everything with a PID file under $DIR/run, newest first
-  local f pid name
+  local name
   [ -d "$DIR/run" ] || return 0
-  for name in edge consume serve kafka mariadb redis; do
-    f="$DIR/run/$name.pid"
-    [ -f "$f" ] || continue
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-      # Each service leads its own process group (setsid), so wrangler's workerd goes too.
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
-  done
+  for name in edge consume serve kafka mariadb redis; do stop_one "$name"; done
+}
+
+# The stack's settings file: dir redis mysql kafka origin edge (ports); secrets are made
+# once per dir and kept.
+write_env() { # dir redis mysql kafka origin edge
+  local dir=$1 secrets="$1/secrets"
+  if [ ! -f "$secrets" ]; then
+    (umask 077
+      { echo "AUTH_SECRET=$(openssl rand -hex 24)"; echo "EDGE_SECRET=$(openssl rand -hex 24)"
+        echo "ADMIN_TOKEN=$(openssl rand -hex 24)"; } >"$secrets")
+  fi
+  { echo "EDGE_URL=http://127.0.0.1:$6"; echo "ORIGIN_URL=http://127.0.0.1:$5"
+    echo "REDIS_URL=redis://127.0.0.1:$2"; echo "MYSQL_URL=mysql://root@127.0.0.1:$3/flashgate"
+    echo "KAFKA_BROKERS=127.0.0.1:$4"; echo "ORDERS_TOPIC=flashgate.orders"
+    cat "$secrets"
+    echo "REDIS_PORT=$2"; echo "MYSQL_PORT=$3"; echo "KAFKA_PORT=$4"; echo "ORIGIN_PORT=$5"; echo "EDGE_PORT=$6"
+  } >"$dir/env"
+}
+
+start_services() {
+  set -a; . "$DIR/env"; set +a
+  start_redis "$REDIS_PORT"
+  start_mariadb "$MYSQL_PORT"
+  mysql_exec "$MYSQL_PORT" "CREATE DATABASE IF NOT EXISTS flashgate"
+  start_kafka "$KAFKA_PORT"
 }

@@ -7,51 +7,7 @@ mod common;
 use common::*;
 use figment::Figment;
 use flashgate_origin::consumer::connect_db;
-use flashgate_origin::kafka::{client_config, OrderMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
-
-fn message(id: &str, event: &str, user: &str) -> OrderMessage {
-    OrderMessage {
-        order_id: id.into(),
-        event_id: event.into(),
-        user_id: user.into(),
-        reserved_at: now_ms(),
-    }
-}
-
-async fn count(pool: &sqlx::MySqlPool, sql: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect("count");
-    n
-}
-
-/// Produces raw payloads to `topic`, all acknowledged before it returns.
-async fn produce(brokers: &str, topic: &str, payloads: Vec<Vec<u8>>) {
-    let producer: FutureProducer = client_config(brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    for chunk in payloads.chunks(2000) {
-        let sends = chunk.iter().map(|p| {
-            let producer = producer.clone();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::<(), _>::to(topic).payload(p),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
-            }
-        });
-        for r in futures::future::join_all(sends).await {
-            r.expect("produced");
-        }
-    }
-}
 
 fn spawn_consumer(settings: &flashgate_origin::config::Settings, mysql_url: &str) -> Killed {
     Killed(

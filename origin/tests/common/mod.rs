@@ -68,10 +68,7 @@ impl TestApp {
         TestApp {
             base,
             settings,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
+            http: http_client(),
             store,
             clock: Arc::new(SystemClock),
             state: None,
@@ -79,6 +76,15 @@ impl TestApp {
             task: None,
         }
     }
+}
+
+/// The HTTP client of every test: a deadline, and enough idle connections for storms.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
 }
 
 pub async fn spawn_with_settings(settings: Settings) -> TestApp {
@@ -98,11 +104,7 @@ pub async fn spawn_with_settings(settings: Settings) -> TestApp {
     TestApp {
         base,
         settings,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(256)
-            .build()
-            .expect("client"),
+        http: http_client(),
         store,
         clock,
         state,
@@ -472,5 +474,50 @@ impl Killed {
 impl Drop for Killed {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An order message as the relay writes it.
+pub fn message(id: &str, event: &str, user: &str) -> flashgate_origin::kafka::OrderMessage {
+    flashgate_origin::kafka::OrderMessage {
+        order_id: id.into(),
+        event_id: event.into(),
+        user_id: user.into(),
+        reserved_at: now_ms(),
+    }
+}
+
+/// The single number a `SELECT COUNT(*) …` answers.
+pub async fn count(pool: &sqlx::MySqlPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect("count");
+    n
+}
+
+/// Produces raw payloads to `topic`, all acknowledged before it returns.
+pub async fn produce(brokers: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = flashgate_origin::kafka::client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for chunk in payloads.chunks(2000) {
+        let sends = chunk.iter().map(|p| {
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(topic).payload(p),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("produced");
+        }
     }
 }
