@@ -3,7 +3,7 @@
 
 use crate::error::{respond, ApiError};
 use crate::startup::AppState;
-use crate::store::{Attempt, EventMeta, PutOutcome, Reservation};
+use crate::store::{Attempt, EventMeta, PutOutcome, Reservation, Rules};
 use axum::body::{to_bytes, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
@@ -220,16 +220,20 @@ async fn purchase_outcome(
         .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
     let started = Instant::now();
     let reservation = state
-        .redis(state.store.reserve(Attempt {
-            event: &id,
-            user,
-            new_order: &order,
-            signature: &edge.signature,
-            now,
-            window_ms: state.settings.user_window_ms,
-            limit: state.settings.user_limit,
-            replay_window_ms: state.settings.replay_window_ms,
-        }))
+        .redis(state.reserver.reserve(
+            &id,
+            Rules {
+                now,
+                window_ms: state.settings.user_window_ms,
+                limit: state.settings.user_limit,
+                replay_window_ms: state.settings.replay_window_ms,
+            },
+            Attempt {
+                user: user.clone(),
+                new_order: order,
+                signature: edge.signature.clone(),
+            },
+        ))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
     let rtt = started.elapsed();

@@ -38,6 +38,11 @@ pub struct Settings {
     pub user_window_ms: u64,
     /// Deadline of one Redis call on the request path, milliseconds.
     pub redis_timeout_ms: u64,
+    /// Most purchase attempts decided in one reserve call (see `batch.rs`); 1 turns
+    /// coalescing off.
+    pub reserve_batch: usize,
+    /// Reserve calls in flight at once; attempts arriving meanwhile join the next call.
+    pub reserve_inflight: usize,
     /// How long event info is cached in the process, milliseconds.
     pub event_cache_ms: u64,
     /// Purchases admitted per second by this process (fixed bucket); 0 turns it off.
@@ -95,6 +100,8 @@ struct Defaults {
     user_limit: u32,
     user_window_ms: u64,
     redis_timeout_ms: u64,
+    reserve_batch: usize,
+    reserve_inflight: usize,
     event_cache_ms: u64,
     admission_rps: u32,
     adaptive: AdaptiveSettings,
@@ -128,6 +135,8 @@ impl Settings {
             user_limit: 1,
             user_window_ms: 1000,
             redis_timeout_ms: 500,
+            reserve_batch: 64,
+            reserve_inflight: 2,
             event_cache_ms: 500,
             admission_rps: 20_000,
             adaptive: AdaptiveSettings::default(),
@@ -155,6 +164,9 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         if settings.user_limit == 0 || settings.user_window_ms == 0 {
             bail!("configuration: user_limit and user_window_ms must be positive");
+        }
+        if settings.reserve_batch == 0 || settings.reserve_inflight == 0 {
+            bail!("configuration: reserve_batch and reserve_inflight must be positive");
         }
         if settings.consumer.batch_size == 0 {
             bail!("configuration: consumer.batch_size must be positive");

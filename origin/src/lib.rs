@@ -11,6 +11,7 @@
 //! - [`startup`]: builds the app from settings and binds it (`Application`); the router.
 //! - [`api`]: shopper handlers behind the edge signature, admin and health handlers.
 //! - [`error`]: the HTTP error type; every answer comes from `flashgate_core::wire`.
+//! - [`batch`]: coalesces concurrent purchase attempts into few reserve calls.
 //! - [`store`]: Redis keys and the Lua scripts (`lua/`) that reserve, confirm and compensate.
 //! - [`relay`]: the outbox relay (Redis stream → Kafka), inside `serve`.
 //! - [`consumer`]: the order consumer (Kafka → MariaDB), `flashgate consume`.
@@ -22,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod consumer;

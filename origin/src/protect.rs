@@ -154,12 +154,23 @@ impl Default for AdaptiveSettings {
     }
 }
 
+/// The baseline latency follows about this many windows (as Gradient2's long window).
 const LONG_WINDOW: f64 = 600.0;
+/// Samples averaged into one measurement before the limit moves (as Netflix's
+/// `WindowedLimit`): single slow samples (a context switch on a busy machine) are noise,
+/// a window whose mean is slow is a trend.
+pub const SAMPLE_WINDOW: usize = 16;
 
 #[derive(Debug)]
 struct LimitInner {
     limit: f64,
     long_rtt: Option<f64>,
+    /// Sum of the current window's latencies, seconds.
+    window_sum: f64,
+    /// Samples in the current window.
+    window_len: usize,
+    /// Most requests in flight seen in the current window.
+    window_inflight: usize,
 }
 
 /// A latency-driven concurrency limit (Gradient2-like).
@@ -206,6 +217,9 @@ impl AdaptiveLimit {
             inner: Mutex::new(LimitInner {
                 limit: settings.initial.clamp(min, max) as f64,
                 long_rtt: None,
+                window_sum: 0.0,
+                window_len: 0,
+                window_inflight: 0,
             }),
         }
     }
@@ -256,13 +270,22 @@ impl AdaptiveLimit {
         }
     }
 
-    /// Feeds one latency sample taken with `inflight` requests in flight.
+    /// Feeds one latency sample taken with `inflight` requests in flight; every
+    /// [`SAMPLE_WINDOW`] samples, their mean moves the limit.
     pub fn sample(&self, rtt: Duration, inflight: usize) {
         if !self.settings.enabled {
             return;
         }
-        let short = rtt.as_secs_f64().max(1e-6);
         let mut s = self.lock();
+        s.window_sum += rtt.as_secs_f64();
+        s.window_len += 1;
+        s.window_inflight = s.window_inflight.max(inflight);
+        if s.window_len < SAMPLE_WINDOW {
+            return;
+        }
+        let short = (s.window_sum / s.window_len as f64).max(1e-6);
+        let inflight = s.window_inflight;
+        (s.window_sum, s.window_len, s.window_inflight) = (0.0, 0, 0);
         let long = match s.long_rtt {
             None => short,
             Some(long) => {
@@ -331,8 +354,9 @@ mod tests {
         assert_eq!(b.state(t), BreakerState::Closed);
     }
 
+    /// `rounds` windows of samples, each taken with the limit in flight.
     fn busy(l: &AdaptiveLimit, rtt_ms: u64, rounds: usize) {
-        for _ in 0..rounds {
+        for _ in 0..rounds * SAMPLE_WINDOW {
             let inflight = l.limit();
             l.sample(Duration::from_millis(rtt_ms), inflight);
         }
@@ -366,6 +390,21 @@ mod tests {
         assert_eq!(l.limit(), 100);
         busy(&l, 1000, 200);
         assert_eq!(l.limit(), 4);
+    }
+
+    #[test]
+    fn one_slow_sample_in_a_window_does_not_move_the_limit_much() {
+        let l = AdaptiveLimit::new(AdaptiveSettings::default());
+        busy(&l, 1, 200);
+        let steady = l.limit();
+        for _ in 0..50 {
+            // A window of 15 fast samples and one 4× slower (the tail of a busy machine).
+            for i in 0..SAMPLE_WINDOW {
+                let ms = if i == 0 { 4 } else { 1 };
+                l.sample(Duration::from_millis(ms), steady);
+            }
+        }
+        assert!(l.limit() >= steady, "limit {steady} → {}", l.limit());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! port 0 with their own Redis prefix and Kafka topic.
 
 use crate::api;
+use crate::batch::Reserver;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::protect::{AdaptiveLimit, Breaker};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub admission: Option<DefaultDirectRateLimiter>,
     /// The latency-driven concurrency limit in front of the reserve call.
     pub adaptive: AdaptiveLimit,
+    /// Coalesces concurrent reserve attempts into few script calls.
+    pub reserver: Reserver,
     /// Events recently seen sold out in Redis, until when.
     pub sold_out: std::sync::Mutex<HashMap<EventId, Instant>>,
     /// Reservations waiting for Kafka (kept current by the relay).
@@ -185,6 +188,11 @@ impl Application {
             Duration::from_millis(settings.breaker_cooldown_ms),
         ));
         let adaptive = AdaptiveLimit::new(settings.adaptive);
+        let reserver = Reserver::start(
+            store.clone(),
+            settings.reserve_batch,
+            settings.reserve_inflight,
+        );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -200,6 +208,7 @@ impl Application {
             redis_probe: Arc::default(),
             admission,
             adaptive,
+            reserver,
             sold_out: std::sync::Mutex::new(HashMap::new()),
             outbox_backlog,
             relay: relay.clone(),

@@ -90,18 +90,21 @@ pub enum Reservation {
     Replayed,
 }
 
-/// One purchase attempt as the reserve script needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct Attempt<'a> {
-    /// The event.
-    pub event: &'a EventId,
+/// One purchase attempt of a reserve call.
+#[derive(Debug, Clone)]
+pub struct Attempt {
     /// The buyer.
-    pub user: &'a UserId,
+    pub user: UserId,
     /// The order id to use if stock is reserved.
-    pub new_order: &'a OrderId,
+    pub new_order: OrderId,
     /// The edge signature of the request (replay guard).
-    pub signature: &'a str,
-    /// Now, unix ms.
+    pub signature: String,
+}
+
+/// What every attempt of one reserve call shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Now, unix ms (the reservation time of the call's orders).
     pub now: Millis,
     /// Per-user window, ms.
     pub window_ms: u64,
@@ -268,42 +271,51 @@ impl Store {
         }))
     }
 
-    /// Runs the reserve script for one attempt.
-    pub async fn reserve(&self, a: Attempt<'_>) -> redis::RedisResult<Reservation> {
-        let Attempt {
-            event,
-            user,
-            new_order,
-            ..
-        } = a;
+    /// Runs the reserve script for attempts on one event, in order, in one atomic call:
+    /// one verdict per attempt. Every key is in the event's slot, so this is one call on
+    /// Redis Cluster too.
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        rules: Rules,
+        attempts: &[Attempt],
+    ) -> redis::RedisResult<Vec<Reservation>> {
         let k = self.keys(event);
-        let r: Vec<String> = self
-            .reserve
-            .key(k.stock())
+        let mut call = self.reserve.prepare_invoke();
+        call.key(k.stock())
             .key(k.orders())
             .key(k.status())
             .key(k.outbox())
             .key(k.stats())
-            .key(k.window(user))
-            .key(k.signature(a.signature))
-            .arg(user.as_str())
-            .arg(new_order.as_str())
-            .arg(a.now)
-            .arg(a.window_ms)
-            .arg(a.limit)
+            .arg(rules.now)
+            .arg(rules.window_ms)
+            .arg(rules.limit)
             .arg(event.as_str())
-            .arg(a.replay_window_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
-        let arg = |i: usize| r.get(i).cloned().unwrap_or_default();
-        Ok(match r.first().map(String::as_str) {
-            Some("reserved") => Reservation::Reserved(new_order.clone()),
-            Some("already_purchased") => Reservation::AlreadyPurchased(arg(1)),
-            Some("sold_out") => Reservation::SoldOut,
-            Some("rate_limited") => Reservation::RateLimited(arg(1).parse().unwrap_or(1000)),
-            Some("replayed") => Reservation::Replayed,
-            _ => Reservation::NoEvent,
-        })
+            .arg(rules.replay_window_ms);
+        for a in attempts {
+            call.key(k.window(&a.user))
+                .key(k.signature(&a.signature))
+                .arg(a.user.as_str())
+                .arg(a.new_order.as_str());
+        }
+        let r: Vec<String> = call.invoke_async(&mut self.conn()).await?;
+        if r.len() != 2 * attempts.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "reserve script answered the wrong number of verdicts",
+            )));
+        }
+        Ok(r.chunks(2)
+            .zip(attempts)
+            .map(|(v, a)| match v[0].as_str() {
+                "reserved" => Reservation::Reserved(a.new_order.clone()),
+                "already_purchased" => Reservation::AlreadyPurchased(v[1].clone()),
+                "sold_out" => Reservation::SoldOut,
+                "rate_limited" => Reservation::RateLimited(v[1].parse().unwrap_or(1000)),
+                "replayed" => Reservation::Replayed,
+                _ => Reservation::NoEvent,
+            })
+            .collect())
     }
 
     /// The user's order and its status.

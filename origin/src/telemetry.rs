@@ -24,6 +24,11 @@ pub fn metrics() -> PrometheusHandle {
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
                 ])
                 .expect("static, non-empty bucket list")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_batch_size".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .expect("static, non-empty bucket list")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (tests embedding the app): keep ours readable.

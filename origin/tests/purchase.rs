@@ -373,3 +373,56 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("flashgate_purchases_total"), "{text}");
     app.stop().await;
 }
+
+/// One coalesced reserve call decides its attempts one after another, as if each were a
+/// call of its own: the same user twice in one batch holds one order, a signature seen
+/// earlier in the batch is a replay, the last unit goes to the first asker.
+#[tokio::test]
+async fn one_reserve_call_decides_its_attempts_in_order() {
+    use flashgate_core::ids::{EventId, OrderId, UserId};
+    use flashgate_origin::store::{Attempt, Reservation, Rules};
+    let app = spawn_app(generous()).await;
+    app.live_event("batch", 2).await;
+    let attempt = |user: &str, order: &str, signature: &str| Attempt {
+        user: UserId::parse(user).expect("user id"),
+        new_order: OrderId::parse(order).expect("order id"),
+        signature: signature.to_owned(),
+    };
+    let rules = Rules {
+        now: app.clock.now_ms(),
+        window_ms: 1000,
+        limit: 1000,
+        replay_window_ms: 60_000,
+    };
+    let event = EventId::parse("batch").expect("event id");
+    let verdicts = app
+        .store
+        .reserve(
+            &event,
+            rules,
+            &[
+                attempt("ann", "o1", "s1"),
+                attempt("ann", "o2", "s2"),
+                attempt("bob", "o3", "s1"),
+                attempt("bob", "o4", "s4"),
+                attempt("cid", "o5", "s5"),
+            ],
+        )
+        .await
+        .expect("reserve call");
+    let o = |id: &str| OrderId::parse(id).expect("order id");
+    assert_eq!(
+        verdicts,
+        vec![
+            Reservation::Reserved(o("o1")),
+            Reservation::AlreadyPurchased("o1".into()),
+            Reservation::Replayed,
+            Reservation::Reserved(o("o4")),
+            Reservation::SoldOut,
+        ]
+    );
+    let stats = app.stats("batch").await;
+    assert_eq!(stats["stock_left"], 0, "{stats}");
+    assert_eq!(stats["reserved"], 2, "{stats}");
+    app.stop().await;
+}

@@ -1,31 +1,56 @@
--- One purchase attempt, atomically: replay guard, per-user window, one order per user,
--- stock, outbox. A crash cannot leave half of it.
+-- Purchase attempts for one event, each atomically and all in one call: replay guard,
+-- per-user window, one order per user, stock, outbox. A crash cannot leave half of one.
+-- The origin coalesces the attempts that arrive while a call is in flight into the next
+-- call (see batch.rs); one attempt is a batch of one.
 -- KEYS: 1 stock, 2 orders (user -> order id), 3 status (user -> "status:order id"),
---       4 outbox stream, 5 stats hash, 6 per-user window counter, 7 edge signature seen
--- ARGV: 1 user, 2 new order id, 3 now (ms), 4 window (ms), 5 limit per window, 6 event id,
---       7 how long a signature is remembered (ms)
-if not redis.call('SET', KEYS[7], '1', 'NX', 'PX', ARGV[7]) then
-  return {'replayed', ''}
-end
-local n = redis.call('INCR', KEYS[6])
-if n == 1 then redis.call('PEXPIRE', KEYS[6], ARGV[4]) end
-if n > tonumber(ARGV[5]) then
-  local ttl = redis.call('PTTL', KEYS[6])
-  if ttl < 0 then
-    redis.call('PEXPIRE', KEYS[6], ARGV[4])
-    ttl = tonumber(ARGV[4])
-  end
-  return {'rate_limited', tostring(ttl)}
-end
-local existing = redis.call('HGET', KEYS[2], ARGV[1])
-if existing then return {'already_purchased', existing} end
+--       4 outbox stream, 5 stats hash, then per attempt i (from 0):
+--       6+2i the user's window counter, 7+2i the edge signature seen
+-- ARGV: 1 now (ms), 2 window (ms), 3 limit per window, 4 event id,
+--       5 how long a signature is remembered (ms), then per attempt i: 6+2i user, 7+2i new order id
+-- Returns per attempt two values: the verdict and its detail
+--   reserved <order id> | already_purchased <order id> | sold_out '' |
+--   rate_limited <ms until the window opens> | replayed '' | no_event ''
+local out = {}
+local reserved = 0
 local stock = tonumber(redis.call('GET', KEYS[1]))
-if stock == nil then return {'no_event', ''} end
-if stock <= 0 then return {'sold_out', ''} end
-local left = redis.call('DECR', KEYS[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], 'queued:' .. ARGV[2])
-redis.call('HINCRBY', KEYS[5], 'reserved', 1)
-redis.call('XADD', KEYS[4], '*', 'order_id', ARGV[2], 'event_id', ARGV[6],
-  'user_id', ARGV[1], 'reserved_at', ARGV[3])
-return {'reserved', ARGV[2], tostring(left)}
+local n = (#ARGV - 5) / 2
+for i = 0, n - 1 do
+  local window, signature = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
+  local user, order = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local verdict, detail = nil, ''
+  if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
+    verdict = 'replayed'
+  else
+    local tries = redis.call('INCR', window)
+    if tries == 1 then redis.call('PEXPIRE', window, ARGV[2]) end
+    if tries > tonumber(ARGV[3]) then
+      local ttl = redis.call('PTTL', window)
+      if ttl < 0 then
+        redis.call('PEXPIRE', window, ARGV[2])
+        ttl = tonumber(ARGV[2])
+      end
+      verdict, detail = 'rate_limited', tostring(ttl)
+    else
+      local existing = redis.call('HGET', KEYS[2], user)
+      if existing then
+        verdict, detail = 'already_purchased', existing
+      elseif stock == nil then
+        verdict = 'no_event'
+      elseif stock <= 0 then
+        verdict = 'sold_out'
+      else
+        stock = redis.call('DECR', KEYS[1])
+        redis.call('HSET', KEYS[2], user, order)
+        redis.call('HSET', KEYS[3], user, 'queued:' .. order)
+        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
+          'user_id', user, 'reserved_at', ARGV[1])
+        reserved = reserved + 1
+        verdict, detail = 'reserved', order
+      end
+    end
+  end
+  out[#out + 1] = verdict
+  out[#out + 1] = detail
+end
+if reserved > 0 then redis.call('HINCRBY', KEYS[5], 'reserved', reserved) end
+return out

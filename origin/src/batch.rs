@@ -1,0 +1,126 @@
+//! Coalesced reserve calls. The purchase attempts that arrive while calls to Redis are in
+//! flight go together in the next call: one `EVALSHA` of `lua/reserve.lua` for many
+//! attempts, each still decided atomically and in arrival order. Redis and the origin then
+//! pay the round trip, the script call and the wake-ups once per batch instead of once per
+//! purchase, which is where a single connection spent its time under a flash crowd.
+//!
+//! Nothing waits for a batch to fill: an attempt that finds a free call slot goes at once,
+//! alone, so an idle origin answers as fast as before. Attempts whose caller already gave up
+//! (its deadline passed while queued) are dropped before they reach Redis, so a 503 that
+//! was answered reserves nothing. Batches are per event (all keys in the event's slot), so
+//! the design stays valid on Redis Cluster.
+
+use crate::store::{Attempt, Reservation, Rules, Store};
+use flashgate_core::ids::EventId;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Up to this many attempts wait for a call slot; more wait for room (the adaptive limit
+/// and the admission bucket keep the queue far below this).
+const QUEUE: usize = 4096;
+
+struct Job {
+    event: EventId,
+    rules: Rules,
+    attempt: Attempt,
+    reply: oneshot::Sender<redis::RedisResult<Reservation>>,
+}
+
+/// Hands purchase attempts to the coalescing task (cheap to clone).
+#[derive(Clone)]
+pub struct Reserver {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Reserver {
+    /// Starts the coalescing task: at most `inflight` calls at once, at most `max_batch`
+    /// attempts per call.
+    pub fn start(store: Store, max_batch: usize, inflight: usize) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, rx, max_batch.max(1), inflight.max(1)));
+        Self { tx }
+    }
+
+    /// Decides one attempt (in the next call to Redis that has room).
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        rules: Rules,
+        attempt: Attempt,
+    ) -> redis::RedisResult<Reservation> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            event: event.clone(),
+            rules,
+            attempt,
+            reply,
+        };
+        let gone = || redis::RedisError::from((redis::ErrorKind::IoError, "reserve task stopped"));
+        self.tx.send(job).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, inflight: usize) {
+    let slots = Arc::new(Semaphore::new(inflight));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // While every slot was busy, attempts queued up: take what is there.
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        jobs.retain(|j| !j.reply.is_closed());
+        metrics::histogram!("flashgate_reserve_batch_size").record(jobs.len() as f64);
+        let slot = Arc::new(slot);
+        for (event, group) in by_event(jobs) {
+            let (store, slot) = (store.clone(), slot.clone());
+            tokio::spawn(async move {
+                call(&store, &event, group).await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// The jobs grouped by event, events in order of first arrival, jobs in arrival order.
+fn by_event(jobs: Vec<Job>) -> Vec<(EventId, Vec<Job>)> {
+    let mut groups: Vec<(EventId, Vec<Job>)> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|(e, _)| *e == job.event) {
+            Some((_, g)) => g.push(job),
+            None => groups.push((job.event.clone(), vec![job])),
+        }
+    }
+    groups
+}
+
+async fn call(store: &Store, event: &EventId, jobs: Vec<Job>) {
+    let Some(rules) = jobs.last().map(|j| j.rules) else {
+        return;
+    };
+    let attempts: Vec<Attempt> = jobs.iter().map(|j| j.attempt.clone()).collect();
+    match store.reserve(event, rules, &attempts).await {
+        Ok(verdicts) => {
+            for (job, verdict) in jobs.into_iter().zip(verdicts) {
+                let _ = job.reply.send(Ok(verdict));
+            }
+        }
+        Err(e) => {
+            let (kind, text) = (e.kind(), e.to_string());
+            for job in jobs {
+                let _ = job
+                    .reply
+                    .send(Err((kind, "reserve call failed", text.clone()).into()));
+            }
+        }
+    }
+}
