@@ -5,6 +5,9 @@
 //! confirmed in Redis and the offsets committed, so a crash anywhere replays the batch and
 //! the replay writes nothing twice. An order the database refuses (the user already holds
 //! another order for the event) is failed and its unit given back (compensation).
+//!
+//! A reader task fills the next batch while the writer writes the previous one; when the
+//! writer falls behind, the reader pauses its partitions instead of buffering.
 
 use crate::config::ConsumerSettings;
 use crate::kafka::{client_config, OrderMessage};
@@ -247,9 +250,14 @@ async fn report_lag(
     }
 }
 
-/// What one pass of the loop read.
+/// How long the reader waits for the writer before it pauses its partitions.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// What the reader collected for one write.
 #[derive(Default)]
 struct Batch {
+    /// When its first message arrived.
+    started: Option<Instant>,
     orders: Vec<Order>,
     dead: Vec<serde_json::Value>,
     offsets: BTreeMap<(String, i32), i64>,
@@ -309,23 +317,59 @@ impl OrderConsumer {
     }
 
     /// Consumes until `shutdown` turns true, finishing the batch in hand.
+    ///
+    /// Reading and writing overlap: one task fills the next batch from Kafka while this one
+    /// writes the previous batch to MariaDB. At most one batch waits between them; when the
+    /// writer is behind (a slow database, the rate cap), the reader pauses its partitions
+    /// instead of buffering, and resumes them once the writer takes the waiting batch.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let this = Arc::new(self);
         let lag = tokio::spawn(report_lag(
-            self.brokers.clone(),
-            self.done.clone(),
+            this.brokers.clone(),
+            this.done.clone(),
             shutdown.clone(),
         ));
-        if let Err(e) = crate::kafka::ensure_topic(&self.brokers, &self.dead_letter_topic, 1).await
+        if let Err(e) = crate::kafka::ensure_topic(&this.brokers, &this.dead_letter_topic, 1).await
         {
             tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
         }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
+        let reader = tokio::spawn(this.clone().read(tx, shutdown.clone()));
+        let mut result = Ok(());
+        while let Some(batch) = rx.recv().await {
+            if let Err(e) = this.finish(batch, &mut shutdown).await {
+                result = Err(e);
+                break;
+            }
+            if *shutdown.borrow() {
+                // A batch still waiting was not written; its offsets are not committed, so
+                // the next consumer of its partitions reads it again.
+                break;
+            }
+        }
+        drop(rx);
+        let _ = reader.await;
+        lag.abort();
+        tracing::info!("consumer stopped");
+        result
+    }
+
+    /// Fills batches and hands them to the writer until `shutdown`.
+    async fn read(
+        self: Arc<Self>,
+        tx: tokio::sync::mpsc::Sender<Batch>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        use tokio::sync::mpsc::error::TrySendError;
         let flush = Duration::from_millis(self.settings.flush_ms);
         loop {
             if *shutdown.borrow() {
-                break;
+                return;
             }
-            let started = Instant::now();
-            let mut batch = Batch::default();
+            let mut batch = Batch {
+                started: Some(Instant::now()),
+                ..Batch::default()
+            };
             let deadline = tokio::time::sleep(flush);
             tokio::pin!(deadline);
             let mut first = true;
@@ -336,6 +380,7 @@ impl OrderConsumer {
                             if first {
                                 // The flush interval starts with the first message of a batch.
                                 deadline.as_mut().reset(tokio::time::Instant::now() + flush);
+                                batch.started = Some(Instant::now());
                                 first = false;
                             }
                             self.take(&m, &mut batch);
@@ -349,36 +394,97 @@ impl OrderConsumer {
             if batch.offsets.is_empty() {
                 continue;
             }
-            let n = batch.orders.len();
-            if !batch.orders.is_empty() {
-                self.write(&batch.orders, &mut shutdown).await?;
-            }
-            self.bury(&batch.dead, &mut shutdown).await?;
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in &batch.offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
-            }
-            // A failed commit (e.g. a rebalance took the partition away) only means the
-            // batch will be consumed again, and replaying it writes nothing twice.
-            // Async: the rows are already committed, and a lost commit only replays the batch.
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
-            }
-            if let Ok(mut done) = self.done.lock() {
-                done.extend(batch.offsets.iter().map(|(k, v)| (k.clone(), v + 1)));
-            }
-            metrics::counter!("flashgate_consumer_orders_total").increment(n as u64);
-            metrics::histogram!("flashgate_consumer_batch_seconds")
-                .record(started.elapsed().as_secs_f64());
-            if self.settings.max_rate > 0 {
-                let min = Duration::from_secs_f64(n as f64 / f64::from(self.settings.max_rate));
-                if let Some(rest) = min.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(rest).await;
+            match tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(batch)) => {
+                    // The writer is busy with the previous batch: a short wait is the normal
+                    // rhythm (librdkafka's prefetch is bounded). A long one (the database is
+                    // away, the rate cap) pauses fetching rather than buffering: pausing
+                    // drops what was prefetched, so it is not done on every batch.
+                    let permit = tokio::select! {
+                        r = tokio::time::timeout(PAUSE_AFTER, tx.reserve()) => r,
+                        _ = shutdown.changed() => return,
+                    };
+                    let permit = match permit {
+                        Ok(Ok(permit)) => permit,
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            let paused = self.pause();
+                            let permit = tokio::select! {
+                                r = tx.reserve() => r.ok(),
+                                _ = shutdown.changed() => None,
+                            };
+                            if let Some(paused) = paused {
+                                if let Err(e) = self.consumer.resume(&paused) {
+                                    // Partitions taken away by a rebalance meanwhile cannot
+                                    // resume; their new owner reads them.
+                                    tracing::debug!(error = %e, "resume after backpressure");
+                                }
+                            }
+                            let Some(permit) = permit else { return };
+                            permit
+                        }
+                    };
+                    permit.send(batch);
                 }
             }
         }
-        lag.abort();
-        tracing::info!("consumer stopped");
+    }
+
+    /// Pauses fetching on every assigned partition; the list to resume later.
+    fn pause(&self) -> Option<TopicPartitionList> {
+        let assigned = self.consumer.assignment().ok()?;
+        match self.consumer.pause(&assigned) {
+            Ok(()) => {
+                metrics::counter!("flashgate_consumer_pauses_total").increment(1);
+                Some(assigned)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "pause for backpressure");
+                None
+            }
+        }
+    }
+
+    /// Writes one batch, stores its dead letters, commits its offsets, then keeps the
+    /// rate cap.
+    async fn finish(
+        &self,
+        batch: Batch,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let started = batch.started.unwrap_or_else(Instant::now);
+        let writing = Instant::now();
+        let n = batch.orders.len();
+        if !batch.orders.is_empty() {
+            self.write(&batch.orders, shutdown).await?;
+        }
+        self.bury(&batch.dead, shutdown).await?;
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &batch.offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+        }
+        // A failed commit (e.g. a rebalance took the partition away) only means the
+        // batch will be consumed again, and replaying it writes nothing twice.
+        // Async: the rows are already committed, and a lost commit only replays the batch.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed; the batch may be replayed");
+        }
+        if let Ok(mut done) = self.done.lock() {
+            done.extend(batch.offsets.iter().map(|(k, v)| (k.clone(), v + 1)));
+        }
+        metrics::counter!("flashgate_consumer_orders_total").increment(n as u64);
+        metrics::histogram!("flashgate_consumer_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if self.settings.max_rate > 0 {
+            // The cap is on what reaches the database: the writer spends at least n/rate
+            // on a batch of n (the reader fills the next one meanwhile, then pauses).
+            let min = Duration::from_secs_f64(n as f64 / f64::from(self.settings.max_rate));
+            if let Some(rest) = min.checked_sub(writing.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+        }
         Ok(())
     }
 

@@ -294,3 +294,61 @@ async fn reconcile_names_what_is_broken() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("MISSING"));
     app.stop().await;
 }
+
+/// With the rate cap far below what arrives, the consumer keeps the cap and pauses its
+/// partitions instead of reading ahead without bound; nothing is lost meanwhile.
+#[tokio::test]
+async fn a_slow_writer_pauses_the_partitions_and_keeps_the_rate_cap() {
+    let db = fresh_database().await;
+    // Batches of 20 at 15 orders/s: each batch takes the writer over a second, longer than
+    // the reader waits before it pauses.
+    let app = spawn_app(
+        Figment::new()
+            .merge(("consumer.batch_size", 20))
+            .merge(("consumer.max_rate", 15)),
+    )
+    .await;
+    let pool = connect_db(&db).await.expect("db");
+    let n = 80;
+    let messages = (0..n)
+        .map(|i| serde_json::to_vec(&message(&format!("slow-{i}"), "slow", &format!("u{i}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("json");
+    produce(
+        &app.settings.kafka_brokers,
+        &app.settings.orders_topic,
+        messages,
+    )
+    .await;
+    let running = start_consumer(&app, &pool);
+    let rows = || count(&pool, "SELECT COUNT(*) FROM orders WHERE event_id = 'slow'");
+    eventually("the first rows", 60, || async { rows().await > 0 }).await;
+    let first = std::time::Instant::now();
+    let at_first = rows().await;
+    eventually("every row", 120, || async { rows().await == n }).await;
+    // The cap is a floor on time: the rest took at least (rest - one batch) / rate.
+    let rest = (n - at_first - 20).max(0) as f64;
+    assert!(
+        first.elapsed().as_secs_f64() >= rest / 15.0,
+        "{} rows in {:?}: over the cap of 15/s",
+        n - at_first,
+        first.elapsed()
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let pauses: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flashgate_consumer_pauses_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(pauses >= 1.0, "the reader never paused:\n{metrics}");
+    running.stop().await;
+    app.stop().await;
+}
