@@ -5,7 +5,8 @@
 //! ([`flashgate_core::admission`]: identity, body, bot verdict, time gating, sold-out mark,
 //! ticket, limiters), and answers or forwards. Only admitted requests reach `ORIGIN_URL`,
 //! signed with `EDGE_SECRET`. The activity page in `static/` is served by wrangler's
-//! `[assets]` before this code runs.
+//! `[assets]` before this code runs; `/e/<event id>`, its shareable address, is served
+//! here from the same assets (binding `ASSETS`).
 //!
 //! ## Layout
 //!
@@ -92,8 +93,20 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (["api", "events", _], _) | (["api", "events", _, "ticket" | "purchase" | "order"], _) => {
             respond(&Outcome::MethodNotAllowed)
         }
+        (["e", id], Method::Get | Method::Head) => activity_page(&env, id).await,
         _ => respond(&Outcome::NotFound),
     }
+}
+
+/// `/e/<event id>`: the shareable address of an event's activity page. The page is the
+/// same static `index.html` (it reads the event from its path), served from the assets.
+async fn activity_page(env: &Env, id: &str) -> Result<Response> {
+    if flashgate_core::ids::EventId::parse(id).is_err() {
+        return respond(&Outcome::NotFound);
+    }
+    env.assets("ASSETS")?
+        .fetch("https://assets.invalid/", None)
+        .await
 }
 
 /// The headers and URL facts the rules read, read once.

@@ -75,6 +75,16 @@ test('the page weighs under 50 KB and is served by the edge', async () => {
   assert.ok(total < 50 * 1024, `page weight ${total} bytes`);
 });
 
+test('/e/<event id> is the same page; a malformed id is a 404', async () => {
+  const [home, shared, bad] = await Promise.all(['/', '/e/some-event-1', '/e/Not_A_Slug']
+    .map((p) => fetch(`${env.EDGE_URL}${p}`)));
+  assert.equal(shared.status, 200);
+  assert.match(shared.headers.get('content-type') ?? '', /^text\/html/);
+  assert.equal(await shared.text(), await home.text());
+  assert.equal(bad.status, 404);
+  assert.equal((await bad.json()).error, 'not_found');
+});
+
 const soldEvent = `page-${run}-one`;
 let alice;
 let bob;
@@ -124,8 +134,9 @@ test('the button is disabled before the start and enables at the start without a
 
 test('the next shopper after the sell-out sees sold out', async () => {
   assert.ok(bob, 'the previous test created the event');
-  // Arriving after the sell-out: the page says so and never offers the button.
-  const page = await open(`/?event=${soldEvent}`);
+  // Arriving after the sell-out, by the event's shareable address: the page says so and
+  // never offers the button.
+  const page = await open(`/e/${soldEvent}`);
   await page.waitForSelector('main[data-phase="sold_out"]', { timeout: 10000 });
   assert.equal(await page.locator('#buy').isDisabled(), true);
   assert.equal(await text(page, '#buy'), '已售罄');
