@@ -119,6 +119,10 @@ const MIN_SECRET_LEN: usize = 16;
 impl Settings {
     /// Loads defaults, then the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
     pub fn load() -> anyhow::Result<Self> {
+        if let Ok(options) = std::env::var(crate::kafka::OPTIONS_VAR) {
+            crate::kafka::parse_options(&options)
+                .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        }
         Self::from_figment(Figment::from(Env::prefixed("FLASHGATE_").split("__")))
     }
 

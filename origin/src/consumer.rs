@@ -102,6 +102,10 @@ async fn ids_in(
 /// Writes one batch in one transaction and says what became of each order. Replaying a
 /// batch gives the same answer and writes nothing twice: an order already written or
 /// already failed keeps its fate, whatever changed since (e.g. the user was blocked).
+///
+/// A first delivery of orders from unblocked users (the common case) costs one lookup
+/// (earlier failures and blocked buyers together), the multi-row insert and the commit;
+/// which orders were already rows is asked only when the insert skipped some.
 pub async fn write_batch(
     pool: &MySqlPool,
     orders: &[Order],
@@ -111,102 +115,107 @@ pub async fn write_batch(
         return Ok(fates);
     }
     let mut tx = pool.begin().await?;
-    // What earlier deliveries of these orders already settled, in one round trip.
-    let mut known: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT order_id, 'confirmed' FROM orders WHERE order_id IN");
-    in_list(&mut known, orders.iter().map(|o| o.order_id.as_str()));
-    known.push(" UNION ALL SELECT order_id, reason FROM failed_orders WHERE order_id IN");
-    in_list(&mut known, orders.iter().map(|o| o.order_id.as_str()));
-    let known: Vec<(String, String)> = known.build_query_as().fetch_all(&mut *tx).await?;
-    for (id, what) in known {
-        let fate = match what.as_str() {
-            "confirmed" => Fate::Confirmed,
-            "blocked" => Fate::Failed("blocked"),
-            _ => Fate::Failed("duplicate"),
-        };
-        fates.insert(id, fate);
+    // Orders an earlier delivery failed, and the buyers blocked now, in one round trip.
+    let mut lookup: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT 'failed', order_id, reason FROM failed_orders WHERE order_id IN");
+    in_list(&mut lookup, orders.iter().map(|o| o.order_id.as_str()));
+    lookup.push(" UNION ALL SELECT 'blocked', user_id, '' FROM blocked_users WHERE user_id IN");
+    in_list(&mut lookup, orders.iter().map(|o| o.user_id.as_str()));
+    let found: Vec<(String, String, String)> = lookup.build_query_as().fetch_all(&mut *tx).await?;
+    let mut blocked: HashSet<String> = HashSet::new();
+    for (kind, id, reason) in found {
+        if kind == "blocked" {
+            blocked.insert(id);
+        } else {
+            fates.insert(id, Fate::Failed(failure_reason(&reason)));
+        }
     }
     let fresh: Vec<&Order> = orders
         .iter()
         .filter(|o| !fates.contains_key(o.order_id.as_str()))
         .collect();
-    if !fresh.is_empty() {
-        let blocked: HashSet<String> = ids_in(
-            &mut tx,
-            "SELECT user_id, '' FROM blocked_users WHERE user_id IN",
-            fresh.iter().map(|o| o.user_id.as_str()),
-        )
-        .await?
-        .into_iter()
-        .map(|(u, _)| u)
+    let allowed: Vec<&Order> = fresh
+        .iter()
+        .copied()
+        .filter(|o| !blocked.contains(o.user_id.as_str()))
         .collect();
-        let allowed: Vec<&Order> = fresh
+    let mut inserted = 0;
+    if !allowed.is_empty() {
+        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
+        );
+        insert.push_values(&allowed, |mut row, o| {
+            row.push_bind(o.order_id.as_str())
+                .push_bind(o.event_id.as_str())
+                .push_bind(o.user_id.as_str())
+                .push_bind("confirmed")
+                .push_bind(o.reserved_at);
+        });
+        inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+    }
+    // Orders of blocked buyers may be rows from before the block, and an insert that
+    // skipped some skipped rows that exist (a replay) or a second order of a buyer.
+    let unsure: Vec<&Order> = if inserted == allowed.len() as u64 {
+        for o in &allowed {
+            fates.insert(o.order_id.as_str().to_owned(), Fate::Confirmed);
+        }
+        fresh
             .iter()
             .copied()
-            .filter(|o| !blocked.contains(o.user_id.as_str()))
-            .collect();
-        if !allowed.is_empty() {
-            let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-                "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
-            );
-            insert.push_values(&allowed, |mut row, o| {
-                row.push_bind(o.order_id.as_str())
-                    .push_bind(o.event_id.as_str())
-                    .push_bind(o.user_id.as_str())
-                    .push_bind("confirmed")
-                    .push_bind(o.reserved_at);
-            });
-            let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
-            if inserted == allowed.len() as u64 {
-                for o in &allowed {
-                    fates.insert(o.order_id.as_str().to_owned(), Fate::Confirmed);
-                }
-            } else {
-                // Some were ignored: another order already holds (event, user).
-                for (id, _) in ids_in(
-                    &mut tx,
-                    "SELECT order_id, '' FROM orders WHERE order_id IN",
-                    allowed.iter().map(|o| o.order_id.as_str()),
-                )
-                .await?
-                {
-                    fates.insert(id, Fate::Confirmed);
-                }
-            }
+            .filter(|o| blocked.contains(o.user_id.as_str()))
+            .collect()
+    } else {
+        fresh.clone()
+    };
+    if !unsure.is_empty() {
+        for (id, _) in ids_in(
+            &mut tx,
+            "SELECT order_id, '' FROM orders WHERE order_id IN",
+            unsure.iter().map(|o| o.order_id.as_str()),
+        )
+        .await?
+        {
+            fates.insert(id, Fate::Confirmed);
         }
-        let failed: Vec<(&Order, &'static str)> = fresh
-            .iter()
-            .filter(|o| !fates.contains_key(o.order_id.as_str()))
-            .map(|o| {
-                (
-                    *o,
-                    if blocked.contains(o.user_id.as_str()) {
-                        "blocked"
-                    } else {
-                        "duplicate"
-                    },
-                )
-            })
-            .collect();
-        if !failed.is_empty() {
-            let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-                "INSERT IGNORE INTO failed_orders (order_id, event_id, user_id, reason, reserved_at) ",
-            );
-            insert.push_values(&failed, |mut row, (o, reason)| {
-                row.push_bind(o.order_id.as_str())
-                    .push_bind(o.event_id.as_str())
-                    .push_bind(o.user_id.as_str())
-                    .push_bind(*reason)
-                    .push_bind(o.reserved_at);
-            });
-            insert.build().execute(&mut *tx).await?;
-            for (o, reason) in failed {
-                fates.insert(o.order_id.as_str().to_owned(), Fate::Failed(reason));
-            }
+    }
+    let failed: Vec<(&Order, &'static str)> = fresh
+        .iter()
+        .filter(|o| !fates.contains_key(o.order_id.as_str()))
+        .map(|o| {
+            let reason = if blocked.contains(o.user_id.as_str()) {
+                "blocked"
+            } else {
+                "duplicate"
+            };
+            (*o, reason)
+        })
+        .collect();
+    if !failed.is_empty() {
+        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT IGNORE INTO failed_orders (order_id, event_id, user_id, reason, reserved_at) ",
+        );
+        insert.push_values(&failed, |mut row, (o, reason)| {
+            row.push_bind(o.order_id.as_str())
+                .push_bind(o.event_id.as_str())
+                .push_bind(o.user_id.as_str())
+                .push_bind(*reason)
+                .push_bind(o.reserved_at);
+        });
+        insert.build().execute(&mut *tx).await?;
+        for (o, reason) in failed {
+            fates.insert(o.order_id.as_str().to_owned(), Fate::Failed(reason));
         }
     }
     tx.commit().await?;
     Ok(fates)
+}
+
+/// The reason of a failure read back from `failed_orders`.
+fn failure_reason(stored: &str) -> &'static str {
+    match stored {
+        "blocked" => "blocked",
+        _ => "duplicate",
+    }
 }
 
 /// Every 2 s, sets `flashgate_consumer_lag{partition}` from the broker's high watermarks

@@ -35,7 +35,31 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     {
         c.set("debug", debug).set("log_level", "7");
     }
+    // Operator's librdkafka properties (TLS, SASL, tuning) over the defaults above and
+    // under each client's own settings; checked at start-up by `Settings::load`.
+    if let Ok(Ok(options)) = std::env::var(OPTIONS_VAR).map(|v| parse_options(&v)) {
+        for (key, value) in options {
+            c.set(key, value);
+        }
+    }
     c
+}
+
+/// Extra librdkafka properties for every client: `key=value` pairs separated by commas,
+/// e.g. `security.protocol=SASL_SSL,sasl.mechanisms=PLAIN`.
+pub const OPTIONS_VAR: &str = "FLASHGATE_KAFKA_OPTIONS";
+
+/// Parses [`OPTIONS_VAR`]; names the first entry that is not `key=value`.
+pub fn parse_options(value: &str) -> anyhow::Result<Vec<(String, String)>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => anyhow::bail!("{OPTIONS_VAR}: '{entry}' is not key=value"),
+        })
+        .collect()
 }
 
 /// Creates `topic` with `partitions` if it does not exist.
@@ -84,4 +108,25 @@ pub async fn publish(brokers: &str, topic: &str, orders: &[OrderMessage]) -> any
         sent += 1;
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_key_value_pairs() {
+        let parsed =
+            parse_options(" security.protocol=SASL_SSL, sasl.password=a=b ,").expect("valid");
+        assert_eq!(
+            parsed,
+            vec![
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+                ("sasl.password".to_owned(), "a=b".to_owned()),
+            ]
+        );
+        assert!(parse_options("").expect("empty").is_empty());
+        assert!(parse_options("=x").is_err());
+        assert!(parse_options("fetch.wait.max.ms").is_err());
+    }
 }

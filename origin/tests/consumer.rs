@@ -81,6 +81,34 @@ async fn batches_are_idempotent_and_keep_their_fate() {
         .expect("write");
     assert_eq!(blocked["o4"], Fate::Failed("blocked"));
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 2);
+    // A failed order stays failed when replayed after its user was unblocked.
+    sqlx::query("DELETE FROM blocked_users WHERE user_id = 'a'")
+        .execute(&pool)
+        .await
+        .expect("unblock");
+    let replay = write_batch(&pool, &[order("o4", "f", "a")])
+        .await
+        .expect("replay");
+    assert_eq!(replay["o4"], Fate::Failed("blocked"));
+    // One batch holding two orders of one buyer, beside a new and a replayed order: the
+    // first of the two is the order, the second a duplicate.
+    let mixed = write_batch(
+        &pool,
+        &[
+            order("o5", "g", "c"),
+            order("o6", "g", "c"),
+            order("o7", "g", "d"),
+            order("o1", "e", "a"),
+        ],
+    )
+    .await
+    .expect("write");
+    assert_eq!(mixed["o5"], Fate::Confirmed);
+    assert_eq!(mixed["o6"], Fate::Failed("duplicate"));
+    assert_eq!(mixed["o7"], Fate::Confirmed);
+    assert_eq!(mixed["o1"], Fate::Confirmed);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 4);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 3);
 }
 
 #[test]
