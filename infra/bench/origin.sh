@@ -32,11 +32,20 @@ bench_put_event "$buy" 100000000 -5 86400
 bench_put_event "$sold" 0 -5 86400
 bench_put_event "$probe" 100000000 -5 86400
 
+# CPU seconds (user + system, all threads) a process has used so far.
+cpu_s() { awk '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / 100 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_all() { echo "$(cpu_s "$pid") $(cpu_s "$(bench_pid redis)") $(cpu_s "$(bench_pid kafka)")"; }
 load() { # name fg-load args...
-  local name=$1; shift
+  local name=$1 before after; shift
+  before=$(cpu_all)
   "$BENCH_LOAD" --addr "127.0.0.1:$ORIGIN_PORT" --connections "$CONN" --duration "$SECS" \
     --warmup "$WARM" "$@" >"$BENCH_OUT/origin-$name.json"
-  say "origin $name: $(cat "$BENCH_OUT/origin-$name.json")"
+  after=$(cpu_all)
+  # CPU each process spent during the phase (warm-up included, as fg-load's own cpu_s).
+  python3 -c 'import json,sys; b,a=[list(map(float,x.split())) for x in sys.argv[1:3]]
+print(json.dumps(dict(zip(["origin","redis","broker"],[round(y-x,2) for x,y in zip(b,a)]))))' \
+    "$before" "$after" >"$BENCH_OUT/origin-cpu-$name.json"
+  say "origin $name: $(cat "$BENCH_OUT/origin-$name.json") cpu $(cat "$BENCH_OUT/origin-cpu-$name.json")"
 }
 signed=(--method POST --body '{}' --sign-env EDGE_SECRET)
 load healthz-1 --path /healthz
@@ -76,7 +85,7 @@ for k in "${call[@]:3:numkeys}"; do
   case $k in *__rand_int__*) ;; *) redis-cli -h 127.0.0.1 -p "$REDIS_PORT" DEL "$k" >/dev/null ;; esac
 done
 
-SERVE_LOG="$DIR/logs/serve.log" python3 - "$BENCH_OUT" "$peak_rss" <<'PY' >"$DIR/origin-rows.txt"
+WARM=$WARM SERVE_LOG="$DIR/logs/serve.log" python3 - "$BENCH_OUT" "$peak_rss" <<'PY' >"$DIR/origin-rows.txt"
 import csv, json, sys
 out, rss = sys.argv[1], sys.argv[2]
 j = lambda n: json.load(open(f"{out}/origin-{n}.json"))
@@ -105,6 +114,20 @@ print("|".join(["origin purchase p99 (202)", lat(buy, '202', 'p99_ms'), "ms", f"
 print("|".join(["origin sold-out p99 (409)", lat(sold, '409', 'p99_ms'), "ms", f"{floor_p99:.2f}", "<20"]))
 print("|".join(["Redis EVALSHA reserve p99", f"{redis_p99:.2f}", "ms", "", ""]))
 print("|".join(["origin peak RSS", rss, "MB", "", "<100"]))
+# What one answer costs the whole machine (µs of CPU, every process of the path): on
+# shared cores a phase can go at most as fast as its cost allows, so purchase/healthz
+# cost bounds the purchase/healthz rate.
+def cost(name, run):
+    cpu = json.load(open(f"{out}/origin-cpu-{name}.json"))
+    cpu["load generator"] = run.get("cpu_s", 0.0)
+    n = run["rps"] * (run["seconds"] + float(os.environ.get("WARM", "2")))
+    return {k: v * 1e6 / n for k, v in cpu.items()} if n else {}
+costs = {"/healthz": cost("healthz-1", h1), "purchase": cost(f"purchase-c{buy['connections']}", buy),
+         "sold-out": cost("soldout", sold)}
+total = {k: sum(v.values()) for k, v in costs.items()}
+print("|".join(["CPU per /healthz answer, all processes", f"{total['/healthz']:.1f}", "µs", "", ""]))
+print("|".join(["CPU per purchase (202 and 429 mixed), all processes", f"{total['purchase']:.1f}", "µs", f"{total['/healthz']:.1f}", ""]))
+print("|".join(["CPU per sold-out answer, all processes", f"{total['sold-out']:.1f}", "µs", f"{total['/healthz']:.1f}", ""]))
 notes = [
     "### origin",
     "",
@@ -120,6 +143,10 @@ notes = [
     f"- latency by answer (ms), sold-out: {sold['by_status']}",
     f"- Redis floor: redis-benchmark, {r['rps']} calls/s, p50 {r['p50_latency_ms']} ms, p99 {r['p99_latency_ms']} ms",
 ]
+notes += ["", "- CPU per answer by process (µs; user + system, warm-up included):", "",
+          "| phase | " + " | ".join(costs["/healthz"]) + " | all |",
+          "|---|" + "---:|" * (len(costs["/healthz"]) + 1),
+          *[f"| {k} | " + " | ".join(f"{x:.1f}" for x in v.values()) + f" | {total[k]:.1f} |" for k, v in costs.items()], ""]
 if os.path.exists(f"{out}/origin-metrics.txt"):
     keep = ("flashgate_purchases_total", "rejections_total", "flashgate_dependency_errors_total",
             "flashgate_adaptive_limit", "flashgate_breaker_state", "flashgate_relay_orders_total")

@@ -98,6 +98,20 @@ fn parse() -> Result<Opts, String> {
     Ok(o)
 }
 
+/// CPU time this process has used (user + system), from /proc/self/stat (USER_HZ = 100).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at state (3).
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -340,7 +354,8 @@ async fn main() {
         })
         .collect();
     println!(
-        "{{\"requests\":{},\"sent\":{sent},\"errors\":{errors},\"seconds\":{window:.3},\"rps\":{:.1},\"statuses\":{{{}}},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"by_status\":{{{}}},\"connections\":{}}}",
+        "{{\"cpu_s\":{:.2},\"requests\":{},\"sent\":{sent},\"errors\":{errors},\"seconds\":{window:.3},\"rps\":{:.1},\"statuses\":{{{}}},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"by_status\":{{{}}},\"connections\":{}}}",
+        cpu_seconds(),
         lat.len(),
         lat.len() as f64 / window,
         statuses_json.join(","),
