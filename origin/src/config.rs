@@ -115,6 +115,9 @@ struct Defaults {
 }
 
 const MIN_SECRET_LEN: usize = 16;
+/// The reserve script hands a call's orders to one HSET (Lua's stack holds a few
+/// thousand values).
+const MAX_RESERVE_BATCH: usize = 1024;
 
 impl Settings {
     /// Loads defaults, then the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
@@ -171,6 +174,9 @@ impl Settings {
         }
         if settings.reserve_batch == 0 || settings.reserve_inflight == 0 {
             bail!("configuration: reserve_batch and reserve_inflight must be positive");
+        }
+        if settings.reserve_batch > MAX_RESERVE_BATCH {
+            bail!("configuration: reserve_batch must be at most {MAX_RESERVE_BATCH}");
         }
         if settings.consumer.batch_size == 0 {
             bail!("configuration: consumer.batch_size must be positive");

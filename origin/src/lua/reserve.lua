@@ -10,9 +10,15 @@
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out '' |
 --   rate_limited <ms until the window opens> | replayed '' | no_event ''
+--
+-- The call is atomic, so what every attempt needs to see is kept in Lua (stock left, the
+-- orders of this call) and the writes common to all attempts are made once, at the end:
+-- per attempt only the signature, the window, the order lookup and the outbox entry.
 local out = {}
-local reserved = 0
 local stock = tonumber(redis.call('GET', KEYS[1]))
+local limit = tonumber(ARGV[3])
+local taken = 0
+local orders, statuses, mine = {}, {}, {}
 local n = (#ARGV - 5) / 2
 for i = 0, n - 1 do
   local window, signature = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
@@ -21,9 +27,11 @@ for i = 0, n - 1 do
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
     verdict = 'replayed'
   else
-    local tries = redis.call('INCR', window)
-    if tries == 1 then redis.call('PEXPIRE', window, ARGV[2]) end
-    if tries > tonumber(ARGV[3]) then
+    local tries = 1
+    if not redis.call('SET', window, '1', 'NX', 'PX', ARGV[2]) then
+      tries = redis.call('INCR', window)
+    end
+    if tries > limit then
       local ttl = redis.call('PTTL', window)
       if ttl < 0 then
         redis.call('PEXPIRE', window, ARGV[2])
@@ -31,7 +39,7 @@ for i = 0, n - 1 do
       end
       verdict, detail = 'rate_limited', tostring(ttl)
     else
-      local existing = redis.call('HGET', KEYS[2], user)
+      local existing = mine[user] or redis.call('HGET', KEYS[2], user)
       if existing then
         verdict, detail = 'already_purchased', existing
       elseif stock == nil then
@@ -39,12 +47,15 @@ for i = 0, n - 1 do
       elseif stock <= 0 then
         verdict = 'sold_out'
       else
-        stock = redis.call('DECR', KEYS[1])
-        redis.call('HSET', KEYS[2], user, order)
-        redis.call('HSET', KEYS[3], user, 'queued:' .. order)
+        stock = stock - 1
+        taken = taken + 1
+        mine[user] = order
+        orders[#orders + 1] = user
+        orders[#orders + 1] = order
+        statuses[#statuses + 1] = user
+        statuses[#statuses + 1] = 'queued:' .. order
         redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
           'user_id', user, 'reserved_at', ARGV[1])
-        reserved = reserved + 1
         verdict, detail = 'reserved', order
       end
     end
@@ -52,5 +63,10 @@ for i = 0, n - 1 do
   out[#out + 1] = verdict
   out[#out + 1] = detail
 end
-if reserved > 0 then redis.call('HINCRBY', KEYS[5], 'reserved', reserved) end
+if taken > 0 then
+  redis.call('DECRBY', KEYS[1], taken)
+  redis.call('HSET', KEYS[2], unpack(orders))
+  redis.call('HSET', KEYS[3], unpack(statuses))
+  redis.call('HINCRBY', KEYS[5], 'reserved', taken)
+end
 return out
