@@ -86,6 +86,10 @@ pub struct ConsumerSettings {
     pub max_rate: u32,
     /// Where poison messages go; empty means `<orders_topic>.dlq`.
     pub dead_letter_topic: String,
+    /// A partition with a backlog whose committed offset has not moved for this long, and
+    /// that is not this consumer's, makes it leave and rejoin the group for a fresh
+    /// assignment, milliseconds; 0 turns the check off. See `consumer::watch_stalls`.
+    pub stall_rejoin_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -159,6 +163,7 @@ impl Settings {
                 flush_ms: 50,
                 max_rate: 5000,
                 dead_letter_topic: String::new(),
+                stall_rejoin_ms: 20_000,
             },
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));

@@ -259,6 +259,105 @@ async fn report_lag(
     }
 }
 
+/// Every 2 s, looks for partitions of `topic` that have a backlog (high watermark past the
+/// group's committed offset) and whose committed offset has not moved for `stall_after`,
+/// and publishes them (a plain client of the group that never joins it, off the consuming
+/// path).
+///
+/// Why: tansu 0.6's group coordinator can leave a partition assigned to nobody. When a
+/// member dies (kill -9) and a survivor's heartbeat notices its session expired, the
+/// coordinator drops the member and answers REBALANCE_IN_PROGRESS but keeps the group
+/// "formed" at the same generation with the old assignments; the rejoin that follows
+/// gets the stored assignments back (SyncGroup in that state ignores the leader's new
+/// ones), so the dead member's partitions stay assigned to it, and every heartbeat after
+/// that succeeds. Nothing on the client side reports an error; the partitions just stop.
+/// `OrderConsumer::run` answers a stall on a partition it does not own by leaving and
+/// rejoining the group, which moves the coordinator to a new generation and a fresh
+/// assignment over the live members.
+async fn watch_stalls(
+    brokers: String,
+    group: String,
+    topic: String,
+    stall_after: Duration,
+    stalled: watch::Sender<Vec<i32>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(client) = client_config(&brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create::<rdkafka::consumer::BaseConsumer>()
+    else {
+        return;
+    };
+    let client = Arc::new(client);
+    // Per partition: the committed position last seen and since when it has not moved.
+    let mut seen: HashMap<i32, (i64, Instant)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let c = client.clone();
+        let t = topic.clone();
+        let positions = tokio::task::spawn_blocking(move || -> Option<Vec<(i32, i64, i64)>> {
+            let timeout = Duration::from_secs(2);
+            let metadata = c.fetch_metadata(Some(&t), timeout).ok()?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .find(|m| m.name() == t)?
+                .partitions()
+                .iter()
+                .map(|p| p.id())
+                .collect();
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition(&t, *p);
+            }
+            let committed = c.committed_offsets(tpl, timeout).ok()?;
+            partitions
+                .into_iter()
+                .map(|p| {
+                    let (low, high) = c.fetch_watermarks(&t, p, timeout).ok()?;
+                    let next = match committed.find_partition(&t, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(n)) => n,
+                        _ => low,
+                    };
+                    Some((p, next, high))
+                })
+                .collect()
+        })
+        .await
+        .ok()
+        .flatten();
+        // Unknown this round: say nothing new rather than guess.
+        let Some(positions) = positions else { continue };
+        let now = Instant::now();
+        let mut stuck = Vec::new();
+        for (p, next, high) in positions {
+            if high <= next {
+                seen.remove(&p);
+                continue;
+            }
+            let since = match seen.get(&p) {
+                Some((at, since)) if *at == next => *since,
+                _ => now,
+            };
+            seen.insert(p, (next, since));
+            if now.duration_since(since) >= stall_after {
+                stuck.push(p);
+            }
+        }
+        // Said again every round while something is stuck, so that an idle consumer
+        // whose last rejoin did not help tries again once `stall_after` has passed.
+        stalled.send_if_modified(|old| {
+            let changed = !stuck.is_empty() || *old != stuck;
+            *old = stuck;
+            changed
+        });
+    }
+}
+
 /// How long the reader waits for the writer before it pauses its partitions.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
@@ -277,6 +376,7 @@ pub struct OrderConsumer {
     consumer: StreamConsumer,
     dlq: FutureProducer,
     dead_letter_topic: String,
+    topic: String,
     brokers: String,
     /// Next offset to consume per partition, for the lag gauge.
     done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
@@ -317,6 +417,7 @@ impl OrderConsumer {
             consumer,
             dlq,
             dead_letter_topic: dead_letter_topic(topic, &settings),
+            topic: topic.to_owned(),
             brokers: brokers.to_owned(),
             done: Arc::default(),
             pool,
@@ -342,8 +443,20 @@ impl OrderConsumer {
         {
             tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
         }
+        let (stalled_tx, stalled) = watch::channel(Vec::new());
+        let stall_after = Duration::from_millis(this.settings.stall_rejoin_ms);
+        let stalls = (!stall_after.is_zero()).then(|| {
+            tokio::spawn(watch_stalls(
+                this.brokers.clone(),
+                this.settings.group.clone(),
+                this.topic.clone(),
+                stall_after,
+                stalled_tx,
+                shutdown.clone(),
+            ))
+        });
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
-        let reader = tokio::spawn(this.clone().read(tx, shutdown.clone()));
+        let reader = tokio::spawn(this.clone().read(tx, stalled, shutdown.clone()));
         let mut result = Ok(());
         while let Some(batch) = rx.recv().await {
             if let Err(e) = this.finish(batch, &mut shutdown).await {
@@ -357,23 +470,39 @@ impl OrderConsumer {
             }
         }
         drop(rx);
-        let _ = reader.await;
+        if let Ok(Err(e)) = reader.await {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
         lag.abort();
+        if let Some(stalls) = stalls {
+            stalls.abort();
+        }
         tracing::info!("consumer stopped");
         result
     }
 
-    /// Fills batches and hands them to the writer until `shutdown`.
+    /// Fills batches and hands them to the writer until `shutdown`; leaves and rejoins the
+    /// group when `stalled` names orphaned partitions (see [`watch_stalls`]).
     async fn read(
         self: Arc<Self>,
         tx: tokio::sync::mpsc::Sender<Batch>,
+        mut stalled: watch::Receiver<Vec<i32>>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> anyhow::Result<()> {
         use tokio::sync::mpsc::error::TrySendError;
         let flush = Duration::from_millis(self.settings.flush_ms);
+        let stall_after = Duration::from_millis(self.settings.stall_rejoin_ms);
+        let mut last_rejoin: Option<Instant> = None;
         loop {
             if *shutdown.borrow() {
-                return;
+                return Ok(());
+            }
+            let stuck = stalled.borrow_and_update().clone();
+            if !stuck.is_empty() && last_rejoin.is_none_or(|at| at.elapsed() >= stall_after) {
+                self.rejoin_if_orphaned(&stuck, stall_after)?;
+                last_rejoin = Some(Instant::now());
             }
             let mut batch = Batch {
                 started: Some(Instant::now()),
@@ -398,6 +527,13 @@ impl OrderConsumer {
                     },
                     _ = &mut deadline, if !first => break,
                     _ = shutdown.changed() => break,
+                    // An idle consumer waits in recv() for ever; look at the stall first.
+                    _ = async {
+                        // Without a watcher (check off, or no client) this never fires.
+                        if stalled.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    } => break,
                 }
             }
             if batch.offsets.is_empty() {
@@ -405,7 +541,7 @@ impl OrderConsumer {
             }
             match tx.try_send(batch) {
                 Ok(()) => {}
-                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Closed(_)) => return Ok(()),
                 Err(TrySendError::Full(batch)) => {
                     // The writer is busy with the previous batch: a short wait is the normal
                     // rhythm (librdkafka's prefetch is bounded). A long one (the database is
@@ -413,11 +549,11 @@ impl OrderConsumer {
                     // drops what was prefetched, so it is not done on every batch.
                     let permit = tokio::select! {
                         r = tokio::time::timeout(PAUSE_AFTER, tx.reserve()) => r,
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => return Ok(()),
                     };
                     let permit = match permit {
                         Ok(Ok(permit)) => permit,
-                        Ok(Err(_)) => return,
+                        Ok(Err(_)) => return Ok(()),
                         Err(_) => {
                             let paused = self.pause();
                             let permit = tokio::select! {
@@ -431,7 +567,9 @@ impl OrderConsumer {
                                     tracing::debug!(error = %e, "resume after backpressure");
                                 }
                             }
-                            let Some(permit) = permit else { return };
+                            let Some(permit) = permit else {
+                                return Ok(());
+                            };
                             permit
                         }
                     };
@@ -439,6 +577,36 @@ impl OrderConsumer {
                 }
             }
         }
+    }
+
+    /// `stuck` partitions have a backlog and no progress; if none of them is this
+    /// consumer's, leaves the group and joins it again (see [`watch_stalls`]). One of our
+    /// own stuck means the trouble is here (e.g. the database), which a rebalance would
+    /// not cure.
+    fn rejoin_if_orphaned(&self, stuck: &[i32], stall_after: Duration) -> anyhow::Result<()> {
+        let mine: HashSet<i32> = match self.consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == self.topic)
+                .map(|e| e.partition())
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        if stuck.iter().any(|p| mine.contains(p)) {
+            return Ok(());
+        }
+        tracing::warn!(
+            partitions = ?stuck,
+            assigned = ?mine,
+            stalled_for_ms = stall_after.as_millis() as u64,
+            "partitions with a backlog made no progress and are not ours; leaving and rejoining the group for a fresh assignment"
+        );
+        metrics::counter!("flashgate_consumer_forced_rejoins_total").increment(1);
+        self.consumer.unsubscribe();
+        self.consumer
+            .subscribe(&[self.topic.as_str()])
+            .with_context(|| format!("cannot subscribe to {}", self.topic))
     }
 
     /// Pauses fetching on every assigned partition; the list to resume later.
