@@ -458,8 +458,20 @@ impl OrderConsumer {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
         let reader = tokio::spawn(this.clone().read(tx, stalled, shutdown.clone()));
         let mut result = Ok(());
+        let mut idle_since = Instant::now();
         while let Some(batch) = rx.recv().await {
-            if let Err(e) = this.finish(batch, &mut shutdown).await {
+            // How long the writer waited for the reader (near zero when the database side
+            // is the slower one) and how long the batch took it.
+            let waited = idle_since.elapsed();
+            let writing = Instant::now();
+            let result_of_batch = this.finish(batch, &mut shutdown).await;
+            tracing::debug!(
+                waited_ms = waited.as_millis() as u64,
+                wrote_ms = writing.elapsed().as_millis() as u64,
+                "batch done"
+            );
+            idle_since = Instant::now();
+            if let Err(e) = result_of_batch {
                 result = Err(e);
                 break;
             }
