@@ -220,7 +220,7 @@ async fn purchase_outcome(
         .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
     let started = Instant::now();
     let reservation = state
-        .redis(state.reserver.reserve(
+        .redis_guarded(state.reserver.reserve(
             &id,
             Rules {
                 now,
@@ -233,6 +233,7 @@ async fn purchase_outcome(
                 new_order: order,
                 signature: edge.signature.clone(),
             },
+            Duration::from_millis(state.settings.redis_timeout_ms),
         ))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;

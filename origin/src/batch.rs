@@ -5,25 +5,44 @@
 //! purchase, which is where a single connection spent its time under a flash crowd.
 //!
 //! Nothing waits for a batch to fill: an attempt that finds a free call slot goes at once,
-//! alone, so an idle origin answers as fast as before. Attempts whose caller already gave up
-//! (its deadline passed while queued) are dropped before they reach Redis, so a 503 that
-//! was answered reserves nothing. Batches are per event (all keys in the event's slot), so
-//! the design stays valid on Redis Cluster.
+//! alone, so an idle origin answers as fast as before. The caller's deadline covers only
+//! the wait in the queue: an attempt still queued at its deadline is withdrawn and never
+//! reaches Redis (the caller answers 503 and nothing was reserved), while one already sent
+//! waits for its verdict (bounded by the connection's response timeout), so a reservation
+//! is never answered 503. Batches are per event (all keys in the event's slot), so the
+//! design stays valid on Redis Cluster.
 
 use crate::store::{Attempt, Reservation, Rules, Store};
 use flashgate_core::ids::EventId;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Up to this many attempts wait for a call slot; more wait for room (the adaptive limit
 /// and the admission bucket keep the queue far below this).
 const QUEUE: usize = 4096;
 
+/// Where a job is: waiting in the queue, taken into a call, or withdrawn by its caller.
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
 struct Job {
     event: EventId,
     rules: Rules,
     attempt: Attempt,
+    state: Arc<AtomicU8>,
     reply: oneshot::Sender<redis::RedisResult<Reservation>>,
+}
+
+impl Job {
+    /// Claims the job for a call; false when its caller withdrew it.
+    fn take(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
 /// Hands purchase attempts to the coalescing task (cheap to clone).
@@ -41,23 +60,51 @@ impl Reserver {
         Self { tx }
     }
 
-    /// Decides one attempt (in the next call to Redis that has room).
+    /// Decides one attempt in the next call to Redis that has room. If no call has taken
+    /// it within `deadline`, it is withdrawn (a timed-out error, nothing reserved); once
+    /// taken, its verdict is awaited whatever the deadline.
     pub async fn reserve(
         &self,
         event: &EventId,
         rules: Rules,
         attempt: Attempt,
+        deadline: Duration,
     ) -> redis::RedisResult<Reservation> {
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             event: event.clone(),
             rules,
             attempt,
+            state: state.clone(),
             reply,
         };
         let gone = || redis::RedisError::from((redis::ErrorKind::IoError, "reserve task stopped"));
-        self.tx.send(job).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let timed_out = || {
+            redis::RedisError::from((redis::ErrorKind::IoError, "reserve queue deadline passed"))
+        };
+        let until = tokio::time::Instant::now() + deadline;
+        let queued = tokio::time::timeout_at(until, self.tx.send(job)).await;
+        match queued {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(gone()),
+            // Never queued: nothing can be reserved.
+            Err(_) => return Err(timed_out()),
+        }
+        match tokio::time::timeout_at(until, &mut answer).await {
+            Ok(verdict) => verdict.map_err(|_| gone())?,
+            Err(_) => {
+                let withdrawn = state
+                    .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if withdrawn {
+                    Err(timed_out())
+                } else {
+                    // Already in a call: the verdict is the truth, whenever it comes.
+                    answer.await.map_err(|_| gone())?
+                }
+            }
+        }
     }
 }
 
@@ -78,7 +125,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, inflig
                 Err(_) => break,
             }
         }
-        jobs.retain(|j| !j.reply.is_closed());
+        jobs.retain(|j| j.take());
         metrics::histogram!("flashgate_reserve_batch_size").record(jobs.len() as f64);
         let slot = Arc::new(slot);
         for (event, group) in by_event(jobs) {

@@ -62,15 +62,31 @@ impl AppState {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> anyhow::Result<T> {
+        let deadline = Duration::from_millis(self.settings.redis_timeout_ms);
+        self.redis_guarded(async move {
+            tokio::time::timeout(deadline, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "redis call timed out",
+                    )))
+                })
+        })
+        .await
+    }
+
+    /// Runs a Redis call that keeps its own deadline (the reserve call: see `batch.rs`)
+    /// through the breaker.
+    pub async fn redis_guarded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> anyhow::Result<T> {
         if !self.redis_breaker.allow(Instant::now()) {
             self.probe_redis();
             anyhow::bail!("redis circuit open");
         }
-        let result =
-            tokio::time::timeout(Duration::from_millis(self.settings.redis_timeout_ms), call)
-                .await
-                .map_err(|_| anyhow::anyhow!("redis call timed out"))
-                .and_then(|r| r.map_err(anyhow::Error::from));
+        let result = call.await.map_err(anyhow::Error::from);
         match &result {
             Ok(_) => self.redis_breaker.success(),
             Err(_) => self.redis_breaker.failure(Instant::now()),

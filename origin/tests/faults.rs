@@ -310,3 +310,82 @@ async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests
         Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
     }
 }
+
+/// The reserve deadline covers the wait for a call to Redis, not the call: an attempt that
+/// was answered 503 reserved nothing, and one that Redis took is answered with its verdict
+/// however late that comes (never a 503 for a reservation that was made).
+#[tokio::test]
+async fn a_503_reserves_nothing_even_when_redis_answers_late() {
+    use flashgate_core::ids::{EventId, UserId};
+    let upstream: u16 = service("FLASHGATE_TEST_REDIS_URL")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("redis port");
+    let delay_us = Arc::new(AtomicU64::new(0));
+    let proxy = slow_redis_proxy(upstream, delay_us.clone()).await;
+    let app = Arc::new(
+        spawn_app(
+            generous()
+                .merge(("redis_url", format!("redis://127.0.0.1:{proxy}")))
+                .merge(("admission_rps", 0))
+                .merge(("adaptive.enabled", false))
+                .merge(("breaker_failures", 10_000))
+                .merge(("redis_timeout_ms", 100))
+                .merge(("event_cache_ms", 60_000)),
+        )
+        .await,
+    );
+    app.live_event("late", 1000).await;
+    // The event's info is in the process's cache from here on.
+    assert_eq!(app.purchase("late", "early").await.status, 202);
+    // Every command now takes 300 ms, three times the deadline.
+    delay_us.store(300_000, Ordering::Relaxed);
+    // Two attempts take both call slots (reserve_inflight = 2) for 300 ms or more; the
+    // twenty after them wait for a slot past their 100 ms deadline.
+    let mut tasks = Vec::new();
+    for i in 0..22 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("late{i}");
+            (app.purchase("late", &user).await.status, user)
+        }));
+        if i < 2 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("task"));
+    }
+    delay_us.store(0, Ordering::Relaxed);
+    let event = EventId::parse("late").expect("event id");
+    let (mut reserved, mut busy) = (0, 0);
+    for (status, user) in &answers {
+        let held = app
+            .store
+            .order_status(&event, &UserId::parse(user).expect("user id"))
+            .await
+            .expect("redis");
+        match status {
+            202 => {
+                reserved += 1;
+                assert!(held.is_some(), "{user}: 202 without a reservation");
+            }
+            503 => {
+                busy += 1;
+                assert!(held.is_none(), "{user}: answered 503 but holds {held:?}");
+            }
+            s => panic!("{user}: unexpected {s}"),
+        }
+    }
+    assert!(reserved > 0 && busy > 0, "{reserved} × 202, {busy} × 503");
+    let stats = app
+        .store
+        .stats(&event)
+        .await
+        .expect("redis")
+        .expect("event");
+    assert_eq!(stats.reserved, reserved + 1, "{answers:?}");
+    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+}
