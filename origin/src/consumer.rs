@@ -89,16 +89,6 @@ fn in_list<'a>(qb: &mut QueryBuilder<'a, MySql>, ids: impl Iterator<Item = &'a s
     sep.push_unseparated(")");
 }
 
-async fn ids_in(
-    tx: &mut sqlx::MySqlConnection,
-    sql: &'static str,
-    ids: impl Iterator<Item = &str>,
-) -> sqlx::Result<Vec<(String, String)>> {
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(sql);
-    in_list(&mut qb, ids);
-    qb.build_query_as().fetch_all(tx).await
-}
-
 /// Writes one batch in one transaction and says what became of each order. Replaying a
 /// batch gives the same answer and writes nothing twice: an order already written or
 /// already failed keeps its fate, whatever changed since (e.g. the user was blocked).
@@ -168,13 +158,15 @@ pub async fn write_batch(
         fresh.clone()
     };
     if !unsure.is_empty() {
-        for (id, _) in ids_in(
-            &mut tx,
-            "SELECT order_id, '' FROM orders WHERE order_id IN",
-            unsure.iter().map(|o| o.order_id.as_str()),
-        )
-        .await?
-        {
+        // A locking read: it sees rows another consumer committed after this transaction's
+        // snapshot (after a rebalance two members may write the same batch), where a plain
+        // read would call such an order a duplicate and give its unit back.
+        let mut rows: QueryBuilder<MySql> =
+            QueryBuilder::new("SELECT order_id FROM orders WHERE order_id IN");
+        in_list(&mut rows, unsure.iter().map(|o| o.order_id.as_str()));
+        rows.push(" LOCK IN SHARE MODE");
+        let rows: Vec<(String,)> = rows.build_query_as().fetch_all(&mut *tx).await?;
+        for (id,) in rows {
             fates.insert(id, Fate::Confirmed);
         }
     }
@@ -482,10 +474,16 @@ impl OrderConsumer {
             }
         }
         drop(rx);
-        if let Ok(Err(e)) = reader.await {
-            if result.is_ok() {
-                result = Err(e);
+        if result.is_err() {
+            // The reader may wait in recv() on an idle topic; the writer is done for good.
+            reader.abort();
+        }
+        match reader.await {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Err(e) if e.is_panic() && result.is_ok() => {
+                result = Err(anyhow::anyhow!("the consumer's reader panicked: {e}"))
             }
+            _ => {}
         }
         lag.abort();
         if let Some(stalls) = stalls {
@@ -503,26 +501,36 @@ impl OrderConsumer {
         mut stalled: watch::Receiver<Vec<i32>>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        use tokio::sync::mpsc::error::TrySendError;
         let flush = Duration::from_millis(self.settings.flush_ms);
         let stall_after = Duration::from_millis(self.settings.stall_rejoin_ms);
+        // After a rejoin that did not help (the owner is alive but stuck, e.g. its database
+        // is away), wait twice as long before the next, up to 16 × `stall_rejoin_ms`.
         let mut last_rejoin: Option<Instant> = None;
+        let mut rejoin_after = stall_after;
+        let mut carry = Batch::default();
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             let stuck = stalled.borrow_and_update().clone();
-            if !stuck.is_empty() && last_rejoin.is_none_or(|at| at.elapsed() >= stall_after) {
-                self.rejoin_if_orphaned(&stuck, stall_after)?;
+            if stuck.is_empty() {
+                rejoin_after = stall_after;
+            } else if last_rejoin.is_none_or(|at| at.elapsed() >= rejoin_after)
+                && self.rejoin_if_orphaned(&stuck, stall_after)?
+            {
+                if last_rejoin.is_some() {
+                    rejoin_after = (rejoin_after * 2).min(stall_after * 16);
+                }
                 last_rejoin = Some(Instant::now());
             }
-            let mut batch = Batch {
-                started: Some(Instant::now()),
-                ..Batch::default()
-            };
+            // What arrived while the previous batch waited for the writer starts this one.
+            let mut batch = std::mem::take(&mut carry);
             let deadline = tokio::time::sleep(flush);
             tokio::pin!(deadline);
-            let mut first = true;
+            let mut first = batch.offsets.is_empty();
+            if first {
+                batch.started = Some(Instant::now());
+            }
             while batch.orders.len() + batch.dead.len() < self.settings.batch_size {
                 tokio::select! {
                     m = self.consumer.recv() => match m {
@@ -551,41 +559,52 @@ impl OrderConsumer {
             if batch.offsets.is_empty() {
                 continue;
             }
-            match tx.try_send(batch) {
-                Ok(()) => {}
-                Err(TrySendError::Closed(_)) => return Ok(()),
-                Err(TrySendError::Full(batch)) => {
-                    // The writer is busy with the previous batch: a short wait is the normal
-                    // rhythm (librdkafka's prefetch is bounded). A long one (the database is
-                    // away, the rate cap) pauses fetching rather than buffering: pausing
-                    // drops what was prefetched, so it is not done on every batch.
-                    let permit = tokio::select! {
-                        r = tokio::time::timeout(PAUSE_AFTER, tx.reserve()) => r,
-                        _ = shutdown.changed() => return Ok(()),
-                    };
-                    let permit = match permit {
-                        Ok(Ok(permit)) => permit,
-                        Ok(Err(_)) => return Ok(()),
-                        Err(_) => {
-                            let paused = self.pause();
-                            let permit = tokio::select! {
-                                r = tx.reserve() => r.ok(),
-                                _ = shutdown.changed() => None,
-                            };
-                            if let Some(paused) = paused {
-                                if let Err(e) = self.consumer.resume(&paused) {
-                                    // Partitions taken away by a rebalance meanwhile cannot
-                                    // resume; their new owner reads them.
-                                    tracing::debug!(error = %e, "resume after backpressure");
+            // Hand the batch to the writer. While it is busy with the previous one, keep
+            // polling (that also serves rebalances), and what arrives starts the next batch.
+            // A long wait (the database is away, the rate cap) pauses fetching rather than
+            // reading ahead; pausing drops what was prefetched, so a short wait does not.
+            let pause_at = tokio::time::sleep(PAUSE_AFTER);
+            tokio::pin!(pause_at);
+            let mut paused: Option<TopicPartitionList> = None;
+            let mut pause_tried = false;
+            let mut pending = Some(batch);
+            while let Some(waiting) = pending.take() {
+                let room = carry.orders.len() + carry.dead.len() < self.settings.batch_size;
+                if !room && !pause_tried {
+                    // The next batch is full already: no reason to fetch more.
+                    pause_tried = true;
+                    paused = self.pause();
+                }
+                tokio::select! {
+                    permit = tx.reserve() => match permit {
+                        Ok(permit) => permit.send(waiting),
+                        Err(_) => return Ok(()),
+                    },
+                    m = self.consumer.recv(), if room => {
+                        pending = Some(waiting);
+                        match m {
+                            Ok(m) => {
+                                if carry.offsets.is_empty() {
+                                    carry.started = Some(Instant::now());
                                 }
+                                self.take(&m, &mut carry);
                             }
-                            let Some(permit) = permit else {
-                                return Ok(());
-                            };
-                            permit
+                            Err(e) => tracing::warn!(error = %e, "kafka receive failed"),
                         }
-                    };
-                    permit.send(batch);
+                    },
+                    _ = &mut pause_at, if !pause_tried => {
+                        pending = Some(waiting);
+                        pause_tried = true;
+                        paused = self.pause();
+                    },
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            if let Some(paused) = paused {
+                if let Err(e) = self.consumer.resume(&paused) {
+                    // Partitions taken away by a rebalance meanwhile cannot resume; their
+                    // new owner reads them.
+                    tracing::debug!(error = %e, "resume after backpressure");
                 }
             }
         }
@@ -595,7 +614,7 @@ impl OrderConsumer {
     /// consumer's, leaves the group and joins it again (see [`watch_stalls`]). One of our
     /// own stuck means the trouble is here (e.g. the database), which a rebalance would
     /// not cure.
-    fn rejoin_if_orphaned(&self, stuck: &[i32], stall_after: Duration) -> anyhow::Result<()> {
+    fn rejoin_if_orphaned(&self, stuck: &[i32], stall_after: Duration) -> anyhow::Result<bool> {
         let mine: HashSet<i32> = match self.consumer.assignment() {
             Ok(tpl) => tpl
                 .elements()
@@ -603,10 +622,11 @@ impl OrderConsumer {
                 .filter(|e| e.topic() == self.topic)
                 .map(|e| e.partition())
                 .collect(),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
-        if stuck.iter().any(|p| mine.contains(p)) {
-            return Ok(());
+        // During a rebalance the assignment is empty: wait for it rather than rejoin.
+        if mine.is_empty() || stuck.iter().any(|p| mine.contains(p)) {
+            return Ok(false);
         }
         tracing::warn!(
             partitions = ?stuck,
@@ -618,7 +638,8 @@ impl OrderConsumer {
         self.consumer.unsubscribe();
         self.consumer
             .subscribe(&[self.topic.as_str()])
-            .with_context(|| format!("cannot subscribe to {}", self.topic))
+            .with_context(|| format!("cannot subscribe to {}", self.topic))?;
+        Ok(true)
     }
 
     /// Pauses fetching on every assigned partition; the list to resume later.

@@ -45,19 +45,22 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c
 }
 
-/// Extra librdkafka properties for every client: `key=value` pairs separated by commas,
-/// e.g. `security.protocol=SASL_SSL,sasl.mechanisms=PLAIN`.
+/// Extra librdkafka properties for every client: `key=value` pairs separated by `;`
+/// (values may hold commas, as lists do), e.g.
+/// `security.protocol=SASL_SSL;sasl.mechanisms=PLAIN;debug=cgrp,fetch`.
 pub const OPTIONS_VAR: &str = "FLASHGATE_KAFKA_OPTIONS";
 
-/// Parses [`OPTIONS_VAR`]; names the first entry that is not `key=value`.
+/// Parses [`OPTIONS_VAR`]. A bad entry is named by its position, not echoed: it may hold
+/// a secret.
 pub fn parse_options(value: &str) -> anyhow::Result<Vec<(String, String)>> {
     value
-        .split(',')
+        .split(';')
         .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|entry| match entry.split_once('=') {
+        .enumerate()
+        .filter(|(_, e)| !e.is_empty())
+        .map(|(i, entry)| match entry.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-            _ => anyhow::bail!("{OPTIONS_VAR}: '{entry}' is not key=value"),
+            _ => anyhow::bail!("{OPTIONS_VAR}: entry {} is not key=value", i + 1),
         })
         .collect()
 }
@@ -117,16 +120,22 @@ mod tests {
     #[test]
     fn options_are_key_value_pairs() {
         let parsed =
-            parse_options(" security.protocol=SASL_SSL, sasl.password=a=b ,").expect("valid");
+            parse_options(" security.protocol=SASL_SSL; sasl.password=a=b ;debug=cgrp,fetch;")
+                .expect("valid");
         assert_eq!(
             parsed,
             vec![
                 ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
                 ("sasl.password".to_owned(), "a=b".to_owned()),
+                ("debug".to_owned(), "cgrp,fetch".to_owned()),
             ]
         );
         assert!(parse_options("").expect("empty").is_empty());
         assert!(parse_options("=x").is_err());
-        assert!(parse_options("fetch.wait.max.ms").is_err());
+        let err = parse_options("linger.ms=5;sasl.password").expect_err("no value");
+        assert_eq!(
+            err.to_string(),
+            "FLASHGATE_KAFKA_OPTIONS: entry 2 is not key=value"
+        );
     }
 }

@@ -289,7 +289,7 @@ impl AdaptiveLimit {
         let long = match s.long_rtt {
             None => short,
             Some(long) => {
-                // The baseline moves slowly (about 600 samples, as in Gradient2), so a
+                // The baseline moves slowly (about 600 windows, as Gradient2's 600 samples), so a
                 // sudden slowdown is seen as one instead of becoming the new normal.
                 let mut long = long + (short - long) / LONG_WINDOW;
                 // After a long period of high latency the baseline drifts up; let it come

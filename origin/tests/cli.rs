@@ -75,10 +75,10 @@ fn bad_start_up_configuration_stops_with_one_clear_line() {
     let mut env = secrets();
     env.push(redis.clone());
     env.push(listen.clone());
-    env.push(("FLASHGATE_KAFKA_OPTIONS", "linger.ms=5,oops".into()));
+    env.push(("FLASHGATE_KAFKA_OPTIONS", "linger.ms=5;oops".into()));
     let err = one_line_error(&flashgate(&["serve"], &env));
     assert!(
-        err.contains("FLASHGATE_KAFKA_OPTIONS: 'oops' is not key=value"),
+        err.contains("FLASHGATE_KAFKA_OPTIONS: entry 2 is not key=value"),
         "{err}"
     );
 }

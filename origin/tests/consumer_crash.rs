@@ -74,7 +74,12 @@ async fn two_consumers_in_one_group_one_killed_still_write_every_order_once() {
     crash_run(true).await;
 }
 
+/// The crash runs each start their own MariaDB and kill processes: one at a time, so two
+/// bootstraps never race on a 2-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn crash_run(two: bool) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     const N: usize = 20_000;
     let mut db = OwnServer::mariadb();
     let url = db.mysql_url();

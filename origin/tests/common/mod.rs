@@ -365,11 +365,14 @@ impl OwnServer {
                 "--skip-test-db",
             ])
             .arg(format!("--datadir={}", data.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
+            .output()
             .expect("mariadb-install-db runs");
-        assert!(ok.success(), "mariadb-install-db failed");
+        assert!(
+            ok.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&ok.stdout),
+            String::from_utf8_lossy(&ok.stderr)
+        );
         let args = vec![
             "--no-defaults".to_owned(),
             "--user=root".to_owned(),
