@@ -147,6 +147,22 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
         (event.as_str(), user.as_str(), status.as_str()),
         ("sale", "buyer", "confirmed")
     );
+    // A confirmed order is a row of record: compensation refuses it (no unit sold twice).
+    let stock_before = app.stats("sale").await["stock_left"].clone();
+    assert!(!app
+        .store
+        .compensate(
+            &EventId::parse("sale").expect("id"),
+            &UserId::parse("buyer").expect("id"),
+            &order_id
+        )
+        .await
+        .expect("redis"));
+    assert_eq!(app.stats("sale").await["stock_left"], stock_before);
+    assert_eq!(
+        order_status(&app, "sale", "buyer").await["status"],
+        "confirmed"
+    );
 
     // A blocked account: the order fails, the unit goes back, and once unblocked the user
     // can buy again while the sale is live.
