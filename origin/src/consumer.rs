@@ -569,12 +569,10 @@ impl OrderConsumer {
             let mut pause_tried = false;
             let mut pending = Some(batch);
             while let Some(waiting) = pending.take() {
+                // Once the next batch is full, stop taking messages (librdkafka's prefetch is
+                // bounded); pausing here, on every batch of a fast topic, would throw the
+                // prefetch away each time.
                 let room = carry.orders.len() + carry.dead.len() < self.settings.batch_size;
-                if !room && !pause_tried {
-                    // The next batch is full already: no reason to fetch more.
-                    pause_tried = true;
-                    paused = self.pause();
-                }
                 tokio::select! {
                     permit = tx.reserve() => match permit {
                         Ok(permit) => permit.send(waiting),
