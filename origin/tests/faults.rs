@@ -255,19 +255,25 @@ async fn storm(
     (admitted, limited)
 }
 
-fn p99(sorted: &[Duration]) -> Duration {
-    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
-}
-
-#[tokio::test]
-async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests_fast() {
+/// A delaying proxy in front of the test Redis: its port, and the delay per command (µs,
+/// 0 at first) to set.
+async fn slow_test_redis() -> (u16, Arc<AtomicU64>) {
     let upstream: u16 = service("FLASHGATE_TEST_REDIS_URL")
         .rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .expect("redis port");
     let delay_us = Arc::new(AtomicU64::new(0));
-    let proxy = slow_redis_proxy(upstream, delay_us.clone()).await;
+    (slow_redis_proxy(upstream, delay_us.clone()).await, delay_us)
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests_fast() {
+    let (proxy, delay_us) = slow_test_redis().await;
     let via_proxy = |adaptive: bool| {
         generous()
             .merge(("redis_url", format!("redis://127.0.0.1:{proxy}")))
@@ -317,13 +323,7 @@ async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests
 #[tokio::test]
 async fn a_503_reserves_nothing_even_when_redis_answers_late() {
     use flashgate_core::ids::{EventId, UserId};
-    let upstream: u16 = service("FLASHGATE_TEST_REDIS_URL")
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .expect("redis port");
-    let delay_us = Arc::new(AtomicU64::new(0));
-    let proxy = slow_redis_proxy(upstream, delay_us.clone()).await;
+    let (proxy, delay_us) = slow_test_redis().await;
     let app = Arc::new(
         spawn_app(
             generous()
