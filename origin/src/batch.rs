@@ -125,7 +125,8 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, inflig
                 Err(_) => break,
             }
         }
-        jobs.retain(|j| j.take());
+        // A caller that is gone (its client hung up) gets nothing reserved either.
+        jobs.retain(|j| !j.reply.is_closed() && j.take());
         metrics::histogram!("flashgate_reserve_batch_size").record(jobs.len() as f64);
         let slot = Arc::new(slot);
         for (event, group) in by_event(jobs) {
