@@ -363,6 +363,17 @@ struct Batch {
     offsets: BTreeMap<(String, i32), i64>,
 }
 
+impl Batch {
+    /// Messages in it: orders and dead letters.
+    fn len(&self) -> usize {
+        self.orders.len() + self.dead.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+}
+
 /// `flashgate consume`.
 pub struct OrderConsumer {
     consumer: StreamConsumer,
@@ -527,25 +538,19 @@ impl OrderConsumer {
             let mut batch = std::mem::take(&mut carry);
             let deadline = tokio::time::sleep(flush);
             tokio::pin!(deadline);
-            let mut first = batch.offsets.is_empty();
-            if first {
-                batch.started = Some(Instant::now());
-            }
-            while batch.orders.len() + batch.dead.len() < self.settings.batch_size {
+            while batch.len() < self.settings.batch_size {
                 tokio::select! {
                     m = self.consumer.recv() => match m {
                         Ok(m) => {
-                            if first {
+                            if batch.is_empty() {
                                 // The flush interval starts with the first message of a batch.
                                 deadline.as_mut().reset(tokio::time::Instant::now() + flush);
-                                batch.started = Some(Instant::now());
-                                first = false;
                             }
                             self.take(&m, &mut batch);
                         }
                         Err(e) => tracing::warn!(error = %e, "kafka receive failed"),
                     },
-                    _ = &mut deadline, if !first => break,
+                    _ = &mut deadline, if !batch.is_empty() => break,
                     _ = shutdown.changed() => break,
                     // An idle consumer waits in recv() for ever; look at the stall first.
                     _ = async {
@@ -556,7 +561,7 @@ impl OrderConsumer {
                     } => break,
                 }
             }
-            if batch.offsets.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
             // Hand the batch to the writer. While it is busy with the previous one, keep
@@ -572,7 +577,7 @@ impl OrderConsumer {
                 // Once the next batch is full, stop taking messages (librdkafka's prefetch is
                 // bounded); pausing here, on every batch of a fast topic, would throw the
                 // prefetch away each time.
-                let room = carry.orders.len() + carry.dead.len() < self.settings.batch_size;
+                let room = carry.len() < self.settings.batch_size;
                 tokio::select! {
                     permit = tx.reserve() => match permit {
                         Ok(permit) => permit.send(waiting),
@@ -581,12 +586,7 @@ impl OrderConsumer {
                     m = self.consumer.recv(), if room => {
                         pending = Some(waiting);
                         match m {
-                            Ok(m) => {
-                                if carry.offsets.is_empty() {
-                                    carry.started = Some(Instant::now());
-                                }
-                                self.take(&m, &mut carry);
-                            }
+                            Ok(m) => self.take(&m, &mut carry),
                             Err(e) => tracing::warn!(error = %e, "kafka receive failed"),
                         }
                     },
@@ -697,6 +697,9 @@ impl OrderConsumer {
     }
 
     fn take(&self, m: &BorrowedMessage<'_>, batch: &mut Batch) {
+        if batch.is_empty() {
+            batch.started = Some(Instant::now());
+        }
         batch
             .offsets
             .insert((m.topic().to_owned(), m.partition()), m.offset());
