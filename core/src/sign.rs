@@ -1,8 +1,11 @@
 //! The edge → origin request signature.
 //!
 //! The edge signs `method`, `path`, the authenticated user (empty for public reads), a
-//! timestamp and the SHA-256 of the body with `EDGE_SECRET`; the origin recomputes it
-//! and refuses anything unsigned, forged, or more than [`MAX_SKEW_MS`] away from its clock.
+//! timestamp, a nonce of its own and the SHA-256 of the body with `EDGE_SECRET`; the
+//! origin recomputes it and refuses anything unsigned, forged, or more than
+//! [`MAX_SKEW_MS`] away from its clock. The nonce makes two identical requests of one
+//! millisecond (a double click) sign differently, so the origin's replay guard, which
+//! remembers signatures, refuses only a request sent twice.
 
 use crate::crypto::{sha256_hex, sign_b64, verify_b64};
 use crate::Millis;
@@ -11,6 +14,10 @@ use crate::Millis;
 pub const HEADER_SIGNATURE: &str = "x-flashgate-signature";
 /// Header carrying the signing time, unix milliseconds.
 pub const HEADER_TIMESTAMP: &str = "x-flashgate-timestamp";
+/// Header carrying the edge's nonce for this request.
+pub const HEADER_NONCE: &str = "x-flashgate-nonce";
+/// Longest accepted nonce.
+pub const MAX_NONCE_LEN: usize = 64;
 /// Header carrying the user the edge authenticated (absent for public reads).
 pub const HEADER_USER: &str = "x-flashgate-user";
 /// Largest accepted distance between the signing time and the origin's clock.
@@ -27,6 +34,8 @@ pub struct Signed<'a> {
     pub user: &'a str,
     /// Signing time, unix milliseconds.
     pub timestamp: Millis,
+    /// Unique per request (1 to [`MAX_NONCE_LEN`] bytes, no newline).
+    pub nonce: &'a str,
     /// The exact body bytes.
     pub body: &'a [u8],
 }
@@ -34,11 +43,12 @@ pub struct Signed<'a> {
 impl Signed<'_> {
     fn canonical(&self) -> String {
         format!(
-            "flashgate-edge-v1\n{}\n{}\n{}\n{}\n{}",
+            "flashgate-edge-v2\n{}\n{}\n{}\n{}\n{}\n{}",
             self.method,
             self.path,
             self.user,
             self.timestamp,
+            self.nonce,
             sha256_hex(self.body)
         )
     }
@@ -50,6 +60,9 @@ impl Signed<'_> {
 
     /// Checks `signature` and the clock skew against `now`.
     pub fn verify(&self, secret: &[u8], signature: &str, now: Millis) -> Result<(), SignError> {
+        if self.nonce.is_empty() || self.nonce.len() > MAX_NONCE_LEN || self.nonce.contains('\n') {
+            return Err(SignError::Missing);
+        }
         if (now - self.timestamp).abs() > MAX_SKEW_MS {
             return Err(SignError::Stale);
         }
@@ -64,7 +77,7 @@ impl Signed<'_> {
 /// Why a signed request was refused (all answer 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignError {
-    /// Signature or timestamp header missing or unreadable.
+    /// Signature, timestamp or nonce header missing or unreadable.
     Missing,
     /// The signature does not match.
     Forged,
@@ -95,6 +108,7 @@ mod tests {
             path: "/api/events/e1/purchase",
             user: "u1",
             timestamp: NOW,
+            nonce: "n1",
             body,
         }
     }
@@ -119,7 +133,24 @@ mod tests {
         other = req(b"{}");
         other.method = "GET";
         assert_eq!(other.verify(b"s", &sig, NOW), Err(SignError::Forged));
+        other = req(b"{}");
+        other.nonce = "n2";
+        assert_eq!(other.verify(b"s", &sig, NOW), Err(SignError::Forged));
         assert_eq!(req(b"{}").verify(b"t", &sig, NOW), Err(SignError::Forged));
+    }
+
+    #[test]
+    fn a_nonce_is_required_and_bounded() {
+        for nonce in ["", "a\nb", &"n".repeat(MAX_NONCE_LEN + 1)] {
+            let mut r = req(b"{}");
+            r.nonce = nonce;
+            let sig = r.sign(b"s");
+            assert_eq!(
+                r.verify(b"s", &sig, NOW),
+                Err(SignError::Missing),
+                "{nonce:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use flashgate_core::Millis;
 use futures_util::future::{select, Either};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response};
 
@@ -127,6 +128,20 @@ pub async fn event(
     Ok(window)
 }
 
+/// A nonce for one origin call: 64 random bits and this isolate's call count. It only
+/// has to differ between calls (the signature's HMAC does the rest), so that a double
+/// click is not taken for a replay.
+fn nonce() -> String {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let random = |range: f64| (worker::js_sys::Math::random() * range) as u64;
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:08x}{:08x}-{n:x}",
+        random(4_294_967_296.0),
+        random(4_294_967_296.0)
+    )
+}
+
 fn busy() -> Outcome {
     Outcome::Busy {
         retry_after_secs: 1,
@@ -143,11 +158,13 @@ pub async fn forward(
     body: Vec<u8>,
 ) -> Result<Response, Outcome> {
     let now = worker::Date::now().as_millis() as Millis;
+    let nonce = nonce();
     let signature = Signed {
         method: method.as_ref(),
         path,
         user,
         timestamp: now,
+        nonce: &nonce,
         body: &body,
     }
     .sign(cfg.edge_secret.as_bytes());
@@ -155,6 +172,7 @@ pub async fn forward(
     let set = |k: &str, v: &str| headers.set(k, v).map_err(|_| busy());
     set(sign::HEADER_SIGNATURE, &signature)?;
     set(sign::HEADER_TIMESTAMP, &now.to_string())?;
+    set(sign::HEADER_NONCE, &nonce)?;
     if !user.is_empty() {
         set(sign::HEADER_USER, user)?;
     }

@@ -50,16 +50,18 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let body = to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::from(Outcome::PayloadTooLarge))?;
         let h = &parts.headers;
-        let (Some(signature), Some(timestamp)) = (
+        // Unsigned requests are refused before their body is read.
+        let (Some(signature), Some(timestamp), Some(nonce)) = (
             header_str(h, sign::HEADER_SIGNATURE),
             header_str(h, sign::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()),
+            header_str(h, sign::HEADER_NONCE),
         ) else {
             return Err(unauthenticated(SignError::Missing));
         };
+        let body = to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::from(Outcome::PayloadTooLarge))?;
         let user = header_str(h, sign::HEADER_USER).unwrap_or("");
         let path = parts
             .uri
@@ -71,6 +73,7 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
             path,
             user,
             timestamp,
+            nonce,
             body: &body,
         }
         .verify(&state.edge_secret, signature, state.clock.now_ms())
@@ -188,7 +191,13 @@ async fn purchase_outcome(
         Phase::Live => {}
     }
     if state.is_sold_out(&id) {
-        return Ok(Outcome::SoldOut);
+        // The storm stays off the script and the stock; only a buyer's own order is
+        // looked up, so their retry still answers already_purchased. Should Redis not
+        // answer, the memo's 409 stands.
+        return Ok(match state.redis(state.store.order_of(&id, user)).await {
+            Ok(Some(order_id)) => Outcome::AlreadyPurchased { order_id },
+            Ok(None) | Err(_) => Outcome::SoldOut,
+        });
     }
     // The fixed bucket comes after the answers that cost nothing (window, sold-out flag),
     // so a sold-out storm gets 409, not 429.

@@ -318,6 +318,18 @@ impl Store {
             .collect())
     }
 
+    /// The order the user holds for the event (what the reserve script answers as
+    /// already purchased), if any.
+    pub async fn order_of(
+        &self,
+        event: &EventId,
+        user: &UserId,
+    ) -> redis::RedisResult<Option<String>> {
+        self.conn()
+            .hget(self.keys(event).orders(), user.as_str())
+            .await
+    }
+
     /// The user's order and its status.
     pub async fn order_status(
         &self,

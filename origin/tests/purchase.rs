@@ -35,6 +35,13 @@ async fn one_order_per_user_and_never_more_than_the_stock() {
         (late.status, &late.body["status"]),
         (409, &"sold_out".into())
     );
+    // The 409 made this process remember the event as sold out; a buyer's retry still
+    // gets their order back.
+    let after = app.purchase("phone", "u3").await;
+    assert_eq!(
+        (after.status, &after.body["order_id"]),
+        (200, &orders[2].as_str().into())
+    );
 
     let mine = app
         .signed("GET", "/api/events/phone/order", Some("u2"), b"")
@@ -136,12 +143,23 @@ async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once(
 }
 
 #[tokio::test]
-async fn the_per_user_window_allows_one_attempt_per_second() {
-    let app = spawn_app(Figment::new()).await;
-    app.live_event("limited", 10).await;
-    assert_eq!(app.purchase("limited", "eager").await.status, 202);
+async fn the_per_user_window_allows_one_attempt_per_second_but_never_hides_an_order() {
+    // No sold-out memo, so every attempt reaches the script and its window.
+    let app = spawn_app(Figment::new().merge(("sold_out_cache_ms", 0))).await;
+    app.live_event("limited", 1).await;
+    let won = app.purchase("limited", "quick").await;
+    assert_eq!(won.status, 202, "{}", won.body);
+    // The buyer's immediate retry is inside their window: it still gets the order back.
+    let again = app.purchase("limited", "quick").await;
+    assert_eq!(
+        (again.status, &again.body["status"]),
+        (200, &"already_purchased".into())
+    );
+    assert_eq!(again.body["order_id"], won.body["order_id"]);
+    // Someone without an order is held to one attempt per second.
+    assert_eq!(app.purchase("limited", "eager").await.status, 409);
     let r = app.purchase("limited", "eager").await;
-    assert_eq!(r.status, 429);
+    assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.body["status"], "rate_limited");
     assert_eq!(r.body["message"], "活动火爆, 请稍后再试");
     assert_eq!(r.retry_after.as_deref(), Some("1"));
@@ -273,19 +291,34 @@ async fn a_replayed_signature_is_refused_and_changes_nothing() {
     let now = now_ms();
     let path = "/api/events/replay/purchase";
     let json = Some("application/json");
-    let first = app
-        .signed_at("POST", path, Some("r1"), b"{}", json, now, EDGE_SECRET)
-        .await;
+    let send = |nonce: &'static str| {
+        app.signed_exactly(
+            "POST",
+            path,
+            Some("r1"),
+            b"{}",
+            json,
+            now,
+            EDGE_SECRET,
+            nonce,
+        )
+    };
+    let first = send("n-1").await;
     assert_eq!(first.status, 202);
     let before = app.stats("replay").await;
-    let again = app
-        .signed_at("POST", path, Some("r1"), b"{}", json, now, EDGE_SECRET)
-        .await;
+    let again = send("n-1").await;
     assert_eq!(
         (again.status, &again.body["error"]),
         (401, &"unauthenticated".into())
     );
     assert_eq!(app.stats("replay").await, before);
+    // The same purchase in the same millisecond with the edge's next nonce (a double
+    // click) is not a replay: the buyer gets their order back.
+    let click = send("n-2").await;
+    assert_eq!(
+        (click.status, &click.body["order_id"]),
+        (200, &first.body["order_id"])
+    );
     app.stop().await;
 }
 

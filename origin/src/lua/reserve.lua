@@ -1,5 +1,6 @@
 -- Purchase attempts for one event, each atomically and all in one call: replay guard,
--- per-user window, one order per user, stock, outbox. A crash cannot leave half of one.
+-- one order per user (a holder's retry is not counted by the window), per-user window,
+-- stock, outbox. A crash cannot leave half of one.
 -- The origin coalesces the attempts that arrive while a call is in flight into the next
 -- call (see batch.rs); one attempt is a batch of one.
 -- KEYS: 1 stock, 2 orders (user -> order id), 3 status (user -> "status:order id"),
@@ -20,6 +21,22 @@ local limit = tonumber(ARGV[3])
 local taken = 0
 local orders, statuses, mine = {}, {}, {}
 local n = (#ARGV - 5) / 2
+-- Counts one try in the user's window; nil when allowed, else ms until it opens.
+local function window_wait(window)
+  local tries = 1
+  if not redis.call('SET', window, '1', 'NX', 'PX', ARGV[2]) then
+    tries = redis.call('INCR', window)
+  end
+  if tries <= limit then
+    return nil
+  end
+  local ttl = redis.call('PTTL', window)
+  if ttl < 0 then
+    redis.call('PEXPIRE', window, ARGV[2])
+    ttl = tonumber(ARGV[2])
+  end
+  return ttl
+end
 for i = 0, n - 1 do
   local window, signature = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
   local user, order = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
@@ -27,37 +44,32 @@ for i = 0, n - 1 do
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
     verdict = 'replayed'
   else
-    local tries = 1
-    if not redis.call('SET', window, '1', 'NX', 'PX', ARGV[2]) then
-      tries = redis.call('INCR', window)
+    -- A buyer who already holds an order gets it back without counting in the window:
+    -- a retry answers already_purchased, not 429.
+    local existing = mine[user] or redis.call('HGET', KEYS[2], user)
+    local wait = nil
+    if not existing then
+      wait = window_wait(window)
     end
-    if tries > limit then
-      local ttl = redis.call('PTTL', window)
-      if ttl < 0 then
-        redis.call('PEXPIRE', window, ARGV[2])
-        ttl = tonumber(ARGV[2])
-      end
-      verdict, detail = 'rate_limited', tostring(ttl)
+    if existing then
+      verdict, detail = 'already_purchased', existing
+    elseif wait then
+      verdict, detail = 'rate_limited', tostring(wait)
+    elseif stock == nil then
+      verdict = 'no_event'
+    elseif stock <= 0 then
+      verdict = 'sold_out'
     else
-      local existing = mine[user] or redis.call('HGET', KEYS[2], user)
-      if existing then
-        verdict, detail = 'already_purchased', existing
-      elseif stock == nil then
-        verdict = 'no_event'
-      elseif stock <= 0 then
-        verdict = 'sold_out'
-      else
-        stock = stock - 1
-        taken = taken + 1
-        mine[user] = order
-        orders[#orders + 1] = user
-        orders[#orders + 1] = order
-        statuses[#statuses + 1] = user
-        statuses[#statuses + 1] = 'queued:' .. order
-        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
-          'user_id', user, 'reserved_at', ARGV[1])
-        verdict, detail = 'reserved', order
-      end
+      stock = stock - 1
+      taken = taken + 1
+      mine[user] = order
+      orders[#orders + 1] = user
+      orders[#orders + 1] = order
+      statuses[#statuses + 1] = user
+      statuses[#statuses + 1] = 'queued:' .. order
+      redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
+        'user_id', user, 'reserved_at', ARGV[1])
+      verdict, detail = 'reserved', order
     end
   end
   out[#out + 1] = verdict

@@ -147,7 +147,7 @@ impl TestApp {
         }
     }
 
-    /// A request as the edge sends it, signed with `secret` at `ts`.
+    /// A request as the edge sends it, signed with `secret` at `ts` (with a new nonce).
     #[allow(clippy::too_many_arguments)]
     pub async fn signed_at(
         &self,
@@ -159,11 +159,31 @@ impl TestApp {
         ts: i64,
         secret: &str,
     ) -> Reply {
+        let nonce = unique("n");
+        self.signed_exactly(method, path, user, body, content_type, ts, secret, &nonce)
+            .await
+    }
+
+    /// A request as the edge sends it, with the given nonce (the same arguments twice
+    /// send the same request twice: a replay).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signed_exactly(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        ts: i64,
+        secret: &str,
+        nonce: &str,
+    ) -> Reply {
         let sig = Signed {
             method,
             path,
             user: user.unwrap_or(""),
             timestamp: ts,
+            nonce,
             body,
         }
         .sign(secret.as_bytes());
@@ -175,6 +195,7 @@ impl TestApp {
             )
             .header(sign::HEADER_SIGNATURE, sig)
             .header(sign::HEADER_TIMESTAMP, ts.to_string())
+            .header(sign::HEADER_NONCE, nonce)
             .body(body.to_vec());
         if let Some(u) = user {
             req = req.header(sign::HEADER_USER, u);

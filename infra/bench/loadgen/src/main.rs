@@ -137,16 +137,17 @@ fn request(o: &Opts, conn: usize, seq: u64) -> Vec<u8> {
             format!("{}{conn}x{seq}", o.user_prefix)
         };
         let ts = now_ms();
+        let nonce = format!("{conn}x{seq}");
         let canonical = format!(
-            "flashgate-edge-v1\n{}\n{}\n{}\n{}\n{}",
-            o.method, o.path, user, ts, o.body_sha
+            "flashgate-edge-v2\n{}\n{}\n{}\n{}\n{}\n{}",
+            o.method, o.path, user, ts, nonce, o.body_sha
         );
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(canonical.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         head.push_str(&format!(
-            "x-flashgate-signature: {sig}\r\nx-flashgate-timestamp: {ts}\r\n"
+            "x-flashgate-signature: {sig}\r\nx-flashgate-timestamp: {ts}\r\nx-flashgate-nonce: {nonce}\r\n"
         ));
         if !user.is_empty() {
             head.push_str(&format!("x-flashgate-user: {user}\r\n"));
