@@ -119,18 +119,36 @@ struct Defaults {
 }
 
 const MIN_SECRET_LEN: usize = 16;
+/// Settings also read under the names the contract gives them (`.dev/env`), so that
+/// `set -a; . .dev/env; set +a; flashgate users …` works; `FLASHGATE_*` wins.
+pub const STACK_VARS: [&str; 7] = [
+    "AUTH_SECRET",
+    "EDGE_SECRET",
+    "ADMIN_TOKEN",
+    "REDIS_URL",
+    "MYSQL_URL",
+    "KAFKA_BROKERS",
+    "ORDERS_TOPIC",
+];
 /// The reserve script hands a call's orders to one HSET (Lua's stack holds a few
 /// thousand values).
 const MAX_RESERVE_BATCH: usize = 1024;
 
 impl Settings {
-    /// Loads defaults, then the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
+    /// Loads defaults, then the file named by `FLASHGATE_CONFIG`, then the stack's own
+    /// names ([`STACK_VARS`], as in `.dev/env`), then `FLASHGATE_*`.
     pub fn load() -> anyhow::Result<Self> {
         if let Ok(options) = std::env::var(crate::kafka::OPTIONS_VAR) {
             crate::kafka::parse_options(&options)
                 .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         }
-        Self::from_figment(Figment::from(Env::prefixed("FLASHGATE_").split("__")))
+        let mut layers = Figment::new();
+        for name in STACK_VARS {
+            if let Ok(value) = std::env::var(name) {
+                layers = layers.merge((name.to_lowercase(), value));
+            }
+        }
+        Self::from_figment(layers.merge(Env::prefixed("FLASHGATE_").split("__")))
     }
 
     /// Loads from explicit layers on top of the defaults (tests).
@@ -199,7 +217,7 @@ impl Settings {
             .as_ref()
             .with_context(|| {
                 format!(
-                    "configuration: FLASHGATE_{} is not set",
+                    "configuration: FLASHGATE_{0} (or {0}) is not set",
                     name.to_uppercase()
                 )
             })?

@@ -35,7 +35,7 @@ enum Command {
     Event {
         #[command(subcommand)]
         action: EventAction,
-        /// Base URL of the origin (default: http://<listen>).
+        /// Base URL of the origin (default: `ORIGIN_URL` as in `.dev/env`, else http://<listen>).
         #[arg(long, global = true, env = "FLASHGATE_ORIGIN_URL")]
         origin: Option<String>,
     },
@@ -159,7 +159,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token =
                 String::from_utf8_lossy(settings.secret(&settings.admin_token, "admin_token")?)
                     .into_owned();
-            let base = origin.unwrap_or_else(|| format!("http://{}", settings.listen));
+            let base = origin
+                .or_else(|| std::env::var("ORIGIN_URL").ok())
+                .unwrap_or_else(|| format!("http://{}", settings.listen));
             let http = reqwest::Client::new();
             let req = match action {
                 EventAction::Put {

@@ -9,9 +9,11 @@ use std::process::{Command, Output};
 fn flashgate(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
     cmd.args(args).env("RUST_LOG", "off");
-    for (k, _) in std::env::vars()
-        .filter(|(k, _)| k.starts_with("FLASHGATE_") && !k.starts_with("FLASHGATE_TEST_"))
-    {
+    let stack_var =
+        |k: &str| flashgate_origin::config::STACK_VARS.contains(&k) || k == "ORIGIN_URL";
+    for (k, _) in std::env::vars().filter(|(k, _)| {
+        (k.starts_with("FLASHGATE_") && !k.starts_with("FLASHGATE_TEST_")) || stack_var(k)
+    }) {
         cmd.env_remove(k);
     }
     for (k, v) in env {
@@ -48,7 +50,7 @@ fn bad_start_up_configuration_stops_with_one_clear_line() {
             ("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
         ],
     );
-    assert!(one_line_error(&missing).contains("FLASHGATE_EDGE_SECRET is not set"));
+    assert!(one_line_error(&missing).contains("FLASHGATE_EDGE_SECRET (or EDGE_SECRET) is not set"));
 
     let mut env = secrets();
     env.push((
@@ -81,6 +83,41 @@ fn bad_start_up_configuration_stops_with_one_clear_line() {
         err.contains("FLASHGATE_KAFKA_OPTIONS: entry 2 is not key=value"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_env_names_work_as_in_dev_env() {
+    // What `set -a; . .dev/env; set +a` gives a shell: the contract's names, no prefix.
+    const AUTH_SECRET: &str = "test-auth-secret-0123456789";
+    let app = spawn_app(Figment::new()).await;
+    let out = flashgate(
+        &["users", "--count", "2", "--prefix", "envuser"],
+        &[("AUTH_SECRET", AUTH_SECRET.into())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let token = csv
+        .lines()
+        .find_map(|l| l.strip_prefix("envuser1,"))
+        .expect("a row for envuser1");
+    let claims = flashgate_core::jwt::verify(token, AUTH_SECRET.as_bytes(), now_ms())
+        .expect("a token signed with AUTH_SECRET");
+    assert_eq!(claims.sub.as_str(), "envuser1");
+    let stats = flashgate(
+        &["event", "stats", "no-such-event"],
+        &[
+            ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("ORIGIN_URL", app.base.clone()),
+        ],
+    );
+    // The origin was reached and the token accepted: the event does not exist.
+    let err = one_line_error(&stats);
+    assert!(err.contains("404"), "{err}");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
