@@ -296,7 +296,8 @@ fn order_message(status: OrderStatus) -> &'static str {
 }
 
 /// Checks a request body the way every shopper POST does: at most [`MAX_BODY_BYTES`],
-/// empty or a JSON object, and `application/json` when not empty.
+/// empty or a JSON object. A body that says it is something else than JSON is refused
+/// (415); one that says nothing is read as JSON, since every body here is JSON.
 pub fn check_json_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Outcome> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Outcome::PayloadTooLarge);
@@ -305,8 +306,11 @@ pub fn check_json_body(content_type: Option<&str>, body: &[u8]) -> Result<Value,
         return Ok(json!({}));
     }
     let is_json = content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        .map(|ct| ct.split(';').next().unwrap_or("").trim())
+        .is_none_or(|m| {
+            m.eq_ignore_ascii_case("application/json")
+                || (m.len() > 5 && m.as_bytes()[m.len() - 5..].eq_ignore_ascii_case(b"+json"))
+        });
     if !is_json {
         return Err(Outcome::UnsupportedMediaType);
     }
@@ -388,6 +392,16 @@ mod tests {
     #[test]
     fn body_checks() {
         assert_eq!(check_json_body(None, b""), Ok(json!({})));
+        assert_eq!(check_json_body(None, b"{}"), Ok(json!({})));
+        assert!(check_json_body(Some("application/merge-patch+json"), b"{}").is_ok());
+        assert_eq!(
+            check_json_body(Some("application/x-www-form-urlencoded"), b"{}"),
+            Err(Outcome::UnsupportedMediaType)
+        );
+        assert_eq!(
+            check_json_body(Some("json"), b"{}"),
+            Err(Outcome::UnsupportedMediaType)
+        );
         assert!(check_json_body(Some("application/json; charset=utf-8"), b"{}").is_ok());
         assert_eq!(
             check_json_body(Some("text/plain"), b"{}"),
