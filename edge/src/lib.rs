@@ -346,8 +346,9 @@ impl Cx<'_> {
 /// `GET /api/events/{id}`: from the isolate's event cache (or the origin, signed without
 /// a user); a sold-out seen at the edge is reflected in `state`.
 async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
+    // No event can have an id that is not a slug: for a read, that is "no such event".
     let Ok(id) = flashgate_core::ids::EventId::parse(id) else {
-        return respond(&bad("invalid_event_id", "活动标识无效"));
+        return respond(&Outcome::EventNotFound);
     };
     match origin::event(cfg, &id, now()).await {
         Ok(Some(w)) => {

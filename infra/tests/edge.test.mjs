@@ -216,6 +216,10 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
   const unknown = await purchase(`edge-${run}-nope`, { token: dave.token, ticket: td });
   assert.equal(unknown.status, 404);
   assert.equal(unknown.body.error, 'event_not_found');
+  // An id that cannot be an event's reads as "no such event".
+  const malformed = await call('GET', '/api/events/Not_A_Slug');
+  assert.equal(malformed.status, 404);
+  assert.equal(malformed.body.error, 'event_not_found');
 });
 
 test('425 before the start and 410 from the end, without asking the origin to purchase', async () => {

@@ -135,7 +135,8 @@ pub async fn get_event(
     Path(id): Path<String>,
     _edge: EdgeRequest,
 ) -> Result<Json<EventInfo>, ApiError> {
-    let id = parse_event(&id)?;
+    // No event can have an id that is not a slug: for a read, that is "no such event".
+    let id = EventId::parse(&id).map_err(|_| ApiError::from(Outcome::EventNotFound))?;
     let meta = event_meta(&state, &id).await?;
     Ok(Json(info(&id, &meta, state.clock.now_ms())))
 }

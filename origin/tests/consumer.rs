@@ -109,6 +109,16 @@ async fn batches_are_idempotent_and_keep_their_fate() {
     assert_eq!(mixed["o1"], Fate::Confirmed);
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 4);
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 3);
+    // Ids are case-sensitive, as in Redis: two buyers, two orders.
+    let cased = write_batch(
+        &pool,
+        &[order("o8", "h", "CaseX"), order("o9", "h", "casex")],
+    )
+    .await
+    .expect("write");
+    assert_eq!(cased["o8"], Fate::Confirmed);
+    assert_eq!(cased["o9"], Fate::Confirmed);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 6);
 }
 
 #[test]

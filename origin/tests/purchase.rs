@@ -58,6 +58,11 @@ async fn one_order_per_user_and_never_more_than_the_stock() {
     assert_eq!(info.body["stock_left"], 0);
     assert_eq!(info.body["stock_total"], 3);
     assert_eq!(info.body["state"], "sold_out");
+    let malformed = app.signed("GET", "/api/events/Not_A_Slug", None, b"").await;
+    assert_eq!(
+        (malformed.status, &malformed.body["error"]),
+        (404, &"event_not_found".into())
+    );
     let stats = app.stats("phone").await;
     assert_eq!(stats["reserved"], 3);
     assert_eq!(stats["stock_left"], 0);
