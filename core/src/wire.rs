@@ -49,9 +49,9 @@ pub struct EventInfo {
     pub state: EventState,
 }
 
-/// `PUT /admin/events/{event_id}` body.
+/// `PUT /admin/events/{event_id}` body. Other fields are ignored (e.g. an event's own
+/// info sent back), so clients may carry more than these four.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EventSpec {
     /// Display name, 1–200 characters.
     pub name: String,
@@ -451,5 +451,11 @@ mod tests {
         .validate()
         .is_err());
         assert!(spec(1, "soon", "2026-01-02T00:00:00Z").validate().is_err());
+        let extra: EventSpec = serde_json::from_value(json!({"name": "Phone", "stock": 3,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z",
+            "price": 4999}))
+        .expect("extra fields are ignored");
+        assert_eq!(extra.stock, 3);
+        assert!(serde_json::from_value::<EventSpec>(json!({"name": "Phone"})).is_err());
     }
 }
