@@ -3,7 +3,8 @@
 //! 1. Floor: the same rows inserted by a plain batched INSERT loop straight into MariaDB
 //!    (sqlx, one multi-row INSERT per transaction, batches of `BENCH_BATCH`), into a table
 //!    shaped like `orders`.
-//! 2. The consumer: `BENCH_ORDERS` order messages produced to a fresh topic first, then the
+//! 2. The consumer: `BENCH_ORDERS` orders produced to a fresh topic first, packed as the
+//!    relay packs them (`BENCH_PACK` per message, default the relay's), then the
 //!    real `OrderConsumer` (rate cap off), timed from the first row it writes until every
 //!    row is in `orders` (the rows of that first poll are not counted): the steady rate,
 //!    without the one-off group join. The time to the first row is printed beside it.
@@ -86,17 +87,22 @@ async fn main() -> anyhow::Result<()> {
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()?;
-    for chunk in orders.chunks(5000) {
-        let sends = chunk.iter().map(|o| {
+    // Packed as the relay packs them (`relay_pack`, BENCH_PACK to change it).
+    let pack: usize = std::env::var("BENCH_PACK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(flashgate_origin::kafka::DEFAULT_PACK);
+    let messages = flashgate_origin::kafka::pack_orders(&orders, pack);
+    for chunk in messages.chunks(5000) {
+        let sends = chunk.iter().map(|(key, payload)| {
             let producer = producer.clone();
-            let payload = serde_json::to_vec(o).unwrap_or_default();
             let topic = topic.clone();
             async move {
                 producer
                     .send(
                         FutureRecord::to(&topic)
-                            .key(o.order_id.as_bytes())
-                            .payload(&payload),
+                            .key(key.as_bytes())
+                            .payload(payload),
                         Duration::from_secs(30),
                     )
                     .await
@@ -121,8 +127,9 @@ async fn main() -> anyhow::Result<()> {
         let first = tokio::time::timeout(Duration::from_secs(60), bare.recv()).await??;
         drop(first);
         let started = Instant::now();
+        // Orders per second: every message but the last carries `pack` of them.
         let mut seen = 1usize;
-        while seen < n {
+        while seen < messages.len() {
             tokio::time::timeout(Duration::from_secs(30), bare.recv()).await??;
             seen += 1;
         }
@@ -171,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!(
         "{}",
-        serde_json::json!({"orders": n, "batch": batch, "consumer_rows_per_s": consumer_rps,
+        serde_json::json!({"orders": n, "batch": batch, "pack": pack, "messages": messages.len(), "consumer_rows_per_s": consumer_rps,
             "floor_rows_per_s": floor, "kafka_read_per_s": kafka_floor,
             "first_row_after_s": join_s, "first_poll_rows": first_rows})
     );

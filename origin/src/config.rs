@@ -57,6 +57,8 @@ pub struct Settings {
     pub breaker_cooldown_ms: u64,
     /// Reservations waiting for Kafka above which purchases answer 503 busy.
     pub max_outbox: u64,
+    /// Orders the relay packs into one Kafka message (1 = one order object per message).
+    pub relay_pack: usize,
     /// How long a used edge signature is remembered (replays get 401), milliseconds.
     pub replay_window_ms: u64,
     /// Fault injection for tests of crash recovery; all off by default.
@@ -113,6 +115,7 @@ struct Defaults {
     breaker_failures: u32,
     breaker_cooldown_ms: u64,
     max_outbox: u64,
+    relay_pack: usize,
     replay_window_ms: u64,
     faults: Faults,
     consumer: ConsumerSettings,
@@ -173,6 +176,7 @@ impl Settings {
             breaker_failures: 5,
             breaker_cooldown_ms: 1000,
             max_outbox: 100_000,
+            relay_pack: crate::kafka::DEFAULT_PACK,
             replay_window_ms: 2 * flashgate_core::sign::MAX_SKEW_MS as u64 + 5_000,
             faults: Faults::default(),
             consumer: ConsumerSettings {
@@ -200,6 +204,12 @@ impl Settings {
         }
         if settings.reserve_batch > MAX_RESERVE_BATCH {
             bail!("configuration: reserve_batch must be at most {MAX_RESERVE_BATCH}");
+        }
+        if settings.relay_pack == 0 || settings.relay_pack > crate::kafka::MAX_PACK {
+            bail!(
+                "configuration: relay_pack must be between 1 and {}",
+                crate::kafka::MAX_PACK
+            );
         }
         if settings.consumer.batch_size == 0 {
             bail!("configuration: consumer.batch_size must be positive");

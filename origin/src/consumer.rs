@@ -44,9 +44,17 @@ pub struct Order {
 }
 
 impl Order {
-    /// Validates a message; `None` for anything a well-behaved relay never sends.
+    /// Validates a one-order payload; `None` for anything a well-behaved relay never sends.
     pub fn parse(payload: &[u8]) -> Option<Order> {
-        let m: OrderMessage = serde_json::from_slice(payload).ok()?;
+        Self::from_message(serde_json::from_slice(payload).ok()?)
+    }
+
+    /// Validates one order of a message (see [`crate::kafka::unpack`]).
+    pub fn from_value(value: &serde_json::Value) -> Option<Order> {
+        Self::from_message(serde::Deserialize::deserialize(value).ok()?)
+    }
+
+    fn from_message(m: OrderMessage) -> Option<Order> {
         Some(Order {
             order_id: OrderId::parse(&m.order_id).ok()?,
             event_id: EventId::parse(&m.event_id).ok()?,
@@ -703,21 +711,41 @@ impl OrderConsumer {
         batch
             .offsets
             .insert((m.topic().to_owned(), m.partition()), m.offset());
-        match m.payload().and_then(Order::parse) {
-            Some(o) => batch.orders.push(o),
-            None => {
-                metrics::counter!("flashgate_consumer_malformed_total").increment(1);
-                tracing::error!(
-                    partition = m.partition(),
-                    offset = m.offset(),
-                    "malformed order message; to the dead-letter topic"
-                );
-                let payload = m.payload().map(String::from_utf8_lossy).unwrap_or_default();
-                batch.dead.push(serde_json::json!({
-                    "reason": if m.payload().is_none() { "empty message" } else { "not a valid order message" },
-                    "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
-                    "payload": payload,
-                }));
+        let letter = |reason: &str, payload: String| {
+            serde_json::json!({"reason": reason, "topic": m.topic(), "partition": m.partition(),
+                "offset": m.offset(), "payload": payload})
+        };
+        let Some(items) = m.payload().and_then(crate::kafka::unpack) else {
+            metrics::counter!("flashgate_consumer_malformed_total").increment(1);
+            tracing::error!(
+                partition = m.partition(),
+                offset = m.offset(),
+                "malformed order message; to the dead-letter topic"
+            );
+            batch.dead.push(match m.payload() {
+                None => letter("empty message", String::new()),
+                Some(p) => letter(
+                    "not a valid order message",
+                    String::from_utf8_lossy(p).into(),
+                ),
+            });
+            return;
+        };
+        // A pack's good orders go on; each bad one goes to the dead-letter topic alone.
+        for item in items {
+            match Order::from_value(&item) {
+                Some(o) => batch.orders.push(o),
+                None => {
+                    metrics::counter!("flashgate_consumer_malformed_total").increment(1);
+                    tracing::error!(
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "malformed order in a message; to the dead-letter topic"
+                    );
+                    batch
+                        .dead
+                        .push(letter("not a valid order", item.to_string()));
+                }
             }
         }
     }

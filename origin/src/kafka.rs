@@ -87,8 +87,43 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
     Ok(())
 }
 
-/// Produces `orders` to `topic` with an idempotent producer; returns how many the broker
-/// acknowledged.
+/// Orders per message the relay packs by default (`relay_pack`).
+pub const DEFAULT_PACK: usize = 16;
+/// Most orders one message may pack.
+pub const MAX_PACK: usize = 256;
+
+/// The messages that carry `orders`, as the relay sends them: `(key, payload)`, one
+/// message per `pack` orders, keyed by its first order id. A message is a JSON array of
+/// order objects (a pack), or with `pack` 1 the single order object. Packing spares the
+/// broker and both clients a per-message cost for every order (docs/benchmarks.md).
+pub fn pack_orders(orders: &[OrderMessage], pack: usize) -> Vec<(String, Vec<u8>)> {
+    let pack = pack.clamp(1, MAX_PACK);
+    orders
+        .chunks(pack)
+        .map(|chunk| {
+            let payload = if pack == 1 {
+                serde_json::to_vec(&chunk[0])
+            } else {
+                serde_json::to_vec(chunk)
+            };
+            (chunk[0].order_id.clone(), payload.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// The orders a message carries, each as its raw JSON value (a reader checks each one, so
+/// a bad order does not take its pack with it): one for an object, every element of an
+/// array. `None` when the payload is neither.
+pub fn unpack(payload: &[u8]) -> Option<Vec<serde_json::Value>> {
+    match serde_json::from_slice(payload).ok()? {
+        serde_json::Value::Array(items) => Some(items),
+        one @ serde_json::Value::Object(_) => Some(vec![one]),
+        _ => None,
+    }
+}
+
+/// Produces `orders` to `topic` with an idempotent producer, packed as the relay packs
+/// them; returns how many orders the broker acknowledged.
 pub async fn publish(brokers: &str, topic: &str, orders: &[OrderMessage]) -> anyhow::Result<usize> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = client_config(brokers)
@@ -97,18 +132,18 @@ pub async fn publish(brokers: &str, topic: &str, orders: &[OrderMessage]) -> any
         .create()
         .context("cannot create Kafka producer")?;
     let mut sent = 0;
-    for o in orders {
-        let payload = serde_json::to_vec(o)?;
+    for ((key, payload), chunk) in pack_orders(orders, DEFAULT_PACK)
+        .iter()
+        .zip(orders.chunks(DEFAULT_PACK))
+    {
         producer
             .send(
-                FutureRecord::to(topic)
-                    .key(o.order_id.as_bytes())
-                    .payload(&payload),
+                FutureRecord::to(topic).key(key.as_bytes()).payload(payload),
                 Duration::from_secs(10),
             )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
-        sent += 1;
+        sent += chunk.len();
     }
     Ok(sent)
 }
@@ -116,6 +151,35 @@ pub async fn publish(brokers: &str, topic: &str, orders: &[OrderMessage]) -> any
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn order(i: usize) -> OrderMessage {
+        OrderMessage {
+            order_id: format!("o{i}"),
+            event_id: "e".into(),
+            user_id: format!("u{i}"),
+            reserved_at: 1,
+        }
+    }
+
+    #[test]
+    fn packs_carry_every_order_once_and_unpack_to_them() {
+        let orders: Vec<OrderMessage> = (0..5).map(order).collect();
+        let packed = pack_orders(&orders, 2);
+        let keys: Vec<&str> = packed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["o0", "o2", "o4"]);
+        let back: Vec<OrderMessage> = packed
+            .iter()
+            .flat_map(|(_, p)| unpack(p).expect("a pack"))
+            .map(|v| serde_json::from_value(v).expect("an order"))
+            .collect();
+        assert_eq!(back, orders);
+        // One per message: the plain object, as before packs.
+        let single = pack_orders(&orders[..1], 1);
+        assert_eq!(single[0].1, serde_json::to_vec(&orders[0]).expect("json"));
+        assert_eq!(unpack(&single[0].1).map(|v| v.len()), Some(1));
+        assert_eq!(unpack(b"7"), None);
+        assert_eq!(unpack(b"{not json"), None);
+    }
 
     #[test]
     fn options_are_key_value_pairs() {

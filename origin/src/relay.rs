@@ -4,10 +4,11 @@
 //! broker's delivery report, so nothing is acknowledged that is not in Kafka. Entries left
 //! pending by a relay that died (or by a failed produce) are claimed after
 //! [`CLAIM_IDLE_MS`] and sent again; duplicates are harmless downstream because order ids
-//! are unique.
+//! are unique. The entries of a pass go out packed, `relay_pack` orders per message
+//! ([`pack_orders`]), and each message's entries are acknowledged with its delivery.
 
 use crate::config::Settings;
-use crate::kafka::{client_config, OrderMessage};
+use crate::kafka::{client_config, pack_orders, OrderMessage};
 use crate::protect::Breaker;
 use crate::store::Store;
 use anyhow::Context;
@@ -35,6 +36,7 @@ pub struct Relay {
     consumer: String,
     breaker: Arc<Breaker>,
     backlog: Arc<AtomicU64>,
+    pack: usize,
     stall: bool,
 }
 
@@ -68,6 +70,7 @@ impl Relay {
                 Duration::from_millis(settings.breaker_cooldown_ms),
             )),
             backlog,
+            pack: settings.relay_pack,
             stall: settings.faults.relay_stall,
         })
     }
@@ -194,35 +197,33 @@ impl Relay {
 
     async fn send(&self, outbox: &str, entries: Vec<StreamId>) -> anyhow::Result<usize> {
         let field = |e: &StreamId, f: &str| e.get::<String>(f).unwrap_or_default();
-        let messages: Vec<(String, OrderMessage)> = entries
+        let orders: Vec<OrderMessage> = entries
             .iter()
-            .map(|e| {
-                let m = OrderMessage {
-                    order_id: field(e, "order_id"),
-                    event_id: field(e, "event_id"),
-                    user_id: field(e, "user_id"),
-                    reserved_at: field(e, "reserved_at").parse().unwrap_or(0),
-                };
-                (e.id.clone(), m)
+            .map(|e| OrderMessage {
+                order_id: field(e, "order_id"),
+                event_id: field(e, "event_id"),
+                user_id: field(e, "user_id"),
+                reserved_at: field(e, "reserved_at").parse().unwrap_or(0),
             })
             .collect();
-        let deliveries = messages.iter().map(|(_, m)| async move {
-            let payload = serde_json::to_vec(m).unwrap_or_default();
+        let messages = pack_orders(&orders, self.pack);
+        let deliveries = messages.iter().map(|(key, payload)| async move {
             let record = FutureRecord::to(&self.topic)
-                .key(m.order_id.as_bytes())
-                .payload(&payload);
+                .key(key.as_bytes())
+                .payload(payload);
             self.producer.send(record, Duration::from_secs(5)).await
         });
         let results = join_all(deliveries).await;
-        let delivered: Vec<&str> = messages
-            .iter()
+        // A message carries the entries of its pack, in order.
+        let delivered: Vec<&str> = entries
+            .chunks(self.pack)
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .map(|((id, _), _)| id.as_str())
+            .flat_map(|(pack, _)| pack.iter().map(|e| e.id.as_str()))
             .collect();
         if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
             self.breaker.failure(std::time::Instant::now());
-            tracing::warn!(error = %e, failed = results.len() - delivered.len(), "produce failed; entries stay pending");
+            tracing::warn!(error = %e, failed = entries.len() - delivered.len(), "produce failed; entries stay pending");
         } else {
             self.breaker.success();
         }

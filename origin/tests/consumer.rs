@@ -251,19 +251,26 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_flow() {
     let pool = connect_db(&db).await.expect("db");
     let running = start_consumer(&app, &pool);
     let good = serde_json::to_vec(&message("good-1", "dlq", "u1")).expect("json");
+    // A pack with a bad order between two good ones: only the bad one is a dead letter.
+    let pack = serde_json::to_vec(&serde_json::json!([
+        message("good-2", "dlq", "u2"),
+        {"order_id": "bad-3", "event_id": "dlq"},
+        message("good-4", "dlq", "u4"),
+    ]))
+    .expect("json");
     produce(
         &app.settings.kafka_brokers,
         &app.settings.orders_topic,
-        vec![b"{not an order".to_vec(), good],
+        vec![b"{not an order".to_vec(), good, pack],
     )
     .await;
-    eventually("the good order is written", 60, || async {
+    eventually("the good orders are written", 60, || async {
         count(
             &pool,
-            "SELECT COUNT(*) FROM orders WHERE order_id = 'good-1'",
+            "SELECT COUNT(*) FROM orders WHERE order_id IN ('good-1', 'good-2', 'good-4')",
         )
         .await
-            == 1
+            == 3
     })
     .await;
     let dlq: StreamConsumer = client_config(&app.settings.kafka_brokers)
@@ -274,14 +281,24 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_flow() {
         .expect("consumer");
     dlq.subscribe(&[&format!("{}.dlq", app.settings.orders_topic)])
         .expect("subscribe");
-    let letter = tokio::time::timeout(Duration::from_secs(60), dlq.recv())
-        .await
-        .expect("a dead letter arrives")
-        .expect("message");
-    let letter: serde_json::Value =
-        serde_json::from_slice(letter.payload().expect("payload")).expect("json");
-    assert_eq!(letter["payload"], "{not an order");
-    assert_eq!(letter["reason"], "not a valid order message");
+    // Two letters (the dead-letter topic's partitions may hand them over in any order).
+    let mut letters = Vec::new();
+    for _ in 0..2 {
+        let letter = tokio::time::timeout(Duration::from_secs(60), dlq.recv())
+            .await
+            .expect("a dead letter arrives")
+            .expect("message");
+        let letter: serde_json::Value =
+            serde_json::from_slice(letter.payload().expect("payload")).expect("json");
+        letters.push(letter);
+    }
+    letters.sort_by_key(|l| l["reason"].as_str().map(str::len));
+    assert_eq!(letters[0]["reason"], "not a valid order");
+    let bad: serde_json::Value =
+        serde_json::from_str(letters[0]["payload"].as_str().expect("the order")).expect("json");
+    assert_eq!(bad["order_id"], "bad-3");
+    assert_eq!(letters[1]["reason"], "not a valid order message");
+    assert_eq!(letters[1]["payload"], "{not an order");
     running.stop().await;
     app.stop().await;
 }

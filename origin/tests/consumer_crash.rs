@@ -88,12 +88,15 @@ async fn crash_run(two: bool) {
     flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 3)
         .await
         .expect("topic");
-    let payloads = (0..N)
-        .map(|i| {
-            serde_json::to_vec(&message(&format!("ord-{i}"), "bulk", &format!("user-{i}")))
-                .expect("json")
-        })
+    // Packed as the relay packs them.
+    let orders: Vec<_> = (0..N)
+        .map(|i| message(&format!("ord-{i}"), "bulk", &format!("user-{i}")))
         .collect();
+    let payloads =
+        flashgate_origin::kafka::pack_orders(&orders, flashgate_origin::kafka::DEFAULT_PACK)
+            .into_iter()
+            .map(|(_, payload)| payload)
+            .collect();
     produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
 
     let mut consumers = vec![spawn_consumer(&s, &url)];

@@ -133,14 +133,14 @@ async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once(
             queued.len()
         );
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            let msg: flashgate_origin::kafka::OrderMessage =
-                serde_json::from_slice(m.payload().expect("payload")).expect("order message");
-            assert!(
-                queued.contains(&msg.order_id),
-                "unknown order {}",
-                msg.order_id
-            );
-            seen.insert(msg.order_id);
+            for msg in orders_in(m.payload()) {
+                assert!(
+                    queued.contains(&msg.order_id),
+                    "unknown order {}",
+                    msg.order_id
+                );
+                seen.insert(msg.order_id);
+            }
         }
     }
     let app = Arc::try_unwrap(app).ok().expect("no other owners");

@@ -502,6 +502,15 @@ impl Drop for Killed {
 }
 
 /// An order message as the relay writes it.
+/// The orders one message of the orders topic carries (the relay packs several).
+pub fn orders_in(payload: Option<&[u8]>) -> Vec<flashgate_origin::kafka::OrderMessage> {
+    flashgate_origin::kafka::unpack(payload.expect("payload"))
+        .expect("an order message")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("an order"))
+        .collect()
+}
+
 pub fn message(id: &str, event: &str, user: &str) -> flashgate_origin::kafka::OrderMessage {
     flashgate_origin::kafka::OrderMessage {
         order_id: id.into(),
