@@ -7,7 +7,9 @@
 //! another order for the event) is failed and its unit given back (compensation).
 //!
 //! A reader task fills the next batch while the writer writes the previous one; when the
-//! writer falls behind, the reader pauses its partitions instead of buffering.
+//! writer falls behind, the reader pauses its partitions instead of buffering. A batch's
+//! Redis side and offset commit run while the next batch goes to the database; batches
+//! still settle and commit in order.
 
 use crate::config::ConsumerSettings;
 use crate::kafka::{client_config, OrderMessage};
@@ -484,26 +486,51 @@ impl OrderConsumer {
         let reader = tokio::spawn(this.clone().read(tx, stalled, shutdown.clone()));
         let mut result = Ok(());
         let mut idle_since = Instant::now();
+        // The Redis side and the offset commit of one batch run while the next batch is
+        // written to the database; batches still settle and commit one after the other.
+        let mut settling: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
         while let Some(batch) = rx.recv().await {
             // How long the writer waited for the reader (near zero when the database side
             // is the slower one) and how long the batch took it.
             let waited = idle_since.elapsed();
             let writing = Instant::now();
-            let result_of_batch = this.finish(batch, &mut shutdown).await;
+            let stored = this.store(&batch.orders, &mut shutdown).await;
+            if let Some(previous) = settling.take() {
+                if let Err(e) = joined(previous.await) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let fates = match stored {
+                Ok(fates) => fates,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let n = batch.orders.len();
+            settling = Some(tokio::spawn(this.clone().settle_and_commit(
+                batch,
+                fates,
+                shutdown.clone(),
+            )));
+            this.keep_rate(n, writing).await;
             tracing::debug!(
                 waited_ms = waited.as_millis() as u64,
                 wrote_ms = writing.elapsed().as_millis() as u64,
-                "batch done"
+                "batch written"
             );
             idle_since = Instant::now();
-            if let Err(e) = result_of_batch {
-                result = Err(e);
-                break;
-            }
             if *shutdown.borrow() {
                 // A batch still waiting was not written; its offsets are not committed, so
                 // the next consumer of its partitions reads it again.
                 break;
+            }
+        }
+        if let Some(last) = settling.take() {
+            let settled = joined(last.await);
+            if result.is_ok() {
+                result = settled;
             }
         }
         drop(rx);
@@ -677,20 +704,18 @@ impl OrderConsumer {
         }
     }
 
-    /// Writes one batch, stores its dead letters, commits its offsets, then keeps the
-    /// rate cap.
-    async fn finish(
-        &self,
+    /// After the batch's rows are committed: settles its orders in Redis, stores its dead
+    /// letters, then commits its offsets.
+    async fn settle_and_commit(
+        self: Arc<Self>,
         batch: Batch,
-        shutdown: &mut watch::Receiver<bool>,
+        fates: HashMap<String, Fate>,
+        mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let started = batch.started.unwrap_or_else(Instant::now);
-        let writing = Instant::now();
-        let n = batch.orders.len();
-        if !batch.orders.is_empty() {
-            self.write(&batch.orders, shutdown).await?;
-        }
-        self.bury(&batch.dead, shutdown).await?;
+        self.settle_retrying(&batch.orders, &fates, &mut shutdown)
+            .await?;
+        self.bury(&batch.dead, &mut shutdown).await?;
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &batch.offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
@@ -704,18 +729,21 @@ impl OrderConsumer {
         if let Ok(mut done) = self.done.lock() {
             done.extend(batch.offsets.iter().map(|(k, v)| (k.clone(), v + 1)));
         }
-        metrics::counter!("flashgate_consumer_orders_total").increment(n as u64);
+        metrics::counter!("flashgate_consumer_orders_total").increment(batch.orders.len() as u64);
         metrics::histogram!("flashgate_consumer_batch_seconds")
             .record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The rate cap is on what reaches the database: the writer spends at least n/rate on
+    /// a batch of n (the reader fills the next one meanwhile, then pauses).
+    async fn keep_rate(&self, n: usize, writing: Instant) {
         if self.settings.max_rate > 0 {
-            // The cap is on what reaches the database: the writer spends at least n/rate
-            // on a batch of n (the reader fills the next one meanwhile, then pauses).
             let min = Duration::from_secs_f64(n as f64 / f64::from(self.settings.max_rate));
             if let Some(rest) = min.checked_sub(writing.elapsed()) {
                 tokio::time::sleep(rest).await;
             }
         }
-        Ok(())
     }
 
     fn take(&self, m: &BorrowedMessage<'_>, batch: &mut Batch) {
@@ -829,30 +857,67 @@ impl OrderConsumer {
         Ok(())
     }
 
-    /// Writes the batch and settles each order in Redis, retrying transient failures
-    /// with backoff; offsets are committed by the caller only after this returns.
-    async fn write(
+    /// Writes the batch to the database, retrying transient failures with backoff; what
+    /// became of each order.
+    async fn store(
         &self,
         orders: &[Order],
         shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<HashMap<String, Fate>> {
+        if orders.is_empty() {
+            return Ok(HashMap::new());
+        }
+        retrying(shutdown, || async {
+            write_batch(&self.pool, orders).await.context("mariadb")
+        })
+        .await
+    }
+
+    /// Settles each order in Redis, retrying transient failures with backoff (both
+    /// settlements are idempotent).
+    async fn settle_retrying(
+        &self,
+        orders: &[Order],
+        fates: &HashMap<String, Fate>,
+        shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let attempt = async {
-                let fates = write_batch(&self.pool, orders).await.context("mariadb")?;
-                self.settle(orders, &fates).await.context("redis")
-            };
-            match attempt.await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "batch failed; will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => anyhow::bail!("stopped with an unwritten batch; it will be consumed again"),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+        if orders.is_empty() {
+            return Ok(());
+        }
+        retrying(shutdown, || async {
+            self.settle(orders, fates).await.context("redis")
+        })
+        .await
+    }
+}
+
+/// Runs `attempt` until it succeeds, with backoff from 100 ms to 5 s, or until shutdown
+/// (the batch is then consumed again by whoever reads its partitions next).
+async fn retrying<T, F, Fut>(
+    shutdown: &mut watch::Receiver<bool>,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "batch failed; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => anyhow::bail!("stopped with an unfinished batch; it will be consumed again"),
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+/// A settling task's outcome.
+fn joined(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    r.map_err(|e| anyhow::anyhow!("settling a batch failed: {e}"))?
 }
