@@ -148,7 +148,8 @@ impl Settings {
         let mut layers = Figment::new();
         for name in STACK_VARS {
             if let Ok(value) = std::env::var(name) {
-                layers = layers.merge((name.to_lowercase(), value));
+                // In the default profile: a plain (key, value) would be global and win.
+                layers = layers.merge(Serialized::default(&name.to_lowercase(), value));
             }
         }
         Self::from_figment(layers.merge(Env::prefixed("FLASHGATE_").split("__")))

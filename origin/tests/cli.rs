@@ -107,6 +107,21 @@ async fn the_stack_env_names_work_as_in_dev_env() {
     let claims = flashgate_core::jwt::verify(token, AUTH_SECRET.as_bytes(), now_ms())
         .expect("a token signed with AUTH_SECRET");
     assert_eq!(claims.sub.as_str(), "envuser1");
+    // FLASHGATE_* wins over the unprefixed name.
+    const OTHER: &str = "test-other-secret-0123456789";
+    let out = flashgate(
+        &["users", "--count", "1", "--prefix", "envuser"],
+        &[
+            ("AUTH_SECRET", AUTH_SECRET.into()),
+            ("FLASHGATE_AUTH_SECRET", OTHER.into()),
+        ],
+    );
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let token = csv
+        .lines()
+        .find_map(|l| l.strip_prefix("envuser1,"))
+        .expect("a row for envuser1");
+    assert!(flashgate_core::jwt::verify(token, OTHER.as_bytes(), now_ms()).is_ok());
     let stats = flashgate(
         &["event", "stats", "no-such-event"],
         &[
