@@ -191,13 +191,21 @@ async fn purchase_outcome(
         Phase::Ended => return Ok(Outcome::Ended),
         Phase::Live => {}
     }
-    if state.is_sold_out(&id) {
-        // The storm stays off the script and the stock; only a buyer's own order is
-        // looked up, so their retry still answers already_purchased. Should Redis not
-        // answer, the memo's 409 stands.
-        return Ok(match state.redis(state.store.order_of(&id, user)).await {
-            Ok(Some(order_id)) => Outcome::AlreadyPurchased { order_id },
-            Ok(None) | Err(_) => Outcome::SoldOut,
+    if let Some(buyers) = state.sold_out_memo(&id) {
+        // A sold-out storm is answered from memory, and a buyer's retry still gets their
+        // order. Until the buyers are loaded (or when there are too many to keep), the
+        // buyer's own order is read; should Redis not answer, the memo's 409 stands.
+        let order = match buyers {
+            Some(buyers) => buyers.get(user.as_str()).cloned(),
+            None => state
+                .redis(state.store.order_of(&id, user))
+                .await
+                .ok()
+                .flatten(),
+        };
+        return Ok(match order {
+            Some(order_id) => Outcome::AlreadyPurchased { order_id },
+            None => Outcome::SoldOut,
         });
     }
     // The fixed bucket comes after the answers that cost nothing (window, sold-out flag),

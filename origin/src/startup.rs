@@ -23,6 +23,19 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
+/// A sold-out event's buyers: user id → order id.
+pub type Buyers = Arc<HashMap<String, String>>;
+
+/// The most buyers of a sold-out event a process keeps in memory; beyond, a purchase on
+/// it reads the buyer's own order from Redis.
+pub const MAX_BUYERS_KEPT: u64 = 200_000;
+
+/// What the process remembers of a sold-out event.
+struct SoldOut {
+    at: Instant,
+    buyers: Option<Buyers>,
+}
+
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     /// Settings the process started with.
@@ -49,8 +62,8 @@ pub struct AppState {
     pub adaptive: AdaptiveLimit,
     /// Coalesces concurrent reserve attempts into few script calls.
     pub reserver: Reserver,
-    /// Events recently seen sold out in Redis, until when.
-    pub sold_out: std::sync::Mutex<HashMap<EventId, Instant>>,
+    /// Events recently seen sold out in Redis.
+    sold_out: Arc<std::sync::Mutex<HashMap<EventId, SoldOut>>>,
     /// Reservations waiting for Kafka (kept current by the relay).
     pub outbox_backlog: Arc<AtomicU64>,
     relay: Relay,
@@ -122,23 +135,42 @@ impl AppState {
         });
     }
 
-    /// Whether `id` was seen sold out within `sold_out_cache_ms`.
-    pub fn is_sold_out(&self, id: &EventId) -> bool {
+    /// `Some` when `id` was seen sold out within `sold_out_cache_ms`, with its buyers (user
+    /// → order id) once they are loaded (`None` before, or when there are more than
+    /// [`MAX_BUYERS_KEPT`]).
+    pub fn sold_out_memo(&self, id: &EventId) -> Option<Option<Buyers>> {
         let ttl = Duration::from_millis(self.settings.sold_out_cache_ms);
         self.sold_out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .is_some_and(|at| at.elapsed() < ttl)
+            .filter(|memo| memo.at.elapsed() < ttl)
+            .map(|memo| memo.buyers.clone())
     }
 
     /// Remembers that `id` is sold out (compensation may bring a unit back, so only for
-    /// `sold_out_cache_ms`).
+    /// `sold_out_cache_ms`), and loads its buyers in the background, so that a buyer's
+    /// retry is answered already_purchased without asking Redis.
     pub fn mark_sold_out(&self, id: &EventId) {
-        self.sold_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), Instant::now());
+        if self.sold_out_memo(id).is_some() {
+            return;
+        }
+        let at = Instant::now();
+        let mut memos = self.sold_out.lock().unwrap_or_else(|e| e.into_inner());
+        memos.insert(id.clone(), SoldOut { at, buyers: None });
+        drop(memos);
+        let (store, memos, id) = (self.store.clone(), self.sold_out.clone(), id.clone());
+        tokio::spawn(async move {
+            let loaded =
+                tokio::time::timeout(Duration::from_secs(5), store.buyers(&id, MAX_BUYERS_KEPT))
+                    .await;
+            if let Ok(Ok(Some(buyers))) = loaded {
+                let mut memos = memos.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(memo) = memos.get_mut(&id).filter(|m| m.at == at) {
+                    memo.buyers = Some(Arc::new(buyers));
+                }
+            }
+        });
     }
 
     /// Forgets a sold-out mark (the event changed).
@@ -225,7 +257,7 @@ impl Application {
             admission,
             adaptive,
             reserver,
-            sold_out: std::sync::Mutex::new(HashMap::new()),
+            sold_out: Arc::default(),
             outbox_backlog,
             relay: relay.clone(),
         });

@@ -330,6 +330,21 @@ impl Store {
             .await
     }
 
+    /// The event's buyers (user → order id), or `None` when there are more than `max`.
+    pub async fn buyers(
+        &self,
+        event: &EventId,
+        max: u64,
+    ) -> redis::RedisResult<Option<HashMap<String, String>>> {
+        let key = self.keys(event).orders();
+        let mut conn = self.conn();
+        let n: u64 = conn.hlen(&key).await?;
+        if n > max {
+            return Ok(None);
+        }
+        conn.hgetall(&key).await.map(Some)
+    }
+
     /// The user's order and its status.
     pub async fn order_status(
         &self,

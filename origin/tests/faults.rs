@@ -43,6 +43,41 @@ async fn await_orders_in_kafka(brokers: &str, topic: &str, want: &HashSet<String
 }
 
 #[tokio::test]
+async fn a_sold_out_storm_is_answered_from_memory_and_buyers_still_get_their_order() {
+    let mut redis = OwnServer::redis();
+    let app = spawn_app(
+        generous()
+            .merge(("redis_url", format!("redis://127.0.0.1:{}", redis.port)))
+            .merge(("sold_out_cache_ms", 60_000))
+            .merge(("event_cache_ms", 60_000)),
+    )
+    .await;
+    app.live_event("gone", 1).await;
+    let won = app.purchase("gone", "winner").await;
+    assert_eq!(won.status, 202, "{}", won.body);
+    assert_eq!(app.purchase("gone", "late").await.status, 409);
+    let state = app.state.clone().expect("in-process app");
+    let gone = flashgate_core::ids::EventId::parse("gone").expect("id");
+    eventually("the buyers are loaded", 10, || async {
+        state.sold_out_memo(&gone).is_some_and(|b| b.is_some())
+    })
+    .await;
+    // Without Redis (the event's window is cached too): the storm gets its 409 and the
+    // buyer their order, from memory.
+    redis.kill();
+    for i in 0..5 {
+        let r = app.purchase("gone", &format!("storm{i}")).await;
+        assert_eq!((r.status, &r.body["status"]), (409, &"sold_out".into()));
+    }
+    let again = app.purchase("gone", "winner").await;
+    assert_eq!(
+        (again.status, &again.body["order_id"]),
+        (200, &won.body["order_id"])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn redis_down_answers_busy_fast_reserves_nothing_and_recovers() {
     let mut redis = OwnServer::redis();
     let app =
