@@ -138,25 +138,34 @@ pub const STACK_VARS: [&str; 7] = [
 const MAX_RESERVE_BATCH: usize = 1024;
 
 impl Settings {
-    /// Loads defaults, then the file named by `FLASHGATE_CONFIG`, then the stack's own
-    /// names ([`STACK_VARS`], as in `.dev/env`), then `FLASHGATE_*`.
+    /// Loads defaults, then the stack's own names ([`STACK_VARS`], as in `.dev/env`), then
+    /// the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
     pub fn load() -> anyhow::Result<Self> {
         if let Ok(options) = std::env::var(crate::kafka::OPTIONS_VAR) {
             crate::kafka::parse_options(&options)
                 .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         }
-        let mut layers = Figment::new();
+        let mut stack = Figment::new();
         for name in STACK_VARS {
             if let Ok(value) = std::env::var(name) {
                 // In the default profile: a plain (key, value) would be global and win.
-                layers = layers.merge(Serialized::default(&name.to_lowercase(), value));
+                stack = stack.merge(Serialized::default(&name.to_lowercase(), value));
             }
         }
-        Self::from_figment(layers.merge(Env::prefixed("FLASHGATE_").split("__")))
+        Self::from_layers(
+            stack,
+            Figment::from(Env::prefixed("FLASHGATE_").split("__")),
+        )
     }
 
-    /// Loads from explicit layers on top of the defaults (tests).
+    /// Loads from explicit layers on top of the defaults and the `FLASHGATE_CONFIG` file
+    /// (tests).
     pub fn from_figment(overrides: Figment) -> anyhow::Result<Self> {
+        Self::from_layers(Figment::new(), overrides)
+    }
+
+    /// Defaults < `below_file` < the `FLASHGATE_CONFIG` file < `overrides`.
+    fn from_layers(below_file: Figment, overrides: Figment) -> anyhow::Result<Self> {
         let defaults = Defaults {
             listen: "127.0.0.1:8080",
             redis_url: "redis://127.0.0.1:6379",
@@ -189,7 +198,7 @@ impl Settings {
                 stall_rejoin_ms: 20_000,
             },
         };
-        let mut figment = Figment::from(Serialized::defaults(defaults));
+        let mut figment = Figment::from(Serialized::defaults(defaults)).merge(below_file);
         if let Ok(path) = std::env::var("FLASHGATE_CONFIG") {
             figment = figment.merge(Toml::file_exact(path));
         }

@@ -28,12 +28,25 @@ pub type Buyers = Arc<HashMap<String, String>>;
 
 /// The most buyers of a sold-out event a process keeps in memory; beyond, a purchase on
 /// it reads the buyer's own order from Redis.
-pub const MAX_BUYERS_KEPT: u64 = 200_000;
+pub const MAX_BUYERS_KEPT: u64 = 50_000;
+
+/// How long loaded buyers serve the memo's renewals before they are loaded again (a
+/// compensated buyer may be answered already_purchased, and a buyer of a returned unit
+/// through another process sold_out, for at most this long).
+pub const BUYERS_FRESH: Duration = Duration::from_secs(10);
+
+/// Memos unused this long are dropped with their buyers.
+const MEMO_KEPT: Duration = Duration::from_secs(600);
 
 /// What the process remembers of a sold-out event.
 struct SoldOut {
+    /// When Redis last said sold out (the memo holds for `sold_out_cache_ms` from then).
     at: Instant,
     buyers: Option<Buyers>,
+    /// When `buyers` were read; `None` while no load has finished.
+    loaded_at: Option<Instant>,
+    /// A load is running.
+    loading: bool,
 }
 
 /// Shared state of the HTTP handlers.
@@ -149,25 +162,41 @@ impl AppState {
     }
 
     /// Remembers that `id` is sold out (compensation may bring a unit back, so only for
-    /// `sold_out_cache_ms`), and loads its buyers in the background, so that a buyer's
-    /// retry is answered already_purchased without asking Redis.
+    /// `sold_out_cache_ms`), and has its buyers loaded in the background, so that a buyer's
+    /// retry is answered already_purchased without asking Redis. Renewals of the memo keep
+    /// the buyers for [`BUYERS_FRESH`] (a storm does not reload them every second); one load
+    /// runs at a time.
     pub fn mark_sold_out(&self, id: &EventId) {
-        if self.sold_out_memo(id).is_some() {
+        let ttl = Duration::from_millis(self.settings.sold_out_cache_ms);
+        let now = Instant::now();
+        let mut memos = self.sold_out.lock().unwrap_or_else(|e| e.into_inner());
+        memos.retain(|_, m| m.at.elapsed() < MEMO_KEPT.max(ttl));
+        let memo = memos.entry(id.clone()).or_insert(SoldOut {
+            at: now,
+            buyers: None,
+            loaded_at: None,
+            loading: false,
+        });
+        memo.at = now;
+        let fresh = memo.loaded_at.is_some_and(|t| t.elapsed() < BUYERS_FRESH);
+        if fresh || memo.loading {
             return;
         }
-        let at = Instant::now();
-        let mut memos = self.sold_out.lock().unwrap_or_else(|e| e.into_inner());
-        memos.insert(id.clone(), SoldOut { at, buyers: None });
+        memo.loading = true;
         drop(memos);
         let (store, memos, id) = (self.store.clone(), self.sold_out.clone(), id.clone());
         tokio::spawn(async move {
             let loaded =
                 tokio::time::timeout(Duration::from_secs(5), store.buyers(&id, MAX_BUYERS_KEPT))
                     .await;
-            if let Ok(Ok(Some(buyers))) = loaded {
-                let mut memos = memos.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(memo) = memos.get_mut(&id).filter(|m| m.at == at) {
-                    memo.buyers = Some(Arc::new(buyers));
+            let mut memos = memos.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(memo) = memos.get_mut(&id) {
+                memo.loading = false;
+                // If Redis did not answer, the next renewal tries again; `None` (too many
+                // to keep) means buyers are read one by one.
+                if let Ok(Ok(buyers)) = loaded {
+                    memo.buyers = buyers.map(Arc::new);
+                    memo.loaded_at = Some(Instant::now());
                 }
             }
         });
