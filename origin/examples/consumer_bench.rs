@@ -94,15 +94,15 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(flashgate_origin::kafka::DEFAULT_PACK);
     let messages = flashgate_origin::kafka::pack_orders(&orders, pack);
     for chunk in messages.chunks(5000) {
-        let sends = chunk.iter().map(|(key, payload)| {
+        let sends = chunk.iter().map(|m| {
             let producer = producer.clone();
             let topic = topic.clone();
             async move {
                 producer
                     .send(
                         FutureRecord::to(&topic)
-                            .key(key.as_bytes())
-                            .payload(payload),
+                            .key(m.key.as_bytes())
+                            .payload(&m.payload),
                         Duration::from_secs(30),
                     )
                     .await

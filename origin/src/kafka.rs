@@ -92,11 +92,21 @@ pub const DEFAULT_PACK: usize = 16;
 /// Most orders one message may pack.
 pub const MAX_PACK: usize = 256;
 
-/// The messages that carry `orders`, as the relay sends them: `(key, payload)`, one
-/// message per `pack` orders, keyed by its first order id. A message is a JSON array of
-/// order objects (a pack), or with `pack` 1 the single order object. Packing spares the
+/// One message of the orders topic as the relay sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    /// Its first order id.
+    pub key: String,
+    /// A JSON array of order objects (a pack), or the single order object.
+    pub payload: Vec<u8>,
+    /// How many orders it carries: the next `len` of the orders given to [`pack_orders`].
+    pub len: usize,
+}
+
+/// The messages that carry `orders`, in order: one per `pack` orders (a JSON array, or
+/// with `pack` 1 the single order object), keyed by its first order id. Packing spares the
 /// broker and both clients a per-message cost for every order (docs/benchmarks.md).
-pub fn pack_orders(orders: &[OrderMessage], pack: usize) -> Vec<(String, Vec<u8>)> {
+pub fn pack_orders(orders: &[OrderMessage], pack: usize) -> Vec<Packed> {
     let pack = pack.clamp(1, MAX_PACK);
     orders
         .chunks(pack)
@@ -106,7 +116,11 @@ pub fn pack_orders(orders: &[OrderMessage], pack: usize) -> Vec<(String, Vec<u8>
             } else {
                 serde_json::to_vec(chunk)
             };
-            (chunk[0].order_id.clone(), payload.unwrap_or_default())
+            Packed {
+                key: chunk[0].order_id.clone(),
+                payload: payload.unwrap_or_default(),
+                len: chunk.len(),
+            }
         })
         .collect()
 }
@@ -132,18 +146,17 @@ pub async fn publish(brokers: &str, topic: &str, orders: &[OrderMessage]) -> any
         .create()
         .context("cannot create Kafka producer")?;
     let mut sent = 0;
-    for ((key, payload), chunk) in pack_orders(orders, DEFAULT_PACK)
-        .iter()
-        .zip(orders.chunks(DEFAULT_PACK))
-    {
+    for m in pack_orders(orders, DEFAULT_PACK) {
         producer
             .send(
-                FutureRecord::to(topic).key(key.as_bytes()).payload(payload),
+                FutureRecord::to(topic)
+                    .key(m.key.as_bytes())
+                    .payload(&m.payload),
                 Duration::from_secs(10),
             )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
-        sent += chunk.len();
+        sent += m.len;
     }
     Ok(sent)
 }
@@ -165,18 +178,21 @@ mod tests {
     fn packs_carry_every_order_once_and_unpack_to_them() {
         let orders: Vec<OrderMessage> = (0..5).map(order).collect();
         let packed = pack_orders(&orders, 2);
-        let keys: Vec<&str> = packed.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["o0", "o2", "o4"]);
+        let keys: Vec<(&str, usize)> = packed.iter().map(|m| (m.key.as_str(), m.len)).collect();
+        assert_eq!(keys, [("o0", 2), ("o2", 2), ("o4", 1)]);
         let back: Vec<OrderMessage> = packed
             .iter()
-            .flat_map(|(_, p)| unpack(p).expect("a pack"))
+            .flat_map(|m| unpack(&m.payload).expect("a pack"))
             .map(|v| serde_json::from_value(v).expect("an order"))
             .collect();
         assert_eq!(back, orders);
         // One per message: the plain object, as before packs.
         let single = pack_orders(&orders[..1], 1);
-        assert_eq!(single[0].1, serde_json::to_vec(&orders[0]).expect("json"));
-        assert_eq!(unpack(&single[0].1).map(|v| v.len()), Some(1));
+        assert_eq!(
+            single[0].payload,
+            serde_json::to_vec(&orders[0]).expect("json")
+        );
+        assert_eq!(unpack(&single[0].payload).map(|v| v.len()), Some(1));
         assert_eq!(unpack(b"7"), None);
         assert_eq!(unpack(b"{not json"), None);
     }

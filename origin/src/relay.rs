@@ -207,20 +207,23 @@ impl Relay {
             })
             .collect();
         let messages = pack_orders(&orders, self.pack);
-        let deliveries = messages.iter().map(|(key, payload)| async move {
+        let deliveries = messages.iter().map(|m| async move {
             let record = FutureRecord::to(&self.topic)
-                .key(key.as_bytes())
-                .payload(payload);
+                .key(m.key.as_bytes())
+                .payload(&m.payload);
             self.producer.send(record, Duration::from_secs(5)).await
         });
         let results = join_all(deliveries).await;
-        // A message carries the entries of its pack, in order.
-        let delivered: Vec<&str> = entries
-            .chunks(self.pack)
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .flat_map(|(pack, _)| pack.iter().map(|e| e.id.as_str()))
-            .collect();
+        // A message carries the next `len` entries, in order.
+        let mut delivered: Vec<&str> = Vec::new();
+        let mut rest = entries.as_slice();
+        for (m, result) in messages.iter().zip(&results) {
+            let (pack, tail) = rest.split_at(m.len);
+            rest = tail;
+            if result.is_ok() {
+                delivered.extend(pack.iter().map(|e| e.id.as_str()));
+            }
+        }
         if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
             self.breaker.failure(std::time::Instant::now());
             tracing::warn!(error = %e, failed = entries.len() - delivered.len(), "produce failed; entries stay pending");

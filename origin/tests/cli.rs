@@ -90,38 +90,33 @@ async fn the_stack_env_names_work_as_in_dev_env() {
     // What `set -a; . .dev/env; set +a` gives a shell: the contract's names, no prefix.
     const AUTH_SECRET: &str = "test-auth-secret-0123456789";
     let app = spawn_app(Figment::new()).await;
-    let out = flashgate(
-        &["users", "--count", "2", "--prefix", "envuser"],
-        &[("AUTH_SECRET", AUTH_SECRET.into())],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let csv = String::from_utf8_lossy(&out.stdout);
-    let token = csv
-        .lines()
-        .find_map(|l| l.strip_prefix("envuser1,"))
-        .expect("a row for envuser1");
-    let claims = flashgate_core::jwt::verify(token, AUTH_SECRET.as_bytes(), now_ms())
-        .expect("a token signed with AUTH_SECRET");
+    // The token `flashgate users` writes for the first user under `env`.
+    let token = |env: &[(&str, String)]| {
+        let out = flashgate(&["users", "--count", "2", "--prefix", "envuser"], env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("envuser1,").map(str::to_owned))
+            .expect("a row for envuser1")
+    };
+    let claims = flashgate_core::jwt::verify(
+        &token(&[("AUTH_SECRET", AUTH_SECRET.into())]),
+        AUTH_SECRET.as_bytes(),
+        now_ms(),
+    )
+    .expect("a token signed with AUTH_SECRET");
     assert_eq!(claims.sub.as_str(), "envuser1");
     // FLASHGATE_* wins over the unprefixed name.
     const OTHER: &str = "test-other-secret-0123456789";
-    let out = flashgate(
-        &["users", "--count", "1", "--prefix", "envuser"],
-        &[
-            ("AUTH_SECRET", AUTH_SECRET.into()),
-            ("FLASHGATE_AUTH_SECRET", OTHER.into()),
-        ],
-    );
-    let csv = String::from_utf8_lossy(&out.stdout);
-    let token = csv
-        .lines()
-        .find_map(|l| l.strip_prefix("envuser1,"))
-        .expect("a row for envuser1");
-    assert!(flashgate_core::jwt::verify(token, OTHER.as_bytes(), now_ms()).is_ok());
+    let both = [
+        ("AUTH_SECRET", AUTH_SECRET.to_owned()),
+        ("FLASHGATE_AUTH_SECRET", OTHER.to_owned()),
+    ];
+    assert!(flashgate_core::jwt::verify(&token(&both), OTHER.as_bytes(), now_ms()).is_ok());
     let stats = flashgate(
         &["event", "stats", "no-such-event"],
         &[

@@ -95,7 +95,7 @@ async fn crash_run(two: bool) {
     let payloads =
         flashgate_origin::kafka::pack_orders(&orders, flashgate_origin::kafka::DEFAULT_PACK)
             .into_iter()
-            .map(|(_, payload)| payload)
+            .map(|m| m.payload)
             .collect();
     produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
 
