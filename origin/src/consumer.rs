@@ -1,15 +1,19 @@
 //! The order consumer: Kafka → MariaDB at a steady pace, at least once, idempotently.
 //!
-//! A batch is written in one transaction (`INSERT IGNORE` on the primary key `order_id`
-//! and the unique `(event_id, user_id)`); only after the commit are the orders marked
-//! confirmed in Redis and the offsets committed, so a crash anywhere replays the batch and
-//! the replay writes nothing twice. An order the database refuses (the user already holds
-//! another order for the event) is failed and its unit given back (compensation).
+//! A batch is written atomically (`INSERT IGNORE` on the primary key `order_id` and the
+//! unique `(event_id, user_id)`): a first delivery from unblocked buyers, the common case,
+//! is one multi-row statement, anything else one transaction. Only after that commit are
+//! the orders marked confirmed in Redis and the offsets committed, so a crash anywhere
+//! replays the batch and the replay writes nothing twice. An order the database refuses
+//! (the user already holds another order for the event, or is blocked) is failed and its
+//! unit given back (compensation).
 //!
 //! A reader task fills the next batch while the writer writes the previous one; when the
 //! writer falls behind, the reader pauses its partitions instead of buffering. A batch's
-//! Redis side and offset commit run while the next batch goes to the database; batches
-//! still settle and commit in order.
+//! lookup (earlier failures, blocked buyers) starts when it is handed to the writer, on a
+//! connection of its own, so the writer's own round trip is the insert. A batch's Redis
+//! side and offset commit run while the next batch goes to the database; batches still
+//! settle and commit in order.
 
 use crate::config::ConsumerSettings;
 use crate::kafka::{client_config, OrderMessage};
@@ -20,8 +24,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::mysql::MySqlPool;
-use sqlx::{MySql, QueryBuilder};
+use sqlx::mysql::{MySqlConnection, MySqlPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, MySql, QueryBuilder};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,31 +117,20 @@ fn in_list<'a>(qb: &mut QueryBuilder<'a, MySql>, ids: impl Iterator<Item = &'a s
     sep.push_unseparated(")");
 }
 
-/// Writes one batch in one transaction and says what became of each order. Replaying a
-/// batch gives the same answer and writes nothing twice: an order already written or
-/// already failed keeps its fate, whatever changed since (e.g. the user was blocked).
-///
-/// A first delivery of orders from unblocked users (the common case) costs one lookup
-/// (earlier failures and blocked buyers together), the multi-row insert and the commit;
-/// which orders were already rows is asked only when the insert skipped some.
-pub async fn write_batch(
-    pool: &MySqlPool,
-    orders: &[Order],
-) -> sqlx::Result<HashMap<String, Fate>> {
-    let mut fates: HashMap<String, Fate> = HashMap::new();
-    if orders.is_empty() {
-        return Ok(fates);
-    }
-    let mut tx = pool.begin().await?;
-    // Orders an earlier delivery failed, and the buyers blocked now, in one round trip.
+/// Earlier failures (order id → fate) and blocked buyers among a batch's orders.
+type Lookup = (HashMap<String, Fate>, HashSet<String>);
+
+/// Earlier failures and blocked buyers among a batch's orders ([`LOOKUP`]).
+async fn look_up(db: &mut MySqlConnection, orders: &[Order]) -> sqlx::Result<Lookup> {
     let ids =
         |f: fn(&Order) -> &str| serde_json::to_string(&orders.iter().map(f).collect::<Vec<_>>());
     let found: Vec<(String, String, String)> = sqlx::query_as(LOOKUP)
         .bind(ids(|o| o.order_id.as_str()).unwrap_or_default())
         .bind(ids(|o| o.user_id.as_str()).unwrap_or_default())
-        .fetch_all(&mut *tx)
+        .fetch_all(db)
         .await?;
-    let mut blocked: HashSet<String> = HashSet::new();
+    let mut fates = HashMap::new();
+    let mut blocked = HashSet::new();
     for (kind, id, reason) in found {
         if kind == "blocked" {
             blocked.insert(id);
@@ -144,6 +138,84 @@ pub async fn write_batch(
             fates.insert(id, Fate::Failed(failure_reason(&reason)));
         }
     }
+    Ok((fates, blocked))
+}
+
+/// Adds to a lookup made ahead of the batch before it the failures of that batch
+/// (`last_failed`) among `orders`: the lookup ran before they were committed.
+fn add_failures(found: &mut Lookup, orders: &[Order], last_failed: &HashMap<String, Fate>) {
+    for o in orders {
+        if let Some(fate) = last_failed.get(o.order_id.as_str()) {
+            found.0.insert(o.order_id.as_str().to_owned(), *fate);
+        }
+    }
+}
+
+/// `INSERT IGNORE`s the orders as confirmed rows; how many were new.
+async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Result<u64> {
+    let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
+    );
+    insert.push_values(orders, |mut row, o| {
+        row.push_bind(o.order_id.as_str())
+            .push_bind(o.event_id.as_str())
+            .push_bind(o.user_id.as_str())
+            .push_bind("confirmed")
+            .push_bind(o.reserved_at);
+    });
+    Ok(insert.build().execute(db).await?.rows_affected())
+}
+
+/// Writes one batch and says what became of each order. Replaying a batch gives the same
+/// answer and writes nothing twice: an order already written or already failed keeps its
+/// fate, whatever changed since (e.g. the user was blocked).
+///
+/// A first delivery of orders from unblocked users (the common case) costs two statements:
+/// the lookup (earlier failures and blocked buyers together) and one multi-row insert,
+/// atomic on its own. Anything else (a failure to record, a blocked buyer, an insert that
+/// skipped rows) is sorted out in one transaction ([`write_in_transaction`]), which treats
+/// the rows that insert wrote as it treats a replay's.
+pub async fn write_batch(
+    db: &mut MySqlConnection,
+    orders: &[Order],
+) -> sqlx::Result<HashMap<String, Fate>> {
+    write_looked_up(db, orders, None).await
+}
+
+/// [`write_batch`], with the lookup made beforehand when `looked_up` is given; it must
+/// see every failure recorded before this batch (see `OrderConsumer::run`).
+async fn write_looked_up(
+    db: &mut MySqlConnection,
+    orders: &[Order],
+    looked_up: Option<Lookup>,
+) -> sqlx::Result<HashMap<String, Fate>> {
+    if orders.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (failed, blocked) = match looked_up {
+        Some(found) => found,
+        None => look_up(db, orders).await?,
+    };
+    if failed.is_empty() && blocked.is_empty() {
+        let all: Vec<&Order> = orders.iter().collect();
+        if insert_orders(db, &all).await? == all.len() as u64 {
+            return Ok(orders
+                .iter()
+                .map(|o| (o.order_id.as_str().to_owned(), Fate::Confirmed))
+                .collect());
+        }
+    }
+    write_in_transaction(db, orders).await
+}
+
+/// [`write_batch`] in one transaction: the lookup, the insert, which skipped orders are
+/// rows already (a locking read), and the failures.
+async fn write_in_transaction(
+    db: &mut MySqlConnection,
+    orders: &[Order],
+) -> sqlx::Result<HashMap<String, Fate>> {
+    let mut tx = db.begin().await?;
+    let (mut fates, blocked) = look_up(&mut tx, orders).await?;
     let fresh: Vec<&Order> = orders
         .iter()
         .filter(|o| !fates.contains_key(o.order_id.as_str()))
@@ -153,20 +225,11 @@ pub async fn write_batch(
         .copied()
         .filter(|o| !blocked.contains(o.user_id.as_str()))
         .collect();
-    let mut inserted = 0;
-    if !allowed.is_empty() {
-        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
-        );
-        insert.push_values(&allowed, |mut row, o| {
-            row.push_bind(o.order_id.as_str())
-                .push_bind(o.event_id.as_str())
-                .push_bind(o.user_id.as_str())
-                .push_bind("confirmed")
-                .push_bind(o.reserved_at);
-        });
-        inserted = insert.build().execute(&mut *tx).await?.rows_affected();
-    }
+    let inserted = if allowed.is_empty() {
+        0
+    } else {
+        insert_orders(&mut tx, &allowed).await?
+    };
     // Orders of blocked buyers may be rows from before the block, and an insert that
     // skipped some skipped rows that exist (a replay) or a second order of a buyer.
     let unsure: Vec<&Order> = if inserted == allowed.len() as u64 {
@@ -385,6 +448,8 @@ struct Batch {
     orders: Vec<Order>,
     dead: Vec<serde_json::Value>,
     offsets: BTreeMap<(String, i32), i64>,
+    /// Its lookup, started when it was handed to the writer (see `OrderConsumer::run`).
+    lookup: Option<tokio::task::JoinHandle<anyhow::Result<Lookup>>>,
 }
 
 impl Batch {
@@ -408,6 +473,11 @@ pub struct OrderConsumer {
     /// Next offset to consume per partition, for the lag gauge.
     done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
     pool: MySqlPool,
+    /// The writer's own connection, kept between batches (taking one from the pool costs
+    /// a ping each way); dropped after an error, and a fresh one taken for the retry.
+    writer_db: Mutex<Option<PoolConnection<MySql>>>,
+    /// The same for the lookups made ahead of the writer.
+    lookup_db: Mutex<Option<PoolConnection<MySql>>>,
     store: Store,
     settings: ConsumerSettings,
 }
@@ -448,6 +518,8 @@ impl OrderConsumer {
             brokers: brokers.to_owned(),
             done: Arc::default(),
             pool,
+            writer_db: Mutex::default(),
+            lookup_db: Mutex::default(),
             store,
             settings,
         })
@@ -489,12 +561,19 @@ impl OrderConsumer {
         // The Redis side and the offset commit of one batch run while the next batch is
         // written to the database; batches still settle and commit one after the other.
         let mut settling: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
-        while let Some(batch) = rx.recv().await {
+        // The failures of the batch written last. A batch's lookup starts when the reader
+        // hands it over, which is when the writer takes the batch before it: it sees every
+        // batch committed before that one, and that one's failures are added from here.
+        let mut last_failed: HashMap<String, Fate> = HashMap::new();
+        while let Some(mut batch) = rx.recv().await {
             // How long the writer waited for the reader (near zero when the database side
             // is the slower one) and how long the batch took it.
             let waited = idle_since.elapsed();
             let writing = Instant::now();
-            let stored = this.store(&batch.orders, &mut shutdown).await;
+            let ahead = batch.lookup.take();
+            let stored = this
+                .store(&batch.orders, ahead, &last_failed, &mut shutdown)
+                .await;
             if let Some(previous) = settling.take() {
                 if let Err(e) = joined(previous.await) {
                     result = Err(e);
@@ -508,6 +587,11 @@ impl OrderConsumer {
                     break;
                 }
             };
+            last_failed = fates
+                .iter()
+                .filter(|(_, fate)| matches!(fate, Fate::Failed(_)))
+                .map(|(id, fate)| (id.clone(), *fate))
+                .collect();
             let n = batch.orders.len();
             settling = Some(tokio::spawn(this.clone().settle_and_commit(
                 batch,
@@ -629,7 +713,11 @@ impl OrderConsumer {
                 let room = carry.len() < self.settings.batch_size;
                 tokio::select! {
                     permit = tx.reserve() => match permit {
-                        Ok(permit) => permit.send(waiting),
+                        Ok(permit) => {
+                            let mut waiting = waiting;
+                            waiting.lookup = self.clone().look_up_ahead(&waiting.orders);
+                            permit.send(waiting)
+                        }
                         Err(_) => return Ok(()),
                     },
                     m = self.consumer.recv(), if room => {
@@ -862,15 +950,51 @@ impl OrderConsumer {
     async fn store(
         &self,
         orders: &[Order],
+        ahead: Option<tokio::task::JoinHandle<anyhow::Result<Lookup>>>,
+        last_failed: &HashMap<String, Fate>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<HashMap<String, Fate>> {
         if orders.is_empty() {
             return Ok(HashMap::new());
         }
-        retrying(shutdown, || async {
-            write_batch(&self.pool, orders).await.context("mariadb")
+        // A lookup made ahead serves the first attempt; a retry looks up afresh.
+        let mut looked_up = match ahead {
+            Some(task) => task.await.ok().and_then(Result::ok),
+            None => None,
+        };
+        if let Some(found) = looked_up.as_mut() {
+            add_failures(found, orders, last_failed);
+        }
+        retrying(shutdown, || {
+            let looked_up = looked_up.take();
+            async move {
+                let mut db = take_or_acquire(&self.writer_db, &self.pool).await?;
+                let fates = write_looked_up(&mut db, orders, looked_up)
+                    .await
+                    .context("mariadb")?;
+                keep(&self.writer_db, db);
+                Ok(fates)
+            }
         })
         .await
+    }
+
+    /// Starts the lookup of a batch about to be handed to the writer, on a connection of
+    /// its own. `None` for a batch without orders.
+    fn look_up_ahead(
+        self: Arc<Self>,
+        orders: &[Order],
+    ) -> Option<tokio::task::JoinHandle<anyhow::Result<Lookup>>> {
+        if orders.is_empty() {
+            return None;
+        }
+        let orders = orders.to_vec();
+        Some(tokio::spawn(async move {
+            let mut db = take_or_acquire(&self.lookup_db, &self.pool).await?;
+            let found = look_up(&mut db, &orders).await.context("mariadb")?;
+            keep(&self.lookup_db, db);
+            Ok(found)
+        }))
     }
 
     /// Settles each order in Redis, retrying transient failures with backoff (both
@@ -888,6 +1012,26 @@ impl OrderConsumer {
             self.settle(orders, fates).await.context("redis")
         })
         .await
+    }
+}
+
+/// The connection kept in `slot`, or a fresh one from the pool.
+async fn take_or_acquire(
+    slot: &Mutex<Option<PoolConnection<MySql>>>,
+    pool: &MySqlPool,
+) -> anyhow::Result<PoolConnection<MySql>> {
+    let kept = slot.lock().ok().and_then(|mut db| db.take());
+    match kept {
+        Some(db) => Ok(db),
+        None => pool.acquire().await.context("mariadb"),
+    }
+}
+
+/// Keeps a connection that just worked for the next use (one that failed is dropped,
+/// and the pool checks it before using it again).
+fn keep(slot: &Mutex<Option<PoolConnection<MySql>>>, db: PoolConnection<MySql>) {
+    if let Ok(mut kept) = slot.lock() {
+        *kept = Some(db);
     }
 }
 
@@ -920,4 +1064,33 @@ where
 /// A settling task's outcome.
 fn joined(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     r.map_err(|e| anyhow::anyhow!("settling a batch failed: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: &str, user: &str) -> Order {
+        let payload =
+            serde_json::json!({"order_id": id, "event_id": "e", "user_id": user, "reserved_at": 1});
+        Order::parse(payload.to_string().as_bytes()).expect("order")
+    }
+
+    #[test]
+    fn a_lookup_made_ahead_gets_the_failures_of_the_batch_before() {
+        // The batch before failed o1 (its buyer was blocked, maybe unblocked since) and
+        // confirmed o2; the lookup, made before that was committed, found neither.
+        let last: HashMap<String, Fate> = [("o1".to_owned(), Fate::Failed("blocked"))].into();
+        let mut found: Lookup = Default::default();
+        add_failures(
+            &mut found,
+            &[order("o1", "a"), order("o2", "b"), order("o3", "c")],
+            &last,
+        );
+        assert_eq!(found.0, [("o1".to_owned(), Fate::Failed("blocked"))].into());
+        // Failures of orders not in this batch are not its business.
+        let mut found: Lookup = Default::default();
+        add_failures(&mut found, &[order("o3", "c")], &last);
+        assert!(found.0.is_empty());
+    }
 }

@@ -60,13 +60,14 @@ async fn order_status(app: &TestApp, event: &str, user: &str) -> serde_json::Val
 #[tokio::test]
 async fn batches_are_idempotent_and_keep_their_fate() {
     let pool = connect_db(&fresh_database().await).await.expect("db");
+    let mut db = pool.acquire().await.expect("connection");
     let batch = vec![order("o1", "e", "a"), order("o2", "e", "b")];
-    let first = write_batch(&pool, &batch).await.expect("write");
+    let first = write_batch(&mut db, &batch).await.expect("write");
     assert!(first.values().all(|f| *f == Fate::Confirmed));
-    assert_eq!(write_batch(&pool, &batch).await.expect("rewrite"), first);
+    assert_eq!(write_batch(&mut db, &batch).await.expect("rewrite"), first);
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 2);
     // A second order for the same user and event is refused by the unique key.
-    let dup = write_batch(&pool, &[order("o3", "e", "a")])
+    let dup = write_batch(&mut db, &[order("o3", "e", "a")])
         .await
         .expect("write");
     assert_eq!(dup["o3"], Fate::Failed("duplicate"));
@@ -75,8 +76,8 @@ async fn batches_are_idempotent_and_keep_their_fate() {
         .execute(&pool)
         .await
         .expect("block");
-    assert_eq!(write_batch(&pool, &batch).await.expect("replay"), first);
-    let blocked = write_batch(&pool, &[order("o4", "f", "a")])
+    assert_eq!(write_batch(&mut db, &batch).await.expect("replay"), first);
+    let blocked = write_batch(&mut db, &[order("o4", "f", "a")])
         .await
         .expect("write");
     assert_eq!(blocked["o4"], Fate::Failed("blocked"));
@@ -86,14 +87,14 @@ async fn batches_are_idempotent_and_keep_their_fate() {
         .execute(&pool)
         .await
         .expect("unblock");
-    let replay = write_batch(&pool, &[order("o4", "f", "a")])
+    let replay = write_batch(&mut db, &[order("o4", "f", "a")])
         .await
         .expect("replay");
     assert_eq!(replay["o4"], Fate::Failed("blocked"));
     // One batch holding two orders of one buyer, beside a new and a replayed order: the
     // first of the two is the order, the second a duplicate.
     let mixed = write_batch(
-        &pool,
+        &mut db,
         &[
             order("o5", "g", "c"),
             order("o6", "g", "c"),
@@ -111,7 +112,7 @@ async fn batches_are_idempotent_and_keep_their_fate() {
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 3);
     // Ids are case-sensitive, as in Redis: two buyers, two orders.
     let cased = write_batch(
-        &pool,
+        &mut db,
         &[order("o8", "h", "CaseX"), order("o9", "h", "casex")],
     )
     .await
