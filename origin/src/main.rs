@@ -234,9 +234,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Box::new(std::io::BufWriter::new(std::fs::File::create(&out)?))
             };
-            users::write_csv(&mut w, &prefix, count, secret, now, ttl_hours * 3600)?;
-            w.flush()?;
-            Ok(())
+            let written = users::write_csv(&mut w, &prefix, count, secret, now, ttl_hours * 3600)
+                .and_then(|()| Ok(w.flush()?));
+            match written {
+                // The reader stopped early (`flashgate users | head`): it has what it
+                // wanted, as with any Unix tool.
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
         }
     }
 }

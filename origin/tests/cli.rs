@@ -7,6 +7,11 @@ use figment::Figment;
 use std::process::{Command, Output};
 
 fn flashgate(args: &[&str], env: &[(&str, String)]) -> Output {
+    command(args, env).output().expect("flashgate runs")
+}
+
+/// The command, with none of the caller's settings.
+fn command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
     cmd.args(args).env("RUST_LOG", "off");
     let stack_var =
@@ -19,7 +24,7 @@ fn flashgate(args: &[&str], env: &[(&str, String)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("flashgate runs")
+    cmd
 }
 
 fn one_line_error(out: &Output) -> String {
@@ -35,6 +40,35 @@ fn secrets() -> Vec<(&'static str, String)> {
         ("FLASHGATE_EDGE_SECRET", EDGE_SECRET.into()),
         ("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
     ]
+}
+
+#[test]
+fn users_into_a_pipe_that_closes_early_is_not_an_error() {
+    // `flashgate users --count 200000 | head -3`: the reader takes three lines and goes.
+    let mut child = command(
+        &["users", "--count", "200000", "--out", "-"],
+        &[(
+            "FLASHGATE_AUTH_SECRET",
+            "a-test-auth-secret-of-some-length".into(),
+        )],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("flashgate runs");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("a line");
+    assert_eq!(first.trim(), "userId,authToken");
+    drop(stdout);
+    let out = child.wait_with_output().expect("flashgate ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "status {:?}, stderr: {err}",
+        out.status
+    );
+    assert!(err.trim().is_empty(), "nothing on stderr, got: {err}");
 }
 
 #[test]
