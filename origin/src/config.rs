@@ -80,7 +80,7 @@ pub struct Faults {
 pub struct ConsumerSettings {
     /// Kafka consumer group.
     pub group: String,
-    /// Most orders written in one transaction.
+    /// Most orders written in one batch.
     pub batch_size: usize,
     /// Longest wait for a batch to fill, milliseconds.
     pub flush_ms: u64,

@@ -1,10 +1,11 @@
 //! The order consumer: Kafka → MariaDB at a steady pace, at least once, idempotently.
 //!
-//! A batch is written atomically (`INSERT IGNORE` on the primary key `order_id` and the
-//! unique `(event_id, user_id)`): a first delivery from unblocked buyers, the common case,
-//! is one multi-row statement, anything else one transaction. Only after that commit are
-//! the orders marked confirmed in Redis and the offsets committed, so a crash anywhere
-//! replays the batch and the replay writes nothing twice. An order the database refuses
+//! A batch is written with `INSERT IGNORE` (primary key `order_id`, unique
+//! `(event_id, user_id)`): a first delivery from unblocked buyers, the common case, is one
+//! multi-row statement (atomic on its own); anything else is sorted out in one
+//! transaction, which treats the rows that statement may have written as a replay's. Only
+//! after the batch is committed are the orders marked confirmed in Redis and the offsets
+//! committed, so a crash anywhere replays the batch and the replay writes nothing twice. An order the database refuses
 //! (the user already holds another order for the event, or is blocked) is failed and its
 //! unit given back (compensation).
 //!
@@ -452,6 +453,15 @@ struct Batch {
     lookup: Option<tokio::task::JoinHandle<anyhow::Result<Lookup>>>,
 }
 
+impl Drop for Batch {
+    /// A batch dropped before it was written (shutdown) needs no lookup.
+    fn drop(&mut self) {
+        if let Some(lookup) = self.lookup.take() {
+            lookup.abort();
+        }
+    }
+}
+
 impl Batch {
     /// Messages in it: orders and dead letters.
     fn len(&self) -> usize {
@@ -474,10 +484,10 @@ pub struct OrderConsumer {
     done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
     pool: MySqlPool,
     /// The writer's own connection, kept between batches (taking one from the pool costs
-    /// a ping each way); dropped after an error, and a fresh one taken for the retry.
-    writer_db: Mutex<Option<PoolConnection<MySql>>>,
+    /// a ping each way); see [`Kept`].
+    writer_db: Kept,
     /// The same for the lookups made ahead of the writer.
-    lookup_db: Mutex<Option<PoolConnection<MySql>>>,
+    lookup_db: Kept,
     store: Store,
     settings: ConsumerSettings,
 }
@@ -518,8 +528,8 @@ impl OrderConsumer {
             brokers: brokers.to_owned(),
             done: Arc::default(),
             pool,
-            writer_db: Mutex::default(),
-            lookup_db: Mutex::default(),
+            writer_db: Kept::default(),
+            lookup_db: Kept::default(),
             store,
             settings,
         })
@@ -959,7 +969,10 @@ impl OrderConsumer {
         }
         // A lookup made ahead serves the first attempt; a retry looks up afresh.
         let mut looked_up = match ahead {
-            Some(task) => task.await.ok().and_then(Result::ok),
+            Some(task) => match tokio::time::timeout(DB_ANSWER, task).await {
+                Ok(Ok(Ok(found))) => Some(found),
+                _ => None,
+            },
             None => None,
         };
         if let Some(found) = looked_up.as_mut() {
@@ -968,11 +981,14 @@ impl OrderConsumer {
         retrying(shutdown, || {
             let looked_up = looked_up.take();
             async move {
-                let mut db = take_or_acquire(&self.writer_db, &self.pool).await?;
-                let fates = write_looked_up(&mut db, orders, looked_up)
-                    .await
-                    .context("mariadb")?;
-                keep(&self.writer_db, db);
+                let mut db = self.writer_db.take_or_acquire(&self.pool).await?;
+                let fates =
+                    tokio::time::timeout(DB_ANSWER, write_looked_up(&mut db, orders, looked_up))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no answer in {} s", DB_ANSWER.as_secs()))
+                        .context("mariadb")?
+                        .context("mariadb")?;
+                self.writer_db.keep(db);
                 Ok(fates)
             }
         })
@@ -990,9 +1006,9 @@ impl OrderConsumer {
         }
         let orders = orders.to_vec();
         Some(tokio::spawn(async move {
-            let mut db = take_or_acquire(&self.lookup_db, &self.pool).await?;
+            let mut db = self.lookup_db.take_or_acquire(&self.pool).await?;
             let found = look_up(&mut db, &orders).await.context("mariadb")?;
-            keep(&self.lookup_db, db);
+            self.lookup_db.keep(db);
             Ok(found)
         }))
     }
@@ -1015,23 +1031,37 @@ impl OrderConsumer {
     }
 }
 
-/// The connection kept in `slot`, or a fresh one from the pool.
-async fn take_or_acquire(
-    slot: &Mutex<Option<PoolConnection<MySql>>>,
-    pool: &MySqlPool,
-) -> anyhow::Result<PoolConnection<MySql>> {
-    let kept = slot.lock().ok().and_then(|mut db| db.take());
-    match kept {
-        Some(db) => Ok(db),
-        None => pool.acquire().await.context("mariadb"),
-    }
-}
+/// How long a database call may take before it counts as failed (and is retried on a
+/// fresh connection: a connection cut without a word could otherwise hang a query until
+/// the kernel gives up on it, many minutes later).
+const DB_ANSWER: Duration = Duration::from_secs(30);
 
-/// Keeps a connection that just worked for the next use (one that failed is dropped,
-/// and the pool checks it before using it again).
-fn keep(slot: &Mutex<Option<PoolConnection<MySql>>>, db: PoolConnection<MySql>) {
-    if let Ok(mut kept) = slot.lock() {
-        *kept = Some(db);
+/// A connection kept out of the pool between uses, while it stays busy: one that worked
+/// is kept for the next use; one that failed is dropped (the pool checks it before
+/// lending it again); one idle for more than [`KEEP_IDLE`] goes back to the pool, which
+/// pings it before lending it (a quiet topic may outlive the server's or a NAT's idle
+/// timeout).
+#[derive(Default)]
+struct Kept(Mutex<Option<(Instant, PoolConnection<MySql>)>>);
+
+/// See [`Kept`].
+const KEEP_IDLE: Duration = Duration::from_secs(10);
+
+impl Kept {
+    /// The kept connection if it was used lately, else one from the pool.
+    async fn take_or_acquire(&self, pool: &MySqlPool) -> anyhow::Result<PoolConnection<MySql>> {
+        let kept = self.0.lock().ok().and_then(|mut db| db.take());
+        match kept {
+            Some((used, db)) if used.elapsed() < KEEP_IDLE => Ok(db),
+            _ => pool.acquire().await.context("mariadb"),
+        }
+    }
+
+    /// Keeps a connection that just worked.
+    fn keep(&self, db: PoolConnection<MySql>) {
+        if let Ok(mut kept) = self.0.lock() {
+            *kept = Some((Instant::now(), db));
+        }
     }
 }
 
