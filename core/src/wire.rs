@@ -207,7 +207,7 @@ pub enum Outcome {
     UnsupportedMediaType,
     /// 400 with a stable code and a reason.
     BadRequest {
-        /// Stable code, e.g. `invalid_json`, `invalid_event_id`.
+        /// Stable code, e.g. `invalid_json`, `invalid_body`.
         error: String,
         /// Human reason.
         message: String,

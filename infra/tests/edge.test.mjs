@@ -212,8 +212,12 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
     const big = await purchase(event, { token: dave.token, ticket: td, body: { pad: 'x'.repeat(5000) } });
     assert.equal(big.status, 413);
     assert.equal(big.body.error, 'payload_too_large');
+    // An id that is not a slug names no event, on every path alike.
     const badId = await purchase('Not_An_Id', { token: dave.token, ticket: td });
-    assert.equal(badId.status, 400);
+    assert.equal(badId.status, 404);
+    assert.equal(badId.body.error, 'event_not_found');
+    const badIdTicket = await call('POST', '/api/events/Not_An_Id/ticket', { token: dave.token, body: {} });
+    assert.equal(badIdTicket.status, 404);
     assert.equal((await call('GET', '/api/nowhere')).status, 404);
     assert.equal((await call('GET', '/api/nowhere')).body.error, 'not_found');
     const wrongMethod = await call('DELETE', `/api/events/${event}/purchase`, { token: dave.token });

@@ -92,8 +92,10 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
     }
 }
 
+/// No event can have an id that is not a slug: such an id names no event (404), on every
+/// shopper path alike.
 fn parse_event(id: &str) -> Result<EventId, ApiError> {
-    EventId::parse(id).map_err(|_| bad("invalid_event_id", "活动标识无效").into())
+    EventId::parse(id).map_err(|_| Outcome::EventNotFound.into())
 }
 
 /// The event's metadata, from the in-process cache or Redis.

@@ -270,7 +270,7 @@ async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
             .expect("answers"),
     )
     .await;
-    let expected = [401, 401, 400, 413, 415, 400, 404, 400, 401, 405, 404];
+    let expected = [401, 401, 400, 413, 415, 404, 404, 400, 401, 405, 404];
     for ((name, r), want) in cases.iter().zip(expected) {
         assert_eq!(r.status, want, "{name}: {}", r.body);
         assert!(
