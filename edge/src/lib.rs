@@ -352,12 +352,15 @@ async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
     };
     match origin::event(cfg, &id, now()).await {
         Ok(Some(w)) => {
+            // The cached answer's state is recomputed for now: only `stock_left` may lag.
+            let t = now();
             let mut info = w.info.clone();
-            info.server_time = wire::fmt_time(now());
-            if origin::sold_out(&id, now()) && info.state == gate::EventState::Live {
-                info.state = gate::EventState::SoldOut;
+            info.server_time = wire::fmt_time(t);
+            let live = matches!(gate::phase(w.starts_at, w.ends_at, t), gate::Phase::Live);
+            if live && origin::sold_out(&id, t) {
                 info.stock_left = 0;
             }
+            info.state = gate::state(w.starts_at, w.ends_at, info.stock_left, t);
             let resp = json(&info)?;
             resp.headers()
                 .set("content-type", "application/json; charset=utf-8")?;

@@ -232,6 +232,26 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
   assert.equal(malformed.body.error, 'event_not_found');
 });
 
+test('event info from the edge cache has the state of now: upcoming, live, ended', async () => {
+  // A cache far longer than the event: every answer below comes from the first one,
+  // and only stock_left may lag.
+  await overrides({ EVENT_CACHE_MS: 60_000 });
+  try {
+    const event = await putEvent(`edge-${run}-states`, 5, 1500, 3000);
+    const first = await call('GET', `/api/events/${event}`);
+    assert.equal(first.body.state, 'upcoming', JSON.stringify(first.body));
+    const until = async (at) => new Promise((r) => setTimeout(r, Math.max(0, at + 150 - Date.now())));
+    await until(Date.parse(first.body.starts_at));
+    const live = await call('GET', `/api/events/${event}`);
+    assert.equal(live.body.state, 'live', JSON.stringify(live.body));
+    await until(Date.parse(first.body.ends_at));
+    const ended = await call('GET', `/api/events/${event}`);
+    assert.equal(ended.body.state, 'ended', JSON.stringify(ended.body));
+  } finally {
+    await overrides(null);
+  }
+});
+
 test('425 before the start and 410 from the end, without asking the origin to purchase', async () => {
   const soon = await putEvent(`edge-${run}-soon`, 5, 3_600_000, 7_200_000);
   const over = await putEvent(`edge-${run}-over`, 5, -20_000, -10_000);
