@@ -100,7 +100,8 @@ impl Relay {
             }
             if last_backlog.elapsed() >= Duration::from_millis(250) {
                 last_backlog = std::time::Instant::now();
-                self.measure_backlog().await;
+                // Like a pass, never hangs the relay on a stuck connection.
+                let _ = tokio::time::timeout(Duration::from_secs(2), self.measure_backlog()).await;
             }
             let claim = last_claim.elapsed() >= Duration::from_millis(CLAIM_IDLE_MS / 2);
             if claim {
@@ -108,20 +109,27 @@ impl Relay {
             }
             // A pass never hangs the relay (and so never the shutdown) on a stuck dependency.
             let pass = tokio::time::timeout(Duration::from_secs(10), self.pass(&mut groups, claim));
-            let moved = match pass.await {
-                Ok(Ok(n)) => n,
+            let (moved, failed) = match pass.await {
+                Ok(Ok(n)) => (n, false),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %format!("{e:#}"), "relay pass failed");
-                    0
+                    (0, true)
                 }
                 Err(_) => {
                     tracing::warn!("relay pass timed out");
-                    0
+                    (0, true)
                 }
             };
+            if failed {
+                // Redis may have restarted: a fresh connection, made here too, so that the
+                // outbox drains with no shopper traffic to trigger the API's probe.
+                // (Kafka failures do not fail a pass: entries stay pending, see `send`.)
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.store.reconnect()).await;
+            }
             if moved == 0 {
+                let idle = if failed { 500 } else { 20 };
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(idle)) => {}
                     _ = shutdown.changed() => {}
                 }
             }
