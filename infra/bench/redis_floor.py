@@ -7,7 +7,9 @@ The origin's own EVALSHA calls for two purchases by two users (whose ids contain
 are compared: what is the same in both stays, what differs (user, order id, signature,
 window key) becomes a `__rand_int__` value that redis-benchmark draws anew for every call,
 so the floor runs exactly the script and the key layout the origin uses, for a new user
-each time. Digit-only arguments that differ (clocks) keep the first call's value.
+each time. Digit-only arguments that differ (clocks) keep the first call's value, except
+the call's deadline (ARGV[6], see origin/src/lua/reserve.lua), which is moved far into the
+future: replayed past it, the script would refuse every call as late.
 """
 import re
 import sys
@@ -44,7 +46,13 @@ def main():
     a, b = found[-2], found[-1]
     if len(a) != len(b) or a[1] != b[1]:
         sys.exit("redis_floor: the two captured calls differ in shape")
-    for arg in [template(x, y) for x, y in zip(a, b)]:
+    args = [template(x, y) for x, y in zip(a, b)]
+    # EVALSHA sha numkeys KEYS... ARGV...: ARGV[6] is the deadline.
+    deadline = 3 + int(args[2]) + 5
+    if not args[deadline].isdigit():
+        sys.exit("redis_floor: the captured call has no deadline where reserve.lua expects it")
+    args[deadline] = "99999999999999"
+    for arg in args:
         print(arg)
 
 

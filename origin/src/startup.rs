@@ -314,6 +314,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let clock = tokio::spawn(sync_redis_clock(self.state.store.clone(), stop_rx.clone()));
         let relay = tokio::spawn(self.relay.run(stop_rx));
         tracing::info!(
             port = self.listener.local_addr()?.port(),
@@ -325,7 +326,20 @@ impl Application {
             .context("http server failed")?;
         let _ = stop_tx.send(true);
         let _ = relay.await;
+        clock.abort();
         Ok(())
+    }
+}
+
+/// Measures Redis's clock every [`crate::store::CLOCK_SYNC`] (reserve calls carry a
+/// deadline on it) until `stop`; a failed reading keeps the last one.
+async fn sync_redis_clock(store: Store, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::store::CLOCK_SYNC) => {}
+            _ = stop.changed() => return,
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), store.sync_clock()).await;
     }
 }
 

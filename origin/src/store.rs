@@ -8,7 +8,29 @@ use flashgate_core::Millis;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+
+/// How long after it is sent a reserve call may still reserve: Redis refuses it, untouched,
+/// once this has passed on its clock. Well inside the connection's response timeout
+/// (2 s), after which the origin answers 503 without the verdict.
+pub const RESERVE_BUDGET_MS: i64 = 1000;
+
+/// How often `flashgate serve` measures Redis's clock ([`Store::sync_clock`]).
+pub const CLOCK_SYNC: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest round trip of a clock reading that is used.
+const CLOCK_SYNC_MAX_RTT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Milliseconds of a monotonic clock (from the first call in this process): immune to
+/// steps of the wall clock, so a deadline cannot jump with it.
+fn mono_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
+}
 
 /// The keys of one event.
 #[derive(Debug, Clone)]
@@ -148,6 +170,8 @@ pub struct Stats {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<std::sync::RwLock<ConnectionManager>>,
+    /// Redis's clock minus [`mono_ms`], from the last [`Store::sync_clock`].
+    clock_offset: Arc<AtomicI64>,
     client: redis::Client,
     prefix: Arc<str>,
     reserve: Arc<Script>,
@@ -166,8 +190,9 @@ impl Store {
             .await
             .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
             .with_context(|| format!("cannot reach Redis at {url}"))?;
-        Ok(Self {
+        let store = Self {
             conn: Arc::new(std::sync::RwLock::new(conn)),
+            clock_offset: Arc::default(),
             client,
             prefix: prefix.into(),
             reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
@@ -175,7 +200,28 @@ impl Store {
             confirm_many: Arc::new(Script::new(include_str!("lua/confirm_many.lua"))),
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
-        })
+        };
+        store
+            .sync_clock()
+            .await
+            .with_context(|| format!("cannot read the clock of Redis at {url}"))?;
+        Ok(store)
+    }
+
+    /// Measures where Redis's clock stands against this process's monotonic clock, which
+    /// a reserve call's deadline is given in (see `lua/reserve.lua`). Kept fresh by
+    /// `flashgate serve` (every [`CLOCK_SYNC`]); a reading whose round trip took longer
+    /// than [`CLOCK_SYNC_MAX_RTT`] is too coarse and is not used.
+    pub async fn sync_clock(&self) -> redis::RedisResult<()> {
+        let before = mono_ms();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;
+        let after = mono_ms();
+        if after - before <= CLOCK_SYNC_MAX_RTT.as_millis() as i64 {
+            let redis_ms = secs * 1000 + micros / 1000;
+            self.clock_offset
+                .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The keys of event `id`.
@@ -291,7 +337,8 @@ impl Store {
             .arg(rules.window_ms)
             .arg(rules.limit)
             .arg(event.as_str())
-            .arg(rules.replay_window_ms);
+            .arg(rules.replay_window_ms)
+            .arg(mono_ms() + self.clock_offset.load(Ordering::Relaxed) + RESERVE_BUDGET_MS);
         for a in attempts {
             call.key(k.window(&a.user))
                 .key(k.signature(&a.signature))
@@ -303,6 +350,15 @@ impl Store {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::TypeError,
                 "reserve script answered the wrong number of verdicts",
+            )));
+        }
+        if r.first().is_some_and(|v| v == "late") {
+            // Nothing was reserved. The clock may have moved: measure it again.
+            let store = self.clone();
+            tokio::spawn(async move { store.sync_clock().await });
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "the reserve call reached Redis after its deadline; nothing was reserved",
             )));
         }
         Ok(r.chunks(2)

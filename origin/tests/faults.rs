@@ -354,6 +354,50 @@ async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests
 /// was answered 503 reserved nothing, and one that Redis took is answered with its verdict
 /// however late that comes (never a 503 for a reservation that was made).
 #[tokio::test]
+async fn a_call_that_reaches_redis_after_the_origin_gave_up_reserves_nothing() {
+    use flashgate_core::ids::{EventId, UserId};
+    // A Redis that takes 2.5 s to get each command (frozen, or a network holding the call
+    // back): the origin stops waiting after the connection's response timeout (2 s) and
+    // answers 503; the call still reaches Redis afterwards, and must reserve nothing.
+    let (proxy, delay_us) = slow_test_redis().await;
+    let app = spawn_app(
+        generous()
+            .merge(("redis_url", format!("redis://127.0.0.1:{proxy}")))
+            .merge(("admission_rps", 0))
+            .merge(("adaptive.enabled", false))
+            .merge(("breaker_failures", 10_000))
+            .merge(("redis_timeout_ms", 3000))
+            .merge(("event_cache_ms", 60_000)),
+    )
+    .await;
+    app.live_event("frozen", 10).await;
+    assert_eq!(app.purchase("frozen", "before").await.status, 202);
+    delay_us.store(2_500_000, Ordering::Relaxed);
+    let r = app.purchase("frozen", "during").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["status"], "busy");
+    delay_us.store(0, Ordering::Relaxed);
+    // The held-back call reaches Redis about 2.5 s after it was sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let event = EventId::parse("frozen").expect("event id");
+    let held = app
+        .store
+        .order_status(&event, &UserId::parse("during").expect("user id"))
+        .await
+        .expect("redis");
+    assert!(held.is_none(), "answered 503 but holds {held:?}");
+    let stats = app.stats("frozen").await;
+    assert_eq!(
+        (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+        (Some(1), Some(9)),
+        "{stats}"
+    );
+    // And Redis answering in time again, purchases go through.
+    assert_eq!(app.purchase("frozen", "after").await.status, 202);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_503_reserves_nothing_even_when_redis_answers_late() {
     use flashgate_core::ids::{EventId, UserId};
     let (proxy, delay_us) = slow_test_redis().await;

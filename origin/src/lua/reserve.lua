@@ -7,20 +7,34 @@
 --       4 outbox stream, 5 stats hash, then per attempt i (from 0):
 --       6+2i the user's window counter, 7+2i the edge signature seen
 -- ARGV: 1 now (ms), 2 window (ms), 3 limit per window, 4 event id,
---       5 how long a signature is remembered (ms), then per attempt i: 6+2i user, 7+2i new order id
+--       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
+--       then per attempt i: 7+2i user, 8+2i new order id
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out '' |
---   rate_limited <ms until the window opens> | replayed '' | no_event ''
+--   rate_limited <ms until the window opens> | replayed '' | no_event '' | late ''
+--
+-- A call that runs after its deadline changes nothing and answers late to every attempt:
+-- the origin stops waiting for an answer soon after the deadline and tells the shoppers
+-- 503, so a reservation made later (Redis frozen, or a network that held the call back)
+-- would be one they were told did not happen.
 --
 -- The call is atomic, so what every attempt needs to see is kept in Lua (stock left, the
 -- orders of this call) and the writes common to all attempts are made once, at the end:
 -- per attempt only the signature, the window, the order lookup and the outbox entry.
 local out = {}
+local n = (#ARGV - 6) / 2
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
+  for _ = 1, n do
+    out[#out + 1] = 'late'
+    out[#out + 1] = ''
+  end
+  return out
+end
 local stock = tonumber(redis.call('GET', KEYS[1]))
 local limit = tonumber(ARGV[3])
 local taken = 0
 local orders, statuses, mine = {}, {}, {}
-local n = (#ARGV - 5) / 2
 -- Counts one try in the user's window; nil when allowed, else ms until it opens.
 local function window_wait(window)
   local tries = 1
@@ -39,7 +53,7 @@ local function window_wait(window)
 end
 for i = 0, n - 1 do
   local window, signature = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
-  local user, order = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local user, order = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
   local verdict, detail = nil, ''
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
     verdict = 'replayed'
