@@ -51,6 +51,13 @@ pub fn respond(outcome: &Outcome) -> Result<Response> {
         .with_headers(headers))
 }
 
+/// 405, with the methods the path answers (`Allow`).
+fn not_allowed(allow: &str) -> Result<Response> {
+    let resp = respond(&Outcome::MethodNotAllowed)?;
+    resp.headers().set("allow", allow)?;
+    Ok(resp)
+}
+
 fn json<T: serde::Serialize>(value: &T) -> Result<Response> {
     let resp = Response::from_json(value)?;
     resp.headers().set("cache-control", "no-store")?;
@@ -86,13 +93,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         head: &head,
     };
     match (segments.as_slice(), method) {
-        (["api", "events", id], Method::Get) => event_info(&cfg, id).await,
+        (["api", "events", id], Method::Get | Method::Head) => event_info(&cfg, id).await,
         (["api", "events", id, "ticket"], Method::Post) => cx.ticket(&mut req, id).await,
         (["api", "events", id, "purchase"], Method::Post) => cx.purchase(&mut req, id).await,
         (["api", "events", id, "order"], Method::Get) => cx.order(id).await,
-        (["api", "events", _], _) | (["api", "events", _, "ticket" | "purchase" | "order"], _) => {
-            respond(&Outcome::MethodNotAllowed)
-        }
+        (["api", "events", _], _) => not_allowed("GET, HEAD"),
+        (["api", "events", _, "order"], _) => not_allowed("GET"),
+        (["api", "events", _, "ticket" | "purchase"], _) => not_allowed("POST"),
         (["e", id], Method::Get | Method::Head) => activity_page(&env, id).await,
         _ => respond(&Outcome::NotFound),
     }

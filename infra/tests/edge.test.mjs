@@ -222,6 +222,11 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
     assert.equal((await call('GET', '/api/nowhere')).body.error, 'not_found');
     const wrongMethod = await call('DELETE', `/api/events/${event}/purchase`, { token: dave.token });
     assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get('allow'), 'POST');
+    const wrongRead = await call('POST', `/api/events/${event}`, { token: dave.token, body: {} });
+    assert.equal(wrongRead.status, 405);
+    assert.equal(wrongRead.headers.get('allow'), 'GET, HEAD');
+    assert.equal((await fetch(`${env.EDGE_URL}/api/events/${event}`, { method: 'HEAD' })).status, 200);
   });
   const unknown = await purchase(`edge-${run}-nope`, { token: dave.token, ticket: td });
   assert.equal(unknown.status, 404);
