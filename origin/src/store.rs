@@ -19,7 +19,10 @@ pub const RESERVE_BUDGET_MS: i64 = 1000;
 /// How often `flashgate serve` measures Redis's clock ([`Store::sync_clock`]).
 pub const CLOCK_SYNC: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The longest round trip of a clock reading that is used.
+/// [`Store::sync_clock`] has not read Redis's clock yet.
+const NOT_MEASURED: i64 = i64::MIN;
+
+/// The longest round trip of a clock reading that replaces an earlier one.
 const CLOCK_SYNC_MAX_RTT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Milliseconds of a monotonic clock (from the first call in this process): immune to
@@ -170,7 +173,8 @@ pub struct Stats {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<std::sync::RwLock<ConnectionManager>>,
-    /// Redis's clock minus [`mono_ms`], from the last [`Store::sync_clock`].
+    /// Redis's clock minus [`mono_ms`], from the last [`Store::sync_clock`]
+    /// ([`NOT_MEASURED`] before the first).
     clock_offset: Arc<AtomicI64>,
     client: redis::Client,
     prefix: Arc<str>,
@@ -192,7 +196,7 @@ impl Store {
             .with_context(|| format!("cannot reach Redis at {url}"))?;
         let store = Self {
             conn: Arc::new(std::sync::RwLock::new(conn)),
-            clock_offset: Arc::default(),
+            clock_offset: Arc::new(AtomicI64::new(NOT_MEASURED)),
             client,
             prefix: prefix.into(),
             reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
@@ -210,13 +214,15 @@ impl Store {
 
     /// Measures where Redis's clock stands against this process's monotonic clock, which
     /// a reserve call's deadline is given in (see `lua/reserve.lua`). Kept fresh by
-    /// `flashgate serve` (every [`CLOCK_SYNC`]); a reading whose round trip took longer
-    /// than [`CLOCK_SYNC_MAX_RTT`] is too coarse and is not used.
+    /// `flashgate serve` (every [`CLOCK_SYNC`]). The reading is off by at most half its
+    /// round trip: once there is one, a reading whose round trip took longer than
+    /// [`CLOCK_SYNC_MAX_RTT`] is too coarse to replace it.
     pub async fn sync_clock(&self) -> redis::RedisResult<()> {
         let before = mono_ms();
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;
         let after = mono_ms();
-        if after - before <= CLOCK_SYNC_MAX_RTT.as_millis() as i64 {
+        let first = self.clock_offset.load(Ordering::Relaxed) == NOT_MEASURED;
+        if first || after - before <= CLOCK_SYNC_MAX_RTT.as_millis() as i64 {
             let redis_ms = secs * 1000 + micros / 1000;
             self.clock_offset
                 .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
