@@ -98,6 +98,12 @@ fn parse_event(id: &str) -> Result<EventId, ApiError> {
     EventId::parse(id).map_err(|_| Outcome::EventNotFound.into())
 }
 
+/// An admin's event id: one that is not a slug is a mistake to point out (400), above all
+/// when creating the event.
+fn parse_admin_event(id: &str) -> Result<EventId, ApiError> {
+    EventId::parse(id).map_err(|_| bad("invalid_event_id", "活动标识无效: [a-z0-9-]{1,64}").into())
+}
+
 /// The event's metadata, from the in-process cache or Redis.
 async fn event_meta(state: &AppState, id: &EventId) -> Result<EventMeta, ApiError> {
     let ttl = Duration::from_millis(state.settings.event_cache_ms);
@@ -334,7 +340,7 @@ pub async fn put_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = parse_event(&id)?;
+    let id = parse_admin_event(&id)?;
     let value = wire::check_json_body(header_str(&headers, header::CONTENT_TYPE.as_str()), &body)?;
     let spec: EventSpec = serde_json::from_value(value)
         .map_err(|e| bad("invalid_event", &format!("invalid event: {e}")))?;
@@ -375,7 +381,7 @@ pub async fn stats(
     Path(id): Path<String>,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
-    let id = parse_event(&id)?;
+    let id = parse_admin_event(&id)?;
     let stats = state
         .redis(state.store.stats(&id))
         .await

@@ -391,6 +391,14 @@ async fn admin_needs_the_token_and_refuses_to_change_a_started_event() {
         (bad.status, &bad.body["error"]),
         (400, &"invalid_event".into())
     );
+    // An id that is not a slug is the admin's mistake (400), not an unknown event.
+    let bad_id = app
+        .admin_put("Bad_Id", 5, now + 60_000, now + 120_000)
+        .await;
+    assert_eq!(
+        (bad_id.status, &bad_id.body["error"]),
+        (400, &"invalid_event_id".into())
+    );
     app.stop().await;
 }
 
