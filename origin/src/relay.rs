@@ -113,6 +113,12 @@ impl Relay {
                 Ok(Ok(n)) => (n, false),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %format!("{e:#}"), "relay pass failed");
+                    let redis = e.downcast_ref::<redis::RedisError>();
+                    if redis.is_some_and(|e| e.code() == Some("NOGROUP")) {
+                        // Redis lost its data (restarted without it): the consumer groups
+                        // are created again on the next pass.
+                        groups.clear();
+                    }
                     (0, true)
                 }
                 Err(_) => {
@@ -121,10 +127,24 @@ impl Relay {
                 }
             };
             if failed {
-                // Redis may have restarted: a fresh connection, made here too, so that the
-                // outbox drains with no shopper traffic to trigger the API's probe.
-                // (Kafka failures do not fail a pass: entries stay pending, see `send`.)
-                let _ = tokio::time::timeout(Duration::from_secs(5), self.store.reconnect()).await;
+                // Redis may have restarted: when it does not answer a PING on the current
+                // connection, a fresh one, made here too, so that the outbox drains with no
+                // shopper traffic to trigger the API's probe. (A pass also times out on a
+                // stalled broker; Redis answers then, and its connection is kept.)
+                let redis_back = async {
+                    let answers = tokio::time::timeout(Duration::from_secs(1), self.store.ping())
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                    if !answers {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), self.store.reconnect())
+                                .await;
+                    }
+                };
+                tokio::select! {
+                    _ = redis_back => {}
+                    _ = shutdown.changed() => {}
+                }
             }
             if moved == 0 {
                 let idle = if failed { 500 } else { 20 };
