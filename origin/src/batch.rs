@@ -8,10 +8,12 @@
 //! alone, so an idle origin answers as fast as before. The caller's deadline covers only
 //! the wait in the queue: an attempt still queued at its deadline is withdrawn and never
 //! reaches Redis (the caller answers 503 and nothing was reserved), while one already sent
-//! waits for its verdict, so a reservation is never answered 503. That wait is bounded by
-//! the connection's response timeout; a call that reaches Redis so late that the origin
-//! may have given up on it is refused by the script itself, untouched (its deadline,
-//! `store::RESERVE_BUDGET_MS` after it was sent, on Redis's clock). Batches are per event (all keys in the event's slot), so the
+//! waits for its verdict. That wait is bounded by the connection's response timeout; a
+//! call that reaches Redis so late that the origin may have given up on it is refused by
+//! the script itself, untouched (its deadline, `store::RESERVE_BUDGET_MS` after it was
+//! sent, on Redis's clock). Only an answer held back for longer than the rest of that
+//! timeout, after the script ran in time, becomes a 503 for a reservation that was made
+//! (the shopper's retry then gets it back as already purchased). Batches are per event (all keys in the event's slot), so the
 //! design stays valid on Redis Cluster.
 
 use crate::store::{Attempt, Reservation, Rules, Store};

@@ -969,9 +969,13 @@ impl OrderConsumer {
         }
         // A lookup made ahead serves the first attempt; a retry looks up afresh.
         let mut looked_up = match ahead {
-            Some(task) => match tokio::time::timeout(DB_ANSWER, task).await {
+            Some(mut task) => match tokio::time::timeout(DB_ANSWER, &mut task).await {
                 Ok(Ok(Ok(found))) => Some(found),
-                _ => None,
+                Ok(_) => None,
+                Err(_) => {
+                    task.abort();
+                    None
+                }
             },
             None => None,
         };

@@ -8,7 +8,7 @@ use flashgate_core::Millis;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// How long after it is sent a reserve call may still reserve: Redis refuses it, untouched,
@@ -176,6 +176,8 @@ pub struct Store {
     /// Redis's clock minus [`mono_ms`], from the last [`Store::sync_clock`]
     /// ([`NOT_MEASURED`] before the first).
     clock_offset: Arc<AtomicI64>,
+    /// A re-measure after a late call is under way (one at a time).
+    clock_resync: Arc<AtomicBool>,
     client: redis::Client,
     prefix: Arc<str>,
     reserve: Arc<Script>,
@@ -197,6 +199,7 @@ impl Store {
         let store = Self {
             conn: Arc::new(std::sync::RwLock::new(conn)),
             clock_offset: Arc::new(AtomicI64::new(NOT_MEASURED)),
+            clock_resync: Arc::default(),
             client,
             prefix: prefix.into(),
             reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
@@ -205,10 +208,13 @@ impl Store {
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
         };
-        store
-            .sync_clock()
-            .await
-            .with_context(|| format!("cannot read the clock of Redis at {url}"))?;
+        // The first reading is used whatever its round trip; two more may refine it.
+        for _ in 0..3 {
+            store
+                .sync_clock()
+                .await
+                .with_context(|| format!("cannot read the clock of Redis at {url}"))?;
+        }
         Ok(store)
     }
 
@@ -261,7 +267,8 @@ impl Store {
         let mut fresh = Self::manager(&self.client).await?;
         redis::cmd("PING").query_async::<()>(&mut fresh).await?;
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+        // It may be another server behind the same address (a failover), with its clock.
+        self.sync_clock().await
     }
 
     /// `PING`.
@@ -360,8 +367,13 @@ impl Store {
         }
         if r.first().is_some_and(|v| v == "late") {
             // Nothing was reserved. The clock may have moved: measure it again.
-            let store = self.clone();
-            tokio::spawn(async move { store.sync_clock().await });
+            if !self.clock_resync.swap(true, Ordering::AcqRel) {
+                let store = self.clone();
+                tokio::spawn(async move {
+                    let _ = store.sync_clock().await;
+                    store.clock_resync.store(false, Ordering::Release);
+                });
+            }
             return Err(redis::RedisError::from((
                 redis::ErrorKind::IoError,
                 "the reserve call reached Redis after its deadline; nothing was reserved",

@@ -350,9 +350,6 @@ async fn the_adaptive_limit_shrinks_when_redis_slows_and_keeps_admitted_requests
     }
 }
 
-/// The reserve deadline covers the wait for a call to Redis, not the call: an attempt that
-/// was answered 503 reserved nothing, and one that Redis took is answered with its verdict
-/// however late that comes (never a 503 for a reservation that was made).
 #[tokio::test]
 async fn a_call_that_reaches_redis_after_the_origin_gave_up_reserves_nothing() {
     use flashgate_core::ids::{EventId, UserId};
@@ -397,6 +394,9 @@ async fn a_call_that_reaches_redis_after_the_origin_gave_up_reserves_nothing() {
     app.stop().await;
 }
 
+/// The reserve deadline covers the wait for a call to Redis, not the call: an attempt that
+/// was answered 503 reserved nothing, and one that Redis took is answered with its verdict
+/// however late that comes (within the connection's response timeout, see the test above).
 #[tokio::test]
 async fn a_503_reserves_nothing_even_when_redis_answers_late() {
     use flashgate_core::ids::{EventId, UserId};
