@@ -275,8 +275,8 @@ async fn purchase_outcome(
             }
         }
         Reservation::AlreadyPurchased(order_id) => Outcome::AlreadyPurchased { order_id },
-        Reservation::SoldOut => {
-            state.mark_sold_out(&id);
+        Reservation::SoldOut(buyers_version) => {
+            state.mark_sold_out(&id, &buyers_version);
             Outcome::SoldOut
         }
         Reservation::RateLimited(ms) => Outcome::RateLimited {

@@ -45,6 +45,8 @@ struct SoldOut {
     buyers: Option<Buyers>,
     /// When `buyers` were read; `None` while no load has finished.
     loaded_at: Option<Instant>,
+    /// The version of the buyers `buyers` holds (see `lua/reserve.lua`).
+    version: String,
     /// A load is running.
     loading: bool,
 }
@@ -164,9 +166,11 @@ impl AppState {
     /// Remembers that `id` is sold out (compensation may bring a unit back, so only for
     /// `sold_out_cache_ms`), and has its buyers loaded in the background, so that a buyer's
     /// retry is answered already_purchased without asking Redis. Renewals of the memo keep
-    /// the buyers for [`BUYERS_FRESH`] (a storm does not reload them every second); one load
-    /// runs at a time.
-    pub fn mark_sold_out(&self, id: &EventId) {
+    /// the buyers for [`BUYERS_FRESH`] (a storm does not reload them every second) while
+    /// Redis gives the same `version` of them; a changed version (a compensation, a unit
+    /// given back and sold again, through any process) drops them at once, and until they
+    /// are loaded again each buyer's own order is read. One load runs at a time.
+    pub fn mark_sold_out(&self, id: &EventId, version: &str) {
         let ttl = Duration::from_millis(self.settings.sold_out_cache_ms);
         let now = Instant::now();
         let mut memos = self.sold_out.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,9 +179,14 @@ impl AppState {
             at: now,
             buyers: None,
             loaded_at: None,
+            version: String::new(),
             loading: false,
         });
         memo.at = now;
+        if memo.loaded_at.is_some() && memo.version != version {
+            memo.buyers = None;
+            memo.loaded_at = None;
+        }
         let fresh = memo.loaded_at.is_some_and(|t| t.elapsed() < BUYERS_FRESH);
         if fresh || memo.loading {
             return;
@@ -194,8 +203,13 @@ impl AppState {
                 memo.loading = false;
                 // If Redis did not answer, the next renewal tries again; `None` (too many
                 // to keep) means buyers are read one by one.
-                if let Ok(Ok(buyers)) = loaded {
-                    memo.buyers = buyers.map(Arc::new);
+                if let Ok(Ok(loaded)) = loaded {
+                    let (version, buyers) = match loaded {
+                        Some((version, buyers)) => (version, Some(Arc::new(buyers))),
+                        None => (String::new(), None),
+                    };
+                    memo.buyers = buyers;
+                    memo.version = version;
                     memo.loaded_at = Some(Instant::now());
                 }
             }

@@ -105,8 +105,8 @@ pub enum Reservation {
     Reserved(OrderId),
     /// The user already holds this order.
     AlreadyPurchased(String),
-    /// No stock left.
-    SoldOut,
+    /// No stock left; the version of the event's buyers (see `lua/reserve.lua`).
+    SoldOut(String),
     /// The per-user window is full; retry after this many milliseconds.
     RateLimited(u64),
     /// The event has no stock key.
@@ -384,7 +384,7 @@ impl Store {
             .map(|(v, a)| match v[0].as_str() {
                 "reserved" => Reservation::Reserved(a.new_order.clone()),
                 "already_purchased" => Reservation::AlreadyPurchased(v[1].clone()),
-                "sold_out" => Reservation::SoldOut,
+                "sold_out" => Reservation::SoldOut(v[1].clone()),
                 "rate_limited" => Reservation::RateLimited(v[1].parse().unwrap_or(1000)),
                 "replayed" => Reservation::Replayed,
                 _ => Reservation::NoEvent,
@@ -405,18 +405,28 @@ impl Store {
     }
 
     /// The event's buyers (user → order id), or `None` when there are more than `max`.
+    ///
+    /// With them, their version as the reserve script gives it with `sold_out`, read in
+    /// the same atomic step.
     pub async fn buyers(
         &self,
         event: &EventId,
         max: u64,
-    ) -> redis::RedisResult<Option<HashMap<String, String>>> {
-        let key = self.keys(event).orders();
+    ) -> redis::RedisResult<Option<(String, HashMap<String, String>)>> {
+        let k = self.keys(event);
         let mut conn = self.conn();
-        let n: u64 = conn.hlen(&key).await?;
+        let n: u64 = conn.hlen(k.orders()).await?;
         if n > max {
             return Ok(None);
         }
-        conn.hgetall(&key).await.map(Some)
+        let (reserved, held, buyers): (Option<u64>, u64, HashMap<String, String>) = redis::pipe()
+            .atomic()
+            .hget(k.stats(), "reserved")
+            .hlen(k.orders())
+            .hgetall(k.orders())
+            .query_async(&mut conn)
+            .await?;
+        Ok(Some((format!("{}:{held}", reserved.unwrap_or(0)), buyers)))
     }
 
     /// The user's order and its status.

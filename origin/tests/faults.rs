@@ -78,6 +78,56 @@ async fn a_sold_out_storm_is_answered_from_memory_and_buyers_still_get_their_ord
 }
 
 #[tokio::test]
+async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_knows() {
+    use flashgate_core::ids::{EventId, UserId};
+    let app = spawn_app(
+        generous()
+            .merge(("sold_out_cache_ms", 300))
+            .merge(("event_cache_ms", 60_000)),
+    )
+    .await;
+    app.live_event("back", 1).await;
+    let alice = app.purchase("back", "alice").await;
+    assert_eq!(alice.status, 202, "{}", alice.body);
+    assert_eq!(app.purchase("back", "bob").await.status, 409);
+    let state = app.state.clone().expect("in-process app");
+    let event = EventId::parse("back").expect("id");
+    eventually("the buyers are loaded", 10, || async {
+        state.sold_out_memo(&event).is_some_and(|b| b.is_some())
+    })
+    .await;
+    // Alice's order fails downstream and her unit comes back (what the consumer does),
+    // then Carol buys it, well within the 10 s the memo keeps its buyers.
+    let order = alice.body["order_id"].as_str().expect("order id");
+    let user = UserId::parse("alice").expect("user");
+    assert!(app
+        .store
+        .compensate(&event, &user, order)
+        .await
+        .expect("redis"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let carol = app.purchase("back", "carol").await;
+    assert_eq!(carol.status, 202, "{}", carol.body);
+    assert_eq!(app.purchase("back", "dave").await.status, 409);
+    // Sold out again: Carol's retry gets her order, Alice is told sold out.
+    let again = app.purchase("back", "carol").await;
+    assert_eq!(
+        (again.status, &again.body["order_id"]),
+        (200, &carol.body["order_id"]),
+        "{}",
+        again.body
+    );
+    let alice_again = app.purchase("back", "alice").await;
+    assert_eq!(
+        (alice_again.status, &alice_again.body["status"]),
+        (409, &"sold_out".into()),
+        "{}",
+        alice_again.body
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn redis_down_answers_busy_fast_reserves_nothing_and_recovers() {
     let mut redis = OwnServer::redis();
     let app =

@@ -464,7 +464,8 @@ async fn one_reserve_call_decides_its_attempts_in_order() {
             Reservation::AlreadyPurchased("o1".into()),
             Reservation::Replayed,
             Reservation::Reserved(o("o4")),
-            Reservation::SoldOut,
+            // Two reservations made and two buyers, this call's own included.
+            Reservation::SoldOut("2:2".into()),
         ]
     );
     let stats = app.stats("batch").await;

@@ -10,10 +10,14 @@
 --       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
 --       then per attempt i: 7+2i user, 8+2i new order id
 -- Returns per attempt two values: the verdict and its detail
---   reserved <order id> | already_purchased <order id> | sold_out '' |
+--   reserved <order id> | already_purchased <order id> | sold_out <buyers' version> |
 --   rate_limited <ms until the window opens> | replayed '' | no_event '' | late ''
 --
 -- A call that runs after its deadline changes nothing and answers late to every attempt:
+-- The buyers' version ("reservations made:buyers holding an order") changes whenever the
+-- set of buyers does (a new order adds to both, a compensation takes one from the second):
+-- the origin keeps a sold-out event's buyers in memory only while it is the same.
+--
 -- the origin stops waiting for an answer soon after the deadline and tells the shoppers
 -- 503, so a reservation made later (Redis frozen, or a network that held the call back)
 -- would be one they were told did not happen.
@@ -73,6 +77,9 @@ for i = 0, n - 1 do
       verdict = 'no_event'
     elseif stock <= 0 then
       verdict = 'sold_out'
+      -- This call's own orders are written at the end: counted here already.
+      detail = (tonumber(redis.call('HGET', KEYS[5], 'reserved')) or 0) + taken .. ':' ..
+        redis.call('HLEN', KEYS[2]) + taken
     else
       stock = stock - 1
       taken = taken + 1
