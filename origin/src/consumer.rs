@@ -87,6 +87,36 @@ pub async fn connect_db(url: &str) -> anyhow::Result<MySqlPool> {
     Ok(pool)
 }
 
+/// [`connect_db`], waiting up to `patience` for a database that does not answer yet (a
+/// consumer restarted while the database restarts): connection failures are retried
+/// with backoff, anything else (a bad URL, refused credentials, a failed migration) stops
+/// at once.
+pub async fn connect_db_waiting(url: &str, patience: Duration) -> anyhow::Result<MySqlPool> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match connect_db(url).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if started.elapsed() < patience && unreachable(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "MariaDB not reachable yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The database did not answer (as opposed to answering no).
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+        )
+    })
+}
+
 /// What became of an order in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {

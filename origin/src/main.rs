@@ -122,7 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Consume => {
             let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
-            let pool = consumer::connect_db(settings.mysql_url.expose_secret()).await?;
+            let pool = consumer::connect_db_waiting(
+                settings.mysql_url.expose_secret(),
+                std::time::Duration::from_secs(60),
+            )
+            .await?;
             kafka::ensure_topic(
                 &settings.kafka_brokers,
                 &settings.orders_topic,
