@@ -14,13 +14,13 @@
 --   rate_limited <ms until the window opens> | replayed '' | no_event '' | late ''
 --
 -- A call that runs after its deadline changes nothing and answers late to every attempt:
--- The buyers' version ("reservations made:buyers holding an order") changes whenever the
--- set of buyers does (a new order adds to both, a compensation takes one from the second):
--- the origin keeps a sold-out event's buyers in memory only while it is the same.
---
 -- the origin stops waiting for an answer soon after the deadline and tells the shoppers
 -- 503, so a reservation made later (Redis frozen, or a network that held the call back)
 -- would be one they were told did not happen.
+--
+-- The buyers' version ("reservations made:buyers holding an order") changes whenever the
+-- set of buyers does (a new order adds to both, a compensation takes one from the second):
+-- the origin keeps a sold-out event's buyers in memory only while it is the same.
 --
 -- The call is atomic, so what every attempt needs to see is kept in Lua (stock left, the
 -- orders of this call) and the writes common to all attempts are made once, at the end:
