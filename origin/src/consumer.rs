@@ -5,9 +5,9 @@
 //! multi-row statement (atomic on its own); anything else is sorted out in one
 //! transaction, which treats the rows that statement may have written as a replay's. Only
 //! after the batch is committed are the orders marked confirmed in Redis and the offsets
-//! committed, so a crash anywhere replays the batch and the replay writes nothing twice. An order the database refuses
-//! (the user already holds another order for the event, or is blocked) is failed and its
-//! unit given back (compensation).
+//! committed, so a crash anywhere replays the batch and the replay writes nothing twice.
+//! An order the database refuses (the user already holds another order for the event, or
+//! is blocked) is failed and its unit given back (compensation).
 //!
 //! A reader task fills the next batch while the writer writes the previous one; when the
 //! writer falls behind, the reader pauses its partitions instead of buffering. A batch's

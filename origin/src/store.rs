@@ -419,14 +419,14 @@ impl Store {
         if n > max {
             return Ok(None);
         }
-        let (reserved, held, buyers): (Option<u64>, u64, HashMap<String, String>) = redis::pipe()
+        let (reserved, buyers): (Option<u64>, HashMap<String, String>) = redis::pipe()
             .atomic()
             .hget(k.stats(), "reserved")
-            .hlen(k.orders())
             .hgetall(k.orders())
             .query_async(&mut conn)
             .await?;
-        Ok(Some((format!("{}:{held}", reserved.unwrap_or(0)), buyers)))
+        let version = format!("{}:{}", reserved.unwrap_or(0), buyers.len());
+        Ok(Some((version, buyers)))
     }
 
     /// The user's order and its status.

@@ -39,6 +39,7 @@ local stock = tonumber(redis.call('GET', KEYS[1]))
 local limit = tonumber(ARGV[3])
 local taken = 0
 local orders, statuses, mine = {}, {}, {}
+local buyers_version = nil
 -- Counts one try in the user's window; nil when allowed, else ms until it opens.
 local function window_wait(window)
   local tries = 1
@@ -77,9 +78,12 @@ for i = 0, n - 1 do
       verdict = 'no_event'
     elseif stock <= 0 then
       verdict = 'sold_out'
-      -- This call's own orders are written at the end: counted here already.
-      detail = (tonumber(redis.call('HGET', KEYS[5], 'reserved')) or 0) + taken .. ':' ..
+      -- This call's own orders are written at the end: counted here already. Once sold
+      -- out, no later attempt of the call reserves: the same for all of them.
+      buyers_version = buyers_version or
+        (tonumber(redis.call('HGET', KEYS[5], 'reserved')) or 0) + taken .. ':' ..
         redis.call('HLEN', KEYS[2]) + taken
+      detail = buyers_version
     else
       stock = stock - 1
       taken = taken + 1
