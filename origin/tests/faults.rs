@@ -42,6 +42,16 @@ async fn await_orders_in_kafka(brokers: &str, topic: &str, want: &HashSet<String
     }
 }
 
+/// Waits until the app's sold-out memo of `event` holds its buyers.
+async fn buyers_loaded(app: &TestApp, event: &str) {
+    let state = app.state.clone().expect("in-process app");
+    let event = flashgate_core::ids::EventId::parse(event).expect("id");
+    eventually("the buyers are loaded", 10, || async {
+        state.sold_out_memo(&event).is_some_and(|b| b.is_some())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_sold_out_storm_is_answered_from_memory_and_buyers_still_get_their_order() {
     let mut redis = OwnServer::redis();
@@ -56,12 +66,7 @@ async fn a_sold_out_storm_is_answered_from_memory_and_buyers_still_get_their_ord
     let won = app.purchase("gone", "winner").await;
     assert_eq!(won.status, 202, "{}", won.body);
     assert_eq!(app.purchase("gone", "late").await.status, 409);
-    let state = app.state.clone().expect("in-process app");
-    let gone = flashgate_core::ids::EventId::parse("gone").expect("id");
-    eventually("the buyers are loaded", 10, || async {
-        state.sold_out_memo(&gone).is_some_and(|b| b.is_some())
-    })
-    .await;
+    buyers_loaded(&app, "gone").await;
     // Without Redis (the event's window is cached too): the storm gets its 409 and the
     // buyer their order, from memory.
     redis.kill();
@@ -90,12 +95,8 @@ async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_k
     let alice = app.purchase("back", "alice").await;
     assert_eq!(alice.status, 202, "{}", alice.body);
     assert_eq!(app.purchase("back", "bob").await.status, 409);
-    let state = app.state.clone().expect("in-process app");
+    buyers_loaded(&app, "back").await;
     let event = EventId::parse("back").expect("id");
-    eventually("the buyers are loaded", 10, || async {
-        state.sold_out_memo(&event).is_some_and(|b| b.is_some())
-    })
-    .await;
     // Alice's order fails downstream and her unit comes back (what the consumer does),
     // then Carol buys it, well within the 10 s the memo keeps its buyers.
     let order = alice.body["order_id"].as_str().expect("order id");
