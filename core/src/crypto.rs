@@ -5,9 +5,11 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-type HmacSha256 = Hmac<Sha256>;
+/// HMAC-SHA256.
+pub type HmacSha256 = Hmac<Sha256>;
 
-fn mac(key: &[u8], msg: &[u8]) -> HmacSha256 {
+/// The HMAC of `key` with `msg` fed in; feed more with [`Mac::update`].
+pub fn mac(key: &[u8], msg: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(msg);
@@ -29,11 +31,20 @@ pub fn verify_b64(key: &[u8], msg: &[u8], tag_b64: &str) -> bool {
 
 /// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
+    let mut out = [0u8; 64];
+    sha256_hex_into(data, &mut out)
+        .iter()
+        .copied()
+        .map(char::from)
+        .collect()
+}
+
+/// Lowercase hex SHA-256 of `data`, written into `out`.
+pub fn sha256_hex_into<'a>(data: &[u8], out: &'a mut [u8; 64]) -> &'a [u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in Sha256::digest(data) {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    for (i, b) in Sha256::digest(data).into_iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
     }
     out
 }
