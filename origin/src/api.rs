@@ -105,21 +105,21 @@ fn parse_admin_event(id: &str) -> Result<EventId, ApiError> {
 }
 
 /// The event's metadata, from the in-process cache or Redis.
-async fn event_meta(state: &AppState, id: &EventId) -> Result<EventMeta, ApiError> {
+async fn event_meta(state: &AppState, id: &EventId) -> Result<Arc<EventMeta>, ApiError> {
     let ttl = Duration::from_millis(state.settings.event_cache_ms);
-    if let Some((at, meta)) = state.events.lock().await.get(id) {
-        if at.elapsed() < ttl {
-            return meta.clone().ok_or(Outcome::EventNotFound.into());
-        }
+    let cached = state.events().get(id).and_then(|(at, meta)| {
+        (at.elapsed() < ttl).then(|| meta.clone().ok_or(Outcome::EventNotFound.into()))
+    });
+    if let Some(meta) = cached {
+        return meta;
     }
     let meta = state
         .redis(state.store.event(id))
         .await
-        .map_err(|e| ApiError::Dependency("redis", e))?;
+        .map_err(|e| ApiError::Dependency("redis", e))?
+        .map(Arc::new);
     state
-        .events
-        .lock()
-        .await
+        .events()
         .insert(id.clone(), (Instant::now(), meta.clone()));
     meta.ok_or(Outcome::EventNotFound.into())
 }
@@ -160,7 +160,7 @@ pub async fn purchase(
         Ok(o) | Err(ApiError::Outcome(o)) => outcome_label(o),
         Err(ApiError::Dependency(..)) => "busy",
     };
-    metrics::counter!("flashgate_purchases_total", "outcome" => label).increment(1);
+    state.purchases.increment(label);
     match outcome {
         Ok(o) => respond(&o),
         Err(e) => e.into_response(),
@@ -350,7 +350,7 @@ pub async fn put_event(
         .redis(state.store.put_event(&id, &window, now))
         .await
         .map_err(|e| ApiError::Dependency("redis", e))?;
-    state.events.lock().await.remove(&id);
+    state.events().remove(&id);
     state.clear_sold_out(&id);
     let status = match put {
         PutOutcome::Created => StatusCode::CREATED,

@@ -8,11 +8,13 @@ use crate::config::Settings;
 use crate::protect::{AdaptiveLimit, Breaker};
 use crate::relay::Relay;
 use crate::store::{EventMeta, Store};
+use crate::telemetry::{method_label, Counters};
 use anyhow::Context;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use flashgate_core::ids::EventId;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use metrics::Label;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +23,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
+
+/// Events' metadata (`None`: no such event) and when each was read.
+pub type EventCache = HashMap<EventId, (Instant, Option<Arc<EventMeta>>)>;
 
 /// A sold-out event's buyers: user id → order id.
 pub type Buyers = Arc<HashMap<String, String>>;
@@ -64,9 +69,11 @@ pub struct AppState {
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Event info cached for `event_cache_ms`.
-    pub events: Mutex<HashMap<EventId, (Instant, Option<EventMeta>)>>,
+    events: std::sync::Mutex<EventCache>,
     /// Prometheus handle.
     pub metrics: PrometheusHandle,
+    /// `flashgate_purchases_total{outcome}`.
+    pub purchases: Counters<&'static str>,
     /// Circuit breaker around Redis.
     pub redis_breaker: Arc<Breaker>,
     /// Whether a background probe of Redis is running (see [`AppState::redis`]).
@@ -85,6 +92,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The event cache (held only between awaits).
+    pub fn events(&self) -> std::sync::MutexGuard<'_, EventCache> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs a Redis call through the breaker and under the request-path deadline.
     pub async fn redis<T>(
         &self,
@@ -293,8 +307,11 @@ impl Application {
             edge_secret,
             admin_token,
             clock,
-            events: Mutex::new(HashMap::new()),
+            events: Default::default(),
             metrics: crate::telemetry::metrics(),
+            purchases: Counters::new("flashgate_purchases_total", |outcome| {
+                vec![Label::new("outcome", *outcome)]
+            }),
             redis_breaker,
             redis_probe: Arc::default(),
             admission,
@@ -359,36 +376,71 @@ async fn sync_redis_clock(store: Store, mut stop: watch::Receiver<bool>) {
 
 /// The routes of the origin.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/events/{event_id}", get(api::get_event))
-        .route("/api/events/{event_id}/purchase", post(api::purchase))
-        .route("/api/events/{event_id}/order", get(api::order))
-        .route("/admin/events/{event_id}", put(api::put_event))
-        .route("/admin/events/{event_id}/stats", get(api::stats))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics_text))
+    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 8] = [
+        ("/api/events/{event_id}", get(api::get_event)),
+        ("/api/events/{event_id}/purchase", post(api::purchase)),
+        ("/api/events/{event_id}/order", get(api::order)),
+        ("/admin/events/{event_id}", put(api::put_event)),
+        ("/admin/events/{event_id}/stats", get(api::stats)),
+        ("/healthz", get(api::healthz)),
+        ("/readyz", get(api::readyz)),
+        ("/metrics", get(api::metrics_text)),
+    ];
+    let counting = Arc::new(RequestCounting {
+        routes: routes.iter().map(|(path, _)| *path).collect(),
+        counters: Counters::new(
+            "flashgate_http_requests_total",
+            |(method, route, status)| {
+                vec![
+                    Label::new("method", *method),
+                    Label::new("route", *route),
+                    Label::new("status", status.to_string()),
+                ]
+            },
+        ),
+    });
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            counting,
+            count_requests,
+        ))
         .with_state(state)
 }
 
-/// Counts every request by route and status (`flashgate_http_requests_total`), so what
-/// reaches the origin can be measured from outside (e.g. that the edge filtered it).
+/// `flashgate_http_requests_total{method,route,status}`: what reaches the origin, so it
+/// can be measured from outside (e.g. that the edge filtered it).
+struct RequestCounting {
+    /// The router's paths (the `route` label; `unmatched` for the rest).
+    routes: Vec<&'static str>,
+    counters: Counters<(&'static str, &'static str, u16)>,
+}
+
+/// Counts every request by method, route and status.
 async fn count_requests(
+    axum::extract::State(counting): axum::extract::State<Arc<RequestCounting>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+        .and_then(|matched| {
+            counting
+                .routes
+                .iter()
+                .find(|route| **route == matched.as_str())
+        })
+        .map_or("unmatched", |route| *route);
+    let method = method_label(req.method());
     let resp = next.run(req).await;
-    metrics::counter!("flashgate_http_requests_total",
-        "method" => method, "route" => route, "status" => resp.status().as_u16().to_string())
-    .increment(1);
+    counting
+        .counters
+        .increment((method, route, resp.status().as_u16()));
     resp
 }

@@ -1,7 +1,11 @@
 //! Structured logs (`tracing`, JSON lines) and the Prometheus recorder.
 
+use axum::http::Method;
+use metrics::{Counter, Label};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 /// JSON logs to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
 pub fn init_logs() {
@@ -36,4 +40,60 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// One counter metric whose labels a request only knows when it is answered (its
+/// route, status, outcome). Each set of labels gets its counter from the recorder once;
+/// after that a request looks it up by a small key, without building label strings.
+pub struct Counters<K> {
+    name: &'static str,
+    labels: fn(&K) -> Vec<Label>,
+    made: RwLock<HashMap<K, Counter>>,
+}
+
+impl<K: Eq + Hash> Counters<K> {
+    /// The counter `name`, labelled for each key by `labels`.
+    pub fn new(name: &'static str, labels: fn(&K) -> Vec<Label>) -> Self {
+        Self {
+            name,
+            labels,
+            made: RwLock::default(),
+        }
+    }
+
+    /// Adds one to the counter of `key`.
+    pub fn increment(&self, key: K) {
+        if let Some(counter) = self
+            .made
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(self.name, (self.labels)(&key));
+        counter.increment(1);
+        self.made
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, counter);
+    }
+}
+
+/// The label of an HTTP method: methods outside the standard ones are `other`, so a
+/// client cannot grow a metric without bound.
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }

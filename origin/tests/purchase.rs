@@ -410,13 +410,32 @@ async fn health_readiness_and_metrics() {
     assert_eq!(get("/readyz").await.expect("answers").status(), 200);
     app.live_event("metered", 1).await;
     app.purchase("metered", "m1").await;
+    // A method of the client's own invention is counted, under one label for all such.
+    let brewed = app
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"BREW").expect("a method"),
+            format!("{}/healthz", app.base),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(brewed.status(), 405);
     let text = get("/metrics")
         .await
         .expect("answers")
         .text()
         .await
         .expect("text");
-    assert!(text.contains("flashgate_purchases_total"), "{text}");
+    for line in [
+        r#"flashgate_purchases_total{outcome="queued"}"#,
+        r#"flashgate_http_requests_total{method="GET",route="/healthz",status="200"}"#,
+        r#"flashgate_http_requests_total{method="POST",route="/api/events/{event_id}/purchase",status="202"}"#,
+        r#"flashgate_http_requests_total{method="other",route="/healthz",status="405"}"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(!text.contains("BREW"), "{text}");
     app.stop().await;
 }
 
