@@ -96,9 +96,10 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (["api", "events", id], Method::Get | Method::Head) => event_info(&cfg, id).await,
         (["api", "events", id, "ticket"], Method::Post) => cx.ticket(&mut req, id).await,
         (["api", "events", id, "purchase"], Method::Post) => cx.purchase(&mut req, id).await,
-        (["api", "events", id, "order"], Method::Get) => cx.order(id).await,
+        // A HEAD is answered as the GET (the runtime sends no body).
+        (["api", "events", id, "order"], Method::Get | Method::Head) => cx.order(id).await,
         (["api", "events", _], _) => not_allowed("GET, HEAD"),
-        (["api", "events", _, "order"], _) => not_allowed("GET"),
+        (["api", "events", _, "order"], _) => not_allowed("GET, HEAD"),
         (["api", "events", _, "ticket" | "purchase"], _) => not_allowed("POST"),
         (["e", id], Method::Get | Method::Head) => activity_page(&env, id).await,
         _ => respond(&Outcome::NotFound),

@@ -227,6 +227,16 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
     assert.equal(wrongRead.status, 405);
     assert.equal(wrongRead.headers.get('allow'), 'GET, HEAD');
     assert.equal((await fetch(`${env.EDGE_URL}/api/events/${event}`, { method: 'HEAD' })).status, 200);
+    // The order is read with HEAD as with GET: the same status, no body.
+    const orderGet = await call('GET', `/api/events/${event}/order`, { token: dave.token });
+    const orderHead = await fetch(`${env.EDGE_URL}/api/events/${event}/order`, {
+      method: 'HEAD', headers: { ...BROWSER, authorization: `Bearer ${dave.token}` },
+    });
+    assert.equal(orderHead.status, orderGet.status);
+    assert.equal(await orderHead.text(), '');
+    const wrongOrder = await call('PUT', `/api/events/${event}/order`, { token: dave.token, body: {} });
+    assert.equal(wrongOrder.status, 405);
+    assert.equal(wrongOrder.headers.get('allow'), 'GET, HEAD');
   });
   const unknown = await purchase(`edge-${run}-nope`, { token: dave.token, ticket: td });
   assert.equal(unknown.status, 404);
