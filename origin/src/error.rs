@@ -122,3 +122,48 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answers rendered once are the outcomes' own: status, headers and body.
+    #[tokio::test]
+    async fn storm_answers_are_the_outcomes_own() {
+        for outcome in [
+            Outcome::SoldOut,
+            Outcome::RateLimited {
+                retry_after_secs: 1,
+            },
+            Outcome::Busy {
+                retry_after_secs: 1,
+            },
+            Outcome::RateLimited {
+                retry_after_secs: 3,
+            },
+            Outcome::Ended,
+        ] {
+            let answer = outcome.answer();
+            let resp = respond(&outcome);
+            assert_eq!(resp.status().as_u16(), answer.status, "{outcome:?}");
+            let header = |name| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().expect("ascii").to_owned())
+            };
+            assert_eq!(
+                header(header::CONTENT_TYPE).as_deref(),
+                Some("application/json")
+            );
+            assert_eq!(
+                header(header::RETRY_AFTER),
+                answer.retry_after_secs.map(|s| s.to_string())
+            );
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(body, answer.body, "{outcome:?}");
+        }
+    }
+}
