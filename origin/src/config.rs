@@ -92,6 +92,9 @@ pub struct ConsumerSettings {
     /// that is not this consumer's, makes it leave and rejoin the group for a fresh
     /// assignment, milliseconds; 0 turns the check off. See `consumer::watch_stalls`.
     pub stall_rejoin_ms: u64,
+    /// Where `flashgate consume` serves `/healthz` and `/metrics`; none when unset.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Serialize)]
@@ -137,6 +140,43 @@ pub const STACK_VARS: [&str; 7] = [
 /// thousand values).
 const MAX_RESERVE_BATCH: usize = 1024;
 
+/// Every setting that has a default, with it.
+fn defaults() -> Defaults {
+    Defaults {
+        listen: "127.0.0.1:8080",
+        redis_url: "redis://127.0.0.1:6379",
+        mysql_url: "mysql://root@127.0.0.1:3306/flashgate",
+        kafka_brokers: "127.0.0.1:9092",
+        orders_topic: "flashgate.orders",
+        topic_partitions: 3,
+        key_prefix: "fg:",
+        user_limit: 1,
+        user_window_ms: 1000,
+        redis_timeout_ms: 500,
+        reserve_batch: 64,
+        reserve_inflight: 2,
+        event_cache_ms: 500,
+        admission_rps: 20_000,
+        adaptive: AdaptiveSettings::default(),
+        sold_out_cache_ms: 1000,
+        breaker_failures: 5,
+        breaker_cooldown_ms: 1000,
+        max_outbox: 100_000,
+        relay_pack: crate::kafka::DEFAULT_PACK,
+        replay_window_ms: 2 * flashgate_core::sign::MAX_SKEW_MS as u64 + 5_000,
+        faults: Faults::default(),
+        consumer: ConsumerSettings {
+            group: "flashgate-orders".into(),
+            batch_size: 500,
+            flush_ms: 50,
+            max_rate: 5000,
+            dead_letter_topic: String::new(),
+            stall_rejoin_ms: 20_000,
+            listen: None,
+        },
+    }
+}
+
 impl Settings {
     /// Loads defaults, then the stack's own names ([`STACK_VARS`], as in `.dev/env`), then
     /// the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
@@ -166,38 +206,7 @@ impl Settings {
 
     /// Defaults < `below_file` < the `FLASHGATE_CONFIG` file < `overrides`.
     fn from_layers(below_file: Figment, overrides: Figment) -> anyhow::Result<Self> {
-        let defaults = Defaults {
-            listen: "127.0.0.1:8080",
-            redis_url: "redis://127.0.0.1:6379",
-            mysql_url: "mysql://root@127.0.0.1:3306/flashgate",
-            kafka_brokers: "127.0.0.1:9092",
-            orders_topic: "flashgate.orders",
-            topic_partitions: 3,
-            key_prefix: "fg:",
-            user_limit: 1,
-            user_window_ms: 1000,
-            redis_timeout_ms: 500,
-            reserve_batch: 64,
-            reserve_inflight: 2,
-            event_cache_ms: 500,
-            admission_rps: 20_000,
-            adaptive: AdaptiveSettings::default(),
-            sold_out_cache_ms: 1000,
-            breaker_failures: 5,
-            breaker_cooldown_ms: 1000,
-            max_outbox: 100_000,
-            relay_pack: crate::kafka::DEFAULT_PACK,
-            replay_window_ms: 2 * flashgate_core::sign::MAX_SKEW_MS as u64 + 5_000,
-            faults: Faults::default(),
-            consumer: ConsumerSettings {
-                group: "flashgate-orders".into(),
-                batch_size: 500,
-                flush_ms: 50,
-                max_rate: 5000,
-                dead_letter_topic: String::new(),
-                stall_rejoin_ms: 20_000,
-            },
-        };
+        let defaults = defaults();
         let mut figment = Figment::from(Serialized::defaults(defaults)).merge(below_file);
         if let Ok(path) = std::env::var("FLASHGATE_CONFIG") {
             figment = figment.merge(Toml::file_exact(path));

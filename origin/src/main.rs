@@ -1,5 +1,6 @@
 //! The `flashgate` command: a thin front over the library.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flashgate_origin::config::Settings;
 use flashgate_origin::{consumer, kafka, reconcile, startup, store, telemetry, users};
@@ -121,6 +122,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run(shutdown_signal()).await
         }
         Command::Consume => {
+            // The recorder first: what the consumer counts is kept from its first batch.
+            telemetry::metrics();
+            let health = match settings.consumer.listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} (consumer.listen)"))?,
+                ),
+                None => None,
+            };
             let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
             let pool = consumer::connect_db_waiting(
                 settings.mysql_url.expose_secret(),
@@ -145,6 +156,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
+            if let Some(listener) = health {
+                tracing::info!(addr = %listener.local_addr()?, "consumer health and metrics");
+                tokio::spawn(telemetry::serve_health(listener, rx.clone()));
+            }
             tracing::info!(topic = %settings.orders_topic, "consumer started");
             c.run(rx).await
         }

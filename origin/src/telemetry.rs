@@ -42,6 +42,29 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// `GET /healthz` and `GET /metrics` of a process that serves no API (the order
+/// consumer), on `listener`, until `stop` turns true.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let handle = metrics();
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { handle.render() }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}
+
 /// One counter metric whose labels a request only knows when it is answered (its
 /// route, status, outcome). Each set of labels gets its counter from the recorder once;
 /// after that a request looks it up by a small key, without building label strings.

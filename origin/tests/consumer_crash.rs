@@ -10,9 +10,18 @@ use flashgate_origin::consumer::connect_db;
 use std::time::Duration;
 
 fn spawn_consumer(settings: &flashgate_origin::config::Settings, mysql_url: &str) -> Killed {
+    spawn_consumer_with(settings, mysql_url, &[])
+}
+
+fn spawn_consumer_with(
+    settings: &flashgate_origin::config::Settings,
+    mysql_url: &str,
+    extra: &[(&str, String)],
+) -> Killed {
     Killed(
         std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
             .arg("consume")
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .env("FLASHGATE_CONSUMER__GROUP", &settings.consumer.group)
             .env("FLASHGATE_REDIS_URL", &settings.redis_url)
             .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)
@@ -59,6 +68,69 @@ async fn wait_rows(url: &str, at_least: i64, secs: u64) {
         rows(url).await.is_some_and(|n| n >= at_least)
     })
     .await;
+}
+
+/// What an operator's monitoring sees of a consumer process: its health and its counts,
+/// on `consumer.listen`; SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_process_serves_its_health_and_metrics() {
+    let url = fresh_database().await;
+    connect_db(&url).await.expect("migrations");
+    let s = settings(Figment::new());
+    flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 3)
+        .await
+        .expect("topic");
+    let orders: Vec<_> = (0..3)
+        .map(|i| message(&format!("mon-{i}"), "watched", &format!("user-{i}")))
+        .collect();
+    let payloads = flashgate_origin::kafka::pack_orders(&orders, 1)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    let port = free_port();
+    let mut consumer = spawn_consumer_with(
+        &s,
+        &url,
+        &[("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let req = http.get(format!("http://127.0.0.1:{port}{path}"));
+        async move {
+            let resp = req.send().await.ok()?;
+            (resp.status() == 200).then_some(())?;
+            resp.text().await.ok()
+        }
+    };
+    eventually("the consumer's /healthz", 60, || async {
+        get("/healthz").await.is_some()
+    })
+    .await;
+    eventually("three orders counted in /metrics", 60, || async {
+        get("/metrics")
+            .await
+            .is_some_and(|text| text.contains("flashgate_consumer_orders_total 3"))
+    })
+    .await;
+    let pid = consumer.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = consumer.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
