@@ -122,16 +122,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run(shutdown_signal()).await
         }
         Command::Consume => {
-            // The recorder first: what the consumer counts is kept from its first batch.
-            telemetry::metrics();
-            let health = match settings.consumer.listen {
-                Some(addr) => Some(
-                    tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("cannot listen on {addr} (consumer.listen)"))?,
-                ),
-                None => None,
-            };
+            let (tx, rx) = watch::channel(false);
+            // Health and metrics answer from the start: waiting for the database below may
+            // take a minute, and a probe must not take that for a dead process.
+            if let Some(addr) = settings.consumer.listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (consumer.listen)"))?;
+                tracing::info!(%addr, "consumer health and metrics");
+                // The recorder now: what the consumer counts is kept from its first batch.
+                telemetry::metrics();
+                let stop = rx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = telemetry::serve_health(listener, stop).await {
+                        tracing::error!(error = %e, "consumer health and metrics server failed");
+                    }
+                });
+            }
             let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
             let pool = consumer::connect_db_waiting(
                 settings.mysql_url.expose_secret(),
@@ -151,15 +158,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 store,
                 settings.consumer.clone(),
             )?;
-            let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
-            if let Some(listener) = health {
-                tracing::info!(addr = %listener.local_addr()?, "consumer health and metrics");
-                tokio::spawn(telemetry::serve_health(listener, rx.clone()));
-            }
             tracing::info!(topic = %settings.orders_topic, "consumer started");
             c.run(rx).await
         }

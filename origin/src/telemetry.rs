@@ -18,6 +18,9 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide metrics recorder (installed on first use).
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -37,6 +40,16 @@ pub fn metrics() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (tests embedding the app): keep ours readable.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples wait in the recorder until a scrape (or this) folds them
+            // into their buckets: without it, a process nobody scrapes grows by 8 bytes per
+            // sample (one per purchase) for ever.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP);
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()

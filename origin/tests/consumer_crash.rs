@@ -88,13 +88,28 @@ async fn a_consumer_process_serves_its_health_and_metrics() {
         .map(|m| m.payload)
         .collect();
     produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    let http = reqwest::Client::new();
+    let healthy = |port: u16| {
+        let req = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .timeout(Duration::from_secs(2));
+        async move { req.send().await.is_ok_and(|r| r.status() == 200) }
+    };
+    // Alive while it waits for a database that does not answer yet (up to a minute).
+    let port = free_port();
+    let waiting = spawn_consumer_with(
+        &s,
+        &format!("mysql://root@127.0.0.1:{}/nowhere", free_port()),
+        &[("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    eventually("/healthz while the database is away", 20, || healthy(port)).await;
+    drop(waiting);
     let port = free_port();
     let mut consumer = spawn_consumer_with(
         &s,
         &url,
         &[("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}"))],
     );
-    let http = reqwest::Client::new();
     let get = |path: &str| {
         let req = http.get(format!("http://127.0.0.1:{port}{path}"));
         async move {
@@ -103,10 +118,7 @@ async fn a_consumer_process_serves_its_health_and_metrics() {
             resp.text().await.ok()
         }
     };
-    eventually("the consumer's /healthz", 60, || async {
-        get("/healthz").await.is_some()
-    })
-    .await;
+    eventually("the consumer's /healthz", 60, || healthy(port)).await;
     eventually("three orders counted in /metrics", 60, || async {
         get("/metrics")
             .await
