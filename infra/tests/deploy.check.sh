@@ -13,10 +13,7 @@ cd "$ROOT"
 
 "$FG_OPSCHECK_ROOT/bin/hadolint" --no-color --failure-threshold warning infra/docker/Dockerfile
 
-manifests=()
-for f in infra/k8s/*.yaml; do
-  [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
-done
+mapfile -t manifests < <(find infra/k8s -name '*.yaml' ! -name kustomization.yaml | sort)
 "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" --strict --quiet -k "$K8S_SCHEMA_VERSION" "${manifests[@]}"
 
 "$FG_OPSCHECK_ROOT/bin/python" infra/tests/deploy_check.py "$ROOT" "${FLASHGATE_BIN:-$ROOT/target/debug/flashgate}"

@@ -67,26 +67,30 @@ def port_of(address):
 
 def manifests(root, binary):
     k8s = root / "infra/k8s"
-    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
-    listed = set(kustomization.get("resources", []))
-    present = {
-        p.name
-        for p in k8s.glob("*.yaml")
-        if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
-    }
-    for name in sorted(present - listed):
-        problem("kustomization.yaml", f"{name} is not in resources")
-    for name in sorted(listed - present):
-        problem("kustomization.yaml", f"resource {name} does not exist")
-    images = {i["name"] for i in kustomization.get("images", [])}
+    images = set()
+    for kfile in sorted(k8s.rglob("kustomization.yaml")):
+        kdir = kfile.parent
+        where = str(kfile.relative_to(k8s))
+        kustomization = yaml.safe_load(kfile.read_text())
+        listed = set(kustomization.get("resources", []))
+        present = {
+            p.name
+            for p in kdir.glob("*.yaml")
+            if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
+        }
+        for name in sorted(present - listed):
+            problem(where, f"{name} is not in resources")
+        for name in sorted(listed - present):
+            problem(where, f"resource {name} does not exist")
+        images |= {i["name"] for i in kustomization.get("images", [])}
 
     docs = []
-    for path in sorted(k8s.glob("*.yaml")):
+    for path in sorted(k8s.rglob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                docs.append((path.name, doc))
+                docs.append((str(path.relative_to(k8s)), doc))
     by_kind = {}
     for name, doc in docs:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = (name, doc)

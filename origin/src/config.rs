@@ -292,11 +292,18 @@ mod tests {
         // Read from the environment only, or settings without a default.
         let elsewhere = ["CONFIG", "KAFKA_DEBUG", "KAFKA_OPTIONS"];
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut files: Vec<_> = std::fs::read_dir(root.join("infra/k8s"))
-            .expect("infra/k8s")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        files.push(root.join("infra/docker/Dockerfile"));
+        let mut files = vec![root.join("infra/docker/Dockerfile")];
+        let mut dirs = vec![root.join("infra/k8s")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("infra/k8s") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
         let mut seen = 0;
         for file in files {
             let text = std::fs::read_to_string(&file).expect("readable");

@@ -330,14 +330,43 @@ pub struct OwnServer {
 impl OwnServer {
     /// A Redis with AOF on, in its own temp dir.
     pub fn redis() -> Self {
+        Self::redis_with(false, &[])
+    }
+
+    /// A Redis that speaks only TLS, with this certificate and key.
+    pub fn redis_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let (cert, key) = (cert.display(), key.display());
+        Self::redis_with(
+            true,
+            &[
+                "--tls-cert-file".into(),
+                cert.to_string(),
+                "--tls-key-file".into(),
+                key.to_string(),
+                "--tls-ca-cert-file".into(),
+                cert.to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        )
+    }
+
+    fn redis_with(tls: bool, extra: &[String]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("fg-redis-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let args = [
+        let (plain, tls_port) = if tls {
+            (0, port.to_string())
+        } else {
+            (port, "0".to_owned())
+        };
+        let mut args = [
             "--bind",
             "127.0.0.1",
             "--port",
-            &port.to_string(),
+            &plain.to_string(),
+            "--tls-port",
+            &tls_port,
             "--dir",
             &dir.to_string_lossy(),
             "--appendonly",
@@ -349,6 +378,7 @@ impl OwnServer {
         ]
         .map(str::to_owned)
         .to_vec();
+        args.extend_from_slice(extra);
         Self::start(port, dir, "redis-server".into(), args)
     }
 
@@ -374,6 +404,11 @@ impl OwnServer {
 
     /// A MariaDB with its own data dir; `url()` names database `flashgate`.
     pub fn mariadb() -> Self {
+        Self::mariadb_with(&[])
+    }
+
+    /// A [`OwnServer::mariadb`] started with these extra server options.
+    pub fn mariadb_with(extra: &[String]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("fg-mariadb-"));
         let data = dir.join("data");
@@ -404,6 +439,7 @@ impl OwnServer {
             "--bind-address=127.0.0.1".to_owned(),
             "--skip-name-resolve".to_owned(),
         ];
+        let args = [args, extra.to_vec()].concat();
         let s = Self::start(port, dir, "mariadbd".into(), args);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !std::process::Command::new("mariadb")
