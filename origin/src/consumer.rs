@@ -204,7 +204,7 @@ async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Res
 /// A first delivery of orders from unblocked users (the common case) costs two statements:
 /// the lookup (earlier failures and blocked buyers together) and one multi-row insert,
 /// atomic on its own. Anything else (a failure to record, a blocked buyer, an insert that
-/// skipped rows) is sorted out in one transaction ([`write_in_transaction`]), which treats
+/// skipped rows) is sorted out in one transaction (`write_in_transaction`), which treats
 /// the rows that insert wrote as it treats a replay's.
 pub async fn write_batch(
     db: &mut MySqlConnection,

@@ -19,7 +19,7 @@
 //! - [`protect`]: circuit breakers and the adaptive concurrency limit.
 //! - [`reconcile`]: `flashgate reconcile`, Redis against the orders table.
 //! - [`users`]: the demo/load-test users CSV.
-//! - [`clock`], [`telemetry`]: injected time; logs and metrics.
+//! - [`clock`], [`telemetry`]: injected time; logs, metrics, the consumer's `/metrics`.
 #![deny(unsafe_code)]
 
 pub mod api;

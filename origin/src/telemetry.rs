@@ -1,4 +1,5 @@
-//! Structured logs (`tracing`, JSON lines) and the Prometheus recorder.
+//! Structured logs (`tracing`, JSON lines), the Prometheus recorder, the per-label counter
+//! cache of the hot path, and the health and metrics server of the consumer.
 
 use axum::http::Method;
 use metrics::{Counter, Label};
