@@ -64,10 +64,7 @@ pub async fn serve_health(
 ) -> std::io::Result<()> {
     let handle = metrics();
     let app = axum::Router::new()
-        .route(
-            "/healthz",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", axum::routing::get(crate::api::healthz))
         .route(
             "/metrics",
             axum::routing::get(move || async move { handle.render() }),
