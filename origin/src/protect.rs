@@ -6,6 +6,7 @@
 //! - [`AdaptiveLimit`]: a concurrency limit derived from observed latency (in the spirit of
 //!   Netflix concurrency-limits' Gradient2): when the reserve call slows down, fewer requests
 //!   are admitted at once, so admitted requests stay fast and the rest get 429 at once.
+//!   Latency under a floor (`latency_floor_ms`) is never a slowdown, whatever the baseline.
 //! - The fixed admission bucket (`governor`) and the sold-out flags live in `startup`/`api`.
 //!
 //! Every rule takes the time as an argument, so tests drive it without sleeping.
@@ -140,6 +141,11 @@ pub struct AdaptiveSettings {
     pub max: usize,
     /// How much slower than the long-term latency a sample may be before the limit shrinks.
     pub tolerance: f64,
+    /// The long-term latency counts as at least this, milliseconds: below `tolerance` times
+    /// it, nothing is a slowdown. A baseline of a fraction of a millisecond would make a
+    /// busy but healthy machine's queueing (1–2 ms) look like a failing Redis and answer
+    /// 429 to purchases the process had time for.
+    pub latency_floor_ms: f64,
 }
 
 impl Default for AdaptiveSettings {
@@ -150,6 +156,7 @@ impl Default for AdaptiveSettings {
             min: 4,
             max: 1024,
             tolerance: 1.5,
+            latency_floor_ms: 2.0,
         }
     }
 }
@@ -301,11 +308,12 @@ impl AdaptiveLimit {
             }
         };
         s.long_rtt = Some(long);
+        let base = long.max(self.settings.latency_floor_ms / 1000.0);
         // An under-used limit says nothing about capacity: do not grow it.
-        if (inflight as f64) < s.limit / 2.0 && short <= long * self.settings.tolerance {
+        if (inflight as f64) < s.limit / 2.0 && short <= base * self.settings.tolerance {
             return;
         }
-        let gradient = (self.settings.tolerance * long / short).clamp(0.5, 1.0);
+        let gradient = (self.settings.tolerance * base / short).clamp(0.5, 1.0);
         let queue = s.limit.sqrt();
         let target = s.limit * gradient + queue;
         let next = s.limit * 0.8 + target * 0.2;
@@ -356,10 +364,27 @@ mod tests {
 
     /// `rounds` windows of samples, each taken with the limit in flight.
     fn busy(l: &AdaptiveLimit, rtt_ms: u64, rounds: usize) {
+        busy_us(l, rtt_ms * 1000, rounds);
+    }
+
+    fn busy_us(l: &AdaptiveLimit, rtt_us: u64, rounds: usize) {
         for _ in 0..rounds * SAMPLE_WINDOW {
             let inflight = l.limit();
-            l.sample(Duration::from_millis(rtt_ms), inflight);
+            l.sample(Duration::from_micros(rtt_us), inflight);
         }
+    }
+
+    #[test]
+    fn latency_under_the_floor_is_not_a_slowdown() {
+        let l = AdaptiveLimit::new(AdaptiveSettings::default());
+        busy_us(&l, 100, 200);
+        let steady = l.limit();
+        // 15 × the baseline, but 1.5 ms: a busy machine's queue, not a failing Redis.
+        busy_us(&l, 1500, 50);
+        assert!(l.limit() >= steady, "limit {steady} → {}", l.limit());
+        // 5 ms is over tolerance × floor (3 ms): the limit shrinks.
+        busy_us(&l, 5000, 30);
+        assert!(l.limit() < steady, "limit {steady} → {}", l.limit());
     }
 
     #[test]
