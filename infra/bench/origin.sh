@@ -11,6 +11,8 @@
 #      new user per call), BENCH_REDIS_REQUESTS (200000) calls: the Redis floor.
 # Targets (issue 5): purchase >= 0.6 x HTTP floor, sold-out >= 0.9 x, p99 < 20 ms, RSS < 100 MB.
 # BENCH_ORIGIN_ENV="FLASHGATE_X=y ..." passes settings to the origin.
+# BENCH_PURCHASE_CONNECTIONS ("8 $BENCH_CONNECTIONS") lists the purchase phases' connection
+# counts; BENCH_PURCHASE_BACKOFF=1 makes their clients wait out a 429's or 503's Retry-After.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/infra/bench/lib.sh"
@@ -51,8 +53,9 @@ signed=(--method POST --body '{}' --sign-env EDGE_SECRET)
 load healthz-1 --path /healthz
 # The purchase peak: at a few concurrencies (the origin's own limiters may shed load at
 # high ones); the best 202 rate counts, with its latency.
+backoff=(); [ -n "${BENCH_PURCHASE_BACKOFF:-}" ] && backoff=(--backoff)
 for c in ${BENCH_PURCHASE_CONNECTIONS:-8 $CONN}; do
-  CONN=$c load "purchase-c$c" "${signed[@]}" --path "/api/events/$buy/purchase" --user-prefix "b${stamp}c${c}x"
+  CONN=$c load "purchase-c$c" "${signed[@]}" "${backoff[@]}" --path "/api/events/$buy/purchase" --user-prefix "b${stamp}c${c}x"
 done
 load soldout "${signed[@]}" --path "/api/events/$sold/purchase" --user-prefix "s${stamp}x"
 load healthz-2 --path /healthz

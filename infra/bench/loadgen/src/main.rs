@@ -7,6 +7,10 @@
 //! `--sign-env`), for a new user per request (`--user-prefix`). Prints one JSON line:
 //! requests, rps, statuses, errors and latency percentiles of the measured window.
 //!
+//! With `--backoff`, a connection answered 429 or 503 waits the answer's `Retry-After`
+//! (1 s without one) before its next request, as the activity page does, instead of
+//! asking again at once.
+//!
 //! It runs on one thread, so it leaves the other core to what it measures.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +25,7 @@ use tokio::net::TcpStream;
 
 const USAGE: &str = "fg-load --addr HOST:PORT --path PATH [--method GET] [--body STR] \
 [--sign-env VAR --user-prefix P] [--connections 64] [--duration 10] [--warmup 2] \
-[--max-requests N] [--timeout-ms 5000]";
+[--max-requests N] [--timeout-ms 5000] [--backoff]";
 
 struct Opts {
     addr: String,
@@ -35,6 +39,7 @@ struct Opts {
     warmup: Duration,
     max_requests: u64,
     timeout: Duration,
+    backoff: bool,
     body_sha: String,
 }
 
@@ -52,6 +57,7 @@ fn parse() -> Result<Opts, String> {
         warmup: Duration::from_secs(2),
         max_requests: u64::MAX,
         timeout: Duration::from_millis(5000),
+        backoff: false,
         body_sha: String::new(),
     };
     while let Some(flag) = args.next() {
@@ -62,6 +68,7 @@ fn parse() -> Result<Opts, String> {
                 .map_err(|e| e.to_string())
         };
         match flag.as_str() {
+            "--backoff" => o.backoff = true,
             "--addr" => o.addr = value()?,
             "--method" => o.method = value()?,
             "--path" => o.path = value()?,
@@ -163,12 +170,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Sends one request and reads the whole answer: (status, connection stays open).
-async fn round_trip(
-    s: &mut TcpStream,
-    req: &[u8],
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, bool)> {
+/// What one answer said.
+struct Answer {
+    status: u16,
+    /// The connection stays open.
+    keep: bool,
+    /// `Retry-After`, seconds.
+    retry_after: Option<u64>,
+}
+
+/// Sends one request and reads the whole answer.
+async fn round_trip(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> std::io::Result<Answer> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
     s.write_all(req).await?;
     buf.clear();
@@ -192,9 +204,12 @@ async fn round_trip(
         .ok_or_else(|| bad("status line"))?;
     let mut length = None;
     let mut keep = true;
+    let mut retry_after = None;
     for line in head.lines() {
         if let Some(v) = line.strip_prefix("content-length:") {
             length = v.trim().parse::<usize>().ok();
+        } else if let Some(v) = line.strip_prefix("retry-after:") {
+            retry_after = v.trim().parse::<u64>().ok();
         } else if line.starts_with("connection:") && line.contains("close") {
             keep = false;
         } else if line.starts_with("transfer-encoding:") {
@@ -209,7 +224,11 @@ async fn round_trip(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok((status, keep))
+    Ok(Answer {
+        status,
+        keep,
+        retry_after,
+    })
 }
 
 #[derive(Default)]
@@ -255,14 +274,18 @@ async fn connection(
                 t.sent += 1;
             }
             match answer {
-                Ok(Ok((status, keep))) => {
+                Ok(Ok(a)) => {
                     if measured {
                         let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
                         t.latencies_us.push(us);
-                        t.by_status.entry(status).or_default().push(us);
-                        *t.statuses.entry(status).or_default() += 1;
+                        t.by_status.entry(a.status).or_default().push(us);
+                        *t.statuses.entry(a.status).or_default() += 1;
                     }
-                    if !keep {
+                    if o.backoff && matches!(a.status, 429 | 503) {
+                        let wait = Duration::from_secs(a.retry_after.unwrap_or(1));
+                        tokio::time::sleep_until((Instant::now() + wait).min(end).into()).await;
+                    }
+                    if !a.keep {
                         continue 'connect;
                     }
                 }
