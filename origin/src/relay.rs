@@ -131,18 +131,8 @@ impl Relay {
                 // connection, a fresh one, made here too, so that the outbox drains with no
                 // shopper traffic to trigger the API's probe. (A pass also times out on a
                 // stalled broker; Redis answers then, and its connection is kept.)
-                let redis_back = async {
-                    let answers = tokio::time::timeout(Duration::from_secs(1), self.store.ping())
-                        .await
-                        .is_ok_and(|r| r.is_ok());
-                    if !answers {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(5), self.store.reconnect())
-                                .await;
-                    }
-                };
                 tokio::select! {
-                    _ = redis_back => {}
+                    _ = self.store.answers_or_reconnect() => {}
                     _ = shutdown.changed() => {}
                 }
             }

@@ -150,14 +150,7 @@ impl AppState {
             self.redis_probe.clone(),
         );
         tokio::spawn(async move {
-            let answers = tokio::time::timeout(Duration::from_secs(1), store.ping())
-                .await
-                .is_ok_and(|r| r.is_ok());
-            let back = answers
-                || tokio::time::timeout(Duration::from_secs(5), store.reconnect())
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-            if back {
+            if store.answers_or_reconnect().await {
                 breaker.success();
             }
             flag.store(false, Ordering::Release);

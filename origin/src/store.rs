@@ -276,6 +276,18 @@ impl Store {
         redis::cmd("PING").query_async(&mut self.conn()).await
     }
 
+    /// Whether Redis answers: a PING on the current connection (within 1 s), else a fresh
+    /// connection ([`Store::reconnect`], within 5 s). A healthy connection is kept.
+    pub async fn answers_or_reconnect(&self) -> bool {
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(1), self.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        answers
+            || tokio::time::timeout(std::time::Duration::from_secs(5), self.reconnect())
+                .await
+                .is_ok_and(|r| r.is_ok())
+    }
+
     /// Creates or updates an upcoming event and pre-warms its stock.
     pub async fn put_event(
         &self,
