@@ -23,10 +23,17 @@ pub fn sign_b64(key: &[u8], msg: &[u8]) -> String {
 
 /// Checks a base64url HMAC-SHA256 tag in constant time.
 pub fn verify_b64(key: &[u8], msg: &[u8], tag_b64: &str) -> bool {
-    match unb64(tag_b64) {
-        Some(tag) => mac(key, msg).verify_slice(&tag).is_ok(),
-        None => false,
-    }
+    verify_tag(mac(key, msg), tag_b64)
+}
+
+/// Checks a base64url tag against a MAC fed its message, in constant time. A tag is 43
+/// characters (32 bytes), decoded on the stack; any other length is refused.
+pub fn verify_tag(mac: HmacSha256, tag_b64: &str) -> bool {
+    let mut tag = [0u8; 33];
+    URL_SAFE_NO_PAD
+        .decode_slice(tag_b64.as_bytes(), &mut tag)
+        .is_ok_and(|n| n == 32)
+        && mac.verify_slice(&tag[..32]).is_ok()
 }
 
 /// Lowercase hex SHA-256 of `data`.

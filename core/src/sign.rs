@@ -9,8 +9,6 @@
 
 use crate::crypto::{self, b64, sha256_hex_into, HmacSha256};
 use crate::Millis;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hmac::Mac;
 
 /// Header carrying the signature (base64url HMAC-SHA256).
@@ -82,13 +80,7 @@ impl Signed<'_> {
         if now.abs_diff(self.timestamp) > MAX_SKEW_MS.unsigned_abs() {
             return Err(SignError::Stale);
         }
-        // A base64url HMAC-SHA256 tag is 43 characters: 32 bytes, decoded on the stack.
-        let mut tag = [0u8; 33];
-        let valid = URL_SAFE_NO_PAD
-            .decode_slice(signature.as_bytes(), &mut tag)
-            .is_ok_and(|n| n == 32)
-            && self.mac(secret).verify_slice(&tag[..32]).is_ok();
-        if valid {
+        if crypto::verify_tag(self.mac(secret), signature) {
             Ok(())
         } else {
             Err(SignError::Forged)
