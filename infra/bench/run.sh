@@ -80,7 +80,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$DIR/logs" "$DIR/run"
-write_env "$DIR" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)"
+write_env "$DIR" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)"
 start_services
 export REDIS_URL MYSQL_URL KAFKA_BROKERS ORDERS_TOPIC AUTH_SECRET EDGE_SECRET ADMIN_TOKEN \
   EDGE_URL ORIGIN_URL REDIS_PORT MYSQL_PORT KAFKA_PORT ORIGIN_PORT EDGE_PORT

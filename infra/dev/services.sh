@@ -88,9 +88,9 @@ stop_all() { # stop everything with a PID file under $DIR/run, newest first
   for name in edge consume serve kafka mariadb redis; do stop_one "$name"; done
 }
 
-# The stack's settings file: dir redis mysql kafka origin edge (ports); secrets are made
-# once per dir and kept.
-write_env() { # dir redis mysql kafka origin edge
+# The stack's settings file: dir redis mysql kafka origin edge consumer (ports); secrets
+# are made once per dir and kept.
+write_env() { # dir redis mysql kafka origin edge consumer
   local dir=$1 secrets="$1/secrets"
   if [ ! -f "$secrets" ]; then
     (umask 077
@@ -98,10 +98,12 @@ write_env() { # dir redis mysql kafka origin edge
         echo "ADMIN_TOKEN=$(openssl rand -hex 24)"; } >"$secrets")
   fi
   { echo "EDGE_URL=http://127.0.0.1:$6"; echo "ORIGIN_URL=http://127.0.0.1:$5"
+    echo "CONSUMER_URL=http://127.0.0.1:$7"
     echo "REDIS_URL=redis://127.0.0.1:$2"; echo "MYSQL_URL=mysql://root@127.0.0.1:$3/flashgate"
     echo "KAFKA_BROKERS=127.0.0.1:$4"; echo "ORDERS_TOPIC=flashgate.orders"
     cat "$secrets"
     echo "REDIS_PORT=$2"; echo "MYSQL_PORT=$3"; echo "KAFKA_PORT=$4"; echo "ORIGIN_PORT=$5"; echo "EDGE_PORT=$6"
+    echo "CONSUMER_PORT=$7"
   } >"$dir/env"
 }
 

@@ -64,6 +64,12 @@ test('a purchase through the edge becomes a confirmed row in MariaDB', async () 
   assert.equal(confirmed.body.order_id, orderId);
   assert.equal(sql(`SELECT CONCAT(user_id, ' ', status) FROM orders WHERE order_id = '${orderId}'`), `${alice.id} confirmed`);
 
+  // The stack's consumer serves its own health and metrics (consumer.listen).
+  assert.equal((await fetch(`${env.CONSUMER_URL}/healthz`)).status, 200);
+  const metrics = await (await fetch(`${env.CONSUMER_URL}/metrics`)).text();
+  const written = metrics.match(/^flashgate_consumer_orders_total (\d+)/m);
+  assert.ok(written && Number(written[1]) >= 1, `consumer metrics count the order:\n${metrics.slice(0, 400)}`);
+
   const bt = await call('POST', `/api/events/${event}/ticket`, { token: bob.token, body: {} });
   const late = await call('POST', `/api/events/${event}/purchase`, { token: bob.token, ticket: bt.body.ticket, body: {} });
   assert.equal(late.status, 409);
