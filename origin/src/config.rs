@@ -262,6 +262,23 @@ impl Settings {
     }
 }
 
+/// `url` with the password in its user info shown as `***`, for logs and errors
+/// (`redis://:pw@host:6379/0` → `redis://:***@host:6379/0`).
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let authority = &url[scheme..];
+    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.into();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return url.into();
+    };
+    format!("{}:***{}", &url[..scheme + colon], &url[scheme + at..]).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +350,28 @@ mod tests {
             .expect_err("invalid")
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn a_url_prints_without_its_password() {
+        for (url, shown) in [
+            ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+            (
+                "rediss://app:p@ss:w@cache:6380",
+                "rediss://app:***@cache:6380",
+            ),
+            ("redis://app@cache:6379", "redis://app@cache:6379"),
+            (
+                "redis://127.0.0.1:6379/?a=b@c",
+                "redis://127.0.0.1:6379/?a=b@c",
+            ),
+            (
+                "redis+unix:///run/redis.sock",
+                "redis+unix:///run/redis.sock",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

@@ -262,10 +262,20 @@ impl Application {
             .secret(&settings.admin_token, "admin_token")?
             .to_vec();
         let store = Store::connect(&settings.redis_url, &settings.key_prefix).await?;
+        let redis_url = crate::config::redact_url(&settings.redis_url).into_owned();
         store
             .ping()
             .await
-            .with_context(|| format!("cannot reach Redis at {}", settings.redis_url))?;
+            .with_context(|| format!("cannot reach Redis at {redis_url}"))?;
+        // Refuses a Redis that could oversell or lose orders; says what else is unsafe.
+        for warning in store
+            .durability()
+            .await
+            .verdict()
+            .map_err(|refusal| anyhow::anyhow!("{refusal} (Redis at {redis_url})"))?
+        {
+            tracing::warn!(redis = %redis_url, "{warning}");
+        }
         if let Err(e) = crate::kafka::ensure_topic(
             &settings.kafka_brokers,
             &settings.orders_topic,

@@ -517,3 +517,58 @@ async fn a_503_reserves_nothing_even_when_redis_answers_late() {
     assert_eq!(stats.reserved, reserved + 1, "{answers:?}");
     Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
 }
+
+#[tokio::test]
+async fn a_redis_that_could_evict_stock_or_orders_is_refused_at_start() {
+    let redis = OwnServer::redis();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let config = |policy: &str| {
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut conn = client.get_connection().expect("redis");
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .exec(&mut conn)
+            .expect("config set");
+    };
+    let build = || {
+        let settings = settings(Figment::new().merge(("redis_url", url.clone())));
+        flashgate_origin::startup::Application::build(settings)
+    };
+
+    config("allkeys-lru");
+    let refused = build().await.err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("maxmemory-policy allkeys-lru"),
+        "{message}"
+    );
+    assert!(message.contains("noeviction"), "{message}");
+    // Nothing was written: the refusal comes before any event or outbox exists.
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut client.get_connection().expect("redis"))
+        .expect("keys");
+    assert!(keys.is_empty(), "{keys:?}");
+
+    for safe_enough in ["noeviction", "volatile-lru"] {
+        config(safe_enough);
+        assert!(build().await.is_ok(), "{safe_enough} serves");
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_hides_its_settings_is_served_with_a_warning() {
+    // As managed services do: CONFIG is not available to the application.
+    let redis = OwnServer::redis_with(
+        false,
+        &["--rename-command".into(), "CONFIG".into(), "".into()],
+    );
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let app = spawn_app(Figment::new().merge(("redis_url", url))).await;
+    app.live_event("hidden", 1).await;
+    assert_eq!(app.purchase("hidden", "u1").await.status, 202);
+    app.stop().await;
+}

@@ -351,7 +351,8 @@ impl OwnServer {
         )
     }
 
-    fn redis_with(tls: bool, extra: &[String]) -> Self {
+    /// A Redis with AOF on, and these arguments besides.
+    pub fn redis_with(tls: bool, extra: &[String]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("fg-redis-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
