@@ -38,6 +38,11 @@ pub struct Settings {
     pub user_window_ms: u64,
     /// Deadline of one Redis call on the request path, milliseconds.
     pub redis_timeout_ms: u64,
+    /// Redis replicas that must hold a reservation before it is answered (`WAIT`); 0
+    /// answers once the primary has it.
+    pub redis_wait_replicas: u32,
+    /// How long a reservation waits for those replicas at most, milliseconds.
+    pub redis_wait_timeout_ms: u64,
     /// Most purchase attempts decided in one reserve call (see `batch.rs`); 1 turns
     /// coalescing off.
     pub reserve_batch: usize,
@@ -109,6 +114,8 @@ struct Defaults {
     user_limit: u32,
     user_window_ms: u64,
     redis_timeout_ms: u64,
+    redis_wait_replicas: u32,
+    redis_wait_timeout_ms: u64,
     reserve_batch: usize,
     reserve_inflight: usize,
     event_cache_ms: u64,
@@ -136,6 +143,9 @@ pub const STACK_VARS: [&str; 7] = [
     "KAFKA_BROKERS",
     "ORDERS_TOPIC",
 ];
+/// The longest a reservation may wait for replicas: with the script's own budget (1 s),
+/// inside the Redis connection's response timeout (2 s).
+const MAX_WAIT_TIMEOUT_MS: u64 = 500;
 /// The reserve script hands a call's orders to one HSET (Lua's stack holds a few
 /// thousand values).
 const MAX_RESERVE_BATCH: usize = 1024;
@@ -153,6 +163,8 @@ fn defaults() -> Defaults {
         user_limit: 1,
         user_window_ms: 1000,
         redis_timeout_ms: 500,
+        redis_wait_replicas: 0,
+        redis_wait_timeout_ms: 100,
         reserve_batch: 64,
         reserve_inflight: 2,
         event_cache_ms: 500,
@@ -228,6 +240,14 @@ impl Settings {
             bail!(
                 "configuration: relay_pack must be between 1 and {}",
                 crate::kafka::MAX_PACK
+            );
+        }
+        if settings.redis_wait_replicas > 0
+            && !(1..=MAX_WAIT_TIMEOUT_MS).contains(&settings.redis_wait_timeout_ms)
+        {
+            bail!(
+                "configuration: redis_wait_timeout_ms must be between 1 and \
+                 {MAX_WAIT_TIMEOUT_MS} (a reservation's whole call has 2 s)"
             );
         }
         if settings.consumer.batch_size == 0 {
@@ -350,6 +370,22 @@ mod tests {
             .expect_err("invalid")
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn a_replica_wait_needs_a_bounded_timeout() {
+        let wait = |timeout: u64| {
+            Settings::from_figment(
+                Figment::new()
+                    .merge(("redis_wait_replicas", 1))
+                    .merge(("redis_wait_timeout_ms", timeout)),
+            )
+        };
+        for bad in [0, MAX_WAIT_TIMEOUT_MS + 1] {
+            let err = wait(bad).expect_err("refused").to_string();
+            assert!(err.contains("redis_wait_timeout_ms"), "{err}");
+        }
+        assert!(wait(MAX_WAIT_TIMEOUT_MS).is_ok());
     }
 
     #[test]

@@ -185,6 +185,12 @@ pub struct Store {
     confirm_many: Arc<Script>,
     compensate: Arc<Script>,
     put_event: Arc<Script>,
+    /// Replicas a reservation waits for before it is answered, and for how long at most
+    /// ([`Store::wait_for_replicas`]); none by default.
+    replicas: Option<(u32, u64)>,
+    /// The last `WAIT` fell short: the next ones wait 1 ms only, until one is answered in
+    /// full (a replica that went away must not hold every purchase for the timeout).
+    replicas_short: Arc<AtomicBool>,
 }
 
 /// Redis's settings that a reservation's safety rests on. Between its 202 and the relay's
@@ -273,6 +279,8 @@ impl Store {
             confirm_many: Arc::new(Script::new(include_str!("lua/confirm_many.lua"))),
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
+            replicas: None,
+            replicas_short: Arc::default(),
         };
         // The first reading is used whatever its round trip; two more may refine it.
         for _ in 0..3 {
@@ -300,6 +308,16 @@ impl Store {
                 .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Makes every reserve call that reserved something wait (Redis `WAIT`) until
+    /// `replicas` replicas have its writes, or `timeout_ms` passed, before its verdicts are
+    /// answered: a 202 then survives a failover to one of them. A reservation that was not
+    /// acknowledged in time is still answered (it is real on the primary) and counted in
+    /// `flashgate_reservations_unreplicated_total`. `0` waits for none.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout_ms: u64) -> Self {
+        self.replicas = (replicas > 0).then_some((replicas, timeout_ms));
+        self
     }
 
     /// The keys of event `id`.
@@ -457,7 +475,35 @@ impl Store {
                 .arg(a.user.as_str())
                 .arg(a.new_order.as_str());
         }
-        let r: Vec<String> = call.invoke_async(&mut self.conn()).await?;
+        let mut conn = self.conn();
+        let r: Vec<String> = call.invoke_async(&mut conn).await?;
+        if let Some((replicas, timeout_ms)) = self.replicas {
+            let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
+            if reserved > 0 {
+                // On the connection that made the writes: WAIT covers what it wrote (and
+                // holds that connection's other calls meanwhile).
+                let short = self.replicas_short.load(Ordering::Relaxed);
+                let acked: redis::RedisResult<u32> = redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(if short { 1 } else { timeout_ms })
+                    .query_async(&mut conn)
+                    .await;
+                let enough = acked.as_ref().is_ok_and(|n| *n >= replicas);
+                if enough == short {
+                    self.replicas_short.store(!enough, Ordering::Relaxed);
+                }
+                if !enough {
+                    tracing::warn!(
+                        reserved,
+                        acked = ?acked,
+                        replicas,
+                        "reservations answered before enough Redis replicas had them"
+                    );
+                    metrics::counter!("flashgate_reservations_unreplicated_total")
+                        .increment(reserved as u64);
+                }
+            }
+        }
         if r.len() != 2 * attempts.len() {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::TypeError,

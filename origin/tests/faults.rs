@@ -572,3 +572,87 @@ async fn a_redis_that_hides_its_settings_is_served_with_a_warning() {
     assert_eq!(app.purchase("hidden", "u1").await.status, 202);
     app.stop().await;
 }
+
+/// `flashgate_reservations_unreplicated_total` as the app's /metrics has it.
+async fn unreplicated(app: &TestApp) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("flashgate_reservations_unreplicated_total "))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn with_redis_wait_replicas_a_reservation_is_on_the_replica_before_its_202() {
+    let primary = OwnServer::redis();
+    let replica = OwnServer::redis_with(
+        false,
+        &[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ],
+    );
+    let replica_conn = || {
+        redis::Client::open(format!("redis://127.0.0.1:{}", replica.port))
+            .expect("url")
+            .get_connection()
+            .expect("replica")
+    };
+    eventually("the replica is in sync", 20, || async {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica_conn())
+            .expect("info");
+        info.contains("master_link_status:up")
+    })
+    .await;
+    let app = spawn_app(
+        generous()
+            .merge(("redis_url", format!("redis://127.0.0.1:{}", primary.port)))
+            .merge(("redis_wait_replicas", 1))
+            .merge(("redis_wait_timeout_ms", 200)),
+    )
+    .await;
+    app.live_event("replicated", 10).await;
+    let orders = app
+        .store
+        .keys(&flashgate_core::ids::EventId::parse("replicated").expect("id"))
+        .orders();
+    let on_replica = |user: &str| -> Option<String> {
+        redis::cmd("HGET")
+            .arg(&orders)
+            .arg(user)
+            .query(&mut replica_conn())
+            .expect("hget")
+    };
+    let before = unreplicated(&app).await;
+
+    let r = app.purchase("replicated", "first").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(on_replica("first").as_deref(), r.body["order_id"].as_str());
+    assert_eq!(unreplicated(&app).await, before);
+
+    // A replica that stops answering: purchases are still answered (the order is real on
+    // the primary), and counted as not replicated.
+    replica.signal("STOP");
+    for user in ["second", "third"] {
+        let r = app.purchase("replicated", user).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    assert_eq!(unreplicated(&app).await, before + 2);
+    replica.signal("CONT");
+    eventually("the replica catches up", 20, || async {
+        on_replica("third").is_some()
+    })
+    .await;
+    assert_eq!(app.stats("replicated").await["reserved"], 3);
+    app.stop().await;
+}

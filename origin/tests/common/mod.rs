@@ -505,6 +505,16 @@ impl OwnServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP) or lets it go on (SIGCONT): `kill -<signal>`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// Kills the server (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
