@@ -316,8 +316,14 @@ pub fn check_json_body(content_type: Option<&str>, body: &[u8]) -> Result<Value,
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(bad("invalid_body", "body must be a JSON object")),
-        Err(_) => Err(bad("invalid_json", "body is not valid JSON")),
+        Ok(_) => Err(bad(
+            "invalid_body",
+            "请求体须为 JSON 对象 (body must be a JSON object)",
+        )),
+        Err(_) => Err(bad(
+            "invalid_json",
+            "请求体不是合法的 JSON (body is not valid JSON)",
+        )),
     }
 }
 
@@ -381,11 +387,27 @@ mod tests {
             Outcome::Busy {
                 retry_after_secs: 1,
             },
-            bad("invalid_json", "x"),
+            Outcome::RateLimited {
+                retry_after_secs: 1,
+            },
+            Outcome::Unauthenticated,
+            Outcome::Forbidden {
+                reason: "ticket_missing".into(),
+            },
+            Outcome::EventNotFound,
+            Outcome::NotStarted {
+                starts_at: "2026-11-25T12:00:00Z".into(),
+            },
+            Outcome::NoOrder,
+            check_json_body(None, b"{").expect_err("not JSON"),
+            check_json_body(None, b"[]").expect_err("not an object"),
         ] {
             let a = o.answer();
             assert!(a.body.get("status").or(a.body.get("error")).is_some());
-            assert!(a.body["message"].is_string());
+            // Chinese first, as the contract has it.
+            let message = a.body["message"].as_str().expect("a message");
+            let first = message.chars().next().expect("not empty");
+            assert!(('\u{4e00}'..='\u{9fff}').contains(&first), "{message}");
         }
     }
 

@@ -342,9 +342,15 @@ pub async fn put_event(
 ) -> Result<Response, ApiError> {
     let id = parse_admin_event(&id)?;
     let value = wire::check_json_body(header_str(&headers, header::CONTENT_TYPE.as_str()), &body)?;
-    let spec: EventSpec = serde_json::from_value(value)
-        .map_err(|e| bad("invalid_event", &format!("invalid event: {e}")))?;
-    let window = spec.validate().map_err(|e| bad("invalid_event", &e))?;
+    let spec: EventSpec = serde_json::from_value(value).map_err(|e| {
+        bad(
+            "invalid_event",
+            &format!("活动数据无效 (invalid event: {e})"),
+        )
+    })?;
+    let window = spec
+        .validate()
+        .map_err(|e| bad("invalid_event", &format!("活动数据无效 ({e})")))?;
     let now = state.clock.now_ms();
     let put = state
         .redis(state.store.put_event(&id, &window, now))
@@ -404,11 +410,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .await
         .is_ok();
     let kafka = state.relay_ready().await;
-    let body = Json(serde_json::json!({"redis": redis, "kafka": kafka}));
     if redis && kafka {
-        (StatusCode::OK, body).into_response()
+        let body = serde_json::json!({"status": "ready", "redis": true, "kafka": true});
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        let body = serde_json::json!({
+            "status": "not_ready",
+            "redis": redis,
+            "kafka": kafka,
+            "message": "依赖服务不可用 (Redis or Kafka does not answer)",
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
@@ -417,12 +429,23 @@ pub async fn metrics_text(State(state): State<Arc<AppState>>) -> String {
     state.metrics.render()
 }
 
-/// Unknown paths.
-pub async fn not_found() -> Response {
-    respond(&Outcome::NotFound)
+/// Under `/api/` only the edge may ask anything: a request without its signature is
+/// refused (401) before it learns whether its path or method exists.
+async fn edge_only(state: &Arc<AppState>, req: Request, otherwise: Outcome) -> Response {
+    if req.uri().path().starts_with("/api/") {
+        if let Err(refused) = EdgeRequest::from_request(req, state).await {
+            return refused.into_response();
+        }
+    }
+    respond(&otherwise)
+}
+
+/// Unknown paths (the ticket path too: tickets are the edge's own).
+pub async fn not_found(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    edge_only(&state, req, Outcome::NotFound).await
 }
 
 /// Known paths, wrong method.
-pub async fn method_not_allowed() -> Response {
-    respond(&Outcome::MethodNotAllowed)
+pub async fn method_not_allowed(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    edge_only(&state, req, Outcome::MethodNotAllowed).await
 }

@@ -188,13 +188,24 @@ async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
         assert_eq!(r.status, 202, "{}", r.body);
         orders.insert(r.body["order_id"].as_str().expect("order").to_owned());
     }
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(ready.status(), 503);
+    let ready = reply(
+        app.http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        (
+            &ready.body["status"],
+            &ready.body["kafka"],
+            &ready.body["redis"]
+        ),
+        (&"not_ready".into(), &false.into(), &true.into())
+    );
+    assert!(ready.body["message"].is_string(), "{}", ready.body);
     broker.restart();
     await_orders_in_kafka(&brokers, &app.settings.orders_topic, &orders, 90).await;
     app.stop().await;

@@ -281,6 +281,28 @@ async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
     }
     assert_eq!(unsigned.status, 401);
     assert_eq!(unsigned.body["error"], "unauthenticated");
+    // Under /api/, an unsigned request learns nothing, not even that a path or method
+    // does not exist here (tickets are the edge's own); elsewhere an unknown path is 404.
+    for (method, p, want) in [
+        ("POST", "/api/events/guarded/ticket", 401),
+        ("DELETE", path, 401),
+        ("GET", "/api/nothing", 401),
+        ("GET", "/nothing", 404),
+    ] {
+        let r = reply(
+            app.http
+                .request(method.parse().expect("method"), format!("{}{p}", app.base))
+                .send()
+                .await
+                .expect("answers"),
+        )
+        .await;
+        assert_eq!(r.status, want, "unsigned {method} {p}: {}", r.body);
+    }
+    let signed_ticket = app
+        .signed("POST", "/api/events/guarded/ticket", Some("u1"), b"{}")
+        .await;
+    assert_eq!(signed_ticket.status, 404, "{}", signed_ticket.body);
     let stats = app.stats("guarded").await;
     assert_eq!(
         (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
@@ -407,7 +429,11 @@ async fn health_readiness_and_metrics() {
     let app = spawn_app(Figment::new()).await;
     let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
     assert_eq!(get("/healthz").await.expect("answers").status(), 200);
-    assert_eq!(get("/readyz").await.expect("answers").status(), 200);
+    let ready = reply(get("/readyz").await.expect("answers")).await;
+    assert_eq!(
+        (ready.status, &ready.body["status"]),
+        (200, &"ready".into())
+    );
     app.live_event("metered", 1).await;
     app.purchase("metered", "m1").await;
     // A method of the client's own invention is counted, under one label for all such.
