@@ -9,8 +9,8 @@
 //! - Every shopper endpoint but event info: [`screen`]: 401 identity, 413/415/400 body,
 //!   400 event id, 403 bot verdict.
 //! - Purchase: [`purchase`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`,
-//!   409 while the edge remembers a sold-out (unless it saw this user get an order),
-//!   403 ticket; then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
+//!   403 ticket, 409 while the edge remembers a sold-out (unless it saw this user get an
+//!   order); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
 //!   signed, to the origin. The limiters are asked only for purchases that passed the
 //!   rest, so refusals spend neither a user's quota nor a token.
 //! - Ticket: [`ticket_gate`]: 404, 410, 429 per-IP limiter; then [`issue_ticket`]:
@@ -168,9 +168,6 @@ pub fn purchase(
     now: Millis,
 ) -> Result<Admissible, Outcome> {
     live(facts.window, now)?;
-    if facts.sold_out && !facts.holds_order {
-        return Err(Outcome::SoldOut);
-    }
     Ticket::verify(
         facts.ticket,
         ticket_key,
@@ -182,6 +179,11 @@ pub fn purchase(
     .map_err(|e| Outcome::Forbidden {
         reason: e.reason().into(),
     })?;
+    // After the ticket: a request without a valid one is refused as such (403), whatever
+    // the stock, and the sold-out mark is one lookup.
+    if facts.sold_out && !facts.holds_order {
+        return Err(Outcome::SoldOut);
+    }
     Ok(Admissible {
         path: format!("/api/events/{}/purchase", s.event),
     })
@@ -463,14 +465,20 @@ mod tests {
     }
 
     #[test]
-    fn sold_out_mark_answers_before_the_ticket_except_to_buyers() {
+    fn sold_out_mark_answers_after_the_ticket_except_to_buyers() {
+        let t = ticket_for("alice", START);
         let sold = PurchaseFacts {
+            sold_out: true,
+            ..facts(Some(&t))
+        };
+        assert_eq!(buy(sold, START), Err(Outcome::SoldOut));
+        // Without a valid ticket the answer is 403, sold out or not.
+        let no_ticket = PurchaseFacts {
             sold_out: true,
             ..facts(None)
         };
-        assert_eq!(buy(sold, START), Err(Outcome::SoldOut));
+        assert_eq!(reason(buy(no_ticket, START)), "ticket_missing");
         // A buyer asking again goes on to the origin, which answers already_purchased.
-        let t = ticket_for("alice", START);
         let buyer = PurchaseFacts {
             sold_out: true,
             holds_order: true,

@@ -284,7 +284,8 @@ impl Cx<'_> {
             user_agent: self.head.user_agent.as_deref(),
         };
         let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
-        let user_key = Some(format!("user:{}", s.user));
+        // Per user and event: a shopper's presses on one sale do not spend another's.
+        let user_key = Some(format!("user:{}:{}", s.user, s.event));
         let limiter = guard::limit(self.env, guard::PURCHASE_LIMITER, user_key).await;
         let t = now();
         let forward = guard::with(|i| {

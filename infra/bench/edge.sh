@@ -88,9 +88,14 @@ path unauthenticated POST "/api/events/$soon/purchase" 401 "{$browser,\"content-
 path bot POST "/api/events/$soon/purchase" 403 \
   "{\"user-agent\":\"curl/8.5.0\",\"cf-connecting-ip\":\"198.51.100.7\",\"authorization\":\"Bearer $token\",\"content-type\":\"application/json\"}"
 path not_started POST "/api/events/$soon/purchase" 425 "{$browser,\"authorization\":\"Bearer $token\",\"content-type\":\"application/json\"}"
-# The first purchase is the origin's 409; the edge answers the rest while it remembers it.
-curl -s -o /dev/null -X POST -H "authorization: Bearer $token" -H "user-agent: $ua" "$EDGE_URL/api/events/$sold/purchase"
-path sold_out POST "/api/events/$sold/purchase" 409 "{$browser,\"authorization\":\"Bearer $token\",\"content-type\":\"application/json\"}"
+# With a valid ticket (the edge checks it before its sold-out mark; one serves the phase,
+# it lasts 120 s): the first purchase is the origin's 409, the edge answers the rest while
+# it remembers it.
+ticket=$(curl -s -X POST -H "authorization: Bearer $token" -H "user-agent: $ua" -H 'content-type: application/json' \
+  -d '{}' "$EDGE_URL/api/events/$sold/ticket" | python3 -c 'import json, sys; print(json.load(sys.stdin)["ticket"])') \
+  || die "no ticket for the sold-out phase"
+curl -s -o /dev/null -X POST -H "authorization: Bearer $token" -H "user-agent: $ua" -H "x-ticket: $ticket" "$EDGE_URL/api/events/$sold/purchase"
+path sold_out POST "/api/events/$sold/purchase" 409 "{$browser,\"authorization\":\"Bearer $token\",\"x-ticket\":\"$ticket\",\"content-type\":\"application/json\"}"
 curl -s "$EDGE_URL/__edge/stats" >"$W/edge-stats.json" || true
 
 rate() { json_get "$W/edge-$1.json" metrics.http_reqs.rate | python3 -c 'import sys; print(round(float(sys.stdin.read())))'; }

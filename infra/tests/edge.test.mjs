@@ -391,6 +391,11 @@ test('429 at the edge: the isolate bucket and the rate-limit bindings, with Retr
     assert.equal(edge429.length, refused);
     edge429.forEach((r) => assertRateLimited(r, 'per-user binding'));
     assert.equal(purchases(after) - purchases(before), answers.length - refused, 'binding 429s never reach the origin');
+    // Counted per event: the same shopper's first press on another sale goes through.
+    const other = `${event}-other`;
+    await putEvent(other, 5, -1000, 3_600_000);
+    const elsewhere = await purchase(other, { token: kim.token, ticket: await ticketFor(other, kim) });
+    assert.equal(elsewhere.status, 202, JSON.stringify(elsewhere.body));
   }
 
   // The per-IP binding of the ticket endpoint (TICKET_LIMITER: 100 per 10 s).
