@@ -146,6 +146,21 @@ pub const STACK_VARS: [&str; 7] = [
 /// The longest a reservation may wait for replicas: with the script's own budget (1 s),
 /// inside the Redis connection's response timeout (2 s).
 const MAX_WAIT_TIMEOUT_MS: u64 = 500;
+/// Where `./dev up` writes the stack's settings, relative to the checkout: commands run
+/// there read [`STACK_VARS`] from it when the environment does not set them.
+pub const DEV_ENV: &str = ".dev/env";
+
+/// The [`STACK_VARS`] of a `KEY=value` file such as [`DEV_ENV`].
+fn stack_vars(text: &str) -> std::collections::HashMap<&'static str, String> {
+    text.lines()
+        .filter_map(|line| line.trim().split_once('='))
+        .filter_map(|(k, v)| {
+            let name = STACK_VARS.into_iter().find(|n| *n == k.trim())?;
+            Some((name, v.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// The reserve script hands a call's orders to one HSET (Lua's stack holds a few
 /// thousand values).
 const MAX_RESERVE_BATCH: usize = 1024;
@@ -197,9 +212,15 @@ impl Settings {
             crate::kafka::parse_options(&options)
                 .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         }
+        // The dev stack's file, when run where `./dev up` wrote it, below the environment.
+        let dev_env = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
+        let from_file = stack_vars(&dev_env);
         let mut stack = Figment::new();
         for name in STACK_VARS {
-            if let Ok(value) = std::env::var(name) {
+            let value = std::env::var(name)
+                .ok()
+                .or_else(|| from_file.get(name).cloned());
+            if let Some(value) = value {
                 // In the default profile: a plain (key, value) would be global and win.
                 stack = stack.merge(Serialized::default(&name.to_lowercase(), value));
             }
@@ -386,6 +407,17 @@ mod tests {
             assert!(err.contains("redis_wait_timeout_ms"), "{err}");
         }
         assert!(wait(MAX_WAIT_TIMEOUT_MS).is_ok());
+    }
+
+    #[test]
+    fn the_dev_stacks_file_gives_only_the_stack_names() {
+        let vars = stack_vars(
+            "EDGE_URL=http://127.0.0.1:8787\nAUTH_SECRET=abc=def\n# note\n\nREDIS_PORT=6390\n\
+             REDIS_URL=redis://127.0.0.1:6390\n",
+        );
+        assert_eq!(vars.len(), 2, "{vars:?}");
+        assert_eq!(vars["AUTH_SECRET"], "abc=def");
+        assert_eq!(vars["REDIS_URL"], "redis://127.0.0.1:6390");
     }
 
     #[test]

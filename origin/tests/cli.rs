@@ -225,3 +225,43 @@ async fn event_put_and_stats_through_the_admin_api() {
     assert!(String::from_utf8_lossy(&bad.stdout).contains("invalid_event"));
     app.stop().await;
 }
+
+#[test]
+fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
+    // `target/debug/flashgate users …` right after `./dev up`, in the checkout, with
+    // nothing exported: the secret is the stack's own.
+    const FROM_FILE: &str = "test-file-secret-0123456789";
+    const FROM_ENV: &str = "test-env-secret-0123456789";
+    let dir = std::env::temp_dir().join(unique("fg-devenv-"));
+    std::fs::create_dir_all(dir.join(".dev")).expect("dir");
+    std::fs::write(
+        dir.join(".dev/env"),
+        format!("EDGE_URL=http://127.0.0.1:1\nAUTH_SECRET={FROM_FILE}\n"),
+    )
+    .expect("env file");
+    let first_token = |env: &[(&str, String)]| {
+        let out = command(&["users", "--count", "1", "--prefix", "fileuser"], env)
+            .current_dir(&dir)
+            .output()
+            .expect("flashgate runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("fileuser1,").map(str::to_owned))
+            .expect("a row for fileuser1")
+    };
+    let verify = |token: &str, secret: &str| {
+        flashgate_core::jwt::verify(token, secret.as_bytes(), now_ms()).is_ok()
+    };
+    assert!(verify(&first_token(&[]), FROM_FILE));
+    // The environment wins over the file.
+    assert!(verify(
+        &first_token(&[("AUTH_SECRET", FROM_ENV.into())]),
+        FROM_ENV
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
