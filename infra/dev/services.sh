@@ -85,7 +85,7 @@ stop_one() { # name: stop the service whose PID file is $DIR/run/NAME.pid
 stop_all() { # stop everything with a PID file under $DIR/run, newest first
   local name
   [ -d "$DIR/run" ] || return 0
-  for name in edge consume serve kafka mariadb redis; do stop_one "$name"; done
+  for name in edge consume serve kafka mariadb redis-replica redis; do stop_one "$name"; done
 }
 
 # The stack's settings file: dir redis mysql kafka origin edge consumer (ports); secrets
