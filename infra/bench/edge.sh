@@ -10,8 +10,8 @@
 #   3. Under wrangler dev (the built worker, release origin), closed loop k6 with EB_VUS (50)
 #      virtual users for EB_SECONDS (10) each: GET / (a static asset, no worker code: the
 #      floor), then purchases the edge refuses itself: 401 (no token), 403 (a curl client
-#      from a public address), 425 (valid token, before the start), 409 (sold-out cached at
-#      the edge). Target: each at least EB_MIN_RATIO (0.5) of the floor.
+#      from a public address), 425 (valid token, before the start), 409 (valid token and
+#      ticket, sold-out cached at the edge). Target: each at least EB_MIN_RATIO (0.5) of the floor.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/infra/bench/lib.sh"
