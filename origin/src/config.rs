@@ -147,17 +147,21 @@ pub const STACK_VARS: [&str; 7] = [
 /// inside the Redis connection's response timeout (2 s).
 const MAX_WAIT_TIMEOUT_MS: u64 = 500;
 /// Where `./dev up` writes the stack's settings, relative to the checkout: commands run
-/// there read [`STACK_VARS`] from it when the environment does not set them.
+/// there read [`STACK_VARS`] (and `flashgate event` its `ORIGIN_URL`) from it when the
+/// environment does not set them.
 pub const DEV_ENV: &str = ".dev/env";
 
-/// The [`STACK_VARS`] of a `KEY=value` file such as [`DEV_ENV`].
-fn stack_vars(text: &str) -> std::collections::HashMap<&'static str, String> {
+/// The names and values of [`DEV_ENV`] in the working directory (none without the file).
+pub fn dev_env() -> std::collections::HashMap<String, String> {
+    parse_env_file(&std::fs::read_to_string(DEV_ENV).unwrap_or_default())
+}
+
+/// The `KEY=value` lines of a file such as [`DEV_ENV`].
+fn parse_env_file(text: &str) -> std::collections::HashMap<String, String> {
     text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
         .filter_map(|line| line.trim().split_once('='))
-        .filter_map(|(k, v)| {
-            let name = STACK_VARS.into_iter().find(|n| *n == k.trim())?;
-            Some((name, v.trim().to_owned()))
-        })
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect()
 }
 
@@ -213,8 +217,7 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         }
         // The dev stack's file, when run where `./dev up` wrote it, below the environment.
-        let dev_env = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
-        let from_file = stack_vars(&dev_env);
+        let from_file = dev_env();
         let mut stack = Figment::new();
         for name in STACK_VARS {
             let value = std::env::var(name)
@@ -410,12 +413,12 @@ mod tests {
     }
 
     #[test]
-    fn the_dev_stacks_file_gives_only_the_stack_names() {
-        let vars = stack_vars(
-            "EDGE_URL=http://127.0.0.1:8787\nAUTH_SECRET=abc=def\n# note\n\nREDIS_PORT=6390\n\
+    fn the_dev_stacks_file_reads_as_key_value_lines() {
+        let vars = parse_env_file(
+            "EDGE_URL=http://127.0.0.1:8787\nAUTH_SECRET=abc=def\n# NOTE=x\n\n\
              REDIS_URL=redis://127.0.0.1:6390\n",
         );
-        assert_eq!(vars.len(), 2, "{vars:?}");
+        assert_eq!(vars.len(), 3, "{vars:?}");
         assert_eq!(vars["AUTH_SECRET"], "abc=def");
         assert_eq!(vars["REDIS_URL"], "redis://127.0.0.1:6390");
     }

@@ -36,7 +36,7 @@ enum Command {
     Event {
         #[command(subcommand)]
         action: EventAction,
-        /// Base URL of the origin (default: `ORIGIN_URL` as in `.dev/env`, else http://<listen>).
+        /// Base URL of the origin (default: `ORIGIN_URL` from the environment or `.dev/env`, else http://<listen>).
         #[arg(long, global = true, env = "FLASHGATE_ORIGIN_URL")]
         origin: Option<String>,
     },
@@ -182,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .into_owned();
             let base = origin
                 .or_else(|| std::env::var("ORIGIN_URL").ok())
+                .or_else(|| flashgate_origin::config::dev_env().remove("ORIGIN_URL"))
                 .unwrap_or_else(|| format!("http://{}", settings.listen));
             let http = reqwest::Client::new();
             let req = match action {

@@ -226,17 +226,22 @@ async fn event_put_and_stats_through_the_admin_api() {
     app.stop().await;
 }
 
-#[test]
-fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
     // `target/debug/flashgate users …` right after `./dev up`, in the checkout, with
     // nothing exported: the secret is the stack's own.
     const FROM_FILE: &str = "test-file-secret-0123456789";
     const FROM_ENV: &str = "test-env-secret-0123456789";
     let dir = std::env::temp_dir().join(unique("fg-devenv-"));
     std::fs::create_dir_all(dir.join(".dev")).expect("dir");
+    let app = spawn_app(Figment::new()).await;
     std::fs::write(
         dir.join(".dev/env"),
-        format!("EDGE_URL=http://127.0.0.1:1\nAUTH_SECRET={FROM_FILE}\n"),
+        format!(
+            "EDGE_URL=http://127.0.0.1:1\nORIGIN_URL={}\nAUTH_SECRET={FROM_FILE}\n\
+             ADMIN_TOKEN={ADMIN_TOKEN}\n",
+            app.base
+        ),
     )
     .expect("env file");
     let first_token = |env: &[(&str, String)]| {
@@ -263,5 +268,14 @@ fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
         &first_token(&[("AUTH_SECRET", FROM_ENV.into())]),
         FROM_ENV
     ));
+    // `flashgate event` finds the origin and its admin token there too: the origin was
+    // reached and the token accepted, the event does not exist.
+    let stats = command(&["event", "stats", "no-such-event"], &[])
+        .current_dir(&dir)
+        .output()
+        .expect("flashgate runs");
+    let err = one_line_error(&stats);
+    assert!(err.contains("404"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+    app.stop().await;
 }
