@@ -64,12 +64,14 @@ if [ ! -x "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" ] || [ ! -x "$FG_OPSCHECK_
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
-# npm tools of the checkout (wrangler, esbuild, binaryen, playwright-core), from the lockfile.
+# npm tools of the checkout (wrangler, esbuild, binaryen, playwright-core, the PromQL
+# grammar and a YAML parser for the alert rules' test), from the lockfile; again whenever
+# the lockfile changes (./dev's setup_done compares the same stamp).
 if [ -f "$ROOT/package-lock.json" ]; then
   stamp="$ROOT/node_modules/.flashgate-lock.sha"
   want=$(sha256sum "$ROOT/package-lock.json" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "npm ci (wrangler, esbuild, binaryen, playwright-core)"
+    say "npm ci (wrangler, esbuild, binaryen, playwright-core, lezer-promql, yaml)"
     (cd "$ROOT" && PATH="$FG_NODE22_BIN:$PATH" npm ci --silent --no-audit --no-fund >/dev/null)
     echo "$want" >"$stamp"
   fi
