@@ -27,6 +27,21 @@ fn command(args: &[&str], env: &[(&str, String)]) -> Command {
     cmd
 }
 
+/// The token that `users` (a `flashgate users --prefix <prefix> …` command) wrote for its
+/// first user, `<prefix>1`.
+fn first_token(mut users: Command, prefix: &str) -> String {
+    let out = users.output().expect("flashgate runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{prefix}1,")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("a row for {prefix}1"))
+}
+
 fn one_line_error(out: &Output) -> String {
     assert!(!out.status.success(), "expected a failure");
     let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -124,18 +139,11 @@ async fn the_stack_env_names_work_as_in_dev_env() {
     // What `set -a; . .dev/env; set +a` gives a shell: the contract's names, no prefix.
     const AUTH_SECRET: &str = "test-auth-secret-0123456789";
     let app = spawn_app(Figment::new()).await;
-    // The token `flashgate users` writes for the first user under `env`.
     let token = |env: &[(&str, String)]| {
-        let out = flashgate(&["users", "--count", "2", "--prefix", "envuser"], env);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("envuser1,").map(str::to_owned))
-            .expect("a row for envuser1")
+        first_token(
+            command(&["users", "--count", "2", "--prefix", "envuser"], env),
+            "envuser",
+        )
     };
     let claims = flashgate_core::jwt::verify(
         &token(&[("AUTH_SECRET", AUTH_SECRET.into())]),
@@ -245,19 +253,9 @@ async fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
     )
     .expect("env file");
     let first_token = |env: &[(&str, String)]| {
-        let out = command(&["users", "--count", "1", "--prefix", "fileuser"], env)
-            .current_dir(&dir)
-            .output()
-            .expect("flashgate runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("fileuser1,").map(str::to_owned))
-            .expect("a row for fileuser1")
+        let mut users = command(&["users", "--count", "1", "--prefix", "fileuser"], env);
+        users.current_dir(&dir);
+        first_token(users, "fileuser")
     };
     let verify = |token: &str, secret: &str| {
         flashgate_core::jwt::verify(token, secret.as_bytes(), now_ms()).is_ok()

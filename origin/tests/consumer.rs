@@ -406,21 +406,12 @@ async fn a_slow_writer_pauses_the_partitions_and_keeps_the_rate_cap() {
         n - at_first,
         first.elapsed()
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let pauses: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("flashgate_consumer_pauses_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(pauses >= 1.0, "the reader never paused:\n{metrics}");
+    let pauses = app.metric("flashgate_consumer_pauses_total").await;
+    assert!(
+        pauses >= 1.0,
+        "the reader never paused:\n{}",
+        app.metrics().await
+    );
     running.stop().await;
     app.stop().await;
 }

@@ -584,22 +584,6 @@ async fn a_redis_that_hides_its_settings_is_served_with_a_warning() {
     app.stop().await;
 }
 
-/// `flashgate_reservations_unreplicated_total` as the app's /metrics has it.
-async fn unreplicated(app: &TestApp) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("flashgate_reservations_unreplicated_total "))
-        .map_or(0, |v| v.trim().parse().expect("a count"))
-}
-
 #[tokio::test]
 async fn with_redis_wait_replicas_a_reservation_is_on_the_replica_before_its_202() {
     let primary = OwnServer::redis();
@@ -644,12 +628,18 @@ async fn with_redis_wait_replicas_a_reservation_is_on_the_replica_before_its_202
             .query(&mut replica_conn())
             .expect("hget")
     };
-    let before = unreplicated(&app).await;
+    let before = app
+        .metric("flashgate_reservations_unreplicated_total")
+        .await;
 
     let r = app.purchase("replicated", "first").await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(on_replica("first").as_deref(), r.body["order_id"].as_str());
-    assert_eq!(unreplicated(&app).await, before);
+    assert_eq!(
+        app.metric("flashgate_reservations_unreplicated_total")
+            .await,
+        before
+    );
 
     // A replica that stops answering: purchases are still answered (the order is real on
     // the primary), and counted as not replicated.
@@ -658,7 +648,11 @@ async fn with_redis_wait_replicas_a_reservation_is_on_the_replica_before_its_202
         let r = app.purchase("replicated", user).await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
-    assert_eq!(unreplicated(&app).await, before + 2);
+    assert_eq!(
+        app.metric("flashgate_reservations_unreplicated_total")
+            .await,
+        before + 2.0
+    );
     replica.signal("CONT");
     eventually("the replica catches up", 20, || async {
         on_replica("third").is_some()

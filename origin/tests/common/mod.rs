@@ -137,6 +137,28 @@ impl TestApp {
             .limit()
     }
 
+    /// The app's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of the unlabelled metric `name` in `/metrics` (0 before it was recorded).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let prefix = format!("{name} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    }
+
     /// Stops the server gracefully and waits for it (the relay flushes).
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
