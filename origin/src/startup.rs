@@ -261,10 +261,12 @@ impl Application {
         let admin_token = settings
             .secret(&settings.admin_token, "admin_token")?
             .to_vec();
+        let redis_url = crate::config::redact_url(&settings.redis_url).into_owned();
         let store = Store::connect(&settings.redis_url, &settings.key_prefix)
             .await?
-            .wait_for_replicas(settings.redis_wait_replicas, settings.redis_wait_timeout_ms);
-        let redis_url = crate::config::redact_url(&settings.redis_url).into_owned();
+            .wait_for_replicas(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+            .await
+            .with_context(|| format!("cannot set up waiting for replicas of {redis_url}"))?;
         store
             .ping()
             .await

@@ -185,12 +185,100 @@ pub struct Store {
     confirm_many: Arc<Script>,
     compensate: Arc<Script>,
     put_event: Arc<Script>,
-    /// Replicas a reservation waits for before it is answered, and for how long at most
-    /// ([`Store::wait_for_replicas`]); none by default.
-    replicas: Option<(u32, u64)>,
-    /// The last `WAIT` fell short: the next ones wait 1 ms only, until one is answered in
-    /// full (a replica that went away must not hold every purchase for the timeout).
-    replicas_short: Arc<AtomicBool>,
+    /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
+    /// by default.
+    replicas: Option<Arc<Replicas>>,
+}
+
+/// How reserve calls wait for Redis replicas ([`Store::wait_for_replicas`]).
+struct Replicas {
+    /// Replicas that must acknowledge a reservation's writes.
+    count: u32,
+    /// The longest wait, ms.
+    timeout_ms: u64,
+    /// A connection of the reserve calls' own: a `WAIT` blocks the connection it is sent
+    /// on, and nothing else of the process waits behind it.
+    conn: ConnectionManager,
+    /// Since when the waits fall short (replicas behind or away), [`mono_ms`]; `None`
+    /// while they succeed. Meanwhile calls wait 1 ms only, and one a second the whole
+    /// timeout, which ends the state when it succeeds.
+    short_since: std::sync::Mutex<Option<(i64, i64)>>,
+}
+
+impl Replicas {
+    /// The `WAIT` timeout for the next call: the whole one, or 1 ms while waits fall short
+    /// (the whole one again once a second, to find out whether they still do).
+    fn next_timeout(&self) -> u64 {
+        let mut short = self.short_since.lock().unwrap_or_else(|e| e.into_inner());
+        match short.as_mut() {
+            None => self.timeout_ms,
+            Some((_, probed)) if mono_ms() - *probed >= 1000 => {
+                *probed = mono_ms();
+                self.timeout_ms
+            }
+            Some(_) => 1,
+        }
+    }
+
+    /// The reserve call and its `WAIT` in one pipeline, so the `WAIT` goes on the very
+    /// connection that carried the script, whatever reconnects, and counts its writes.
+    /// Each has its own result: a failing `WAIT` does not hide the script's verdicts.
+    async fn reserve_and_wait(
+        &self,
+        conn: &mut ConnectionManager,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<(redis::RedisResult<Vec<String>>, redis::RedisResult<u32>)> {
+        use redis::aio::ConnectionLike;
+        let mut pipeline = redis::pipe();
+        pipeline
+            .invoke_script(call)
+            .cmd("WAIT")
+            .arg(self.count)
+            .arg(self.next_timeout());
+        let mut answers = conn.req_packed_commands(&pipeline, 0, 2).await?.into_iter();
+        let mut next = || -> redis::RedisResult<redis::Value> {
+            match answers.next() {
+                Some(redis::Value::ServerError(e)) => Err(e.into()),
+                Some(v) => Ok(v),
+                None => Err((redis::ErrorKind::TypeError, "a pipeline answer is missing").into()),
+            }
+        };
+        let verdicts = next().and_then(redis::from_owned_redis_value);
+        let acked = next().and_then(redis::from_owned_redis_value);
+        Ok((verdicts, acked))
+    }
+
+    /// Records how a wait went: `acked` replicas (an error counts as none) for
+    /// `reserved` reservations.
+    fn record(&self, acked: &redis::RedisResult<u32>, reserved: usize) {
+        let enough = acked.as_ref().is_ok_and(|n| *n >= self.count);
+        if !enough {
+            metrics::counter!("flashgate_reservations_unreplicated_total")
+                .increment(reserved as u64);
+        }
+        let mut short = self.short_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (short.is_some(), enough) {
+            (false, false) => {
+                tracing::warn!(
+                    acked = ?acked,
+                    replicas = self.count,
+                    timeout_ms = self.timeout_ms,
+                    "Redis replicas did not acknowledge reservations in time; answering them \
+                     anyway (flashgate_reservations_unreplicated_total) and waiting 1 ms until \
+                     they catch up"
+                );
+                *short = Some((mono_ms(), mono_ms()));
+            }
+            (true, true) => {
+                let (since, _) = short.take().unwrap_or_default();
+                tracing::info!(
+                    short_for_ms = mono_ms() - since,
+                    "Redis replicas acknowledge reservations again"
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Redis's settings that a reservation's safety rests on. Between its 202 and the relay's
@@ -280,7 +368,6 @@ impl Store {
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
             replicas: None,
-            replicas_short: Arc::default(),
         };
         // The first reading is used whatever its round trip; two more may refine it.
         for _ in 0..3 {
@@ -310,14 +397,46 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every reserve call that reserved something wait (Redis `WAIT`) until
-    /// `replicas` replicas have its writes, or `timeout_ms` passed, before its verdicts are
-    /// answered: a 202 then survives a failover to one of them. A reservation that was not
-    /// acknowledged in time is still answered (it is real on the primary) and counted in
-    /// `flashgate_reservations_unreplicated_total`. `0` waits for none.
-    pub fn wait_for_replicas(mut self, replicas: u32, timeout_ms: u64) -> Self {
-        self.replicas = (replicas > 0).then_some((replicas, timeout_ms));
-        self
+    /// Makes every reserve call wait (Redis `WAIT`, in one pipeline with the script, on a
+    /// connection of the reserve calls' own) until `replicas` replicas have its writes, or
+    /// `timeout_ms` passed, before its verdicts are answered: a 202 then survives a
+    /// failover to one of them. A reservation that was not acknowledged in time is still
+    /// answered (it is real on the primary) and counted in
+    /// `flashgate_reservations_unreplicated_total`; while that goes on, calls wait 1 ms
+    /// only (see [`Replicas`]). `0` waits for none.
+    pub async fn wait_for_replicas(
+        mut self,
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> redis::RedisResult<Self> {
+        if replicas == 0 {
+            return Ok(self);
+        }
+        let conn = Self::manager(&self.client).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.conn())
+            .await?;
+        let connected = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if connected < replicas {
+            tracing::warn!(
+                connected,
+                replicas,
+                "fewer Redis replicas than redis_wait_replicas are connected: reservations \
+                 will be answered unreplicated until enough are"
+            );
+        }
+        self.replicas = Some(Arc::new(Replicas {
+            count: replicas,
+            timeout_ms,
+            conn,
+            short_since: std::sync::Mutex::new(None),
+        }));
+        Ok(self)
     }
 
     /// The keys of event `id`.
@@ -475,35 +594,28 @@ impl Store {
                 .arg(a.user.as_str())
                 .arg(a.new_order.as_str());
         }
-        let mut conn = self.conn();
-        let r: Vec<String> = call.invoke_async(&mut conn).await?;
-        if let Some((replicas, timeout_ms)) = self.replicas {
-            let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
-            if reserved > 0 {
-                // On the connection that made the writes: WAIT covers what it wrote (and
-                // holds that connection's other calls meanwhile).
-                let short = self.replicas_short.load(Ordering::Relaxed);
-                let acked: redis::RedisResult<u32> = redis::cmd("WAIT")
-                    .arg(replicas)
-                    .arg(if short { 1 } else { timeout_ms })
-                    .query_async(&mut conn)
-                    .await;
-                let enough = acked.as_ref().is_ok_and(|n| *n >= replicas);
-                if enough == short {
-                    self.replicas_short.store(!enough, Ordering::Relaxed);
+        let r: Vec<String> = match &self.replicas {
+            None => call.invoke_async(&mut self.conn()).await?,
+            Some(replicas) => {
+                // One pipeline: the WAIT goes on the very connection that carried the
+                // script, whatever reconnects, and counts its writes.
+                let mut conn = replicas.conn.clone();
+                let mut answer = replicas.reserve_and_wait(&mut conn, &call).await?;
+                if matches!(&answer.0, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+                    // Redis lost its scripts (a restart, a failover): nothing ran. Load the
+                    // script and send the pipeline again.
+                    call.load_async(&mut conn).await?;
+                    answer = replicas.reserve_and_wait(&mut conn, &call).await?;
                 }
-                if !enough {
-                    tracing::warn!(
-                        reserved,
-                        acked = ?acked,
-                        replicas,
-                        "reservations answered before enough Redis replicas had them"
-                    );
-                    metrics::counter!("flashgate_reservations_unreplicated_total")
-                        .increment(reserved as u64);
+                let (r, acked) = answer;
+                let r = r?;
+                let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
+                if reserved > 0 {
+                    replicas.record(&acked, reserved);
                 }
+                r
             }
-        }
+        };
         if r.len() != 2 * attempts.len() {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::TypeError,
