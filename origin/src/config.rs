@@ -306,21 +306,39 @@ impl Settings {
     }
 }
 
-/// `url` with the password in its user info shown as `***`, for logs and errors
-/// (`redis://:pw@host:6379/0` → `redis://:***@host:6379/0`).
+/// `url` for logs and errors: a password in its user info or in a `pass`/`password`
+/// query parameter shown as `***`; a URL that does not parse shows only its scheme (it may
+/// hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.
 pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(scheme) = url.find("://").map(|i| i + 3) else {
-        return url.into();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        return format!("{scheme}://<a URL that does not parse>").into();
     };
-    let authority = &url[scheme..];
-    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
-    let Some(at) = authority.rfind('@') else {
-        return url.into();
-    };
-    let Some(colon) = authority[..at].find(':') else {
-        return url.into();
-    };
-    format!("{}:***{}", &url[..scheme + colon], &url[scheme + at..]).into()
+    let mut changed = false;
+    if parsed.password().is_some() {
+        changed |= parsed.set_password(Some("***")).is_ok();
+    }
+    let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        parsed.to_string().into()
+    } else {
+        url.into()
+    }
 }
 
 #[cfg(test)]
@@ -431,6 +449,7 @@ mod tests {
                 "rediss://app:p@ss:w@cache:6380",
                 "rediss://app:***@cache:6380",
             ),
+            ("rediss://:p%40ss@cache/0", "rediss://:***@cache/0"),
             ("redis://app@cache:6379", "redis://app@cache:6379"),
             (
                 "redis://127.0.0.1:6379/?a=b@c",
@@ -440,7 +459,17 @@ mod tests {
                 "redis+unix:///run/redis.sock",
                 "redis+unix:///run/redis.sock",
             ),
-            ("not a url", "not a url"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            // Not URLs the url crate (nor redis-rs) reads: only the scheme is shown.
+            (
+                "redis://:pa/ss@host:6379",
+                "redis://<a URL that does not parse>",
+            ),
+            ("redis://:pa#ss@host", "redis://<a URL that does not parse>"),
+            ("not a url", "://<a URL that does not parse>"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
