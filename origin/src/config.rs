@@ -146,14 +146,18 @@ pub const STACK_VARS: [&str; 7] = [
 /// The longest a reservation may wait for replicas: with the script's own budget (1 s),
 /// inside the Redis connection's response timeout (2 s).
 const MAX_WAIT_TIMEOUT_MS: u64 = 500;
-/// Where `./dev up` writes the stack's settings, relative to the checkout: commands run
-/// there read [`STACK_VARS`] (and `flashgate event` its `ORIGIN_URL`) from it when the
-/// environment does not set them.
+/// Where `./dev up` writes the stack's settings, relative to the checkout (or
+/// `$FLASHGATE_DEV_DIR/env`, as `./dev` has it): the dev-stack commands (`flashgate users`
+/// and `flashgate event`) run there read [`STACK_VARS`] and `ORIGIN_URL` from it when the
+/// environment does not set them. The services (`serve`, `consume`, `migrate`) never do.
 pub const DEV_ENV: &str = ".dev/env";
 
-/// The names and values of [`DEV_ENV`] in the working directory (none without the file).
+/// The names and values of the dev stack's settings file ([`DEV_ENV`]); none without it.
 pub fn dev_env() -> std::collections::HashMap<String, String> {
-    parse_env_file(&std::fs::read_to_string(DEV_ENV).unwrap_or_default())
+    let path = std::env::var("FLASHGATE_DEV_DIR")
+        .map(|dir| format!("{dir}/env"))
+        .unwrap_or_else(|_| DEV_ENV.to_owned());
+    parse_env_file(&std::fs::read_to_string(path).unwrap_or_default())
 }
 
 /// The `KEY=value` lines of a file such as [`DEV_ENV`].
@@ -209,15 +213,20 @@ fn defaults() -> Defaults {
 }
 
 impl Settings {
-    /// Loads defaults, then the stack's own names ([`STACK_VARS`], as in `.dev/env`), then
-    /// the file named by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
-    pub fn load() -> anyhow::Result<Self> {
+    /// Loads defaults, then the stack's own names ([`STACK_VARS`], as in `.dev/env`; from
+    /// the dev stack's file too when `from_dev_stack`, see [`DEV_ENV`]), then the file named
+    /// by `FLASHGATE_CONFIG`, then `FLASHGATE_*`.
+    pub fn load(from_dev_stack: bool) -> anyhow::Result<Self> {
         if let Ok(options) = std::env::var(crate::kafka::OPTIONS_VAR) {
             crate::kafka::parse_options(&options)
                 .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         }
         // The dev stack's file, when run where `./dev up` wrote it, below the environment.
-        let from_file = dev_env();
+        let from_file = if from_dev_stack {
+            dev_env()
+        } else {
+            Default::default()
+        };
         let mut stack = Figment::new();
         for name in STACK_VARS {
             let value = std::env::var(name)

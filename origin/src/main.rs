@@ -115,7 +115,9 @@ async fn shutdown_signal() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load()?;
+    // Only the commands a person runs against the dev stack read its settings file.
+    let dev_stack_command = matches!(cli.command, Command::Users { .. } | Command::Event { .. });
+    let settings = Settings::load(dev_stack_command)?;
     match cli.command {
         Command::Serve => {
             let app = startup::Application::build(settings).await?;

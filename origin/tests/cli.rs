@@ -247,12 +247,12 @@ async fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
         dir.join(".dev/env"),
         format!(
             "EDGE_URL=http://127.0.0.1:1\nORIGIN_URL={}\nAUTH_SECRET={FROM_FILE}\n\
-             ADMIN_TOKEN={ADMIN_TOKEN}\n",
+             ADMIN_TOKEN={ADMIN_TOKEN}\nEDGE_SECRET={EDGE_SECRET}\n",
             app.base
         ),
     )
     .expect("env file");
-    let first_token = |env: &[(&str, String)]| {
+    let token_in_checkout = |env: &[(&str, String)]| {
         let mut users = command(&["users", "--count", "1", "--prefix", "fileuser"], env);
         users.current_dir(&dir);
         first_token(users, "fileuser")
@@ -260,10 +260,10 @@ async fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
     let verify = |token: &str, secret: &str| {
         flashgate_core::jwt::verify(token, secret.as_bytes(), now_ms()).is_ok()
     };
-    assert!(verify(&first_token(&[]), FROM_FILE));
+    assert!(verify(&token_in_checkout(&[]), FROM_FILE));
     // The environment wins over the file.
     assert!(verify(
-        &first_token(&[("AUTH_SECRET", FROM_ENV.into())]),
+        &token_in_checkout(&[("AUTH_SECRET", FROM_ENV.into())]),
         FROM_ENV
     ));
     // `flashgate event` finds the origin and its admin token there too: the origin was
@@ -274,6 +274,20 @@ async fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
         .expect("flashgate runs");
     let err = one_line_error(&stats);
     assert!(err.contains("404"), "{err}");
+    // Elsewhere, FLASHGATE_DEV_DIR names the stack's directory, as for ./dev.
+    let mut users = command(
+        &["users", "--count", "1", "--prefix", "fileuser"],
+        &[("FLASHGATE_DEV_DIR", dir.join(".dev").display().to_string())],
+    );
+    users.current_dir(std::env::temp_dir());
+    assert!(verify(&first_token(users, "fileuser"), FROM_FILE));
+    // The services never read it: a deployment started in a checkout takes nothing from it.
+    let serve = command(&["serve"], &[])
+        .current_dir(&dir)
+        .output()
+        .expect("runs");
+    let err = one_line_error(&serve);
+    assert!(err.contains("EDGE_SECRET"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }
