@@ -328,44 +328,89 @@ fn failure_reason(stored: &str) -> &'static str {
     }
 }
 
-/// Every 2 s, sets `flashgate_consumer_lag{partition}` from the broker's high watermarks
-/// and what this consumer has written (a plain client, off the consuming path).
-async fn report_lag(
-    brokers: String,
-    done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let Ok(client) = client_config(&brokers).create::<rdkafka::consumer::BaseConsumer>() else {
+/// Every 2 s, sets `flashgate_consumer_lag{partition}` for the partitions assigned to this
+/// consumer: the broker's high watermark less the next offset to write, which is what this
+/// consumer has written or, before its first batch there, the group's committed offset (the
+/// low watermark without one). A consumer that cannot write still shows its lag growing.
+/// A partition a rebalance took away shows 0 here (its new owner reports it); an empty
+/// assignment counts only once it has lasted three readings (a rebalance passes sooner).
+async fn report_lag(this: Arc<OrderConsumer>, mut shutdown: watch::Receiver<bool>) {
+    let Ok(client) = client_config(&this.brokers).create::<rdkafka::consumer::BaseConsumer>()
+    else {
         return;
     };
     let client = Arc::new(client);
+    let mut empty_readings = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
         }
-        let positions: Vec<((String, i32), i64)> = match done.lock() {
-            Ok(d) => d.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        let Ok(assigned) = this.consumer.assignment() else {
+            continue;
+        };
+        empty_readings = if assigned.count() == 0 {
+            empty_readings + 1
+        } else {
+            0
+        };
+        if (1..3).contains(&empty_readings) {
+            continue;
+        }
+        let mine: HashSet<(String, i32)> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let written: BTreeMap<(String, i32), i64> = match this.done.lock() {
+            Ok(mut d) => {
+                d.retain(|key, _| mine.contains(key));
+                d.clone()
+            }
             Err(_) => return,
         };
-        let client = client.clone();
+        let (owner, client) = (this.clone(), client.clone());
         let lags = tokio::task::spawn_blocking(move || {
-            positions
-                .into_iter()
-                .filter_map(|((topic, partition), next)| {
-                    let (_, high) = client
+            let committed = owner
+                .consumer
+                .committed_offsets(assigned, Duration::from_secs(1))
+                .ok();
+            let committed = |topic: &str, partition: i32| match committed
+                .as_ref()?
+                .find_partition(topic, partition)?
+                .offset()
+            {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            mine.into_iter()
+                .filter_map(|(topic, partition)| {
+                    let (low, high) = client
                         .fetch_watermarks(&topic, partition, Duration::from_secs(1))
                         .ok()?;
+                    let next = written
+                        .get(&(topic.clone(), partition))
+                        .copied()
+                        .or_else(|| committed(&topic, partition))
+                        .unwrap_or(low);
                     Some((partition, (high - next).max(0)))
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
+        let reported: HashSet<i32> = lags.iter().map(|(p, _)| *p).collect();
         for (partition, lag) in lags {
             metrics::gauge!("flashgate_consumer_lag", "partition" => partition.to_string())
                 .set(lag as f64);
         }
+        // Partitions this consumer reported before and no longer has.
+        let mut before = this.lag_reported.lock().unwrap_or_else(|e| e.into_inner());
+        for partition in before.difference(&reported) {
+            metrics::gauge!("flashgate_consumer_lag", "partition" => partition.to_string())
+                .set(0.0);
+        }
+        *before = reported;
     }
 }
 
@@ -512,6 +557,8 @@ pub struct OrderConsumer {
     brokers: String,
     /// Next offset to consume per partition, for the lag gauge.
     done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    /// The partitions the lag gauge last showed for this consumer.
+    lag_reported: Mutex<HashSet<i32>>,
     pool: MySqlPool,
     /// The writer's own connection, kept between batches (taking one from the pool costs
     /// a ping each way); see [`Kept`].
@@ -557,6 +604,7 @@ impl OrderConsumer {
             topic: topic.to_owned(),
             brokers: brokers.to_owned(),
             done: Arc::default(),
+            lag_reported: Mutex::default(),
             pool,
             writer_db: Kept::default(),
             lookup_db: Kept::default(),
@@ -573,11 +621,7 @@ impl OrderConsumer {
     /// instead of buffering, and resumes them once the writer takes the waiting batch.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let this = Arc::new(self);
-        let lag = tokio::spawn(report_lag(
-            this.brokers.clone(),
-            this.done.clone(),
-            shutdown.clone(),
-        ));
+        let lag = tokio::spawn(report_lag(this.clone(), shutdown.clone()));
         if let Err(e) = crate::kafka::ensure_topic(&this.brokers, &this.dead_letter_topic, 1).await
         {
             tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");

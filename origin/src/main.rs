@@ -134,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(%addr, "consumer health and metrics");
                 // The recorder now: what the consumer counts is kept from its first batch.
                 telemetry::metrics();
+                telemetry::start_at_zero(telemetry::CONSUMER_COUNTERS);
                 let stop = rx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = telemetry::serve_health(listener, stop).await {

@@ -328,6 +328,7 @@ impl Application {
             outbox_backlog,
             relay: relay.clone(),
         });
+        crate::telemetry::start_at_zero(crate::telemetry::SERVE_COUNTERS);
         Ok(Self {
             listener,
             state,

@@ -19,6 +19,37 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// A counter and its labels.
+pub type CounterSpec = (&'static str, &'static [(&'static str, &'static str)]);
+
+/// The counters of `flashgate serve` that alert rules (infra/prometheus/alerts.yaml)
+/// watch; see [`start_at_zero`].
+pub const SERVE_COUNTERS: &[CounterSpec] = &[
+    ("flashgate_relay_orders_total", &[]),
+    ("flashgate_reservations_unreplicated_total", &[]),
+];
+
+/// The same for `flashgate consume`.
+pub const CONSUMER_COUNTERS: &[CounterSpec] = &[
+    ("flashgate_consumer_orders_total", &[]),
+    ("flashgate_consumer_malformed_total", &[]),
+    ("flashgate_consumer_dead_letters_total", &[]),
+    ("flashgate_consumer_forced_rejoins_total", &[]),
+    ("flashgate_consumer_pauses_total", &[]),
+    ("flashgate_compensations_total", &[("reason", "blocked")]),
+    ("flashgate_compensations_total", &[("reason", "duplicate")]),
+];
+
+/// Shows `counters` from the start, at 0 until they count (their values are kept if they
+/// exist): a counter that appears only with its first event hides that event from
+/// `increase()`, and a `rate()` of nothing is no series at all, not 0.
+pub fn start_at_zero(counters: &[CounterSpec]) {
+    for (name, labels) in counters {
+        let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+        metrics::counter!(*name, labels).increment(0);
+    }
+}
+
 /// How often histogram samples are folded into their buckets between scrapes.
 const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -103,6 +103,22 @@ async fn a_consumer_process_serves_its_health_and_metrics() {
         &[("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}"))],
     );
     eventually("/healthz while the database is away", 20, || healthy(port)).await;
+    // What the alert rules watch is there from the start, at 0.
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "flashgate_consumer_dead_letters_total 0",
+        "flashgate_consumer_orders_total 0",
+        r#"flashgate_compensations_total{reason="blocked"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     drop(waiting);
     let port = free_port();
     let mut consumer = spawn_consumer_with(
@@ -204,4 +220,52 @@ async fn crash_run(two: bool) {
         N as i64
     );
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 0);
+}
+
+/// A consumer that cannot write (here: its table is gone) shows the orders waiting for it
+/// in `flashgate_consumer_lag`, though it never wrote a batch, so an alert can see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_cannot_write_shows_its_lag() {
+    let url = fresh_database().await;
+    connect_db(&url).await.expect("migrations");
+    let s = settings(Figment::new());
+    flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 1)
+        .await
+        .expect("topic");
+    let port = free_port();
+    let _consumer = spawn_consumer_with(
+        &s,
+        &url,
+        &[("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let http = reqwest::Client::new();
+    let metrics = || {
+        let req = http.get(format!("http://127.0.0.1:{port}/metrics"));
+        async move { req.send().await.ok()?.text().await.ok() }
+    };
+    let lag = |n: u32| format!("flashgate_consumer_lag{{partition=\"0\"}} {n}");
+    eventually("the partition assigned, nothing waiting", 60, || async {
+        metrics().await.is_some_and(|m| m.contains(&lag(0)))
+    })
+    .await;
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::MySqlConnection::connect(&url).await.expect("db");
+        sqlx::query("DROP TABLE orders")
+            .execute(&mut c)
+            .await
+            .expect("drop");
+    }
+    let orders: Vec<_> = (0..3)
+        .map(|i| message(&format!("lag-{i}"), "unwritable", &format!("user-{i}")))
+        .collect();
+    let payloads = flashgate_origin::kafka::pack_orders(&orders, 1)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    eventually("three orders shown waiting", 30, || async {
+        metrics().await.is_some_and(|m| m.contains(&lag(3)))
+    })
+    .await;
 }
