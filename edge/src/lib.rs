@@ -274,7 +274,7 @@ impl Cx<'_> {
     ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>), Outcome> {
         let body = read_body(req, self.head).await?;
         let s = self.screen(id, &body, "purchase")?;
-        let window = origin::event(self.cfg, &s.event, now()).await?;
+        let window = origin::event(self.cfg, &s.event, now(), origin::Cached::Any).await?;
         let t = now();
         let facts = PurchaseFacts {
             window: window.as_ref().map(origin::EventWindow::window),
@@ -318,7 +318,7 @@ impl Cx<'_> {
                 guard::TICKET_LIMITER,
                 guard::ip_key(self.cfg, self.head.ip),
             ),
-            origin::event(self.cfg, &s.event, now()),
+            origin::event(self.cfg, &s.event, now(), origin::Cached::Any),
         )
         .await;
         let facts = TicketFacts {
@@ -352,14 +352,15 @@ impl Cx<'_> {
     }
 }
 
-/// `GET /api/events/{id}`: from the isolate's event cache (or the origin, signed without
-/// a user); a sold-out seen at the edge is reflected in `state`.
+/// `GET /api/events/{id}`: from the isolate's event cache once the event has started
+/// (nothing but `stock_left` changes then), else from the origin (signed without a user);
+/// a sold-out seen at the edge is reflected in `state`.
 async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
     // No event can have an id that is not a slug: for a read, that is "no such event".
     let Ok(id) = flashgate_core::ids::EventId::parse(id) else {
         return respond(&Outcome::EventNotFound);
     };
-    match origin::event(cfg, &id, now()).await {
+    match origin::event(cfg, &id, now(), origin::Cached::Started).await {
         Ok(Some(w)) => {
             // The cached answer's state is recomputed for now: only `stock_left` may lag.
             let t = now();

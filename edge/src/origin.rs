@@ -73,16 +73,32 @@ pub fn sold_out(id: &EventId, now: Millis) -> bool {
     SOLD_OUT.with(|s| s.borrow().get(id).is_some_and(|until| now < *until))
 }
 
-/// The event window, from the isolate cache or the origin; `None` when unknown.
+/// How [`event`] may use the isolate's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// Any answer younger than `EVENT_CACHE_MS` (the gating of purchases and tickets).
+    Any,
+    /// Only an event that has started: before its start an admin may still change it, so
+    /// what the public event info shows of an upcoming event comes from the origin.
+    Started,
+}
+
+/// The event window, from the isolate cache (as `use_cache` allows) or the origin; `None`
+/// when unknown.
 pub async fn event(
     cfg: &Config,
     id: &EventId,
     now: Millis,
+    use_cache: Cached,
 ) -> Result<Option<EventWindow>, Outcome> {
     let cached = EVENTS.with(|e| {
         e.borrow()
             .get(id)
             .filter(|(at, _)| now - at < cfg.event_cache_ms)
+            .filter(|(_, w)| match (use_cache, w) {
+                (Cached::Started, Some(w)) => now >= w.starts_at,
+                _ => true,
+            })
             .map(|(_, w)| w.clone())
     });
     if let Some(w) = cached {

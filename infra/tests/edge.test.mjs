@@ -248,8 +248,8 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
 });
 
 test('event info from the edge cache has the state of now: upcoming, live, ended', async () => {
-  // A cache far longer than the event: every answer below comes from the first one,
-  // and only stock_left may lag.
+  // A cache far longer than the event: once it has started, every answer comes from the
+  // cached one (only stock_left may lag), with the state of the moment.
   await overrides({ EVENT_CACHE_MS: 60_000 });
   try {
     const event = await putEvent(`edge-${run}-states`, 5, 1500, 3000);
@@ -262,6 +262,36 @@ test('event info from the edge cache has the state of now: upcoming, live, ended
     await until(Date.parse(first.body.ends_at));
     const ended = await call('GET', `/api/events/${event}`);
     assert.equal(ended.body.state, 'ended', JSON.stringify(ended.body));
+  } finally {
+    await overrides(null);
+  }
+});
+
+test("an upcoming event's info shows an admin's change at once; a started one's comes from the cache", async () => {
+  await overrides({ EVENT_CACHE_MS: 60_000 });
+  try {
+    const event = await putEvent(`edge-${run}-edit`, 5, 3_600_000, 7_200_000);
+    const before = await call('GET', `/api/events/${event}`);
+    assert.equal(before.body.stock_total, 5, JSON.stringify(before.body));
+    const update = await fetch(`${env.ORIGIN_URL}/admin/events/${event}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'renamed before the sale', stock: 8, starts_at: before.body.starts_at, ends_at: before.body.ends_at }),
+    });
+    assert.equal(update.status, 200, await update.text());
+    const after = await call('GET', `/api/events/${event}`);
+    assert.equal(after.body.stock_total, 8, JSON.stringify(after.body));
+    assert.equal(after.body.name, 'renamed before the sale');
+
+    // Once started, nothing but stock_left can change: the cached answer serves, the
+    // origin is not asked.
+    const live = await putEvent(`edge-${run}-edit-live`, 5, -1000, 3_600_000);
+    assert.equal((await call('GET', `/api/events/${live}`)).body.state, 'live');
+    await withoutOrigin('a started event from the cache', async () => {
+      const cached = await call('GET', `/api/events/${live}`);
+      assert.equal(cached.status, 200, JSON.stringify(cached.body));
+      assert.equal(cached.body.stock_total, 5);
+    }, { all: true });
   } finally {
     await overrides(null);
   }
