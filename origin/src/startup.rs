@@ -264,7 +264,11 @@ impl Application {
         let redis_url = crate::config::redact_url(&settings.redis_url).into_owned();
         let store = Store::connect(&settings.redis_url, &settings.key_prefix)
             .await?
-            .wait_for_replicas(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+            .wait_for_replicas(
+                settings.redis_wait_replicas,
+                settings.redis_wait_timeout_ms,
+                settings.reserve_inflight,
+            )
             .await
             .with_context(|| format!("cannot set up waiting for replicas of {redis_url}"))?;
         store

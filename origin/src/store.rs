@@ -196,9 +196,12 @@ struct Replicas {
     count: u32,
     /// The longest wait, ms.
     timeout_ms: u64,
-    /// A connection of the reserve calls' own: a `WAIT` blocks the connection it is sent
-    /// on, and nothing else of the process waits behind it.
-    conn: ConnectionManager,
+    /// Connections of the reserve calls' own, taken in turn: a `WAIT` blocks the
+    /// connection it is sent on, so nothing else of the process waits behind it, and calls
+    /// in flight at once wait side by side.
+    conns: Vec<ConnectionManager>,
+    /// The next of `conns`.
+    turn: std::sync::atomic::AtomicUsize,
     /// Since when the waits fall short (replicas behind or away), [`mono_ms`]; `None`
     /// while they succeed. Meanwhile calls wait 1 ms only, and one a second the whole
     /// timeout, which ends the state when it succeeds.
@@ -397,8 +400,8 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every reserve call wait (Redis `WAIT`, in one pipeline with the script, on a
-    /// connection of the reserve calls' own) until `replicas` replicas have its writes, or
+    /// Makes every reserve call wait (Redis `WAIT`, in one pipeline with the script, on one
+    /// of `connections` connections of the reserve calls' own) until `replicas` replicas have its writes, or
     /// `timeout_ms` passed, before its verdicts are answered: a 202 then survives a
     /// failover to one of them. A reservation that was not acknowledged in time is still
     /// answered (it is real on the primary) and counted in
@@ -408,11 +411,15 @@ impl Store {
         mut self,
         replicas: u32,
         timeout_ms: u64,
+        connections: usize,
     ) -> redis::RedisResult<Self> {
         if replicas == 0 {
             return Ok(self);
         }
-        let conn = Self::manager(&self.client).await?;
+        let mut conns = Vec::new();
+        for _ in 0..connections.max(1) {
+            conns.push(Self::manager(&self.client).await?);
+        }
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut self.conn())
@@ -433,7 +440,8 @@ impl Store {
         self.replicas = Some(Arc::new(Replicas {
             count: replicas,
             timeout_ms,
-            conn,
+            conns,
+            turn: Default::default(),
             short_since: std::sync::Mutex::new(None),
         }));
         Ok(self)
@@ -599,7 +607,8 @@ impl Store {
             Some(replicas) => {
                 // One pipeline: the WAIT goes on the very connection that carried the
                 // script, whatever reconnects, and counts its writes.
-                let mut conn = replicas.conn.clone();
+                let turn = replicas.turn.fetch_add(1, Ordering::Relaxed);
+                let mut conn = replicas.conns[turn % replicas.conns.len()].clone();
                 let mut answer = replicas.reserve_and_wait(&mut conn, &call).await?;
                 if matches!(&answer.0, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
                     // Redis lost its scripts (a restart, a failover): nothing ran. Load the
