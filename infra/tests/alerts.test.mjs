@@ -60,9 +60,11 @@ function problems(a) {
   for (const v of q.values) expect(source.includes(`"${v}"`), `label value ${v} is not exported`);
   // A counter under increase() must exist from the start (telemetry.rs, start_at_zero):
   // one that appears with its first event hides that event from increase().
-  for (const [, m] of (a.expr ?? '').matchAll(/increase\(\s*(flashgate_[a-z_]+)/g)) {
-    expect(telemetry.includes(`("${m}"`), `${m} is not created at 0 (SERVE_COUNTERS, CONSUMER_COUNTERS)`);
-  }
+  const atZero = (m) => expect(telemetry.includes(`("${m}"`), `${m} is not created at 0 (SERVE_COUNTERS, CONSUMER_COUNTERS)`);
+  for (const [, m] of (a.expr ?? '').matchAll(/increase\(\s*(flashgate_[a-z_]+)/g)) atZero(m);
+  // So must every counter of an expression that asks for a rate of 0 (nothing happening):
+  // no series is not 0.
+  if (/==\s*0\b/.test(a.expr ?? '')) [...q.metrics].filter((m) => m.endsWith('_total')).forEach(atZero);
   // An aggregated expression keeps only its `by` labels for the annotations' templates.
   const text = `${a.annotations?.summary} ${a.annotations?.description}`;
   for (const [, l] of text.matchAll(/\$labels\.([a-z_]+)/g)) expect(q.by.has(l), `{{ $labels.${l} }} without by (${l})`);
@@ -79,6 +81,12 @@ test('the check finds what is wrong with an alert', () => {
     labels: { severity: 'page' },
     annotations: { summary: '{{ $labels.dependency }}' },
   };
+  const idle = {
+    ...sound,
+    expr: 'max(flashgate_outbox_backlog) > 0 and sum(rate(flashgate_signature_rejections_total[5m])) == 0',
+    annotations: { summary: 'stalled', description: 'nothing moves' },
+  };
+  assert.deepEqual(problems(idle), ['flashgate_signature_rejections_total is not created at 0 (SERVE_COUNTERS, CONSUMER_COUNTERS)']);
   const found = problems(broken).join('\n');
   for (const what of ['name flashgate_bad', 'severity page', 'summary and description', 'for: 5 minutes',
     'PromQL syntax', 'metric flashgate_no_such_metric', 'label zone', 'label value no_such_outcome',

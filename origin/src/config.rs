@@ -316,13 +316,20 @@ impl Settings {
 }
 
 /// `url` for logs and errors: a password in its user info or in a `pass`/`password`
-/// query parameter shown as `***`; a URL that does not parse shows only its scheme (it may
-/// hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.
+/// query parameter shown as `***`; a URL that does not parse, or has an `@` that did not end
+/// a user info, shows only its scheme (it may hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.
 pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    let hidden = || format!("{scheme}://<a URL that does not parse>").into();
     let Ok(mut parsed) = url::Url::parse(url) else {
-        let scheme = url.split_once("://").map_or("", |(s, _)| s);
-        return format!("{scheme}://<a URL that does not parse>").into();
+        return hidden();
     };
+    // An `@` the parser did not take for the end of a user info may end one it misread
+    // (`redis://app:12?x@cache`: a password taken for a port): show nothing of it.
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if after_scheme.contains('@') && parsed.username().is_empty() && parsed.password().is_none() {
+        return hidden();
+    }
     let mut changed = false;
     if parsed.password().is_some() {
         changed |= parsed.set_password(Some("***")).is_ok();
@@ -462,7 +469,15 @@ mod tests {
             ("redis://app@cache:6379", "redis://app@cache:6379"),
             (
                 "redis://127.0.0.1:6379/?a=b@c",
-                "redis://127.0.0.1:6379/?a=b@c",
+                "redis://<a URL that does not parse>",
+            ),
+            (
+                "redis://app:12?x@cache",
+                "redis://<a URL that does not parse>",
+            ),
+            (
+                "redis://app:2024/Summer!@cache:6379",
+                "redis://<a URL that does not parse>",
             ),
             (
                 "redis+unix:///run/redis.sock",

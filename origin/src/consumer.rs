@@ -370,47 +370,52 @@ async fn report_lag(this: Arc<OrderConsumer>, mut shutdown: watch::Receiver<bool
             Err(_) => return,
         };
         let (owner, client) = (this.clone(), client.clone());
+        let partitions: HashSet<i32> = mine.iter().map(|(_, p)| *p).collect();
         let lags = tokio::task::spawn_blocking(move || {
+            // The group's commits, for partitions this consumer has not written yet; when
+            // the lookup fails their lag is unknown this time (not the whole topic).
             let committed = owner
                 .consumer
                 .committed_offsets(assigned, Duration::from_secs(1))
                 .ok();
-            let committed = |topic: &str, partition: i32| match committed
-                .as_ref()?
-                .find_partition(topic, partition)?
-                .offset()
-            {
-                Offset::Offset(o) => Some(o),
-                _ => None,
+            let start = |topic: &str, partition: i32, low: i64| {
+                match committed
+                    .as_ref()?
+                    .find_partition(topic, partition)?
+                    .offset()
+                {
+                    Offset::Offset(o) => Some(o),
+                    // No commit stored: from the start of what the broker keeps.
+                    _ => Some(low),
+                }
             };
             mine.into_iter()
                 .filter_map(|(topic, partition)| {
+                    // A failed watermark read skips the partition: its gauge keeps its value.
                     let (low, high) = client
                         .fetch_watermarks(&topic, partition, Duration::from_secs(1))
                         .ok()?;
-                    let next = written
-                        .get(&(topic.clone(), partition))
-                        .copied()
-                        .or_else(|| committed(&topic, partition))
-                        .unwrap_or(low);
+                    let next = match written.get(&(topic.clone(), partition)) {
+                        Some(next) => *next,
+                        None => start(&topic, partition, low)?,
+                    };
                     Some((partition, (high - next).max(0)))
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        let reported: HashSet<i32> = lags.iter().map(|(p, _)| *p).collect();
         for (partition, lag) in lags {
             metrics::gauge!("flashgate_consumer_lag", "partition" => partition.to_string())
                 .set(lag as f64);
         }
-        // Partitions this consumer reported before and no longer has.
+        // Partitions this consumer had and a rebalance took away.
         let mut before = this.lag_reported.lock().unwrap_or_else(|e| e.into_inner());
-        for partition in before.difference(&reported) {
+        for partition in before.difference(&partitions) {
             metrics::gauge!("flashgate_consumer_lag", "partition" => partition.to_string())
                 .set(0.0);
         }
-        *before = reported;
+        *before = partitions;
     }
 }
 
@@ -557,7 +562,7 @@ pub struct OrderConsumer {
     brokers: String,
     /// Next offset to consume per partition, for the lag gauge.
     done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
-    /// The partitions the lag gauge last showed for this consumer.
+    /// The partitions assigned to this consumer at the lag gauge's last reading.
     lag_reported: Mutex<HashSet<i32>>,
     pool: MySqlPool,
     /// The writer's own connection, kept between batches (taking one from the pool costs

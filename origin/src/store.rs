@@ -196,12 +196,11 @@ struct Replicas {
     count: u32,
     /// The longest wait, ms.
     timeout_ms: u64,
-    /// Connections of the reserve calls' own, taken in turn: a `WAIT` blocks the
-    /// connection it is sent on, so nothing else of the process waits behind it, and calls
-    /// in flight at once wait side by side.
-    conns: Vec<ConnectionManager>,
-    /// The next of `conns`.
-    turn: std::sync::atomic::AtomicUsize,
+    /// Idle connections of the reserve calls' own: a call takes one (or opens one when
+    /// none is idle) and gives it back once answered, so a `WAIT`, which blocks the
+    /// connection it is sent on, holds up no other call and nothing else of the process. A
+    /// connection whose call failed is dropped, and [`Store::reconnect`] drops them all.
+    idle: std::sync::Mutex<Vec<ConnectionManager>>,
     /// Since when the waits fall short (replicas behind or away), [`mono_ms`]; `None`
     /// while they succeed. Meanwhile calls wait 1 ms only, and one a second the whole
     /// timeout, which ends the state when it succeeds.
@@ -209,6 +208,23 @@ struct Replicas {
 }
 
 impl Replicas {
+    /// An idle reserve connection, or a new one.
+    async fn take(&self, client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => Store::manager(client).await,
+        }
+    }
+
+    /// Gives back a connection whose call was answered.
+    fn give_back(&self, conn: ConnectionManager) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+
     /// The `WAIT` timeout for the next call: the whole one, or 1 ms while waits fall short
     /// (the whole one again once a second, to find out whether they still do).
     fn next_timeout(&self) -> u64 {
@@ -230,6 +246,7 @@ impl Replicas {
         &self,
         conn: &mut ConnectionManager,
         call: &redis::ScriptInvocation<'_>,
+        timeout_ms: u64,
     ) -> redis::RedisResult<(redis::RedisResult<Vec<String>>, redis::RedisResult<u32>)> {
         use redis::aio::ConnectionLike;
         let mut pipeline = redis::pipe();
@@ -237,7 +254,7 @@ impl Replicas {
             .invoke_script(call)
             .cmd("WAIT")
             .arg(self.count)
-            .arg(self.next_timeout());
+            .arg(timeout_ms);
         let mut answers = conn.req_packed_commands(&pipeline, 0, 2).await?.into_iter();
         let mut next = || -> redis::RedisResult<redis::Value> {
             match answers.next() {
@@ -251,17 +268,20 @@ impl Replicas {
         Ok((verdicts, acked))
     }
 
-    /// Records how a wait went: `acked` replicas (an error counts as none) for
-    /// `reserved` reservations.
-    fn record(&self, acked: &redis::RedisResult<u32>, reserved: usize) {
+    /// Records how a wait of `timeout_ms` went: `acked` replicas (an error counts as
+    /// none) for `reserved` reservations. Only a whole wait that fell short makes the
+    /// next ones short (a 1 ms one sent before the replicas were found back proves
+    /// nothing); any that succeeds ends that.
+    fn record(&self, acked: &redis::RedisResult<u32>, reserved: usize, timeout_ms: u64) {
         let enough = acked.as_ref().is_ok_and(|n| *n >= self.count);
         if !enough {
             metrics::counter!("flashgate_reservations_unreplicated_total")
                 .increment(reserved as u64);
         }
+        let whole = timeout_ms >= self.timeout_ms;
         let mut short = self.short_since.lock().unwrap_or_else(|e| e.into_inner());
         match (short.is_some(), enough) {
-            (false, false) => {
+            (false, false) if whole => {
                 tracing::warn!(
                     acked = ?acked,
                     replicas = self.count,
@@ -400,8 +420,8 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every reserve call wait (Redis `WAIT`, in one pipeline with the script, on one
-    /// of `connections` connections of the reserve calls' own) until `replicas` replicas have its writes, or
+    /// Makes every reserve call wait (Redis `WAIT`, in one pipeline with the script, on a
+    /// connection of the reserve calls' own; `connections` of them opened now) until `replicas` replicas have its writes, or
     /// `timeout_ms` passed, before its verdicts are answered: a 202 then survives a
     /// failover to one of them. A reservation that was not acknowledged in time is still
     /// answered (it is real on the primary) and counted in
@@ -416,9 +436,9 @@ impl Store {
         if replicas == 0 {
             return Ok(self);
         }
-        let mut conns = Vec::new();
+        let mut idle = Vec::new();
         for _ in 0..connections.max(1) {
-            conns.push(Self::manager(&self.client).await?);
+            idle.push(Self::manager(&self.client).await?);
         }
         let info: String = redis::cmd("INFO")
             .arg("replication")
@@ -440,8 +460,7 @@ impl Store {
         self.replicas = Some(Arc::new(Replicas {
             count: replicas,
             timeout_ms,
-            conns,
-            turn: Default::default(),
+            idle: std::sync::Mutex::new(idle),
             short_since: std::sync::Mutex::new(None),
         }));
         Ok(self)
@@ -478,6 +497,14 @@ impl Store {
         let mut fresh = Self::manager(&self.client).await?;
         redis::cmd("PING").query_async::<()>(&mut fresh).await?;
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        if let Some(replicas) = &self.replicas {
+            // The reserve calls open fresh connections as they need them.
+            replicas
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
         // It may be another server behind the same address (a failover), with its clock.
         self.sync_clock().await
     }
@@ -607,20 +634,26 @@ impl Store {
             Some(replicas) => {
                 // One pipeline: the WAIT goes on the very connection that carried the
                 // script, whatever reconnects, and counts its writes.
-                let turn = replicas.turn.fetch_add(1, Ordering::Relaxed);
-                let mut conn = replicas.conns[turn % replicas.conns.len()].clone();
-                let mut answer = replicas.reserve_and_wait(&mut conn, &call).await?;
+                let mut conn = replicas.take(&self.client).await?;
+                let timeout_ms = replicas.next_timeout();
+                let mut answer = replicas
+                    .reserve_and_wait(&mut conn, &call, timeout_ms)
+                    .await?;
                 if matches!(&answer.0, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
                     // Redis lost its scripts (a restart, a failover): nothing ran. Load the
                     // script and send the pipeline again.
                     call.load_async(&mut conn).await?;
-                    answer = replicas.reserve_and_wait(&mut conn, &call).await?;
+                    answer = replicas
+                        .reserve_and_wait(&mut conn, &call, timeout_ms)
+                        .await?;
                 }
+                // Answered: the connection works (a transport error above drops it).
+                replicas.give_back(conn);
                 let (r, acked) = answer;
                 let r = r?;
                 let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
                 if reserved > 0 {
-                    replicas.record(&acked, reserved);
+                    replicas.record(&acked, reserved, timeout_ms);
                 }
                 r
             }
@@ -809,7 +842,32 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::Durability;
+    use super::{Durability, Replicas};
+
+    #[test]
+    fn waits_go_short_only_after_a_whole_one_fell_short_and_back_after_any_success() {
+        let replicas = Replicas {
+            count: 1,
+            timeout_ms: 100,
+            idle: Default::default(),
+            short_since: Default::default(),
+        };
+        assert_eq!(replicas.next_timeout(), 100);
+        // A whole wait that fell short (or failed): the next ones wait 1 ms.
+        replicas.record(&Ok(0), 3, 100);
+        assert_eq!(replicas.next_timeout(), 1);
+        assert_eq!(replicas.next_timeout(), 1);
+        // Any success ends it.
+        replicas.record(&Ok(1), 3, 1);
+        assert_eq!(replicas.next_timeout(), 100);
+        // A 1 ms wait sent before that success and answered after it proves nothing.
+        replicas.record(&Ok(0), 3, 1);
+        assert_eq!(replicas.next_timeout(), 100);
+        let failed: redis::RedisResult<u32> =
+            Err((redis::ErrorKind::IoError, "connection lost").into());
+        replicas.record(&failed, 1, 100);
+        assert_eq!(replicas.next_timeout(), 1);
+    }
 
     fn durability(
         eviction: Option<&str>,
