@@ -78,8 +78,9 @@ pub fn sold_out(id: &EventId, now: Millis) -> bool {
 pub enum Cached {
     /// Any answer younger than `EVENT_CACHE_MS` (the gating of purchases and tickets).
     Any,
-    /// Only an event that has started: before its start an admin may still change it, so
-    /// what the public event info shows of an upcoming event comes from the origin.
+    /// Only an event that has started: before its start an admin may still change it (or
+    /// create it, for an id the origin did not know), so what the public event info shows
+    /// of an upcoming or unknown event comes from the origin.
     Started,
 }
 
@@ -97,7 +98,8 @@ pub async fn event(
             .filter(|(at, _)| now - at < cfg.event_cache_ms)
             .filter(|(_, w)| match (use_cache, w) {
                 (Cached::Started, Some(w)) => now >= w.starts_at,
-                _ => true,
+                (Cached::Started, None) => false,
+                (Cached::Any, _) => true,
             })
             .map(|(_, w)| w.clone())
     });
