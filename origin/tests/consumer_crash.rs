@@ -53,6 +53,18 @@ fn spawn_consumer_with(
     )
 }
 
+/// Three orders of `event` (ids `<prefix>-0..2`, users `user-0..2`), one per message.
+async fn produce_three(s: &flashgate_origin::config::Settings, prefix: &str, event: &str) {
+    let orders: Vec<_> = (0..3)
+        .map(|i| message(&format!("{prefix}-{i}"), event, &format!("user-{i}")))
+        .collect();
+    let payloads = flashgate_origin::kafka::pack_orders(&orders, 1)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+}
+
 async fn rows(url: &str) -> Option<i64> {
     use sqlx::Connection;
     let mut c = sqlx::MySqlConnection::connect(url).await.ok()?;
@@ -80,14 +92,7 @@ async fn a_consumer_process_serves_its_health_and_metrics() {
     flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 3)
         .await
         .expect("topic");
-    let orders: Vec<_> = (0..3)
-        .map(|i| message(&format!("mon-{i}"), "watched", &format!("user-{i}")))
-        .collect();
-    let payloads = flashgate_origin::kafka::pack_orders(&orders, 1)
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
-    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    produce_three(&s, "mon", "watched").await;
     let http = reqwest::Client::new();
     let healthy = |port: u16| {
         let req = http
@@ -256,14 +261,7 @@ async fn a_consumer_that_cannot_write_shows_its_lag() {
             .await
             .expect("drop");
     }
-    let orders: Vec<_> = (0..3)
-        .map(|i| message(&format!("lag-{i}"), "unwritable", &format!("user-{i}")))
-        .collect();
-    let payloads = flashgate_origin::kafka::pack_orders(&orders, 1)
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
-    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    produce_three(&s, "lag", "unwritable").await;
     eventually("three orders shown waiting", 30, || async {
         metrics().await.is_some_and(|m| m.contains(&lag(3)))
     })
