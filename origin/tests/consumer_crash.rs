@@ -86,6 +86,7 @@ async fn wait_rows(url: &str, at_least: i64, secs: u64) {
 /// on `consumer.listen`; SIGTERM stops it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_process_serves_its_health_and_metrics() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let url = fresh_database().await;
     connect_db(&url).await.expect("migrations");
     let s = settings(Figment::new());
@@ -179,8 +180,10 @@ async fn two_consumers_in_one_group_one_killed_still_write_every_order_once() {
     crash_run(true).await;
 }
 
-/// The crash runs each start their own MariaDB and kill processes: one at a time, so two
-/// bootstraps never race on a 2-core machine.
+/// Every test here runs consumer processes against the one broker, and the crash runs
+/// start their own MariaDB and kill processes: one test at a time, so no other consumer
+/// group shares the broker while a crash run counts on its group, and two bootstraps
+/// never race on a 2-core machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn crash_run(two: bool) {
@@ -231,6 +234,7 @@ async fn crash_run(two: bool) {
 /// in `flashgate_consumer_lag`, though it never wrote a batch, so an alert can see it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_cannot_write_shows_its_lag() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let url = fresh_database().await;
     connect_db(&url).await.expect("migrations");
     let s = settings(Figment::new());
