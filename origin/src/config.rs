@@ -319,14 +319,13 @@ impl Settings {
 /// query parameter shown as `***`; a URL that does not parse, or has an `@` that did not end
 /// a user info, shows only its scheme (it may hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.
 pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    let (scheme, after_scheme) = url.split_once("://").unwrap_or(("", url));
     let hidden = || format!("{scheme}://<a URL that does not parse>").into();
     let Ok(mut parsed) = url::Url::parse(url) else {
         return hidden();
     };
     // An `@` the parser did not take for the end of a user info may end one it misread
     // (`redis://app:12?x@cache`: a password taken for a port): show nothing of it.
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     if after_scheme.contains('@') && parsed.username().is_empty() && parsed.password().is_none() {
         return hidden();
     }
