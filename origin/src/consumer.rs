@@ -335,18 +335,28 @@ fn failure_reason(stored: &str) -> &'static str {
 /// A partition a rebalance took away shows 0 here (its new owner reports it); an empty
 /// assignment counts only once it has lasted three readings (a rebalance passes sooner).
 async fn report_lag(this: Arc<OrderConsumer>, mut shutdown: watch::Receiver<bool>) {
-    let Ok(client) = client_config(&this.brokers).create::<rdkafka::consumer::BaseConsumer>()
+    // A client of the group that never joins it (as in `watch_stalls`): it reads the
+    // group's commits and the watermarks without asking anything of the member itself.
+    let Ok(client) = client_config(&this.brokers)
+        .set("group.id", &this.settings.group)
+        .set("enable.auto.commit", "false")
+        .create::<rdkafka::consumer::BaseConsumer>()
     else {
         return;
     };
     let client = Arc::new(client);
     let mut empty_readings = 0;
+    // The partitions assigned at the last reading.
+    let mut before: HashSet<i32> = HashSet::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
         }
-        let Ok(assigned) = this.consumer.assignment() else {
+        let owner = this.clone();
+        let Ok(Ok(assigned)) =
+            tokio::task::spawn_blocking(move || owner.consumer.assignment()).await
+        else {
             continue;
         };
         empty_readings = if assigned.count() == 0 {
@@ -369,13 +379,12 @@ async fn report_lag(this: Arc<OrderConsumer>, mut shutdown: watch::Receiver<bool
             }
             Err(_) => return,
         };
-        let (owner, client) = (this.clone(), client.clone());
+        let client = client.clone();
         let partitions: HashSet<i32> = mine.iter().map(|(_, p)| *p).collect();
         let lags = tokio::task::spawn_blocking(move || {
             // The group's commits, for partitions this consumer has not written yet; when
             // the lookup fails their lag is unknown this time (not the whole topic).
-            let committed = owner
-                .consumer
+            let committed = client
                 .committed_offsets(assigned, Duration::from_secs(1))
                 .ok();
             let start = |topic: &str, partition: i32, low: i64| {
@@ -410,12 +419,11 @@ async fn report_lag(this: Arc<OrderConsumer>, mut shutdown: watch::Receiver<bool
                 .set(lag as f64);
         }
         // Partitions this consumer had and a rebalance took away.
-        let mut before = this.lag_reported.lock().unwrap_or_else(|e| e.into_inner());
         for partition in before.difference(&partitions) {
             metrics::gauge!("flashgate_consumer_lag", "partition" => partition.to_string())
                 .set(0.0);
         }
-        *before = partitions;
+        before = partitions;
     }
 }
 
@@ -562,8 +570,6 @@ pub struct OrderConsumer {
     brokers: String,
     /// Next offset to consume per partition, for the lag gauge.
     done: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
-    /// The partitions assigned to this consumer at the lag gauge's last reading.
-    lag_reported: Mutex<HashSet<i32>>,
     pool: MySqlPool,
     /// The writer's own connection, kept between batches (taking one from the pool costs
     /// a ping each way); see [`Kept`].
@@ -609,7 +615,6 @@ impl OrderConsumer {
             topic: topic.to_owned(),
             brokers: brokers.to_owned(),
             done: Arc::default(),
-            lag_reported: Mutex::default(),
             pool,
             writer_db: Kept::default(),
             lookup_db: Kept::default(),
