@@ -477,11 +477,17 @@ impl Store {
         format!("{}events", self.prefix)
     }
 
+    /// A connection that reconnects by itself, one attempt at a time. Every call made while
+    /// a reconnect is under way waits for it, whatever the response timeout; the manager's
+    /// own retries wait 1 s, then 60 s or more between attempts (redis 0.32 multiplies
+    /// its 1 s first delay by 100), so with retries a Redis that came back could leave the
+    /// reserve calls waiting for minutes. One attempt (at most the connection timeout),
+    /// and the next call starts the next one.
     async fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(std::time::Duration::from_secs(2))
             .set_response_timeout(std::time::Duration::from_secs(2))
-            .set_number_of_retries(2);
+            .set_number_of_retries(0);
         ConnectionManager::new_with_config(client.clone(), config).await
     }
 

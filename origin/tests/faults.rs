@@ -175,6 +175,70 @@ async fn redis_down_answers_busy_fast_reserves_nothing_and_recovers() {
     app.stop().await;
 }
 
+/// What `./dev chaos` does to Redis while buyers keep coming: frozen (SIGSTOP) for a few
+/// seconds, thawed, then killed and restarted on its AOF. Purchases come back by
+/// themselves once Redis does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_then_killed_under_load_recovers_by_itself() {
+    let mut redis = OwnServer::redis_with(false, &[]);
+    // The production deadline (the test default is longer, for a loaded machine).
+    let app = spawn_app(
+        generous()
+            .merge(("redis_url", format!("redis://127.0.0.1:{}", redis.port)))
+            .merge(("redis_timeout_ms", 500)),
+    )
+    .await;
+    app.live_event("shaken", 1_000_000).await;
+    assert_eq!(app.purchase("shaken", "first").await.status, 202);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let buyers = futures::future::join_all((0..8).map(|b| {
+        let (app, stop) = (&app, &stop);
+        async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let r = app.purchase("shaken", &format!("b{b}-{i}")).await;
+                assert!(
+                    [202, 503, 429].contains(&r.status),
+                    "{} {}",
+                    r.status,
+                    r.body
+                );
+                if r.status != 202 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }));
+    let faults = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis.signal("STOP");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        redis.signal("CONT");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        redis.restart();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    futures::future::join(buyers, faults).await;
+    let mut n = 0;
+    eventually("purchases succeed again", 30, || {
+        n += 1;
+        let user = format!("after{n}");
+        let app = &app;
+        async move { app.purchase("shaken", &user).await.status == 202 }
+    })
+    .await;
+    // And keep succeeding: not one probe that closed the circuit for a moment.
+    for i in 0..20 {
+        let r = app.purchase("shaken", &format!("steady{i}")).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
     let mut broker = OwnServer::broker();
