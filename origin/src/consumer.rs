@@ -427,6 +427,29 @@ async fn report_lag(this: Arc<OrderConsumer>, mut shutdown: watch::Receiver<bool
     }
 }
 
+/// Whether a member that holds `mine` should leave and rejoin the group for the `stuck`
+/// partitions (see [`OrderConsumer::rejoin_if_orphaned`]): none of them is its own, and
+/// it holds something, or has held nothing since `stall_after` before `now`.
+fn orphaned(
+    mine: &HashSet<i32>,
+    stuck: &[i32],
+    empty_since: &mut Option<Instant>,
+    now: Instant,
+    stall_after: Duration,
+) -> bool {
+    if mine.is_empty() {
+        let since = *empty_since.get_or_insert(now);
+        if now.duration_since(since) < stall_after {
+            return false;
+        }
+    } else if stuck.iter().any(|p| mine.contains(p)) {
+        *empty_since = None;
+        return false;
+    }
+    *empty_since = None;
+    true
+}
+
 /// Every 2 s, looks for partitions of `topic` that have a backlog (high watermark past the
 /// group's committed offset) and whose committed offset has not moved for `stall_after`,
 /// and publishes them (a plain client of the group that never joins it, off the consuming
@@ -745,6 +768,8 @@ impl OrderConsumer {
         // is away), wait twice as long before the next, up to 16 × `stall_rejoin_ms`.
         let mut last_rejoin: Option<Instant> = None;
         let mut rejoin_after = stall_after;
+        // Since when this member has held no partition while some were stuck.
+        let mut empty_since: Option<Instant> = None;
         let mut carry = Batch::default();
         loop {
             if *shutdown.borrow() {
@@ -753,8 +778,9 @@ impl OrderConsumer {
             let stuck = stalled.borrow_and_update().clone();
             if stuck.is_empty() {
                 rejoin_after = stall_after;
+                empty_since = None;
             } else if last_rejoin.is_none_or(|at| at.elapsed() >= rejoin_after)
-                && self.rejoin_if_orphaned(&stuck, stall_after)?
+                && self.rejoin_if_orphaned(&stuck, stall_after, &mut empty_since)?
             {
                 if last_rejoin.is_some() {
                     rejoin_after = (rejoin_after * 2).min(stall_after * 16);
@@ -843,7 +869,17 @@ impl OrderConsumer {
     /// consumer's, leaves the group and joins it again (see [`watch_stalls`]). One of our
     /// own stuck means the trouble is here (e.g. the database), which a rebalance would
     /// not cure.
-    fn rejoin_if_orphaned(&self, stuck: &[i32], stall_after: Duration) -> anyhow::Result<bool> {
+    ///
+    /// An empty assignment is a rebalance under way for a moment; held for `stall_after`
+    /// (tracked in `empty_since`) while partitions are stuck, it is this member left out:
+    /// a consumer restarted after a kill -9 can join a group whose coordinator still
+    /// gives every partition to the dead member, and nothing would ever read them.
+    fn rejoin_if_orphaned(
+        &self,
+        stuck: &[i32],
+        stall_after: Duration,
+        empty_since: &mut Option<Instant>,
+    ) -> anyhow::Result<bool> {
         let mine: HashSet<i32> = match self.consumer.assignment() {
             Ok(tpl) => tpl
                 .elements()
@@ -853,8 +889,7 @@ impl OrderConsumer {
                 .collect(),
             Err(_) => return Ok(false),
         };
-        // During a rebalance the assignment is empty: wait for it rather than rejoin.
-        if mine.is_empty() || stuck.iter().any(|p| mine.contains(p)) {
+        if !orphaned(&mine, stuck, empty_since, Instant::now(), stall_after) {
             return Ok(false);
         }
         tracing::warn!(
@@ -1210,5 +1245,55 @@ mod tests {
         let mut found: Lookup = Default::default();
         add_failures(&mut found, &[order("o3", "c")], &last);
         assert!(found.0.is_empty());
+    }
+
+    #[test]
+    fn a_member_rejoins_for_stuck_partitions_it_does_not_hold() {
+        let stall = Duration::from_secs(20);
+        let t0 = Instant::now();
+        let mine: HashSet<i32> = [0].into();
+        let mut since = None;
+        // Its own partition is stuck: the trouble is here, a rebalance would not help.
+        assert!(!orphaned(&mine, &[0, 1], &mut since, t0, stall));
+        // Only others' partitions are stuck: a fresh assignment may give them to it.
+        assert!(orphaned(&mine, &[1, 2], &mut since, t0, stall));
+    }
+
+    #[test]
+    fn a_member_left_with_nothing_rejoins_once_it_is_no_rebalance() {
+        let stall = Duration::from_secs(20);
+        let t0 = Instant::now();
+        let none = HashSet::new();
+        let mut since = None;
+        // Empty for a moment: a rebalance under way.
+        assert!(!orphaned(&none, &[0, 1, 2], &mut since, t0, stall));
+        assert!(!orphaned(
+            &none,
+            &[0, 1, 2],
+            &mut since,
+            t0 + stall / 2,
+            stall
+        ));
+        // Empty as long as a stall: left out while every partition waits.
+        assert!(orphaned(&none, &[0, 1, 2], &mut since, t0 + stall, stall));
+        // The rejoin starts the count again.
+        assert!(!orphaned(
+            &none,
+            &[0, 1, 2],
+            &mut since,
+            t0 + stall * 2,
+            stall
+        ));
+        // A member that got something in between counts from its next empty spell.
+        let mut since = None;
+        assert!(!orphaned(&none, &[0], &mut since, t0, stall));
+        assert!(!orphaned(
+            &[0].into(),
+            &[0],
+            &mut since,
+            t0 + stall / 2,
+            stall
+        ));
+        assert!(!orphaned(&none, &[0], &mut since, t0 + stall, stall));
     }
 }
