@@ -26,6 +26,8 @@ spawn() { # name workdir command... : start in background, record the daemon's o
   mkdir -p "$DIR/run" "$DIR/logs"
   ( cd "$wd" && exec setsid "$@" ) </dev/null >>"$DIR/logs/$name.log" 2>&1 &
   echo $! >"$DIR/run/$name.pid"
+  # Not this shell's job: a kill -9 (the chaos drill) is not reported on its terminal.
+  disown $! 2>/dev/null || true
 }
 
 need_port() { port_open "$1" && die "port $1 ($2) is already taken; stop what uses it or run ./dev down"; return 0; }

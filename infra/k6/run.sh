@@ -2,7 +2,7 @@
 # Runs one k6 scenario against a running stack, then checks the invariants in Redis and
 # MariaDB. Exits non-zero when a threshold fails or an invariant breaks.
 #
-#   infra/k6/run.sh mixed|flash|soak|smoke [--full] [--users N] [--out DIR] [k6 run args...]
+#   infra/k6/run.sh mixed|flash|soak|smoke|chaos [--full] [--users N] [--out DIR] [k6 run args...]
 #
 # The stack's settings come from the environment (EDGE_URL, ORIGIN_URL, ADMIN_TOKEN,
 # AUTH_SECRET, REDIS_PORT, MYSQL_PORT) or, when EDGE_URL is unset, from
@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 scenario=${1:-}
 case $scenario in
-  mixed | flash | soak | smoke) shift ;;
+  mixed | flash | soak | smoke | chaos) shift ;;
   -h | --help | help) usage; exit 0 ;;
   *) usage >&2; exit 2 ;;
 esac
@@ -56,6 +56,7 @@ if [ -z "$users" ]; then
   case $scenario in
     smoke) users=$(( ${SMOKE_ITERATIONS:-200} / 10 + 10 )) ;;
     flash) users=${FLASH_USERS:-1000} ;;
+    chaos) users=$(( ${CHAOS_RATE:-30} * ${CHAOS_SECONDS:-60} )) ;;
     *) users=${USERS:-30000} ;;
   esac
 fi
