@@ -464,7 +464,8 @@ fn orphaned(
 /// that succeeds. Nothing on the client side reports an error; the partitions just stop.
 /// `OrderConsumer::run` answers a stall on a partition it does not own by leaving and
 /// rejoining the group, which moves the coordinator to a new generation and a fresh
-/// assignment over the live members.
+/// assignment over the live members. The number of stuck partitions is the gauge
+/// `flashgate_consumer_stalled_partitions`.
 async fn watch_stalls(
     brokers: String,
     group: String,
@@ -481,6 +482,7 @@ async fn watch_stalls(
         return;
     };
     let client = Arc::new(client);
+    metrics::gauge!("flashgate_consumer_stalled_partitions").set(0.0);
     // Per partition: the committed position last seen and since when it has not moved.
     let mut seen: HashMap<i32, (i64, Instant)> = HashMap::new();
     loop {
@@ -539,6 +541,9 @@ async fn watch_stalls(
                 stuck.push(p);
             }
         }
+        // The group's view, the same in every member: a member left without partitions
+        // reports no lag of its own, so this is what shows orders nobody reads.
+        metrics::gauge!("flashgate_consumer_stalled_partitions").set(stuck.len() as f64);
         // Said again every round while something is stuck, so that an idle consumer
         // whose last rejoin did not help tries again once `stall_after` has passed.
         stalled.send_if_modified(|old| {
@@ -890,6 +895,17 @@ impl OrderConsumer {
             Err(_) => return Ok(false),
         };
         if !orphaned(&mine, stuck, empty_since, Instant::now(), stall_after) {
+            // Our own partitions stuck (or an empty assignment not yet old enough to
+            // rejoin): say so every watcher round while it lasts, so that a consumer that
+            // stopped making progress is never silent about it.
+            let ours: Vec<i32> = stuck.iter().copied().filter(|p| mine.contains(p)).collect();
+            tracing::warn!(
+                stuck = ?stuck,
+                ours = ?ours,
+                assigned = ?mine,
+                stalled_for_ms = stall_after.as_millis() as u64,
+                "partitions with a backlog made no progress; not rejoining (yet)"
+            );
             return Ok(false);
         }
         tracing::warn!(
@@ -1090,9 +1106,22 @@ impl OrderConsumer {
         let mut looked_up = match ahead {
             Some(mut task) => match tokio::time::timeout(DB_ANSWER, &mut task).await {
                 Ok(Ok(Ok(found))) => Some(found),
-                Ok(_) => None,
+                // Said, not silent: a writer that spent DB_ANSWER on every batch's lookup
+                // used to say nothing at all.
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %format!("{e:#}"), "lookup made ahead failed; the writer looks up itself");
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "lookup made ahead did not finish; the writer looks up itself");
+                    None
+                }
                 Err(_) => {
                     task.abort();
+                    tracing::warn!(
+                        waited_s = DB_ANSWER.as_secs(),
+                        "lookup made ahead did not answer; the writer looks up itself"
+                    );
                     None
                 }
             },

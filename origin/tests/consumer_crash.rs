@@ -231,7 +231,8 @@ async fn crash_run(two: bool) {
 }
 
 /// A consumer that cannot write (here: its table is gone) shows the orders waiting for it
-/// in `flashgate_consumer_lag`, though it never wrote a batch, so an alert can see it.
+/// in `flashgate_consumer_lag`, though it never wrote a batch, and the partition in
+/// `flashgate_consumer_stalled_partitions`, so an alert can see it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_cannot_write_shows_its_lag() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -245,7 +246,10 @@ async fn a_consumer_that_cannot_write_shows_its_lag() {
     let _consumer = spawn_consumer_with(
         &s,
         &url,
-        &[("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}"))],
+        &[
+            ("FLASHGATE_CONSUMER__LISTEN", format!("127.0.0.1:{port}")),
+            ("FLASHGATE_CONSUMER__STALL_REJOIN_MS", "2000".into()),
+        ],
     );
     let http = reqwest::Client::new();
     let metrics = || {
@@ -253,8 +257,11 @@ async fn a_consumer_that_cannot_write_shows_its_lag() {
         async move { req.send().await.ok()?.text().await.ok() }
     };
     let lag = |n: u32| format!("flashgate_consumer_lag{{partition=\"0\"}} {n}");
+    let stalled = |n: u32| format!("flashgate_consumer_stalled_partitions {n}");
     eventually("the partition assigned, nothing waiting", 60, || async {
-        metrics().await.is_some_and(|m| m.contains(&lag(0)))
+        metrics()
+            .await
+            .is_some_and(|m| m.contains(&lag(0)) && m.contains(&stalled(0)))
     })
     .await;
     {
@@ -268,6 +275,11 @@ async fn a_consumer_that_cannot_write_shows_its_lag() {
     produce_three(&s, "lag", "unwritable").await;
     eventually("three orders shown waiting", 30, || async {
         metrics().await.is_some_and(|m| m.contains(&lag(3)))
+    })
+    .await;
+    // And, once they have not moved for the stall time, the group's view says so too.
+    eventually("the partition shown stalled", 30, || async {
+        metrics().await.is_some_and(|m| m.contains(&stalled(1)))
     })
     .await;
 }
