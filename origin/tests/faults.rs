@@ -42,6 +42,18 @@ async fn await_orders_in_kafka(brokers: &str, topic: &str, want: &HashSet<String
     }
 }
 
+/// Waits (30 s at most) until a purchase of a new user is a 202 again (the users are
+/// `after1`, `after2`, …; one of them holds an order when it returns).
+async fn purchases_succeed_again(app: &TestApp, event: &str) {
+    let mut n = 0;
+    eventually("purchases succeed again", 30, || {
+        n += 1;
+        let user = format!("after{n}");
+        async move { app.purchase(event, &user).await.status == 202 }
+    })
+    .await;
+}
+
 /// Waits until the app's sold-out memo of `event` holds its buyers.
 async fn buyers_loaded(app: &TestApp, event: &str) {
     let state = app.state.clone().expect("in-process app");
@@ -157,14 +169,7 @@ async fn redis_down_answers_busy_fast_reserves_nothing_and_recovers() {
     );
 
     redis.restart();
-    let mut n = 0;
-    eventually("purchases succeed again", 30, || {
-        n += 1;
-        let user = format!("after{n}");
-        let app = &app;
-        async move { app.purchase("fragile", &user).await.status == 202 }
-    })
-    .await;
+    purchases_succeed_again(&app, "fragile").await;
     let stats = app.stats("fragile").await;
     let reserved = stats["reserved"].as_u64().expect("reserved");
     assert_eq!(
@@ -223,14 +228,7 @@ async fn redis_frozen_then_killed_under_load_recovers_by_itself() {
         stop.store(true, Ordering::Relaxed);
     };
     futures::future::join(buyers, faults).await;
-    let mut n = 0;
-    eventually("purchases succeed again", 30, || {
-        n += 1;
-        let user = format!("after{n}");
-        let app = &app;
-        async move { app.purchase("shaken", &user).await.status == 202 }
-    })
-    .await;
+    purchases_succeed_again(&app, "shaken").await;
     // And keep succeeding: not one probe that closed the circuit for a moment.
     for i in 0..20 {
         let r = app.purchase("shaken", &format!("steady{i}")).await;
