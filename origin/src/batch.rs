@@ -8,7 +8,8 @@
 //! alone, so an idle origin answers as fast as before. The caller's deadline covers only
 //! the wait in the queue: an attempt still queued at its deadline is withdrawn and never
 //! reaches Redis (the caller answers 503 and nothing was reserved), while one already sent
-//! waits for its verdict. That wait is bounded by the connection's response timeout; a
+//! waits for its verdict. That wait is bounded by the connection's timeouts (a reconnect
+//! under way, 2 s, then the response, 2 s; see `Store::manager`); a
 //! call that reaches Redis so late that the origin may have given up on it is refused by
 //! the script itself, untouched (its deadline, `store::RESERVE_BUDGET_MS` after it was
 //! sent, on Redis's clock). Only an answer held back for longer than the rest of that

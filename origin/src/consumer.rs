@@ -523,8 +523,12 @@ async fn watch_stalls(
         .await
         .ok()
         .flatten();
-        // Unknown this round: say nothing new rather than guess.
-        let Some(positions) = positions else { continue };
+        // Unknown this round (the broker away): say nothing new rather than guess, and
+        // count stall time afresh once it answers, or an outage would read as a stall.
+        let Some(positions) = positions else {
+            seen.clear();
+            continue;
+        };
         let now = Instant::now();
         let mut stuck = Vec::new();
         for (p, next, high) in positions {
@@ -606,6 +610,8 @@ pub struct OrderConsumer {
     lookup_db: Kept,
     store: Store,
     settings: ConsumerSettings,
+    /// When the stall check last said it would not rejoin (said once per stall time).
+    stall_warned: Mutex<Option<Instant>>,
 }
 
 impl OrderConsumer {
@@ -648,6 +654,7 @@ impl OrderConsumer {
             lookup_db: Kept::default(),
             store,
             settings,
+            stall_warned: Mutex::default(),
         })
     }
 
@@ -896,8 +903,13 @@ impl OrderConsumer {
         };
         if !orphaned(&mine, stuck, empty_since, Instant::now(), stall_after) {
             // Our own partitions stuck (or an empty assignment not yet old enough to
-            // rejoin): say so every watcher round while it lasts, so that a consumer that
+            // rejoin): say so once per stall time while it lasts, so that a consumer that
             // stopped making progress is never silent about it.
+            let mut warned = self.stall_warned.lock().unwrap_or_else(|e| e.into_inner());
+            if warned.is_some_and(|at| at.elapsed() < stall_after) {
+                return Ok(false);
+            }
+            *warned = Some(Instant::now());
             let ours: Vec<i32> = stuck.iter().copied().filter(|p| mine.contains(p)).collect();
             tracing::warn!(
                 stuck = ?stuck,

@@ -496,9 +496,9 @@ impl Store {
         self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Opens a fresh connection and, once it answers PING, uses it from now on. After a long
-    /// outage the old manager may never finish reconnecting (its retries are driven by
-    /// requests that deadlines cut short); this is the way back.
+    /// Opens a fresh connection and, once it answers PING, uses it from now on: the way
+    /// back when the current manager's connection does not answer (the circuit's probe),
+    /// without waiting for its own reconnect to notice.
     pub async fn reconnect(&self) -> redis::RedisResult<()> {
         let mut fresh = Self::manager(&self.client).await?;
         redis::cmd("PING").query_async::<()>(&mut fresh).await?;
