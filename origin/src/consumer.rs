@@ -485,6 +485,8 @@ async fn watch_stalls(
     metrics::gauge!("flashgate_consumer_stalled_partitions").set(0.0);
     // Per partition: the committed position last seen and since when it has not moved.
     let mut seen: HashMap<i32, (i64, Instant)> = HashMap::new();
+    let mut answered_at = Instant::now();
+    const OUTAGE: Duration = Duration::from_secs(10);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -523,13 +525,15 @@ async fn watch_stalls(
         .await
         .ok()
         .flatten();
-        // Unknown this round (the broker away): say nothing new rather than guess, and
-        // count stall time afresh once it answers, or an outage would read as a stall.
-        let Some(positions) = positions else {
-            seen.clear();
-            continue;
-        };
+        // Unknown this round: say nothing new rather than guess.
+        let Some(positions) = positions else { continue };
         let now = Instant::now();
+        // After the broker was away for a while, count stall time afresh, or the outage
+        // would read as a stall (a round missed now and then is no outage).
+        if now.duration_since(answered_at) > OUTAGE {
+            seen.clear();
+        }
+        answered_at = now;
         let mut stuck = Vec::new();
         for (p, next, high) in positions {
             if high <= next {
