@@ -40,14 +40,6 @@ graceful_stop() { # name: SIGTERM, and it must exit by itself within 20 s
   return 1
 }
 
-restart_origin() {
-  spawn serve "$ROOT" "$ROOT/target/debug/flashgate" serve
-}
-
-restart_consumer() {
-  FLASHGATE_CONSUMER__LISTEN="127.0.0.1:$CONSUMER_PORT" spawn consume "$ROOT" "$ROOT/target/debug/flashgate" consume
-}
-
 # A Redis process killed with appendfsync everysec (the default) can lose the writes of a
 # moment when a slow disk held back its background fsync (docs/operations.md); with
 # always, every write it answered is on disk, and the drill can hold it to that.
@@ -154,14 +146,14 @@ run_chaos() {
   chaos_log "buyers arriving (event $event, probes on $chaos_probe, output in $out)"
   local redis_pid
   {
-    chaos_step "origin: kill -9, back after ${CHAOS_HOLD_S:-3} s" "crash serve" restart_origin \
+    chaos_step "origin: kill -9, back after ${CHAOS_HOLD_S:-3} s" "crash serve" spawn_origin \
       && chaos_step "origin: SIGTERM (drains and flushes its relay), back at once" \
-        "graceful_stop serve" restart_origin \
+        "graceful_stop serve" spawn_origin \
       && redis_pid=$(cat "$DIR/run/redis.pid") \
       && chaos_step "Redis: frozen (SIGSTOP), thawed" "kill -STOP $redis_pid" "kill -CONT $redis_pid" \
       && chaos_step "Redis: kill -9, restarted on its AOF" "crash redis" restart_redis \
       && chaos_step "broker: kill -9, restarted" "crash kafka" 'start_kafka "$KAFKA_PORT"' \
-      && chaos_step "consumer: kill -9, restarted" "crash consume" restart_consumer \
+      && chaos_step "consumer: kill -9, restarted" "crash consume" spawn_consumer \
       && chaos_step "MariaDB: kill -9, restarted (crash recovery)" "crash mariadb" 'start_mariadb "$MYSQL_PORT"'
   } || status=1
   [ $SECONDS -le "$arrivals_end" ] \
