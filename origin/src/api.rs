@@ -6,7 +6,7 @@ use crate::startup::AppState;
 use crate::store::{Attempt, EventMeta, PutOutcome, Reservation, Rules};
 use axum::body::{to_bytes, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flashgate_core::gate::{self, Phase};
@@ -24,19 +24,33 @@ pub struct EdgeRequest {
     pub user: Option<UserId>,
     /// The body, at most [`MAX_BODY_BYTES`].
     pub body: Bytes,
-    /// The `Content-Type` header.
-    pub content_type: Option<String>,
-    /// The edge signature (the replay guard remembers it).
-    pub signature: String,
+    /// The request's headers, kept as they came (nothing copied out of them).
+    headers: HeaderMap,
 }
 
 impl EdgeRequest {
     fn user(&self) -> Result<&UserId, ApiError> {
         self.user.as_ref().ok_or(Outcome::Unauthenticated.into())
     }
+
+    /// The `Content-Type` header.
+    pub fn content_type(&self) -> Option<&str> {
+        header_str(&self.headers, &header::CONTENT_TYPE)
+    }
+
+    /// The edge signature, checked (the replay guard remembers it).
+    pub fn signature(&self) -> &str {
+        header_str(&self.headers, &SIGNATURE).unwrap_or_default()
+    }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+// The edge's headers as names parsed once, not on every lookup.
+static SIGNATURE: HeaderName = HeaderName::from_static(sign::HEADER_SIGNATURE);
+static TIMESTAMP: HeaderName = HeaderName::from_static(sign::HEADER_TIMESTAMP);
+static NONCE: HeaderName = HeaderName::from_static(sign::HEADER_NONCE);
+static USER: HeaderName = HeaderName::from_static(sign::HEADER_USER);
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -53,16 +67,16 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         let h = &parts.headers;
         // Unsigned requests are refused before their body is read.
         let (Some(signature), Some(timestamp), Some(nonce)) = (
-            header_str(h, sign::HEADER_SIGNATURE),
-            header_str(h, sign::HEADER_TIMESTAMP).and_then(|t| t.parse().ok()),
-            header_str(h, sign::HEADER_NONCE),
+            header_str(h, &SIGNATURE),
+            header_str(h, &TIMESTAMP).and_then(|t| t.parse().ok()),
+            header_str(h, &NONCE),
         ) else {
             return Err(unauthenticated(SignError::Missing));
         };
         let body = to_bytes(body, MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::from(Outcome::PayloadTooLarge))?;
-        let user = header_str(h, sign::HEADER_USER).unwrap_or("");
+        let user = header_str(h, &USER).unwrap_or("");
         let path = parts
             .uri
             .path_and_query()
@@ -85,9 +99,8 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         };
         Ok(EdgeRequest {
             user,
-            signature: signature.to_owned(),
             body,
-            content_type: header_str(h, header::CONTENT_TYPE.as_str()).map(str::to_owned),
+            headers: parts.headers,
         })
     }
 }
@@ -186,7 +199,7 @@ async fn purchase_outcome(
     edge: &EdgeRequest,
 ) -> Result<Outcome, ApiError> {
     let user = edge.user()?;
-    wire::check_json_body(edge.content_type.as_deref(), &edge.body)?;
+    wire::check_json_body(edge.content_type(), &edge.body)?;
     let id = parse_event(id)?;
     let meta = event_meta(state, &id).await?;
     let now = state.clock.now_ms();
@@ -257,7 +270,7 @@ async fn purchase_outcome(
             Attempt {
                 user: user.clone(),
                 new_order: order,
-                signature: edge.signature.clone(),
+                signature: edge.signature().to_owned(),
             },
             Duration::from_millis(state.settings.redis_timeout_ms),
         ))
@@ -319,7 +332,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = header_str(&parts.headers, header::AUTHORIZATION.as_str())
+        let token = header_str(&parts.headers, &header::AUTHORIZATION)
             .and_then(flashgate_core::jwt::bearer)
             .unwrap_or("");
         // Compare MACs rather than the strings, so the comparison takes constant time.
@@ -341,7 +354,7 @@ pub async fn put_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = parse_admin_event(&id)?;
-    let value = wire::check_json_body(header_str(&headers, header::CONTENT_TYPE.as_str()), &body)?;
+    let value = wire::check_json_body(header_str(&headers, &header::CONTENT_TYPE), &body)?;
     let spec: EventSpec = serde_json::from_value(value).map_err(|e| {
         bad(
             "invalid_event",
