@@ -7,6 +7,8 @@
 #   1. GET /healthz                      the HTTP floor (measured before and after, averaged)
 #   2. purchases, unique users, ample stock   -> 202
 #   3. purchases on a sold-out event          -> 409
+#      and GET /healthz sent as a sold-out purchase is (signed, the same body, headers and
+#      path length): what the request's size alone costs (the size floor)
 #   4. redis-benchmark of the origin's own EVALSHA of reserve.lua (captured with MONITOR,
 #      new user per call), BENCH_REDIS_REQUESTS (200000) calls: the Redis floor.
 # Targets (issue 5): purchase >= 0.6 x HTTP floor, sold-out >= 0.9 x, p99 < 20 ms, RSS < 100 MB.
@@ -72,6 +74,10 @@ for c in ${BENCH_PURCHASE_CONNECTIONS:-8 $CONN}; do
   CONN=$c load "purchase-c$c" "${signed[@]}" "${backoff[@]}" --path "/api/events/$buy/purchase" --user-prefix "b${stamp}c${c}x"
 done
 load soldout "${signed[@]}" --path "/api/events/$sold/purchase" --user-prefix "s${stamp}x"
+# The size floor: /healthz ignores the query, the body and the signature it is sent.
+sold_path="/api/events/$sold/purchase"
+pad=$(printf '%*s' $((${#sold_path} - 9)) '' | tr ' ' x)
+load sized "${signed[@]}" --method GET --path "/healthz?$pad" --user-prefix "z${stamp}x"
 load healthz-2 --path /healthz
 peak_rss=$(bench_peak_rss_mb "$pid")
 curl -fsS "$ORIGIN_URL/metrics" >"$BENCH_OUT/origin-metrics.txt" || true
@@ -107,7 +113,7 @@ import csv, json, sys
 out, rss = sys.argv[1], sys.argv[2]
 j = lambda n: json.load(open(f"{out}/origin-{n}.json"))
 import glob, os
-h1, h2, sold = j("healthz-1"), j("healthz-2"), j("soldout")
+h1, h2, sold, sized = j("healthz-1"), j("healthz-2"), j("soldout"), j("sized")
 runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/origin-purchase-c*.json"))]
 buy = max(runs, key=lambda x: x["statuses"].get("202", 0) / x["seconds"])
 rows = list(csv.DictReader(open(f"{out}/origin-redis.csv")))
@@ -126,6 +132,10 @@ print("|".join(["Redis EVALSHA reserve rps (Redis floor)", f"{redis_rps:.0f}", "
 print("|".join(["origin purchase rps (unique users, 202)", f"{ok(buy, '202'):.0f}", "rps", f"{floor_rps:.0f}", ">=0.6"]))
 print("|".join(["origin purchase rps vs Redis floor", f"{ok(buy, '202'):.0f}", "rps", f"{redis_rps:.0f}", ""]))
 print("|".join(["origin sold-out rps (409)", f"{ok(sold, '409'):.0f}", "rps", f"{floor_rps:.0f}", ">=0.9"]))
+# How much of the gap to the floor is the request's size (read, parsed, body) and how much
+# the sold-out answer's own work (signature check, event and sold-out lookups).
+print("|".join(["origin /healthz rps, sent as a sold-out purchase (size floor)", f"{ok(sized, '200'):.0f}", "rps", f"{floor_rps:.0f}", ""]))
+print("|".join(["origin sold-out rps vs the size floor", f"{ok(sold, '409'):.0f}", "rps", f"{ok(sized, '200'):.0f}", ""]))
 print("|".join(["origin purchase p50 (202)", lat(buy, '202', 'p50_ms'), "ms", f"{floor_p50:.2f}", ""]))
 print("|".join(["origin purchase p99 (202)", lat(buy, '202', 'p99_ms'), "ms", f"{floor_p99:.2f}", "<20"]))
 print("|".join(["origin sold-out p99 (409)", lat(sold, '409', 'p99_ms'), "ms", f"{floor_p99:.2f}", "<20"]))
@@ -144,7 +154,7 @@ def cost(name, run):
 pure = max(runs, key=lambda x: x["statuses"].get("202", 0) / max(1, sum(x["statuses"].values())))
 share = 100 * pure["statuses"].get("202", 0) / max(1, sum(pure["statuses"].values()))
 costs = {"/healthz": cost("healthz-1", h1), "purchase": cost(f"purchase-c{pure['connections']}", pure),
-         "sold-out": cost("soldout", sold)}
+         "sold-out": cost("soldout", sold), "size floor": cost("sized", sized)}
 total = {k: sum(v.values()) for k, v in costs.items()}
 print("|".join(["CPU per /healthz answer, all processes", f"{total['/healthz']:.1f}", "µs", "", ""]))
 print("|".join([f"CPU per purchase ({pure['connections']} connections, {share:.0f} % 202), all processes",
@@ -162,6 +172,7 @@ notes = [
     f"- the purchase figures are the run at {buy['connections']} connections (the best 202 rate); "
     f"its CPU per answer, the run at {pure['connections']} connections ({share:.0f} % 202)",
     f"- sold-out answers: {sold['statuses']}, transport errors {sold['errors']}",
+    f"- size floor (/healthz sent as a sold-out purchase is): {sized['statuses']}, transport errors {sized['errors']}",
     f"- latency by answer (ms), purchase: {buy['by_status']}",
     f"- latency by answer (ms), sold-out: {sold['by_status']}",
     f"- Redis floor: redis-benchmark, {r['rps']} calls/s, p50 {r['p50_latency_ms']} ms, p99 {r['p99_latency_ms']} ms",
