@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 pub struct Settings {
     /// HTTP listen address of `serve`.
     pub listen: SocketAddr,
-    /// Redis URL.
-    pub redis_url: String,
+    /// Redis URL (may hold a password).
+    pub redis_url: SecretString,
     /// MySQL/MariaDB URL (may hold a password).
     pub mysql_url: SecretString,
     /// Kafka bootstrap servers.
@@ -365,7 +365,8 @@ mod tests {
         let s = Settings::from_figment(
             Figment::new()
                 .merge(("listen", "127.0.0.1:0"))
-                .merge(("auth_secret", "short")),
+                .merge(("auth_secret", "short"))
+                .merge(("redis_url", "redis://:redis-pass@127.0.0.1:6379")),
         )
         .expect("valid");
         assert_eq!(s.listen.port(), 0);
@@ -375,7 +376,9 @@ mod tests {
             .expect_err("unset")
             .to_string();
         assert!(err.contains("FLASHGATE_EDGE_SECRET"), "{err}");
-        assert!(!format!("{s:?}").contains("short"), "secret printed");
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("short"), "secret printed");
+        assert!(!printed.contains("redis-pass"), "Redis password printed");
     }
 
     /// The deployment files (infra/k8s, infra/docker) set only settings that exist: a

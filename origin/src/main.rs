@@ -142,7 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 });
             }
-            let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
+            let store =
+                store::Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
+                    .await?;
             let pool = consumer::connect_db_waiting(
                 settings.mysql_url.expose_secret(),
                 std::time::Duration::from_secs(60),
@@ -218,7 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             repair,
         } => {
             let event = flashgate_core::ids::EventId::parse(&event)?;
-            let store = store::Store::connect(&settings.redis_url, &settings.key_prefix).await?;
+            let store =
+                store::Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
+                    .await?;
             let pool = consumer::connect_db(settings.mysql_url.expose_secret()).await?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?

@@ -16,6 +16,7 @@ use flashgate_core::ids::EventId;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::Label;
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -261,8 +262,8 @@ impl Application {
         let admin_token = settings
             .secret(&settings.admin_token, "admin_token")?
             .to_vec();
-        let redis_url = crate::config::redact_url(&settings.redis_url).into_owned();
-        let store = Store::connect(&settings.redis_url, &settings.key_prefix)
+        let redis_url = crate::config::redact_url(settings.redis_url.expose_secret()).into_owned();
+        let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
             .await?
             .wait_for_replicas(
                 settings.redis_wait_replicas,

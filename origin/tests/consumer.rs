@@ -356,7 +356,10 @@ async fn reconcile_names_what_is_broken() {
     // The command exits non-zero and says why.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
         .args(["reconcile", "--event", "audit", "--grace-secs", "0"])
-        .env("FLASHGATE_REDIS_URL", &app.settings.redis_url)
+        .env(
+            "FLASHGATE_REDIS_URL",
+            app.settings.redis_url.expose_secret(),
+        )
         .env("FLASHGATE_KEY_PREFIX", &app.settings.key_prefix)
         .env("FLASHGATE_MYSQL_URL", &db)
         .env("RUST_LOG", "off")

@@ -23,7 +23,7 @@ fn spawn_consumer_with(
             .arg("consume")
             .envs(extra.iter().map(|(k, v)| (k, v)))
             .env("FLASHGATE_CONSUMER__GROUP", &settings.consumer.group)
-            .env("FLASHGATE_REDIS_URL", &settings.redis_url)
+            .env("FLASHGATE_REDIS_URL", settings.redis_url.expose_secret())
             .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)
             .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka_brokers)
             .env("FLASHGATE_ORDERS_TOPIC", &settings.orders_topic)

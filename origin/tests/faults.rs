@@ -281,7 +281,7 @@ async fn an_order_reserved_by_a_killed_server_still_reaches_kafka() {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
             .arg("serve")
             .env("FLASHGATE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FLASHGATE_REDIS_URL", &settings.redis_url)
+            .env("FLASHGATE_REDIS_URL", settings.redis_url.expose_secret())
             .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka_brokers)
             .env("FLASHGATE_ORDERS_TOPIC", &settings.orders_topic)
             .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)

@@ -8,6 +8,7 @@ use flashgate_origin::clock::{Clock, SystemClock};
 use flashgate_origin::config::Settings;
 use flashgate_origin::startup::Application;
 use flashgate_origin::store::Store;
+pub use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ pub async fn spawn_app(extra: Figment) -> TestApp {
 impl TestApp {
     /// A client for an origin running elsewhere (e.g. the real binary) at `base`.
     pub async fn remote(base: String, settings: Settings) -> TestApp {
-        let store = Store::connect(&settings.redis_url, &settings.key_prefix)
+        let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
             .await
             .expect("redis");
         TestApp {
@@ -98,7 +99,7 @@ pub async fn spawn_with_settings(settings: Settings) -> TestApp {
     let task = tokio::spawn(app.run(async {
         let _ = rx.await;
     }));
-    let store = Store::connect(&settings.redis_url, &settings.key_prefix)
+    let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
         .await
         .expect("redis");
     TestApp {
