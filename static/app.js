@@ -315,13 +315,14 @@
     if (phase() !== 'live') return;
     working = true;
     const mine = gen;
+    let gaveUp = false;
     setOutcome('working');
     try {
       for (let tries = 0; mine === gen; tries += 1) {
         const r = await attempt();
         if (mine !== gen) return;
         if (r.status === 429 || r.status === 503 || r.status === 0) {
-          if (tries >= MAX_BUSY_RETRIES) { setOutcome(r.status === 0 ? 'offline' : 'busy_gave_up'); return; }
+          if (tries >= MAX_BUSY_RETRIES) { setOutcome(r.status === 0 ? 'offline' : 'busy_gave_up'); gaveUp = true; return; }
           // Retry-After, growing with each try, plus jitter: never a tight loop, and a crowd
           // that was told "1 s" does not come back in the same millisecond.
           const base = Math.min(30000, Math.max(r.retryAfter * 1000, 1000 * 2 ** tries));
@@ -346,6 +347,9 @@
     } finally {
       working = false;
       render();
+      // An answer that never came, or a 503 from a layer that stopped waiting, may stand
+      // for an order made after all: look once before leaving the shopper at "try again".
+      if (gaveUp) checkOrder(['busy_gave_up', 'offline']);
     }
   }
 
@@ -380,9 +384,10 @@
     if (mine === gen) setOutcome('slow', { orderId });
   }
 
-  // On load or sign-in: does this shopper already hold an order here?
-  async function checkOrder() {
-    const idle = () => ['none', 'signed_in'].includes(outcome.name) && !working;
+  // On load or sign-in (or after giving up on a busy purchase): does this shopper already
+  // hold an order here? Only replaces an outcome that says nothing about one.
+  async function checkOrder(replaces = ['none', 'signed_in']) {
+    const idle = () => replaces.includes(outcome.name) && !working;
     if (!token() || !info || phase() === 'upcoming' || !idle()) return;
     const mine = gen;
     const r = await call('GET', `${api}/order`);

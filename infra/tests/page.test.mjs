@@ -1,6 +1,7 @@
 // The activity page in a real browser (Debian's Chromium driven by playwright-core) against
 // the stack that `./dev test` starts: gating on the server's clock, a purchase from queued
-// to confirmed, sold out for the next shopper, and a 429 that shows the busy message and
+// to confirmed, sold out for the next shopper, a purchase whose answer was lost (the page
+// finds the order when it stops retrying), and a 429 that shows the busy message and
 // recovers. Screenshots of each state go to target/page-screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-import { env, root, run, users as mint, putEvent as put } from './stack.mjs';
+import { env, root, run, users as mint, putEvent as put, eventually } from './stack.mjs';
 
 const shots = join(root, 'target', 'page-screenshots');
 const users = (count, tag) => mint(count, `pg${tag}`);
@@ -40,9 +41,11 @@ after(async () => {
 });
 
 // A tab of its own (sessionStorage, hence the sign-in, is per tab).
-async function open(path, { skewMs = 0 } = {}) {
+async function open(path, { skewMs = 0, fakeClock = false } = {}) {
   const page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // Timers the test can skip ahead (the clock still runs on by itself).
+  if (fakeClock) await page.clock.install();
   if (skewMs) {
     // The visitor's clock is wrong; the page must count on the server's.
     await page.addInitScript((skew) => {
@@ -157,6 +160,44 @@ test('the next shopper after the sell-out sees sold out', async () => {
   assert.equal(await text(page, '#buy'), '已售罄');
   assert.equal(await page.locator('#buy').isDisabled(), true);
   await shot(page, '5-sold-out');
+  await page.close();
+});
+
+test('a purchase whose answer was lost shows the order once the page stops retrying', async () => {
+  const event = `page-${run}-lost`;
+  await putEvent(event, 5, -1000, 3_600_000);
+  const [dave] = users(1, 'd');
+  const page = await open(`/?event=${event}`, { fakeClock: true });
+  await signIn(page, dave.token);
+  // The first purchase reaches the origin and makes the order, but the shopper gets 503
+  // (as when the answer came after the edge stopped waiting); every retry gets 503 too.
+  let sent = 0;
+  await page.route((u) => u.pathname === `/api/events/${event}/purchase`, async (route) => {
+    sent += 1;
+    if (sent === 1) assert.equal((await route.fetch()).status(), 202);
+    await route.fulfill({
+      status: 503,
+      headers: { 'retry-after': '1', 'cache-control': 'no-store' },
+      contentType: 'application/json; charset=utf-8',
+      body: JSON.stringify({ status: 'busy' }),
+    });
+  });
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  await page.click('#buy');
+  // The page waits longer after each 503 (1 s, 2 s, 4 s, ... up to 30 s): skip the waits.
+  for (let round = 0; round < 12; round += 1) {
+    const seen = sent;
+    await page.waitForSelector('main[data-outcome="busy"], main[data-outcome="busy_gave_up"], main[data-outcome="queued"], main[data-outcome="confirmed"]', { timeout: 10000 });
+    if (await page.locator('main[data-outcome="busy"]').count() === 0) break;
+    await page.clock.fastForward(35_000);
+    await eventually('the next attempt', 10000, async () => sent > seen || (await page.locator('main[data-outcome="busy"]').count()) === 0, 50);
+  }
+  assert.ok(sent >= 2, `retried (${sent} attempts)`);
+  // Giving up, the page looks once more and finds the order the lost answer stood for.
+  await page.waitForSelector('main[data-outcome="queued"], main[data-outcome="confirmed"]', { timeout: 10000 });
+  await page.clock.fastForward(35_000);
+  await outcome(page, 'confirmed', 30000);
+  assert.match(await text(page, '#status'), /^订单已确认, 订单号 \S+/);
   await page.close();
 });
 
