@@ -172,6 +172,46 @@ async fn the_per_user_window_allows_one_attempt_per_second_but_never_hides_an_or
 }
 
 #[tokio::test]
+async fn a_reservation_does_not_count_in_the_buyers_window() {
+    use flashgate_core::ids::{EventId, UserId};
+    // A window of a minute: a counted try would refuse the buyer for the whole test.
+    let app = spawn_app(
+        Figment::new()
+            .merge(("sold_out_cache_ms", 0))
+            .merge(("user_window_ms", 60_000)),
+    )
+    .await;
+    app.live_event("again", 2).await;
+    let first = app.purchase("again", "alice").await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    // Her order answers her retries, so no window was kept for her in Redis.
+    let event = EventId::parse("again").expect("id");
+    let alice = UserId::parse("alice").expect("user");
+    let window: bool = redis::cmd("EXISTS")
+        .arg(app.store.keys(&event).window(&alice))
+        .query_async(&mut app.store.conn())
+        .await
+        .expect("redis");
+    assert!(!window, "a reservation left a window counter");
+    // Her order fails downstream and its unit comes back: she may buy again at once,
+    // with a new order.
+    let order = first.body["order_id"].as_str().expect("order id");
+    assert!(app
+        .store
+        .compensate(&event, &alice, order)
+        .await
+        .expect("redis"));
+    let second = app.purchase("again", "alice").await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    assert_ne!(second.body["order_id"], first.body["order_id"]);
+    // A try that got nothing still counts: sold out, then refused for the window.
+    assert_eq!(app.purchase("again", "bob").await.status, 202);
+    assert_eq!(app.purchase("again", "carol").await.status, 409);
+    assert_eq!(app.purchase("again", "carol").await.status, 429);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
     let app = spawn_app(generous()).await;
     app.live_event("guarded", 5).await;

@@ -25,6 +25,13 @@
 -- The call is atomic, so what every attempt needs to see is kept in Lua (stock left, the
 -- orders of this call) and the writes common to all attempts are made once, at the end:
 -- per attempt only the signature, the window, the order lookup and the outbox entry.
+--
+-- An attempt that reserves reads its window but does not count in it: from then on the
+-- buyer's order answers every retry (already_purchased comes before the window), so the
+-- count would never be read, and leaving it out spares Redis a key with an expiry per
+-- reservation (its write, its expiry, and both in the AOF: about a tenth of Redis's
+-- instructions per reserve call, under callgrind). The window counts the tries that got
+-- nothing.
 local out = {}
 local n = (#ARGV - 6) / 2
 local clock = redis.call('TIME')
@@ -40,15 +47,19 @@ local limit = tonumber(ARGV[3])
 local taken = 0
 local orders, statuses, mine = {}, {}, {}
 local buyers_version = nil
--- Counts one try in the user's window; nil when allowed, else ms until it opens.
-local function window_wait(window)
-  local tries = 1
+-- The user's counted tries in the current window (a read: an attempt that reserves is
+-- not counted, see below).
+local function window_tries(window)
+  return tonumber(redis.call('GET', window)) or 0
+end
+-- Counts a try that reserved nothing in the user's window.
+local function count_try(window)
   if not redis.call('SET', window, '1', 'NX', 'PX', ARGV[2]) then
-    tries = redis.call('INCR', window)
+    redis.call('INCR', window)
   end
-  if tries <= limit then
-    return nil
-  end
+end
+-- Ms until the user's full window opens again.
+local function window_wait(window)
   local ttl = redis.call('PTTL', window)
   if ttl < 0 then
     redis.call('PEXPIRE', window, ARGV[2])
@@ -66,17 +77,15 @@ for i = 0, n - 1 do
     -- A buyer who already holds an order gets it back without counting in the window:
     -- a retry answers already_purchased, not 429.
     local existing = mine[user] or redis.call('HGET', KEYS[2], user)
-    local wait = nil
-    if not existing then
-      wait = window_wait(window)
-    end
     if existing then
       verdict, detail = 'already_purchased', existing
-    elseif wait then
-      verdict, detail = 'rate_limited', tostring(wait)
+    elseif window_tries(window) >= limit then
+      verdict, detail = 'rate_limited', tostring(window_wait(window))
     elseif stock == nil then
+      count_try(window)
       verdict = 'no_event'
     elseif stock <= 0 then
+      count_try(window)
       verdict = 'sold_out'
       -- This call's own orders are written at the end: counted here already. Once sold
       -- out, no later attempt of the call reserves: the same for all of them.
