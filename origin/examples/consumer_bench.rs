@@ -207,7 +207,14 @@ async fn main() -> anyhow::Result<()> {
             .merge(("consumer.batch_size", batch)),
     )?;
     let store = Store::connect(&redis, &format!("bench-{run}:")).await?;
-    let consumer = OrderConsumer::new(&brokers, &topic, pool.clone(), store, settings.consumer)?;
+    let consumer = OrderConsumer::new(
+        &brokers,
+        &topic,
+        pool.clone(),
+        store,
+        settings.consumer,
+        settings.user_window_ms,
+    )?;
     let finished = Arc::new(AtomicU64::new(0));
     metrics::set_global_recorder(Finished(finished.clone()))
         .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;

@@ -614,18 +614,22 @@ pub struct OrderConsumer {
     lookup_db: Kept,
     store: Store,
     settings: ConsumerSettings,
+    /// The per-user window (`user_window_ms`) in which a given-back order's try counts.
+    user_window_ms: u64,
     /// When the stall check last said it would not rejoin (said once per stall time).
     stall_warned: Mutex<Option<Instant>>,
 }
 
 impl OrderConsumer {
-    /// Joins the consumer group on `topic`.
+    /// Joins the consumer group on `topic`; `user_window_ms` is the origin's per-user
+    /// window, in which the try of an order given back counts.
     pub fn new(
         brokers: &str,
         topic: &str,
         pool: MySqlPool,
         store: Store,
         settings: ConsumerSettings,
+        user_window_ms: u64,
     ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = client_config(brokers)
             .set("group.id", &settings.group)
@@ -658,6 +662,7 @@ impl OrderConsumer {
             lookup_db: Kept::default(),
             store,
             settings,
+            user_window_ms,
             stall_warned: Mutex::default(),
         })
     }
@@ -1085,7 +1090,12 @@ impl OrderConsumer {
                 Some(Fate::Failed(reason)) => {
                     let given_back = self
                         .store
-                        .compensate(&o.event_id, &o.user_id, o.order_id.as_str())
+                        .compensate(
+                            &o.event_id,
+                            &o.user_id,
+                            o.order_id.as_str(),
+                            self.user_window_ms,
+                        )
                         .await?;
                     if given_back {
                         metrics::counter!("flashgate_compensations_total", "reason" => *reason)

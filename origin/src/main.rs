@@ -162,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pool,
                 store,
                 settings.consumer.clone(),
+                settings.user_window_ms,
             )?;
             tokio::spawn(async move {
                 shutdown_signal().await;

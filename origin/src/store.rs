@@ -77,7 +77,8 @@ impl EventKeys {
     pub fn signature(&self, signature: &str) -> String {
         self.key(&format!("sig:{signature}"))
     }
-    /// Counter of one user's attempts in the current window.
+    /// Counter of one user's tries in the current window that got nothing (a reserving try
+    /// counts once its order is given back).
     pub fn window(&self, user: &UserId) -> String {
         self.key(&format!("win:{user}"))
     }
@@ -133,7 +134,7 @@ pub struct Rules {
     pub now: Millis,
     /// Per-user window, ms.
     pub window_ms: u64,
-    /// Attempts allowed per window.
+    /// Tries allowed per window (see [`EventKeys::window`]).
     pub limit: u32,
     /// How long signatures are remembered, ms.
     pub replay_window_ms: u64,
@@ -788,12 +789,14 @@ impl Store {
         inv.invoke_async(&mut self.conn()).await
     }
 
-    /// Fails an order and gives its unit back, once per order id; true when it did.
+    /// Fails an order and gives its unit back, once per order id; true when it did. The
+    /// order's try then counts in the user's window of `window_ms`.
     pub async fn compensate(
         &self,
         event: &EventId,
         user: &UserId,
         order: &str,
+        window_ms: u64,
     ) -> redis::RedisResult<bool> {
         let k = self.keys(event);
         let changed: i64 = self
@@ -803,8 +806,10 @@ impl Store {
             .key(k.status())
             .key(k.stats())
             .key(k.compensated())
+            .key(k.window(user))
             .arg(user.as_str())
             .arg(order)
+            .arg(window_ms)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(changed == 1)

@@ -37,6 +37,7 @@ fn start_consumer(app: &TestApp, db: &sqlx::MySqlPool) -> Running {
         db.clone(),
         app.store.clone(),
         app.settings.consumer.clone(),
+        app.settings.user_window_ms,
     )
     .expect("consumer");
     let (stop, rx) = watch::channel(false);
@@ -165,7 +166,8 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
         .compensate(
             &EventId::parse("sale").expect("id"),
             &UserId::parse("buyer").expect("id"),
-            &order_id
+            &order_id,
+            app.settings.user_window_ms,
         )
         .await
         .expect("redis"));
@@ -205,7 +207,7 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
     );
     assert!(!app
         .store
-        .compensate(&sale, &shady, &failed_order)
+        .compensate(&sale, &shady, &failed_order, app.settings.user_window_ms)
         .await
         .expect("redis"));
     assert_eq!(app.stats("sale").await["stock_left"], 4);

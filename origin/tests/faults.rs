@@ -115,7 +115,7 @@ async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_k
     let user = UserId::parse("alice").expect("user");
     assert!(app
         .store
-        .compensate(&event, &user, order)
+        .compensate(&event, &user, order, app.settings.user_window_ms)
         .await
         .expect("redis"));
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -172,9 +172,9 @@ async fn the_per_user_window_allows_one_attempt_per_second_but_never_hides_an_or
 }
 
 #[tokio::test]
-async fn a_reservation_does_not_count_in_the_buyers_window() {
+async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_back() {
     use flashgate_core::ids::{EventId, UserId};
-    // A window of a minute: a counted try would refuse the buyer for the whole test.
+    // A window of a minute, so that no try counted in it can age out during the test.
     let app = spawn_app(
         Figment::new()
             .merge(("sold_out_cache_ms", 0))
@@ -184,7 +184,7 @@ async fn a_reservation_does_not_count_in_the_buyers_window() {
     app.live_event("again", 2).await;
     let first = app.purchase("again", "alice").await;
     assert_eq!(first.status, 202, "{}", first.body);
-    // Her order answers her retries, so no window was kept for her in Redis.
+    // Her order answers her retries, so no window is kept for her in Redis.
     let event = EventId::parse("again").expect("id");
     let alice = UserId::parse("alice").expect("user");
     let window: bool = redis::cmd("EXISTS")
@@ -193,21 +193,32 @@ async fn a_reservation_does_not_count_in_the_buyers_window() {
         .await
         .expect("redis");
     assert!(!window, "a reservation left a window counter");
-    // Her order fails downstream and its unit comes back: she may buy again at once,
-    // with a new order.
+    assert_eq!(app.purchase("again", "alice").await.status, 200);
+    // Her order fails downstream and its unit comes back: that try now counts, so a
+    // buyer whose orders keep failing (a blocked one) reserves at most once per window.
     let order = first.body["order_id"].as_str().expect("order id");
     assert!(app
         .store
-        .compensate(&event, &alice, order)
+        .compensate(&event, &alice, order, app.settings.user_window_ms)
         .await
         .expect("redis"));
-    let second = app.purchase("again", "alice").await;
-    assert_eq!(second.status, 202, "{}", second.body);
-    assert_ne!(second.body["order_id"], first.body["order_id"]);
-    // A try that got nothing still counts: sold out, then refused for the window.
+    let held = app.purchase("again", "alice").await;
+    assert_eq!(
+        (held.status, &held.body["status"]),
+        (429, &"rate_limited".into())
+    );
+    let wait: u64 = held
+        .retry_after
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .expect("secs");
+    assert!((50..=60).contains(&wait), "Retry-After {wait}");
+    // Her unit is sold to others; a try that got nothing counts as before.
     assert_eq!(app.purchase("again", "bob").await.status, 202);
-    assert_eq!(app.purchase("again", "carol").await.status, 409);
-    assert_eq!(app.purchase("again", "carol").await.status, 429);
+    assert_eq!(app.purchase("again", "carol").await.status, 202);
+    assert_eq!(app.purchase("again", "dave").await.status, 409);
+    assert_eq!(app.purchase("again", "dave").await.status, 429);
     app.stop().await;
 }
 
