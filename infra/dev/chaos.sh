@@ -14,7 +14,7 @@
 #
 # Runs in the shell that started the stack (start_services, start_apps): it needs $DIR,
 # the stack's env and the FLASHGATE_* settings start_apps exported, to restart what it
-# kills. Settings: CHAOS_RATE (buyers/s, 30), CHAOS_SECONDS (how long they arrive, 90),
+# kills. Settings: CHAOS_RATE (buyers/s, 15), CHAOS_SECONDS (how long they arrive, 90),
 # CHAOS_HOLD_S (how long a part stays down, 3), CHAOS_GAP_S (quiet time between steps, 5).
 
 chaos_log() { printf '[chaos %3ds] %s\n' "$((SECONDS - chaos_t0))" "$*" | tee -a "$DIR/logs/chaos.log"; }
@@ -126,7 +126,7 @@ run_chaos() {
   # Buyers retry a 503 for longer than a part stays down; latency is not what this
   # measures, correctness is. The invariants are checked here, after the last step.
   EVENT=$event PURCHASE_TRIES=${PURCHASE_TRIES:-12} P99_MS=${P99_MS:-5000} REQUEST_TIMEOUT=15s \
-    CHAOS_RATE=${CHAOS_RATE:-30} CHAOS_SECONDS=$seconds \
+    CHAOS_RATE=${CHAOS_RATE:-15} CHAOS_SECONDS=$seconds \
     setsid bash "$ROOT/infra/k6/run.sh" chaos --out "$out" --no-check >"$out/run.log" 2>&1 &
   CHAOS_LOAD_PID=$!
   local load=$CHAOS_LOAD_PID

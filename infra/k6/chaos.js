@@ -4,12 +4,12 @@
 // its order. STOCK is below the crowd, so the sale may sell out under the faults.
 //
 //   EDGE_URL ORIGIN_URL ADMIN_TOKEN USERS_CSV EVENT   where and who
-//   CHAOS_RATE (30)  buyers per second;  CHAOS_SECONDS (60; the drill sets 90)  how long they arrive
+//   CHAOS_RATE (15)  buyers per second;  CHAOS_SECONDS (60; the drill sets 90)  how long they arrive
 //   STOCK (0.8 × the buyers); PURCHASE_TRIES, P99_MS: see lib.js (chaos.sh sets 12, 5000)
 // Run it with infra/k6/run.sh, which writes the users and checks the invariants after.
 import { num, thresholds, putEvent, eventInfo, buy, buyer, iteration, needUsers } from './lib.js';
 
-const rate = num('CHAOS_RATE', 30);
+const rate = num('CHAOS_RATE', 15);
 const seconds = num('CHAOS_SECONDS', 60);
 const buyers = rate * seconds;
 

@@ -57,7 +57,7 @@ if [ -z "$users" ]; then
   case $scenario in
     smoke) users=$(( ${SMOKE_ITERATIONS:-200} / 10 + 10 )) ;;
     flash) users=${FLASH_USERS:-1000} ;;
-    chaos) users=$(( ${CHAOS_RATE:-30} * ${CHAOS_SECONDS:-60} )) ;;
+    chaos) users=$(( ${CHAOS_RATE:-15} * ${CHAOS_SECONDS:-60} )) ;;
     *) users=${USERS:-30000} ;;
   esac
 fi
