@@ -21,7 +21,7 @@ mkdir -p "$WORK"
 
 # Instructions Redis executes for CALLS calls of the script in file $1.
 instructions() { # name script-file
-  local name=$1 file=$2 port pid sha i
+  local name=$1 file=$2 port pid sha
   port=$(free_port)
   rm -rf "$WORK/$name" && mkdir -p "$WORK/$name"
   (cd "$WORK/$name" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/$name/cg.out" \
@@ -29,8 +29,7 @@ instructions() { # name script-file
     --appendfsync everysec --save '' --daemonize no --logfile "$WORK/$name/redis.log") \
     </dev/null >"$WORK/$name/valgrind.log" 2>&1 &
   pid=$!
-  for i in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
-  redis-cli -p "$port" ping >/dev/null || die "redis under callgrind did not start (see $WORK/$name)"
+  wait_for "redis under callgrind (logs in $WORK/$name)" 40 redis-cli -p "$port" ping
   redis-cli -p "$port" set 'fg:{bench}:stock' 1000000000 >/dev/null
   sha=$(redis-cli -p "$port" script load "$(cat "$file")")
   callgrind_control -z "$pid" >/dev/null 2>&1
