@@ -8,7 +8,7 @@ are compared: what is the same in both stays, what differs (user, order id, sign
 window key) becomes a `__rand_int__` value that redis-benchmark draws anew for every call,
 so the floor runs exactly the script and the key layout the origin uses, for a new user
 each time. Digit-only arguments that differ (clocks) keep the first call's value, except
-the call's deadline (ARGV[6], see origin/src/lua/reserve.lua), which is moved far into the
+the call's deadline (ARGV[6], see origin/src/redis/lua/reserve.lua), which is moved far into the
 future: replayed past it, the script would refuse every call as late.
 """
 import re

@@ -64,10 +64,12 @@ printf 'return 1\n' >"$WORK/bare.lua"
 say "callgrind: $CALLS calls of a bare script"
 bare=$(instructions bare "$WORK/bare.lua")
 say "callgrind: $CALLS calls of reserve.lua"
-now=$(instructions reserve "$ROOT/origin/src/lua/reserve.lua")
+now=$(instructions reserve "$ROOT/origin/src/redis/lua/reserve.lua")
 bench_record "Redis instructions per reserve call (callgrind)" "$now" instr "$bare" ""
 if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
-  git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/lua/reserve.lua" >"$WORK/base.lua"
+  # The script moved to origin/src/redis/lua/ on 2026-12-02; older revisions have it in src/lua/.
+  git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/redis/lua/reserve.lua" >"$WORK/base.lua" 2>/dev/null \
+    || git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/lua/reserve.lua" >"$WORK/base.lua"
   say "callgrind: $CALLS calls of reserve.lua at $BENCH_SCRIPT_BASE"
   base=$(instructions base "$WORK/base.lua")
   bench_record "Redis instructions per reserve call, against reserve.lua at $BENCH_SCRIPT_BASE" "$now" instr "$base" ""

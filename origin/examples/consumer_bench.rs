@@ -6,7 +6,7 @@
 //!    and the mean is the floor (the machine's pace drifts within a run).
 //! 2. The consumer: `BENCH_ORDERS` orders produced to a fresh topic first, packed as the
 //!    relay packs them (`BENCH_PACK` per message, default the relay's), then the
-//!    real `OrderConsumer` (rate cap off), timed from its first finished batch until it
+//!    real `Consumer` (rate cap off), timed from its first finished batch until it
 //!    has finished every order (the orders of that first batch are not counted): the
 //!    steady rate, without the one-off group join, which is printed beside it. Progress is
 //!    read from the consumer's own `flashgate_consumer_orders_total` counter (a batch
@@ -21,9 +21,10 @@
 
 use figment::Figment;
 use flashgate_origin::config::Settings;
-use flashgate_origin::consumer::{connect_db, OrderConsumer};
+use flashgate_origin::consume::Consumer;
+use flashgate_origin::db;
 use flashgate_origin::kafka::{client_config, ensure_topic, OrderMessage};
-use flashgate_origin::store::Store;
+use flashgate_origin::redis::Store;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{MySql, QueryBuilder};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             reserved_at: now,
         })
         .collect();
-    let pool = connect_db(&mysql).await?;
+    let pool = db::connect(&mysql).await?;
 
     // 1. The floor (measured again after the consumer; the report has their mean).
     let floor_before = floor(&pool, &orders, batch).await?;
@@ -207,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
             .merge(("consumer.batch_size", batch)),
     )?;
     let store = Store::connect(&redis, &format!("bench-{run}:")).await?;
-    let consumer = OrderConsumer::new(
+    let consumer = Consumer::new(
         &brokers,
         &topic,
         pool.clone(),
@@ -218,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
     let finished = Arc::new(AtomicU64::new(0));
     metrics::set_global_recorder(Finished(finished.clone()))
         .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (stop, rx) = flashgate_origin::shutdown::channel();
     let started = Instant::now();
     let task = tokio::spawn(consumer.run(rx));
     let deadline = started + Duration::from_secs(300);
@@ -250,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
         rows as usize == n,
         "the consumer reported {n} orders done, but {rows} rows are in orders"
     );
-    let _ = stop.send(true);
+    stop.fire();
     task.await??;
     let floor_after = floor(&pool, &orders, batch).await?;
     let floor = (floor_before + floor_after) / 2.0;

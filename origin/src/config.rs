@@ -1,7 +1,6 @@
 //! Typed, layered configuration: defaults < TOML file (`FLASHGATE_CONFIG`) < `FLASHGATE_*`
 //! environment variables. Secrets are wrapped so they never print.
 
-use crate::protect::AdaptiveSettings;
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -43,7 +42,7 @@ pub struct Settings {
     pub redis_wait_replicas: u32,
     /// How long a reservation waits for those replicas at most, milliseconds.
     pub redis_wait_timeout_ms: u64,
-    /// Most purchase attempts decided in one reserve call (see `batch.rs`); 1 turns
+    /// Most purchase attempts decided in one reserve call (see `serve::reserver`); 1 turns
     /// coalescing off.
     pub reserve_batch: usize,
     /// Reserve calls in flight at once; attempts arriving meanwhile join the next call.
@@ -100,6 +99,39 @@ pub struct ConsumerSettings {
     /// Where `flashgate consume` serves `/healthz` and `/metrics`; none when unset.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+}
+
+/// Settings of the adaptive concurrency limit.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct AdaptiveSettings {
+    /// Off: only the fixed bucket protects the process.
+    pub enabled: bool,
+    /// Limit at start.
+    pub initial: usize,
+    /// Never below this many in flight.
+    pub min: usize,
+    /// Never above this many in flight.
+    pub max: usize,
+    /// How much slower than the long-term latency a sample may be before the limit shrinks.
+    pub tolerance: f64,
+    /// The long-term latency counts as at least this, milliseconds: below `tolerance` times
+    /// it, nothing is a slowdown. A baseline of a fraction of a millisecond would make a
+    /// busy but healthy machine's queueing (1–2 ms) look like a failing Redis and answer
+    /// 429 to purchases the process had time for.
+    pub latency_floor_ms: f64,
+}
+
+impl Default for AdaptiveSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial: 64,
+            min: 4,
+            max: 1024,
+            tolerance: 1.5,
+            latency_floor_ms: 2.0,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -315,47 +347,6 @@ impl Settings {
     }
 }
 
-/// `url` for logs and errors: a password in its user info or in a `pass`/`password`
-/// query parameter shown as `***`; a URL that does not parse, or has an `@` that did not end
-/// a user info, shows only its scheme (it may hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.
-pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let (scheme, after_scheme) = url.split_once("://").unwrap_or(("", url));
-    let hidden = || format!("{scheme}://<a URL that does not parse>").into();
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return hidden();
-    };
-    // An `@` the parser did not take for the end of a user info may end one it misread
-    // (`redis://app:12?x@cache`: a password taken for a port): show nothing of it.
-    if after_scheme.contains('@') && parsed.username().is_empty() && parsed.password().is_none() {
-        return hidden();
-    }
-    let mut changed = false;
-    if parsed.password().is_some() {
-        changed |= parsed.set_password(Some("***")).is_ok();
-    }
-    let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
-    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if secret(&k) {
-                    "***".into()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-        changed = true;
-    }
-    if changed {
-        parsed.to_string().into()
-    } else {
-        url.into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,47 +448,5 @@ mod tests {
         assert_eq!(vars.len(), 3, "{vars:?}");
         assert_eq!(vars["AUTH_SECRET"], "abc=def");
         assert_eq!(vars["REDIS_URL"], "redis://127.0.0.1:6390");
-    }
-
-    #[test]
-    fn a_url_prints_without_its_password() {
-        for (url, shown) in [
-            ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
-            (
-                "rediss://app:p@ss:w@cache:6380",
-                "rediss://app:***@cache:6380",
-            ),
-            ("rediss://:p%40ss@cache/0", "rediss://:***@cache/0"),
-            ("redis://app@cache:6379", "redis://app@cache:6379"),
-            (
-                "redis://127.0.0.1:6379/?a=b@c",
-                "redis://<a URL that does not parse>",
-            ),
-            (
-                "redis://app:12?x@cache",
-                "redis://<a URL that does not parse>",
-            ),
-            (
-                "redis://app:2024/Summer!@cache:6379",
-                "redis://<a URL that does not parse>",
-            ),
-            (
-                "redis+unix:///run/redis.sock",
-                "redis+unix:///run/redis.sock",
-            ),
-            (
-                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
-                "redis+unix:///run/redis.sock?db=1&pass=***",
-            ),
-            // Not URLs the url crate (nor redis-rs) reads: only the scheme is shown.
-            (
-                "redis://:pa/ss@host:6379",
-                "redis://<a URL that does not parse>",
-            ),
-            ("redis://:pa#ss@host", "redis://<a URL that does not parse>"),
-            ("not a url", "://<a URL that does not parse>"),
-        ] {
-            assert_eq!(redact_url(url), shown, "{url}");
-        }
     }
 }

@@ -3,36 +3,33 @@
 //! The origin behind the edge worker: it turns admitted purchase attempts into
 //! reservations in Redis, relays them to Kafka, and (in a separate process) writes them to
 //! MariaDB as orders. One binary, `flashgate`, with subcommands (`serve`, `consume`,
-//! `users`, `migrate`, `event`, `reconcile`).
+//! `migrate`, `event`, `reconcile`, `users`).
 //!
 //! ## Layout
 //!
-//! - [`config`]: typed, layered settings (defaults < file < `FLASHGATE_*`).
-//! - [`startup`]: builds the app from settings and binds it (`Application`); the router.
-//! - [`api`]: shopper handlers behind the edge signature, admin and health handlers.
-//! - [`error`]: the HTTP error type; every answer comes from `flashgate_core::wire`.
-//! - [`batch`]: coalesces concurrent purchase attempts into few reserve calls.
-//! - [`store`]: Redis keys and the Lua scripts (`lua/`) that reserve, confirm and compensate.
-//! - [`relay`]: the outbox relay (Redis stream → Kafka), inside `serve`.
-//! - [`consumer`]: the order consumer (Kafka → MariaDB), `flashgate consume`.
+//! Arrows run one way: `cmd → serve | consume → redis, kafka, db → flashgate_core`;
+//! `serve` and `consume` never import each other.
+//!
+//! - [`cmd`]: one module per subcommand, each with its `run`.
+//! - [`serve`]: the API process: application, state, router, handlers, protections, relay.
+//! - [`consume`]: the consumer process: read, write, settle, lag, stalls, retry.
+//! - [`redis`]: the `Store`: keys, the Lua scripts (`redis/lua/`), replicas, clock sync,
+//!   durability checks.
 //! - [`kafka`]: client configs, the orders topic and message.
-//! - [`protect`]: circuit breakers and the adaptive concurrency limit.
-//! - [`reconcile`]: `flashgate reconcile`, Redis against the orders table.
-//! - [`users`]: the demo/load-test users CSV.
-//! - [`clock`], [`telemetry`]: injected time; logs, metrics, the consumer's `/metrics`.
+//! - [`db`]: MariaDB's pool and migrations.
+//! - [`config`]: typed, layered settings (defaults < file < `FLASHGATE_*`).
+//! - [`telemetry`]: logs, metrics, the consumer's own `/healthz` and `/metrics`.
+//! - [`clock`]: injected time; [`shutdown`]: one stop signal for a process's tasks.
 #![deny(unsafe_code)]
 
-pub mod api;
-pub mod batch;
 pub mod clock;
+pub mod cmd;
 pub mod config;
-pub mod consumer;
-pub mod error;
+pub mod consume;
+pub mod db;
 pub mod kafka;
-pub mod protect;
-pub mod reconcile;
-pub mod relay;
-pub mod startup;
-pub mod store;
+mod locks;
+pub mod redis;
+pub mod serve;
+pub mod shutdown;
 pub mod telemetry;
-pub mod users;

@@ -6,7 +6,7 @@ use metrics::{Counter, Label};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{OnceLock, RwLock};
 
 /// JSON logs to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
 pub fn init_logs() {
@@ -88,23 +88,28 @@ pub fn metrics() -> PrometheusHandle {
 }
 
 /// `GET /healthz` and `GET /metrics` of a process that serves no API (the order
-/// consumer), on `listener`, until `stop` turns true.
+/// consumer), on `listener`, until `stop` fires.
 pub async fn serve_health(
     listener: tokio::net::TcpListener,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: crate::shutdown::Shutdown,
 ) -> std::io::Result<()> {
     let handle = metrics();
     let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(crate::api::healthz))
+        .route("/healthz", axum::routing::get(healthz))
         .route(
             "/metrics",
             axum::routing::get(move || async move { handle.render() }),
         );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
+            stop.recv().await;
         })
         .await
+}
+
+/// `GET /healthz`: the process answers (the same body in `serve` and `consume`).
+pub async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// One counter metric whose labels a request only knows when it is answered (its
@@ -128,21 +133,13 @@ impl<K: Eq + Hash> Counters<K> {
 
     /// Adds one to the counter of `key`.
     pub fn increment(&self, key: K) {
-        if let Some(counter) = self
-            .made
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
+        if let Some(counter) = crate::locks::read(&self.made).get(&key) {
             counter.increment(1);
             return;
         }
         let counter = metrics::counter!(self.name, (self.labels)(&key));
         counter.increment(1);
-        self.made
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, counter);
+        crate::locks::write(&self.made).insert(key, counter);
     }
 }
 
@@ -160,5 +157,93 @@ pub fn method_label(method: &Method) -> &'static str {
         "CONNECT" => "CONNECT",
         "TRACE" => "TRACE",
         _ => "other",
+    }
+}
+
+/// `url` for logs and errors: a password in its user info or in a `pass`/`password`
+/// query parameter shown as `***`; a URL that does not parse, or has an `@` that did not end
+/// a user info, shows only its scheme (it may hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let (scheme, after_scheme) = url.split_once("://").unwrap_or(("", url));
+    let hidden = || format!("{scheme}://<a URL that does not parse>").into();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return hidden();
+    };
+    // An `@` the parser did not take for the end of a user info may end one it misread
+    // (`redis://app:12?x@cache`: a password taken for a port): show nothing of it.
+    if after_scheme.contains('@') && parsed.username().is_empty() && parsed.password().is_none() {
+        return hidden();
+    }
+    let mut changed = false;
+    if parsed.password().is_some() {
+        changed |= parsed.set_password(Some("***")).is_ok();
+    }
+    let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        parsed.to_string().into()
+    } else {
+        url.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_prints_without_its_password() {
+        for (url, shown) in [
+            ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+            (
+                "rediss://app:p@ss:w@cache:6380",
+                "rediss://app:***@cache:6380",
+            ),
+            ("rediss://:p%40ss@cache/0", "rediss://:***@cache/0"),
+            ("redis://app@cache:6379", "redis://app@cache:6379"),
+            (
+                "redis://127.0.0.1:6379/?a=b@c",
+                "redis://<a URL that does not parse>",
+            ),
+            (
+                "redis://app:12?x@cache",
+                "redis://<a URL that does not parse>",
+            ),
+            (
+                "redis://app:2024/Summer!@cache:6379",
+                "redis://<a URL that does not parse>",
+            ),
+            (
+                "redis+unix:///run/redis.sock",
+                "redis+unix:///run/redis.sock",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            // Not URLs the url crate (nor redis-rs) reads: only the scheme is shown.
+            (
+                "redis://:pa/ss@host:6379",
+                "redis://<a URL that does not parse>",
+            ),
+            ("redis://:pa#ss@host", "redis://<a URL that does not parse>"),
+            ("not a url", "://<a URL that does not parse>"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

@@ -1,0 +1,50 @@
+//! `flashgate consume`: the order consumer, with its health and metrics server.
+
+use crate::config::Settings;
+use crate::consume::Consumer;
+use crate::redis::Store;
+use crate::{db, kafka, telemetry};
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+/// Consumes orders until a signal; health and metrics answer from the start.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = super::on_signal();
+    // Health and metrics answer from the start: waiting for the database below may
+    // take a minute, and a probe must not take that for a dead process.
+    if let Some(addr) = settings.consumer.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (consumer.listen)"))?;
+        tracing::info!(%addr, "consumer health and metrics");
+        // The recorder now: what the consumer counts is kept from its first batch.
+        telemetry::metrics();
+        telemetry::start_at_zero(telemetry::CONSUMER_COUNTERS);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::serve_health(listener, stop).await {
+                tracing::error!(error = %e, "consumer health and metrics server failed");
+            }
+        });
+    }
+    let redis = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix).await?;
+    let pool =
+        db::connect_waiting(settings.mysql_url.expose_secret(), Duration::from_secs(60)).await?;
+    kafka::ensure_topic(
+        &settings.kafka_brokers,
+        &settings.orders_topic,
+        settings.topic_partitions,
+    )
+    .await?;
+    let consumer = Consumer::new(
+        &settings.kafka_brokers,
+        &settings.orders_topic,
+        pool,
+        redis,
+        settings.consumer.clone(),
+        settings.user_window_ms,
+    )?;
+    tracing::info!(topic = %settings.orders_topic, "consumer started");
+    consumer.run(shutdown).await
+}

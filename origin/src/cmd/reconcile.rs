@@ -1,0 +1,216 @@
+//! `flashgate reconcile --event E`: compares what Redis says was sold with what the orders
+//! table holds, and names every mismatch (oversell, duplicate, a reservation with no order
+//! after a grace period, a failed order whose unit was not given back).
+
+use crate::config::Settings;
+use crate::kafka::OrderMessage;
+use crate::redis::Store;
+use crate::{db, kafka};
+use flashgate_core::ids::EventId;
+use flashgate_core::Millis;
+use redis::AsyncCommands;
+use secrecy::ExposeSecret;
+use sqlx::mysql::MySqlPool;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
+/// The outcome of a reconciliation.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Figures, one per line.
+    pub summary: Vec<String>,
+    /// Each mismatch, named.
+    pub problems: Vec<String>,
+    /// Reservations with no order past the grace period (what `--repair` re-publishes).
+    pub missing: Vec<OrderMessage>,
+}
+
+impl Report {
+    /// Whether everything matched.
+    pub fn clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The printed report.
+    pub fn render(&self, event: &EventId) -> String {
+        let mut out = format!("reconcile {event}\n");
+        for l in &self.summary {
+            let _ = writeln!(out, "  {l}");
+        }
+        if self.clean() {
+            out.push_str("OK: Redis and the orders table agree\n");
+        } else {
+            let _ = writeln!(out, "{} problem(s):", self.problems.len());
+            for p in &self.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+        out
+    }
+}
+
+/// When an order id (UUIDv7) was minted, unix ms.
+pub fn minted_at(order_id: &str) -> Option<Millis> {
+    let hex = order_id.get(..12)?;
+    i64::from_str_radix(hex, 16).ok()
+}
+
+/// Compares Redis and MariaDB for `event` at `now`; reservations younger than `grace_ms`
+/// may still be on their way and are not reported missing.
+pub async fn reconcile(
+    store: &Store,
+    pool: &MySqlPool,
+    event: &EventId,
+    now: Millis,
+    grace_ms: Millis,
+) -> anyhow::Result<Report> {
+    let mut r = Report::default();
+    let Some(meta) = store.event(event).await? else {
+        r.problems
+            .push(format!("UNKNOWN: no event {event} in Redis"));
+        return Ok(r);
+    };
+    let k = store.keys(event);
+    let mut conn = store.conn();
+    let stock_raw: i64 = conn.get(k.stock()).await?;
+    let held: HashMap<String, String> = conn.hgetall(k.orders()).await?;
+    let compensated: HashSet<String> = conn.smembers(k.compensated()).await?;
+    let backlog: u64 = conn.xlen(k.outbox()).await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_id, user_id FROM orders WHERE event_id = ?")
+            .bind(event.as_str())
+            .fetch_all(pool)
+            .await?;
+    let failed: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_id, user_id FROM failed_orders WHERE event_id = ?")
+            .bind(event.as_str())
+            .fetch_all(pool)
+            .await?;
+
+    r.summary.push(format!("stock_total {}", meta.stock_total));
+    r.summary.push(format!("stock_left {stock_raw} (Redis)"));
+    r.summary
+        .push(format!("reservations held {} (Redis)", held.len()));
+    r.summary.push(format!("orders {} (MariaDB)", rows.len()));
+    r.summary.push(format!(
+        "failed orders {} (MariaDB), compensated {} (Redis)",
+        failed.len(),
+        compensated.len()
+    ));
+    r.summary.push(format!("outbox backlog {backlog}"));
+
+    if stock_raw < 0 {
+        r.problems
+            .push(format!("OVERSELL: stock is {stock_raw} in Redis"));
+    }
+    if rows.len() as u64 > meta.stock_total {
+        r.problems.push(format!(
+            "OVERSELL: {} orders for {} units",
+            rows.len(),
+            meta.stock_total
+        ));
+    }
+    if stock_raw + held.len() as i64 != meta.stock_total as i64 {
+        r.problems.push(format!(
+            "STOCK: {stock_raw} left + {} held != {} total",
+            held.len(),
+            meta.stock_total
+        ));
+    }
+    let mut per_user: HashMap<&str, usize> = HashMap::new();
+    for (_, user) in &rows {
+        *per_user.entry(user).or_default() += 1;
+    }
+    for (user, n) in per_user.iter().filter(|(_, n)| **n > 1) {
+        r.problems
+            .push(format!("DUPLICATE: user {user} holds {n} orders"));
+    }
+    let in_db: HashSet<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
+    for (order, user) in &rows {
+        if held.get(user) != Some(order) {
+            r.problems.push(format!(
+                "ORPHAN: order {order} of user {user} is not held in Redis"
+            ));
+        }
+    }
+    let failed_ids: HashSet<&str> = failed.iter().map(|(o, _)| o.as_str()).collect();
+    for (user, order) in &held {
+        if in_db.contains(order.as_str()) {
+            continue;
+        }
+        let age = minted_at(order).map(|t| now - t).unwrap_or(Millis::MAX);
+        if failed_ids.contains(order.as_str()) {
+            r.problems.push(format!(
+                "UNCOMPENSATED: failed order {order} of user {user} still holds stock"
+            ));
+        } else if age > grace_ms {
+            r.problems.push(format!(
+                "MISSING: order {order} of user {user}, reserved {}s ago, has no row",
+                age / 1000
+            ));
+            r.missing.push(OrderMessage {
+                order_id: order.clone(),
+                event_id: event.to_string(),
+                user_id: user.clone(),
+                reserved_at: minted_at(order).unwrap_or(now),
+            });
+        }
+    }
+    for (order, user) in &failed {
+        if !compensated.contains(order) {
+            r.problems.push(format!(
+                "UNCOMPENSATED: failed order {order} of user {user} was never given back"
+            ));
+        }
+    }
+    Ok(r)
+}
+
+/// Reconciles `event` and prints the report; with `repair`, re-publishes the
+/// reservations that have no order. Fails on any mismatch.
+pub async fn run(
+    settings: Settings,
+    event: &str,
+    grace_secs: i64,
+    repair: bool,
+) -> anyhow::Result<()> {
+    let event = EventId::parse(event)?;
+    let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix).await?;
+    let pool = db::connect(settings.mysql_url.expose_secret()).await?;
+    let report = reconcile(&store, &pool, &event, super::now_ms()?, grace_secs * 1000).await?;
+    print!("{}", report.render(&event));
+    if repair && !report.missing.is_empty() {
+        let n = kafka::publish(
+            &settings.kafka_brokers,
+            &settings.orders_topic,
+            &report.missing,
+        )
+        .await?;
+        println!(
+            "repair: re-published {n} reservation(s) to {}",
+            settings.orders_topic
+        );
+    }
+    if report.clean() {
+        Ok(())
+    } else {
+        anyhow::bail!("reconcile found {} problem(s)", report.problems.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_carry_their_minting_time() {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let t = minted_at(&id).expect("v7");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64;
+        assert!((now - t).abs() < 60_000);
+        assert_eq!(minted_at("zz"), None);
+    }
+}

@@ -1,0 +1,150 @@
+//! Redis: the hot state of every event. All keys of one event share the hash tag `{E}`,
+//! so each script touches a single slot and the design runs unchanged on Redis Cluster.
+//!
+//! # Layout
+//!
+//! - [`keys`]: the keys of one event.
+//! - [`scripts`]: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
+//! - [`reads`]: what the API and the admin read: an event, a buyer's order, counters.
+//! - [`replicas`]: reserve calls that wait for replicas (`WAIT`).
+//! - [`clock_sync`]: Redis's clock against ours, for the reserve call's deadline.
+//! - [`durability`]: Redis settings that could oversell or lose orders, refused or named.
+
+mod clock_sync;
+mod durability;
+mod keys;
+mod reads;
+mod replicas;
+mod scripts;
+
+pub use clock_sync::CLOCK_SYNC;
+pub use durability::Durability;
+pub use keys::EventKeys;
+pub use reads::{EventMeta, Stats};
+pub use scripts::{Attempt, PutOutcome, Reservation, ReserveRules};
+
+use anyhow::Context;
+use clock_sync::NOT_MEASURED;
+use flashgate_core::ids::EventId;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use replicas::Replicas;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::Arc;
+
+/// Redis access for one key prefix.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<std::sync::RwLock<ConnectionManager>>,
+    /// Redis's clock minus [`mono_ms`], from the last [`Store::sync_clock`]
+    /// ([`NOT_MEASURED`] before the first).
+    clock_offset: Arc<AtomicI64>,
+    /// A re-measure after a late call is under way (one at a time).
+    clock_resync: Arc<AtomicBool>,
+    client: redis::Client,
+    prefix: Arc<str>,
+    reserve: Arc<Script>,
+    confirm: Arc<Script>,
+    confirm_many: Arc<Script>,
+    compensate: Arc<Script>,
+    put_event: Arc<Script>,
+    /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
+    /// by default.
+    replicas: Option<Arc<Replicas>>,
+}
+
+impl Store {
+    /// Connects and checks the server answers.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url);
+        let url = crate::telemetry::redact_url(url);
+        let client = client.with_context(|| format!("invalid Redis URL {url}"))?;
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(3), Self::manager(&client))
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
+            .with_context(|| format!("cannot reach Redis at {url}"))?;
+        let store = Self {
+            conn: Arc::new(std::sync::RwLock::new(conn)),
+            clock_offset: Arc::new(AtomicI64::new(NOT_MEASURED)),
+            clock_resync: Arc::default(),
+            client,
+            prefix: prefix.into(),
+            reserve: Arc::new(Script::new(include_str!("lua/reserve.lua"))),
+            confirm: Arc::new(Script::new(include_str!("lua/confirm.lua"))),
+            confirm_many: Arc::new(Script::new(include_str!("lua/confirm_many.lua"))),
+            compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
+            put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
+            replicas: None,
+        };
+        // The first reading is used whatever its round trip; two more may refine it.
+        for _ in 0..3 {
+            store
+                .sync_clock()
+                .await
+                .with_context(|| format!("cannot read the clock of Redis at {url}"))?;
+        }
+        Ok(store)
+    }
+
+    /// The keys of event `id`.
+    pub fn keys(&self, id: &EventId) -> EventKeys {
+        EventKeys {
+            base: format!("{}{{{id}}}", self.prefix),
+        }
+    }
+
+    fn events_key(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// A connection that reconnects by itself, one attempt at a time. Every call made while
+    /// a reconnect is under way waits for it, whatever the response timeout; the manager's
+    /// own retries wait 1 s, then 60 s or more between attempts (redis 0.32 multiplies
+    /// its 1 s first delay by 100), so with retries a Redis that came back could leave the
+    /// reserve calls waiting for minutes. One attempt (at most the connection timeout),
+    /// and the next call starts the next one.
+    async fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(std::time::Duration::from_secs(2))
+            .set_response_timeout(std::time::Duration::from_secs(2))
+            .set_number_of_retries(0);
+        ConnectionManager::new_with_config(client.clone(), config).await
+    }
+
+    /// A connection handle (cheap clone, reconnects by itself).
+    pub fn conn(&self) -> ConnectionManager {
+        crate::locks::read(&self.conn).clone()
+    }
+
+    /// Opens a fresh connection and, once it answers PING, uses it from now on: the way
+    /// back when the current manager's connection does not answer (the circuit's probe),
+    /// without waiting for its own reconnect to notice.
+    pub async fn reconnect(&self) -> redis::RedisResult<()> {
+        let mut fresh = Self::manager(&self.client).await?;
+        redis::cmd("PING").query_async::<()>(&mut fresh).await?;
+        *crate::locks::write(&self.conn) = fresh;
+        if let Some(replicas) = &self.replicas {
+            // The reserve calls open fresh connections as they need them.
+            crate::locks::lock(&replicas.idle).clear();
+        }
+        // It may be another server behind the same address (a failover), with its clock.
+        self.sync_clock().await
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        redis::cmd("PING").query_async(&mut self.conn()).await
+    }
+
+    /// Whether Redis answers: a PING on the current connection (within 1 s), else a fresh
+    /// connection ([`Store::reconnect`], within 5 s). A healthy connection is kept.
+    pub async fn answers_or_reconnect(&self) -> bool {
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(1), self.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        answers
+            || tokio::time::timeout(std::time::Duration::from_secs(5), self.reconnect())
+                .await
+                .is_ok_and(|r| r.is_ok())
+    }
+}

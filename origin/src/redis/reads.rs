@@ -1,0 +1,158 @@
+//! What the API, the admin and `reconcile` read: an event, a buyer's order, counters.
+
+use super::Store;
+use flashgate_core::ids::{EventId, UserId};
+use flashgate_core::wire::OrderStatus;
+use flashgate_core::Millis;
+use redis::AsyncCommands;
+use std::collections::HashMap;
+
+/// The event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// Display name.
+    pub name: String,
+    /// Units put on sale.
+    pub stock_total: u64,
+    /// Units left.
+    pub stock_left: u64,
+    /// Start.
+    pub starts_at: Millis,
+    /// End.
+    pub ends_at: Millis,
+}
+
+/// Counters of `GET /admin/events/{id}/stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Units put on sale.
+    pub stock_total: u64,
+    /// Units left.
+    pub stock_left: u64,
+    /// Reservations made.
+    pub reserved: u64,
+    /// Orders written to the orders table.
+    pub confirmed: u64,
+    /// Orders that could not be created.
+    pub failed: u64,
+    /// Units given back.
+    pub compensated: u64,
+    /// Reserved, neither confirmed nor failed yet.
+    pub pending: u64,
+}
+
+impl Store {
+    /// The event's info and stock, `None` when unknown.
+    pub async fn event(&self, id: &EventId) -> redis::RedisResult<Option<EventMeta>> {
+        let k = self.keys(id);
+        let (info, stock): (HashMap<String, String>, Option<i64>) = redis::pipe()
+            .hgetall(k.info())
+            .get(k.stock())
+            .query_async(&mut self.conn())
+            .await?;
+        let num = |f: &str| info.get(f).and_then(|v| v.parse::<i64>().ok());
+        let (Some(name), Some(total), Some(starts_at), Some(ends_at)) = (
+            info.get("name"),
+            num("stock_total"),
+            num("starts_at"),
+            num("ends_at"),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(EventMeta {
+            name: name.clone(),
+            stock_total: total.max(0) as u64,
+            stock_left: stock.unwrap_or(0).max(0) as u64,
+            starts_at,
+            ends_at,
+        }))
+    }
+
+    /// The order the user holds for the event (what the reserve script answers as
+    /// already purchased), if any.
+    pub async fn order_of(
+        &self,
+        event: &EventId,
+        user: &UserId,
+    ) -> redis::RedisResult<Option<String>> {
+        self.conn()
+            .hget(self.keys(event).orders(), user.as_str())
+            .await
+    }
+
+    /// The event's buyers (user → order id), or `None` when there are more than `max`.
+    ///
+    /// With them, their version as the reserve script gives it with `sold_out`, read in
+    /// the same atomic step.
+    pub async fn buyers(
+        &self,
+        event: &EventId,
+        max: u64,
+    ) -> redis::RedisResult<Option<(String, HashMap<String, String>)>> {
+        let k = self.keys(event);
+        let mut conn = self.conn();
+        let n: u64 = conn.hlen(k.orders()).await?;
+        if n > max {
+            return Ok(None);
+        }
+        let (reserved, buyers): (Option<u64>, HashMap<String, String>) = redis::pipe()
+            .atomic()
+            .hget(k.stats(), "reserved")
+            .hgetall(k.orders())
+            .query_async(&mut conn)
+            .await?;
+        let version = format!("{}:{}", reserved.unwrap_or(0), buyers.len());
+        Ok(Some((version, buyers)))
+    }
+
+    /// The user's order and its status.
+    pub async fn order_status(
+        &self,
+        event: &EventId,
+        user: &UserId,
+    ) -> redis::RedisResult<Option<(OrderStatus, String)>> {
+        let v: Option<String> = self
+            .conn()
+            .hget(self.keys(event).status(), user.as_str())
+            .await?;
+        Ok(v.and_then(|v| {
+            let (status, order) = v.split_once(':')?;
+            Some((OrderStatus::parse(status)?, order.to_owned()))
+        }))
+    }
+
+    /// Reservations waiting in the outboxes of these events.
+    pub async fn outbox_backlog(&self, events: &[EventId]) -> redis::RedisResult<u64> {
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.xlen(self.keys(e).outbox());
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+        Ok(lens.iter().sum())
+    }
+
+    /// Every event id known to this prefix.
+    pub async fn event_ids(&self) -> redis::RedisResult<Vec<EventId>> {
+        let ids: Vec<String> = self.conn().smembers(self.events_key()).await?;
+        Ok(ids.iter().filter_map(|s| EventId::parse(s).ok()).collect())
+    }
+
+    /// The admin counters of an event, `None` when unknown.
+    pub async fn stats(&self, id: &EventId) -> redis::RedisResult<Option<Stats>> {
+        let Some(meta) = self.event(id).await? else {
+            return Ok(None);
+        };
+        let c: HashMap<String, u64> = self.conn().hgetall(self.keys(id).stats()).await?;
+        let get = |f: &str| c.get(f).copied().unwrap_or(0);
+        let (reserved, confirmed, failed) = (get("reserved"), get("confirmed"), get("failed"));
+        Ok(Some(Stats {
+            stock_total: meta.stock_total,
+            stock_left: meta.stock_left,
+            reserved,
+            confirmed,
+            failed,
+            compensated: get("compensated"),
+            pending: reserved.saturating_sub(confirmed + failed),
+        }))
+    }
+}

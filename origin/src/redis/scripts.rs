@@ -1,0 +1,249 @@
+//! The atomic scripts (`lua/`): reserve a batch of attempts, confirm and compensate
+//! orders, put an event. Each touches one event's slot only.
+
+use super::clock_sync::mono_ms;
+use super::Store;
+use flashgate_core::ids::{EventId, OrderId, UserId};
+use flashgate_core::Millis;
+use std::sync::atomic::Ordering;
+
+/// How long after it is sent a reserve call may still reserve: Redis refuses it, untouched,
+/// once this has passed on its clock. Well inside the connection's response timeout
+/// (2 s), after which the origin answers 503 without the verdict.
+pub(crate) const RESERVE_BUDGET_MS: i64 = 1000;
+
+/// What the reserve script decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Stock reserved under this new order.
+    Reserved(OrderId),
+    /// The user already holds this order.
+    AlreadyPurchased(String),
+    /// No stock left; the version of the event's buyers (see `lua/reserve.lua`).
+    SoldOut(String),
+    /// The per-user window is full; retry after this many milliseconds.
+    RateLimited(u64),
+    /// The event has no stock key.
+    NoEvent,
+    /// This exact signed request was already seen.
+    Replayed,
+}
+
+/// One purchase attempt of a reserve call.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The buyer.
+    pub user: UserId,
+    /// The order id to use if stock is reserved.
+    pub new_order: OrderId,
+    /// The edge signature of the request (replay guard).
+    pub signature: String,
+}
+
+/// What every attempt of one reserve call shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveRules {
+    /// Now, unix ms (the reservation time of the call's orders).
+    pub now: Millis,
+    /// Per-user window, ms.
+    pub window_ms: u64,
+    /// Tries allowed per window (see [`EventKeys::window`]).
+    pub limit: u32,
+    /// How long signatures are remembered, ms.
+    pub replay_window_ms: u64,
+}
+
+/// Result of `put_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new event.
+    Created,
+    /// An upcoming event changed.
+    Updated,
+    /// Refused: the event has started.
+    Started,
+}
+
+impl Store {
+    /// Creates or updates an upcoming event and pre-warms its stock.
+    pub async fn put_event(
+        &self,
+        id: &EventId,
+        w: &flashgate_core::wire::EventWindow,
+        now: Millis,
+    ) -> redis::RedisResult<PutOutcome> {
+        let k = self.keys(id);
+        let r: String = self
+            .put_event
+            .key(k.info())
+            .key(k.stock())
+            .key(self.events_key())
+            .arg(now)
+            .arg(&w.name)
+            .arg(w.stock)
+            .arg(w.starts_at)
+            .arg(w.ends_at)
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match r.as_str() {
+            "started" => PutOutcome::Started,
+            "updated" => PutOutcome::Updated,
+            _ => PutOutcome::Created,
+        })
+    }
+
+    /// Runs the reserve script for attempts on one event, in order, in one atomic call:
+    /// one verdict per attempt. Every key is in the event's slot, so this is one call on
+    /// Redis Cluster too.
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        rules: ReserveRules,
+        attempts: &[Attempt],
+    ) -> redis::RedisResult<Vec<Reservation>> {
+        let k = self.keys(event);
+        let mut call = self.reserve.prepare_invoke();
+        call.key(k.stock())
+            .key(k.orders())
+            .key(k.status())
+            .key(k.outbox())
+            .key(k.stats())
+            .arg(rules.now)
+            .arg(rules.window_ms)
+            .arg(rules.limit)
+            .arg(event.as_str())
+            .arg(rules.replay_window_ms)
+            .arg(mono_ms() + self.clock_offset.load(Ordering::Relaxed) + RESERVE_BUDGET_MS);
+        for a in attempts {
+            call.key(k.window(&a.user))
+                .key(k.signature(&a.signature))
+                .arg(a.user.as_str())
+                .arg(a.new_order.as_str());
+        }
+        let r: Vec<String> = match &self.replicas {
+            None => call.invoke_async(&mut self.conn()).await?,
+            Some(replicas) => {
+                // One pipeline: the WAIT goes on the very connection that carried the
+                // script, whatever reconnects, and counts its writes.
+                let mut conn = replicas.take(&self.client).await?;
+                let timeout_ms = replicas.next_timeout();
+                let mut answer = replicas
+                    .reserve_and_wait(&mut conn, &call, timeout_ms)
+                    .await?;
+                if matches!(&answer.0, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+                    // Redis lost its scripts (a restart, a failover): nothing ran. Load the
+                    // script and send the pipeline again.
+                    call.load_async(&mut conn).await?;
+                    answer = replicas
+                        .reserve_and_wait(&mut conn, &call, timeout_ms)
+                        .await?;
+                }
+                // Answered: the connection works (a transport error above drops it).
+                replicas.give_back(conn);
+                let (r, acked) = answer;
+                let r = r?;
+                let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
+                if reserved > 0 {
+                    replicas.record(&acked, reserved, timeout_ms);
+                }
+                r
+            }
+        };
+        if r.len() != 2 * attempts.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "reserve script answered the wrong number of verdicts",
+            )));
+        }
+        if r.first().is_some_and(|v| v == "late") {
+            // Nothing was reserved. The clock may have moved: measure it again.
+            if !self.clock_resync.swap(true, Ordering::AcqRel) {
+                let store = self.clone();
+                tokio::spawn(async move {
+                    let _ = store.sync_clock().await;
+                    store.clock_resync.store(false, Ordering::Release);
+                });
+            }
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "the reserve call reached Redis after its deadline; nothing was reserved",
+            )));
+        }
+        Ok(r.chunks(2)
+            .zip(attempts)
+            .map(|(v, a)| match v[0].as_str() {
+                "reserved" => Reservation::Reserved(a.new_order.clone()),
+                "already_purchased" => Reservation::AlreadyPurchased(v[1].clone()),
+                "sold_out" => Reservation::SoldOut(v[1].clone()),
+                "rate_limited" => Reservation::RateLimited(v[1].parse().unwrap_or(1000)),
+                "replayed" => Reservation::Replayed,
+                _ => Reservation::NoEvent,
+            })
+            .collect())
+    }
+
+    /// Marks an order confirmed (idempotent); true when it changed.
+    pub async fn confirm(
+        &self,
+        event: &EventId,
+        user: &UserId,
+        order: &str,
+    ) -> redis::RedisResult<bool> {
+        let k = self.keys(event);
+        let changed: i64 = self
+            .confirm
+            .key(k.status())
+            .key(k.stats())
+            .arg(user.as_str())
+            .arg(order)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Marks many orders of one event confirmed in one call (idempotent); returns how many
+    /// changed.
+    pub async fn confirm_many(
+        &self,
+        event: &EventId,
+        orders: &[(&UserId, &str)],
+    ) -> redis::RedisResult<u64> {
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let k = self.keys(event);
+        let mut inv = self.confirm_many.key(k.status());
+        inv.key(k.stats());
+        for (user, order) in orders {
+            inv.arg(user.as_str()).arg(*order);
+        }
+        inv.invoke_async(&mut self.conn()).await
+    }
+
+    /// Fails an order and gives its unit back, once per order id; true when it did. The
+    /// order's try then counts in the user's window of `window_ms`.
+    pub async fn compensate(
+        &self,
+        event: &EventId,
+        user: &UserId,
+        order: &str,
+        window_ms: u64,
+    ) -> redis::RedisResult<bool> {
+        let k = self.keys(event);
+        let changed: i64 = self
+            .compensate
+            .key(k.stock())
+            .key(k.orders())
+            .key(k.status())
+            .key(k.stats())
+            .key(k.compensated())
+            .key(k.window(user))
+            .arg(user.as_str())
+            .arg(order)
+            .arg(window_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(changed == 1)
+    }
+}

@@ -1,0 +1,169 @@
+//! The one error type of the HTTP surface: a contract outcome, or a failed dependency
+//! that is logged once and answered as 503 busy (never the internal error's text).
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flashgate_core::wire::{Answer, Outcome};
+use std::sync::LazyLock;
+
+/// An answer that is not a success.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// A contract outcome (4xx, or a deliberate 503).
+    Outcome(Outcome),
+    /// Redis or Kafka failed or timed out: logged, answered 503 busy.
+    Dependency(&'static str, anyhow::Error),
+}
+
+impl From<Outcome> for ApiError {
+    fn from(o: Outcome) -> Self {
+        ApiError::Outcome(o)
+    }
+}
+
+/// An answer rendered once.
+struct Rendered {
+    status: StatusCode,
+    body: &'static [u8],
+    retry_after_secs: Option<u64>,
+}
+
+impl Rendered {
+    fn of(outcome: &Outcome) -> Self {
+        let answer = outcome.answer();
+        Rendered {
+            status: status_code(answer.status),
+            body: serde_json::to_vec(&answer.body)
+                .expect("a JSON value")
+                .leak(),
+            retry_after_secs: answer.retry_after_secs,
+        }
+    }
+}
+
+/// The answers a storm repeats word for word (sold out; rate limited or busy with a
+/// one-second retry), rendered once instead of once per request.
+fn storm_answer(outcome: &Outcome) -> Option<&'static Rendered> {
+    static SOLD_OUT: LazyLock<Rendered> = LazyLock::new(|| Rendered::of(&Outcome::SoldOut));
+    static RATE_LIMITED: LazyLock<Rendered> = LazyLock::new(|| {
+        Rendered::of(&Outcome::RateLimited {
+            retry_after_secs: 1,
+        })
+    });
+    static BUSY: LazyLock<Rendered> = LazyLock::new(|| {
+        Rendered::of(&Outcome::Busy {
+            retry_after_secs: 1,
+        })
+    });
+    match outcome {
+        Outcome::SoldOut => Some(&SOLD_OUT),
+        Outcome::RateLimited {
+            retry_after_secs: 1,
+        } => Some(&RATE_LIMITED),
+        Outcome::Busy {
+            retry_after_secs: 1,
+        } => Some(&BUSY),
+        _ => None,
+    }
+}
+
+fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Renders an outcome as an HTTP response.
+pub(crate) fn respond(outcome: &Outcome) -> Response {
+    let (mut resp, retry_after_secs) = match storm_answer(outcome) {
+        Some(r) => (
+            (
+                r.status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                Bytes::from_static(r.body),
+            )
+                .into_response(),
+            r.retry_after_secs,
+        ),
+        None => {
+            let Answer {
+                status,
+                body,
+                retry_after_secs,
+            } = outcome.answer();
+            (
+                (status_code(status), Json(body)).into_response(),
+                retry_after_secs,
+            )
+        }
+    };
+    if let Some(secs) = retry_after_secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Outcome(o) => respond(&o),
+            ApiError::Dependency(which, err) => {
+                tracing::warn!(dependency = which, error = %format!("{err:#}"), "dependency failed");
+                metrics::counter!("flashgate_dependency_errors_total", "dependency" => which)
+                    .increment(1);
+                respond(&Outcome::Busy {
+                    retry_after_secs: 1,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answers rendered once are the outcomes' own: status, headers and body.
+    #[tokio::test]
+    async fn storm_answers_are_the_outcomes_own() {
+        for outcome in [
+            Outcome::SoldOut,
+            Outcome::RateLimited {
+                retry_after_secs: 1,
+            },
+            Outcome::Busy {
+                retry_after_secs: 1,
+            },
+            Outcome::RateLimited {
+                retry_after_secs: 3,
+            },
+            Outcome::Ended,
+        ] {
+            let answer = outcome.answer();
+            let resp = respond(&outcome);
+            assert_eq!(resp.status().as_u16(), answer.status, "{outcome:?}");
+            let header = |name| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().expect("ascii").to_owned())
+            };
+            assert_eq!(
+                header(header::CONTENT_TYPE).as_deref(),
+                Some("application/json")
+            );
+            assert_eq!(
+                header(header::RETRY_AFTER),
+                answer.retry_after_secs.map(|s| s.to_string())
+            );
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(body, answer.body, "{outcome:?}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The outbox relay: moves reservations from each event's Redis stream to Kafka.
+//!
+//! Entries are read with a consumer group and acknowledged (XACK + XDEL) only after the
+//! broker's delivery report, so nothing is acknowledged that is not in Kafka. Entries left
+//! pending by a relay that died (or by a failed produce) are claimed after
+//! [`CLAIM_IDLE_MS`] and sent again; duplicates are harmless downstream because order ids
+//! are unique. The entries of a pass go out packed, `relay_pack` orders per message
+//! ([`pack_orders`]), and each message's entries are acknowledged with its delivery.
+
+use super::protect::Breaker;
+use crate::config::Settings;
+use crate::kafka::{client_config, pack_orders, OrderMessage};
+use crate::redis::Store;
+use crate::shutdown::Shutdown;
+use anyhow::Context;
+use futures::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const GROUP: &str = "relay";
+/// Pending entries idle this long are claimed by any relay.
+pub(crate) const CLAIM_IDLE_MS: u64 = 5_000;
+const BATCH: usize = 2048;
+
+/// The relay task's handles.
+#[derive(Clone)]
+pub(crate) struct Relay {
+    store: Store,
+    producer: FutureProducer,
+    topic: String,
+    consumer: String,
+    breaker: Arc<Breaker>,
+    backlog: Arc<AtomicU64>,
+    pack: usize,
+    stall: bool,
+}
+
+impl Relay {
+    /// An idempotent producer for the configured brokers and a relay over `store` that
+    /// keeps `backlog` current.
+    pub(crate) fn new(
+        store: Store,
+        settings: &Settings,
+        backlog: Arc<AtomicU64>,
+    ) -> anyhow::Result<Self> {
+        let producer: FutureProducer = client_config(&settings.kafka_brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Fuller produce requests: the reservation is already safe in the outbox and
+            // the shopper has the 202, so 10 ms here costs nobody a wait, and it halves
+            // the broker's (and this process's) work per order under a flash crowd
+            // (docs/benchmarks.md).
+            .set("linger.ms", "10")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .context("cannot create Kafka producer")?;
+        Ok(Self {
+            store,
+            producer,
+            topic: settings.orders_topic.clone(),
+            consumer: format!(
+                "relay-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
+            breaker: Arc::new(Breaker::new(
+                "kafka",
+                settings.breaker_failures,
+                Duration::from_millis(settings.breaker_cooldown_ms),
+            )),
+            backlog,
+            pack: settings.relay_pack,
+            stall: settings.faults.relay_stall,
+        })
+    }
+
+    /// Whether the broker answers a metadata request.
+    pub(crate) async fn ready(&self) -> bool {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Runs until `shutdown` turns true, then flushes what it holds.
+    pub(crate) async fn run(self, mut shutdown: Shutdown) {
+        let mut groups: HashSet<String> = HashSet::new();
+        let mut last_claim = std::time::Instant::now();
+        let mut last_backlog = std::time::Instant::now() - Duration::from_secs(1);
+        loop {
+            if shutdown.is_shutdown() {
+                break;
+            }
+            if last_backlog.elapsed() >= Duration::from_millis(250) {
+                last_backlog = std::time::Instant::now();
+                // Like a pass, never hangs the relay on a stuck connection.
+                let _ = tokio::time::timeout(Duration::from_secs(2), self.measure_backlog()).await;
+            }
+            let claim = last_claim.elapsed() >= Duration::from_millis(CLAIM_IDLE_MS / 2);
+            if claim {
+                last_claim = std::time::Instant::now();
+            }
+            // A pass never hangs the relay (and so never the shutdown) on a stuck dependency.
+            let pass = tokio::time::timeout(Duration::from_secs(10), self.pass(&mut groups, claim));
+            let (moved, failed) = match pass.await {
+                Ok(Ok(n)) => (n, false),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "relay pass failed");
+                    let redis = e.downcast_ref::<redis::RedisError>();
+                    if redis.is_some_and(|e| e.code() == Some("NOGROUP")) {
+                        // Redis lost its data (restarted without it): the consumer groups
+                        // are created again on the next pass.
+                        groups.clear();
+                    }
+                    (0, true)
+                }
+                Err(_) => {
+                    tracing::warn!("relay pass timed out");
+                    (0, true)
+                }
+            };
+            if failed {
+                // Redis may have restarted: when it does not answer a PING on the current
+                // connection, a fresh one, made here too, so that the outbox drains with no
+                // shopper traffic to trigger the API's probe. (A pass also times out on a
+                // stalled broker; Redis answers then, and its connection is kept.)
+                tokio::select! {
+                    _ = self.store.answers_or_reconnect() => {}
+                    _ = shutdown.recv() => {}
+                }
+            }
+            if moved == 0 {
+                let idle = if failed { 500 } else { 20 };
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(idle)) => {}
+                    _ = shutdown.recv() => {}
+                }
+            }
+        }
+        let _ = self.producer.flush(Duration::from_secs(5));
+        tracing::info!("relay stopped");
+    }
+
+    async fn measure_backlog(&self) {
+        let backlog = match self.store.event_ids().await {
+            Ok(events) => self.store.outbox_backlog(&events).await,
+            Err(e) => Err(e),
+        };
+        if let Ok(n) = backlog {
+            self.backlog.store(n, Ordering::Relaxed);
+            metrics::gauge!("flashgate_outbox_backlog").set(n as f64);
+        }
+    }
+
+    /// One pass over every event's outbox; returns how many entries reached Kafka.
+    pub(crate) async fn pass(
+        &self,
+        groups: &mut HashSet<String>,
+        claim: bool,
+    ) -> anyhow::Result<usize> {
+        let mut conn = self.store.conn();
+        let mut moved = 0;
+        for event in self.store.event_ids().await? {
+            let outbox = self.store.keys(&event).outbox();
+            if !groups.contains(&outbox) {
+                let created: redis::RedisResult<()> =
+                    conn.xgroup_create_mkstream(&outbox, GROUP, "0").await;
+                if let Err(e) = created {
+                    if e.code() != Some("BUSYGROUP") {
+                        return Err(e.into());
+                    }
+                }
+                groups.insert(outbox.clone());
+            }
+            if !self.breaker.allow(std::time::Instant::now()) {
+                // Kafka is away: entries wait in the outbox until a probe succeeds.
+                return Ok(moved);
+            }
+            let mut entries: Vec<StreamId> = Vec::new();
+            if claim {
+                let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                    .arg(&outbox)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(CLAIM_IDLE_MS)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query_async(&mut conn)
+                    .await?;
+                entries.extend(reply.claimed);
+            }
+            let opts = StreamReadOptions::default()
+                .group(GROUP, &self.consumer)
+                .count(BATCH);
+            let reply: StreamReadReply = conn.xread_options(&[&outbox], &[">"], &opts).await?;
+            entries.extend(reply.keys.into_iter().flat_map(|k| k.ids));
+            if !entries.is_empty() && self.stall {
+                tracing::warn!(
+                    entries = entries.len(),
+                    "fault injection: relay stalls before producing"
+                );
+                std::future::pending::<()>().await;
+            }
+            if !entries.is_empty() {
+                moved += self.send(&outbox, entries).await?;
+            }
+        }
+        metrics::counter!("flashgate_relay_orders_total").increment(moved as u64);
+        Ok(moved)
+    }
+
+    async fn send(&self, outbox: &str, entries: Vec<StreamId>) -> anyhow::Result<usize> {
+        let field = |e: &StreamId, f: &str| e.get::<String>(f).unwrap_or_default();
+        let orders: Vec<OrderMessage> = entries
+            .iter()
+            .map(|e| OrderMessage {
+                order_id: field(e, "order_id"),
+                event_id: field(e, "event_id"),
+                user_id: field(e, "user_id"),
+                reserved_at: field(e, "reserved_at").parse().unwrap_or(0),
+            })
+            .collect();
+        let messages = pack_orders(&orders, self.pack);
+        let deliveries = messages.iter().map(|m| async move {
+            let record = FutureRecord::to(&self.topic)
+                .key(m.key.as_bytes())
+                .payload(&m.payload);
+            self.producer.send(record, Duration::from_secs(5)).await
+        });
+        let results = join_all(deliveries).await;
+        // A message carries the next `len` entries, in order.
+        let mut delivered: Vec<&str> = Vec::new();
+        let mut rest = entries.as_slice();
+        for (m, result) in messages.iter().zip(&results) {
+            let (pack, tail) = rest.split_at(m.len);
+            rest = tail;
+            if result.is_ok() {
+                delivered.extend(pack.iter().map(|e| e.id.as_str()));
+            }
+        }
+        if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
+            self.breaker.failure(std::time::Instant::now());
+            tracing::warn!(error = %e, failed = entries.len() - delivered.len(), "produce failed; entries stay pending");
+        } else {
+            self.breaker.success();
+        }
+        if !delivered.is_empty() {
+            let mut conn = self.store.conn();
+            redis::pipe()
+                .atomic()
+                .xack(outbox, GROUP, &delivered)
+                .ignore()
+                .xdel(outbox, &delivered)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(delivered.len())
+    }
+}

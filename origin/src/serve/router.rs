@@ -1,0 +1,108 @@
+//! The routes of the origin, its fallbacks, and the request counter.
+
+use super::error::respond;
+use super::extract::EdgeRequest;
+use super::{admin, health, shopper, AppState};
+use crate::telemetry::{method_label, Counters};
+use axum::extract::{FromRequest, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put, MethodRouter};
+use axum::Router;
+use flashgate_core::wire::Outcome;
+use metrics::Label;
+use std::sync::Arc;
+
+/// The routes of the origin.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 8] = [
+        ("/api/events/{event_id}", get(shopper::get_event)),
+        ("/api/events/{event_id}/purchase", post(shopper::purchase)),
+        ("/api/events/{event_id}/order", get(shopper::order)),
+        ("/admin/events/{event_id}", put(admin::put_event)),
+        ("/admin/events/{event_id}/stats", get(admin::stats)),
+        ("/healthz", get(crate::telemetry::healthz)),
+        ("/readyz", get(health::readyz)),
+        ("/metrics", get(health::metrics_text)),
+    ];
+    let counting = Arc::new(RequestCounting {
+        routes: routes.iter().map(|(path, _)| *path).collect(),
+        counters: Counters::new(
+            "flashgate_http_requests_total",
+            |(method, route, status)| {
+                vec![
+                    Label::new("method", *method),
+                    Label::new("route", *route),
+                    Label::new("status", status.to_string()),
+                ]
+            },
+        ),
+    });
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            counting,
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// `flashgate_http_requests_total{method,route,status}`: what reaches the origin, so it
+/// can be measured from outside (e.g. that the edge filtered it).
+struct RequestCounting {
+    /// The router's paths (the `route` label; `unmatched` for the rest).
+    routes: Vec<&'static str>,
+    counters: Counters<(&'static str, &'static str, u16)>,
+}
+
+/// Counts every request by method, route and status.
+async fn count_requests(
+    axum::extract::State(counting): axum::extract::State<Arc<RequestCounting>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|matched| {
+            counting
+                .routes
+                .iter()
+                .find(|route| **route == matched.as_str())
+        })
+        .map_or("unmatched", |route| *route);
+    let method = method_label(req.method());
+    let resp = next.run(req).await;
+    counting
+        .counters
+        .increment((method, route, resp.status().as_u16()));
+    resp
+}
+
+/// Under `/api/` only the edge may ask anything: a request without its signature is
+/// refused (401) before it learns whether its path or method exists.
+async fn edge_only(state: &Arc<AppState>, req: Request, otherwise: Outcome) -> Response {
+    if req.uri().path().starts_with("/api/") {
+        if let Err(refused) = EdgeRequest::from_request(req, state).await {
+            return refused.into_response();
+        }
+    }
+    respond(&otherwise)
+}
+
+/// Unknown paths (the ticket path too: tickets are the edge's own).
+pub(crate) async fn not_found(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    edge_only(&state, req, Outcome::NotFound).await
+}
+
+/// Known paths, wrong method.
+pub(crate) async fn method_not_allowed(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Response {
+    edge_only(&state, req, Outcome::MethodNotAllowed).await
+}

@@ -1,0 +1,226 @@
+//! The shopper API as the edge forwards it: event info, purchase, order lookup.
+
+use super::error::{respond, ApiError};
+use super::extract::EdgeRequest;
+use super::AppState;
+use crate::redis::{Attempt, EventMeta, Reservation, ReserveRules};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flashgate_core::gate::{self, Phase};
+use flashgate_core::ids::{EventId, OrderId};
+use flashgate_core::wire::{self, EventInfo, Outcome};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// No event can have an id that is not a slug: such an id names no event (404), on every
+/// shopper path alike.
+fn parse_event(id: &str) -> Result<EventId, ApiError> {
+    EventId::parse(id).map_err(|_| Outcome::EventNotFound.into())
+}
+
+/// The event's metadata, from the in-process cache or Redis.
+async fn event_meta(state: &AppState, id: &EventId) -> Result<Arc<EventMeta>, ApiError> {
+    let ttl = Duration::from_millis(state.settings.event_cache_ms);
+    let cached = state.events().get(id).and_then(|(at, meta)| {
+        (at.elapsed() < ttl).then(|| meta.clone().ok_or(Outcome::EventNotFound.into()))
+    });
+    if let Some(meta) = cached {
+        return meta;
+    }
+    let meta = state
+        .redis(state.store.event(id))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?
+        .map(Arc::new);
+    state
+        .events()
+        .insert(id.clone(), (Instant::now(), meta.clone()));
+    meta.ok_or(Outcome::EventNotFound.into())
+}
+
+pub(super) fn info(id: &EventId, m: &EventMeta, now: i64) -> EventInfo {
+    EventInfo {
+        event_id: id.to_string(),
+        name: m.name.clone(),
+        stock_total: m.stock_total,
+        stock_left: m.stock_left,
+        starts_at: wire::fmt_time(m.starts_at),
+        ends_at: wire::fmt_time(m.ends_at),
+        server_time: wire::fmt_time(now),
+        state: gate::state(m.starts_at, m.ends_at, m.stock_left, now),
+    }
+}
+
+/// `GET /api/events/{event_id}`.
+pub(crate) async fn get_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _edge: EdgeRequest,
+) -> Result<Json<EventInfo>, ApiError> {
+    // No event can have an id that is not a slug: for a read, that is "no such event".
+    let id = EventId::parse(&id).map_err(|_| ApiError::from(Outcome::EventNotFound))?;
+    let meta = event_meta(&state, &id).await?;
+    Ok(Json(info(&id, &meta, state.clock.now_ms())))
+}
+
+/// `POST /api/events/{event_id}/purchase`.
+pub(crate) async fn purchase(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    edge: EdgeRequest,
+) -> Response {
+    let outcome = purchase_outcome(&state, &id, &edge).await;
+    let label = match &outcome {
+        Ok(o) | Err(ApiError::Outcome(o)) => outcome_label(o),
+        Err(ApiError::Dependency(..)) => "busy",
+    };
+    state.purchases.increment(label);
+    match outcome {
+        Ok(o) => respond(&o),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Queued { .. } => "queued",
+        Outcome::AlreadyPurchased { .. } => "already_purchased",
+        Outcome::SoldOut => "sold_out",
+        Outcome::NotStarted { .. } => "not_started",
+        Outcome::Ended => "ended",
+        Outcome::RateLimited { .. } => "rate_limited",
+        Outcome::Busy { .. } => "busy",
+        _ => "rejected",
+    }
+}
+
+async fn purchase_outcome(
+    state: &AppState,
+    id: &str,
+    edge: &EdgeRequest,
+) -> Result<Outcome, ApiError> {
+    let user = edge.user()?;
+    wire::check_json_body(edge.content_type(), &edge.body)?;
+    let id = parse_event(id)?;
+    let meta = event_meta(state, &id).await?;
+    let now = state.clock.now_ms();
+    match gate::phase(meta.starts_at, meta.ends_at, now) {
+        Phase::Upcoming => {
+            return Ok(Outcome::NotStarted {
+                starts_at: wire::fmt_time(meta.starts_at),
+            })
+        }
+        Phase::Ended => return Ok(Outcome::Ended),
+        Phase::Live => {}
+    }
+    if let Some(buyers) = state.sold_out.get(&id) {
+        // A sold-out storm is answered from memory, and a buyer's retry still gets their
+        // order. Until the buyers are loaded (or when there are too many to keep), the
+        // buyer's own order is read; should Redis not answer, the memo's 409 stands.
+        let order = match buyers {
+            Some(buyers) => buyers.get(user.as_str()).cloned(),
+            None => state
+                .redis(state.store.order_of(&id, user))
+                .await
+                .ok()
+                .flatten(),
+        };
+        return Ok(match order {
+            Some(order_id) => Outcome::AlreadyPurchased { order_id },
+            None => Outcome::SoldOut,
+        });
+    }
+    // The fixed bucket comes after the answers that cost nothing (window, sold-out flag),
+    // so a sold-out storm gets 409, not 429.
+    if let Some(bucket) = &state.bucket {
+        if let Err(not_until) = bucket.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Ok(Outcome::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+    }
+    // Kafka has been away long enough that the outbox is full: degrade instead of
+    // letting Redis memory grow without bound.
+    if state.outbox_backlog.load(Ordering::Relaxed) >= state.settings.max_outbox {
+        return Err(ApiError::Dependency(
+            "kafka",
+            anyhow::anyhow!("outbox backlog over max_outbox"),
+        ));
+    }
+    let Some(permit) = state.adaptive.try_acquire() else {
+        metrics::counter!("flashgate_adaptive_rejections_total").increment(1);
+        return Ok(Outcome::RateLimited {
+            retry_after_secs: 1,
+        });
+    };
+    let order = OrderId::parse(&uuid::Uuid::now_v7().simple().to_string())
+        .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
+    let started = Instant::now();
+    let reservation = state
+        .redis_guarded(state.reserver.reserve(
+            &id,
+            ReserveRules {
+                now,
+                window_ms: state.settings.user_window_ms,
+                limit: state.settings.user_limit,
+                replay_window_ms: state.settings.replay_window_ms,
+            },
+            Attempt {
+                user: user.clone(),
+                new_order: order,
+                signature: edge.signature().to_owned(),
+            },
+            Duration::from_millis(state.settings.redis_timeout_ms),
+        ))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    let rtt = started.elapsed();
+    permit.record(rtt);
+    drop(permit);
+    metrics::histogram!("flashgate_reserve_seconds").record(rtt.as_secs_f64());
+    Ok(match reservation {
+        Reservation::Reserved(order) => {
+            tracing::debug!(event = %id, user = %user, order = %order, "reserved");
+            Outcome::Queued {
+                order_id: order.to_string(),
+            }
+        }
+        Reservation::AlreadyPurchased(order_id) => Outcome::AlreadyPurchased { order_id },
+        Reservation::SoldOut(buyers_version) => {
+            state.sold_out.mark(&state.store, &id, &buyers_version);
+            Outcome::SoldOut
+        }
+        Reservation::RateLimited(ms) => Outcome::RateLimited {
+            retry_after_secs: ms.div_ceil(1000),
+        },
+        Reservation::NoEvent => Outcome::EventNotFound,
+        Reservation::Replayed => {
+            metrics::counter!("flashgate_signature_rejections_total", "reason" => "replayed")
+                .increment(1);
+            Outcome::Unauthenticated
+        }
+    })
+}
+
+/// `GET /api/events/{event_id}/order`.
+pub(crate) async fn order(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    edge: EdgeRequest,
+) -> Result<Response, ApiError> {
+    let user = edge.user()?;
+    let id = parse_event(&id)?;
+    let found = state
+        .redis(state.store.order_status(&id, user))
+        .await
+        .map_err(|e| ApiError::Dependency("redis", e))?;
+    Ok(respond(&match found {
+        Some((status, order_id)) => Outcome::Order { status, order_id },
+        None => Outcome::NoOrder,
+    }))
+}

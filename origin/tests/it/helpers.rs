@@ -1,0 +1,622 @@
+//! Test harness: the real origin on port 0 against the real Redis, MariaDB and broker that
+//! `./dev test` starts, isolated per test by a Redis key prefix, a topic and a database.
+
+use figment::Figment;
+use flashgate_core::sign::{self, Signed};
+use flashgate_origin::clock::{Clock, SystemClock};
+use flashgate_origin::config::Settings;
+use flashgate_origin::redis::Store;
+use flashgate_origin::serve::Application;
+pub use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const EDGE_SECRET: &str = "test-edge-secret-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A service URL from the environment `./dev test` sets.
+pub fn service(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: integration tests need the services that `./dev test` starts")
+    })
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Settings for one test: own Redis prefix and Kafka topic.
+pub fn settings(extra: Figment) -> Settings {
+    let base = Figment::new()
+        .merge(("listen", "127.0.0.1:0"))
+        .merge(("redis_url", service("FLASHGATE_TEST_REDIS_URL")))
+        .merge(("kafka_brokers", service("FLASHGATE_TEST_KAFKA_BROKERS")))
+        .merge(("orders_topic", unique("test-orders-")))
+        .merge(("key_prefix", unique("t") + ":"))
+        .merge(("consumer.group", unique("test-group-")))
+        .merge(("edge_secret", EDGE_SECRET))
+        .merge(("admin_token", ADMIN_TOKEN))
+        .merge(("auth_secret", "test-auth-secret-0123456789"))
+        .merge(("event_cache_ms", 0))
+        // A loaded CI machine can stall a healthy Redis call for a while; tests of the
+        // deadline itself set their own.
+        .merge(("redis_timeout_ms", 2000));
+    Settings::from_figment(base.merge(extra)).expect("test settings are valid")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub state: Option<Arc<flashgate_origin::serve::AppState>>,
+    stop: Option<flashgate_origin::shutdown::Trigger>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(extra: Figment) -> TestApp {
+    spawn_with_settings(settings(extra)).await
+}
+
+impl TestApp {
+    /// A client for an origin running elsewhere (e.g. the real binary) at `base`.
+    pub async fn remote(base: String, settings: Settings) -> TestApp {
+        let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
+            .await
+            .expect("redis");
+        TestApp {
+            base,
+            settings,
+            http: http_client(),
+            store,
+            clock: Arc::new(SystemClock),
+            state: None,
+            stop: None,
+            task: None,
+        }
+    }
+}
+
+/// The HTTP client of every test: a deadline, and enough idle connections for storms.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
+}
+
+pub async fn spawn_with_settings(settings: Settings) -> TestApp {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
+        .await
+        .expect("origin builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = Some(app.state());
+    let (tx, rx) = flashgate_origin::shutdown::channel();
+    let task = tokio::spawn(app.run(rx));
+    let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
+        .await
+        .expect("redis");
+    TestApp {
+        base,
+        settings,
+        http: http_client(),
+        store,
+        clock,
+        state,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    flashgate_core::wire::fmt_time(ms)
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub retry_after: Option<String>,
+}
+
+impl TestApp {
+    /// The current adaptive concurrency limit of an in-process app.
+    pub fn state_limit(&self) -> usize {
+        self.state
+            .as_ref()
+            .expect("in-process app")
+            .adaptive_limit()
+    }
+
+    /// The app's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of the unlabelled metric `name` in `/metrics` (0 before it was recorded).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let prefix = format!("{name} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    }
+
+    /// Stops the server gracefully and waits for it (the relay flushes).
+    pub async fn stop(mut self) {
+        if let Some(trigger) = self.stop.take() {
+            trigger.fire();
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// A request as the edge sends it, signed with `secret` at `ts` (with a new nonce).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signed_at(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        ts: i64,
+        secret: &str,
+    ) -> Reply {
+        let nonce = unique("n");
+        self.signed_exactly(method, path, user, body, content_type, ts, secret, &nonce)
+            .await
+    }
+
+    /// A request as the edge sends it, with the given nonce (the same arguments twice
+    /// send the same request twice: a replay).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signed_exactly(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        ts: i64,
+        secret: &str,
+        nonce: &str,
+    ) -> Reply {
+        let sig = Signed {
+            method,
+            path,
+            user: user.unwrap_or(""),
+            timestamp: ts,
+            nonce,
+            body,
+        }
+        .sign(secret.as_bytes());
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.base),
+            )
+            .header(sign::HEADER_SIGNATURE, sig)
+            .header(sign::HEADER_TIMESTAMP, ts.to_string())
+            .header(sign::HEADER_NONCE, nonce)
+            .body(body.to_vec());
+        if let Some(u) = user {
+            req = req.header(sign::HEADER_USER, u);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        reply(req.send().await.expect("origin answers")).await
+    }
+
+    pub async fn signed(&self, method: &str, path: &str, user: Option<&str>, body: &[u8]) -> Reply {
+        let ct = (!body.is_empty()).then_some("application/json");
+        self.signed_at(method, path, user, body, ct, now_ms(), EDGE_SECRET)
+            .await
+    }
+
+    pub async fn purchase(&self, event: &str, user: &str) -> Reply {
+        self.signed(
+            "POST",
+            &format!("/api/events/{event}/purchase"),
+            Some(user),
+            b"{}",
+        )
+        .await
+    }
+
+    pub async fn admin_put(&self, event: &str, stock: u64, starts_at: i64, ends_at: i64) -> Reply {
+        let body = serde_json::json!({
+            "name": format!("event {event}"), "stock": stock,
+            "starts_at": rfc3339(starts_at), "ends_at": rfc3339(ends_at),
+        });
+        reply(
+            self.http
+                .put(format!("{}/admin/events/{event}", self.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await
+    }
+
+    /// Creates an event that is live now (started a second ago, ends in an hour).
+    pub async fn live_event(&self, event: &str, stock: u64) {
+        let now = now_ms();
+        let r = self
+            .admin_put(event, stock, now - 1000, now + 3_600_000)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    pub async fn stats(&self, event: &str) -> serde_json::Value {
+        let r = reply(
+            self.http
+                .get(format!("{}/admin/events/{event}/stats", self.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+}
+
+pub async fn reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Reply {
+        status,
+        body,
+        retry_after,
+    }
+}
+
+/// Waits for `cond` with a deadline instead of sleeping for luck.
+pub async fn eventually<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A fresh database on the test MariaDB; returns its URL.
+pub async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let server = service("FLASHGATE_TEST_MYSQL_URL");
+    let name = unique("t_");
+    let mut conn = sqlx::MySqlConnection::connect(&server)
+        .await
+        .expect("mariadb");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    format!("{}/{name}", server.trim_end_matches('/'))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A server process of the test's own (Redis or the broker) that it can stop and restart.
+pub struct OwnServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    program: String,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl OwnServer {
+    /// A Redis with AOF on, in its own temp dir.
+    pub fn redis() -> Self {
+        Self::redis_with(false, &[])
+    }
+
+    /// A Redis that speaks only TLS, with this certificate and key.
+    pub fn redis_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let (cert, key) = (cert.display(), key.display());
+        Self::redis_with(
+            true,
+            &[
+                "--tls-cert-file".into(),
+                cert.to_string(),
+                "--tls-key-file".into(),
+                key.to_string(),
+                "--tls-ca-cert-file".into(),
+                cert.to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        )
+    }
+
+    /// A Redis with AOF on, and these arguments besides.
+    pub fn redis_with(tls: bool, extra: &[String]) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fg-redis-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (plain, tls_port) = if tls {
+            (0, port.to_string())
+        } else {
+            (port, "0".to_owned())
+        };
+        let mut args = [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &plain.to_string(),
+            "--tls-port",
+            &tls_port,
+            "--dir",
+            &dir.to_string_lossy(),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend_from_slice(extra);
+        Self::start(port, dir, "redis-server".into(), args)
+    }
+
+    /// A tansu broker with sqlite storage, in its own temp dir.
+    pub fn broker() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fg-kafka-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args = [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self::start(port, dir, service("FLASHGATE_TEST_TANSU_BIN"), args)
+    }
+
+    /// A MariaDB with its own data dir; `url()` names database `flashgate`.
+    pub fn mariadb() -> Self {
+        Self::mariadb_with(&[])
+    }
+
+    /// A [`OwnServer::mariadb`] started with these extra server options.
+    pub fn mariadb_with(extra: &[String]) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fg-mariadb-"));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ok = std::process::Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db runs");
+        assert!(
+            ok.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&ok.stdout),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let args = vec![
+            "--no-defaults".to_owned(),
+            "--user=root".to_owned(),
+            format!("--datadir={}", data.display()),
+            format!("--socket={}", dir.join("mysqld.sock").display()),
+            format!("--pid-file={}", dir.join("mysqld.pid").display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--skip-name-resolve".to_owned(),
+        ];
+        let args = [args, extra.to_vec()].concat();
+        let s = Self::start(port, dir, "mariadbd".into(), args);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-uroot",
+                "-e",
+                "CREATE DATABASE IF NOT EXISTS flashgate",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mariadb did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// The database URL of a [`OwnServer::mariadb`].
+    pub fn mysql_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/flashgate", self.port)
+    }
+
+    fn start(port: u16, dir: std::path::PathBuf, program: String, args: Vec<String>) -> Self {
+        let mut s = Self {
+            port,
+            dir,
+            program,
+            args,
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts the server again (same data dir) and waits for its port.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new(&self.program)
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not open its port",
+                self.program
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP) or lets it go on (SIGCONT): `kill -<signal>`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process that is killed (SIGKILL) when dropped, so a failing test leaks nothing.
+pub struct Killed(pub std::process::Child);
+
+impl Killed {
+    /// kill -9 and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An order message as the relay writes it.
+/// The orders one message of the orders topic carries (the relay packs several).
+pub fn orders_in(payload: Option<&[u8]>) -> Vec<flashgate_origin::kafka::OrderMessage> {
+    flashgate_origin::kafka::unpack(payload.expect("payload"))
+        .expect("an order message")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("an order"))
+        .collect()
+}
+
+pub fn message(id: &str, event: &str, user: &str) -> flashgate_origin::kafka::OrderMessage {
+    flashgate_origin::kafka::OrderMessage {
+        order_id: id.into(),
+        event_id: event.into(),
+        user_id: user.into(),
+        reserved_at: now_ms(),
+    }
+}
+
+/// The single number a `SELECT COUNT(*) …` answers.
+pub async fn count(pool: &sqlx::MySqlPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect("count");
+    n
+}
+
+/// Produces raw payloads to `topic`, all acknowledged before it returns.
+pub async fn produce(brokers: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = flashgate_origin::kafka::client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for chunk in payloads.chunks(2000) {
+        let sends = chunk.iter().map(|p| {
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(topic).payload(p),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("produced");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The origin's integration tests, one binary: the real origin (in process or as the
+//! built binary) against the real Redis, MariaDB and broker that `./dev test` starts.
+
+// A test binary has no public API: its `pub` items are shared between its modules.
+#![allow(unreachable_pub)]
+
+mod helpers;
+
+mod cli;
+mod consumer;
+mod consumer_crash;
+mod faults;
+mod purchase;
+mod tls;

@@ -1,0 +1,569 @@
+//! The origin's purchase path against a real Redis and broker.
+
+use crate::helpers::*;
+use figment::Figment;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::Message;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn generous() -> Figment {
+    Figment::new().merge(("user_limit", 1000))
+}
+
+#[tokio::test]
+async fn one_order_per_user_and_never_more_than_the_stock() {
+    let app = spawn_app(generous()).await;
+    app.live_event("phone", 3).await;
+    let mut orders = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        let r = app.purchase("phone", user).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(r.body["status"], "queued");
+        assert_eq!(r.body["message"], "抢购成功, 订单处理中");
+        orders.push(r.body["order_id"].as_str().expect("order id").to_owned());
+    }
+    let again = app.purchase("phone", "u1").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["status"], "already_purchased");
+    assert_eq!(again.body["order_id"], orders[0].as_str());
+    let late = app.purchase("phone", "u4").await;
+    assert_eq!(
+        (late.status, &late.body["status"]),
+        (409, &"sold_out".into())
+    );
+    // The 409 made this process remember the event as sold out; a buyer's retry still
+    // gets their order back.
+    let after = app.purchase("phone", "u3").await;
+    assert_eq!(
+        (after.status, &after.body["order_id"]),
+        (200, &orders[2].as_str().into())
+    );
+
+    let mine = app
+        .signed("GET", "/api/events/phone/order", Some("u2"), b"")
+        .await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(mine.body["order_id"], orders[1].as_str());
+    let none = app
+        .signed("GET", "/api/events/phone/order", Some("u4"), b"")
+        .await;
+    assert_eq!((none.status, &none.body["status"]), (404, &"none".into()));
+
+    let info = app.signed("GET", "/api/events/phone", None, b"").await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.body["stock_left"], 0);
+    assert_eq!(info.body["stock_total"], 3);
+    assert_eq!(info.body["state"], "sold_out");
+    let malformed = app.signed("GET", "/api/events/Not_A_Slug", None, b"").await;
+    assert_eq!(
+        (malformed.status, &malformed.body["error"]),
+        (404, &"event_not_found".into())
+    );
+    let stats = app.stats("phone").await;
+    assert_eq!(stats["reserved"], 3);
+    assert_eq!(stats["stock_left"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once() {
+    let app = Arc::new(spawn_app(generous()).await);
+    let (stock, users, attempts_each) = (1000u64, 10_000usize, 5usize);
+    app.live_event("storm", stock).await;
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for round in 0..attempts_each {
+        for u in 0..users {
+            let (app, sem) = (app.clone(), sem.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await.expect("semaphore");
+                let user = format!("user{}", (u * 7 + round * 13) % users);
+                let r = app.purchase("storm", &user).await;
+                (
+                    user,
+                    r.status,
+                    r.body["order_id"].as_str().map(str::to_owned),
+                )
+            }));
+        }
+    }
+    let mut queued = HashSet::new();
+    let mut buyers = HashSet::new();
+    for t in tasks {
+        let (user, status, order) = t.await.expect("task");
+        // 429 is a limiter (admission bucket or adaptive limit) refusing an attempt.
+        assert!(
+            matches!(status, 200 | 202 | 409 | 429),
+            "unexpected {status}"
+        );
+        if status == 202 {
+            assert!(buyers.insert(user), "a user got two 202s");
+            queued.insert(order.expect("order id"));
+        }
+    }
+    assert_eq!(queued.len() as u64, stock);
+    let stats = app.stats("storm").await;
+    assert_eq!(
+        (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+        (Some(stock), Some(0))
+    );
+
+    // Every reservation reaches the topic; duplicates (if a relay retried) carry the same id.
+    let consumer: StreamConsumer =
+        flashgate_origin::kafka::client_config(&app.settings.kafka_brokers)
+            .set("group.id", unique("check-"))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer");
+    consumer
+        .subscribe(&[&app.settings.orders_topic])
+        .expect("subscribe");
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < queued.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} orders reached Kafka",
+            seen.len(),
+            queued.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            for msg in orders_in(m.payload()) {
+                assert!(
+                    queued.contains(&msg.order_id),
+                    "unknown order {}",
+                    msg.order_id
+                );
+                seen.insert(msg.order_id);
+            }
+        }
+    }
+    let app = Arc::try_unwrap(app).ok().expect("no other owners");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_user_window_allows_one_attempt_per_second_but_never_hides_an_order() {
+    // No sold-out memo, so every attempt reaches the script and its window.
+    let app = spawn_app(Figment::new().merge(("sold_out_cache_ms", 0))).await;
+    app.live_event("limited", 1).await;
+    let won = app.purchase("limited", "quick").await;
+    assert_eq!(won.status, 202, "{}", won.body);
+    // The buyer's immediate retry is inside their window: it still gets the order back.
+    let again = app.purchase("limited", "quick").await;
+    assert_eq!(
+        (again.status, &again.body["status"]),
+        (200, &"already_purchased".into())
+    );
+    assert_eq!(again.body["order_id"], won.body["order_id"]);
+    // Someone without an order is held to one attempt per second.
+    assert_eq!(app.purchase("limited", "eager").await.status, 409);
+    let r = app.purchase("limited", "eager").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.body["status"], "rate_limited");
+    assert_eq!(r.body["message"], "活动火爆, 请稍后再试");
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_back() {
+    use flashgate_core::ids::{EventId, UserId};
+    // A window of a minute, so that no try counted in it can age out during the test.
+    let app = spawn_app(
+        Figment::new()
+            .merge(("sold_out_cache_ms", 0))
+            .merge(("user_window_ms", 60_000)),
+    )
+    .await;
+    app.live_event("again", 2).await;
+    let first = app.purchase("again", "alice").await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    // Her order answers her retries, so no window is kept for her in Redis.
+    let event = EventId::parse("again").expect("id");
+    let alice = UserId::parse("alice").expect("user");
+    let window: bool = redis::cmd("EXISTS")
+        .arg(app.store.keys(&event).window(&alice))
+        .query_async(&mut app.store.conn())
+        .await
+        .expect("redis");
+    assert!(!window, "a reservation left a window counter");
+    assert_eq!(app.purchase("again", "alice").await.status, 200);
+    // Her order fails downstream and its unit comes back: that try now counts, so a
+    // buyer whose orders keep failing (a blocked one) reserves at most once per window.
+    let order = first.body["order_id"].as_str().expect("order id");
+    assert!(app
+        .store
+        .compensate(&event, &alice, order, app.settings.user_window_ms)
+        .await
+        .expect("redis"));
+    let held = app.purchase("again", "alice").await;
+    assert_eq!(
+        (held.status, &held.body["status"]),
+        (429, &"rate_limited".into())
+    );
+    let wait: u64 = held
+        .retry_after
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .expect("secs");
+    assert!((50..=60).contains(&wait), "Retry-After {wait}");
+    // Her unit is sold to others; a try that got nothing counts as before.
+    assert_eq!(app.purchase("again", "bob").await.status, 202);
+    assert_eq!(app.purchase("again", "carol").await.status, 202);
+    assert_eq!(app.purchase("again", "dave").await.status, 409);
+    assert_eq!(app.purchase("again", "dave").await.status, 429);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
+    let app = spawn_app(generous()).await;
+    app.live_event("guarded", 5).await;
+    let now = now_ms();
+    let path = "/api/events/guarded/purchase";
+    let json = Some("application/json");
+    let cases: Vec<(&str, Reply)> = vec![
+        (
+            "forged",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                b"{}",
+                json,
+                now,
+                "another-secret-0123456789",
+            )
+            .await,
+        ),
+        (
+            "stale",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                b"{}",
+                json,
+                now - 31_000,
+                EDGE_SECRET,
+            )
+            .await,
+        ),
+        (
+            "malformed json",
+            app.signed_at("POST", path, Some("u1"), b"{", json, now, EDGE_SECRET)
+                .await,
+        ),
+        (
+            "5 KiB body",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                &[b' '; 5120],
+                json,
+                now,
+                EDGE_SECRET,
+            )
+            .await,
+        ),
+        (
+            "text body",
+            app.signed_at(
+                "POST",
+                path,
+                Some("u1"),
+                b"{}",
+                Some("text/plain"),
+                now,
+                EDGE_SECRET,
+            )
+            .await,
+        ),
+        (
+            "bad event id",
+            app.signed("POST", "/api/events/Bad_Id/purchase", Some("u1"), b"{}")
+                .await,
+        ),
+        (
+            "unknown event",
+            app.signed("POST", "/api/events/nope/purchase", Some("u1"), b"{}")
+                .await,
+        ),
+        (
+            "bad user id",
+            app.signed("POST", path, Some("u 1"), b"{}").await,
+        ),
+        ("no user", app.signed("POST", path, None, b"{}").await),
+        (
+            "wrong method",
+            app.signed("DELETE", path, Some("u1"), b"").await,
+        ),
+        (
+            "unknown path",
+            app.signed("GET", "/api/nothing", None, b"").await,
+        ),
+    ];
+    let unsigned = reply(
+        app.http
+            .post(format!("{}{path}", app.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    let expected = [401, 401, 400, 413, 415, 404, 404, 400, 401, 405, 404];
+    for ((name, r), want) in cases.iter().zip(expected) {
+        assert_eq!(r.status, want, "{name}: {}", r.body);
+        assert!(
+            r.body.get("error").or(r.body.get("status")).is_some(),
+            "{name}: {}",
+            r.body
+        );
+    }
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(unsigned.body["error"], "unauthenticated");
+    // Under /api/, an unsigned request learns nothing, not even that a path or method
+    // does not exist here (tickets are the edge's own); elsewhere an unknown path is 404.
+    for (method, p, want) in [
+        ("POST", "/api/events/guarded/ticket", 401),
+        ("DELETE", path, 401),
+        ("GET", "/api/nothing", 401),
+        ("GET", "/nothing", 404),
+    ] {
+        let r = reply(
+            app.http
+                .request(method.parse().expect("method"), format!("{}{p}", app.base))
+                .send()
+                .await
+                .expect("answers"),
+        )
+        .await;
+        assert_eq!(r.status, want, "unsigned {method} {p}: {}", r.body);
+    }
+    let signed_ticket = app
+        .signed("POST", "/api/events/guarded/ticket", Some("u1"), b"{}")
+        .await;
+    assert_eq!(signed_ticket.status, 404, "{}", signed_ticket.body);
+    let stats = app.stats("guarded").await;
+    assert_eq!(
+        (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+        (Some(0), Some(5))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_signature_is_refused_and_changes_nothing() {
+    let app = spawn_app(generous()).await;
+    app.live_event("replay", 5).await;
+    let now = now_ms();
+    let path = "/api/events/replay/purchase";
+    let json = Some("application/json");
+    let send = |nonce: &'static str| {
+        app.signed_exactly(
+            "POST",
+            path,
+            Some("r1"),
+            b"{}",
+            json,
+            now,
+            EDGE_SECRET,
+            nonce,
+        )
+    };
+    let first = send("n-1").await;
+    assert_eq!(first.status, 202);
+    let before = app.stats("replay").await;
+    let again = send("n-1").await;
+    assert_eq!(
+        (again.status, &again.body["error"]),
+        (401, &"unauthenticated".into())
+    );
+    assert_eq!(app.stats("replay").await, before);
+    // The same purchase in the same millisecond with the edge's next nonce (a double
+    // click) is not a replay: the buyer gets their order back.
+    let click = send("n-2").await;
+    assert_eq!(
+        (click.status, &click.body["order_id"]),
+        (200, &first.body["order_id"])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_origin_gates_the_sale_window_too() {
+    let app = spawn_app(generous()).await;
+    let now = now_ms();
+    assert_eq!(
+        app.admin_put("later", 5, now + 60_000, now + 120_000)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        app.admin_put("over", 5, now - 120_000, now - 60_000)
+            .await
+            .status,
+        201
+    );
+    let r = app.purchase("later", "u1").await;
+    assert_eq!((r.status, &r.body["status"]), (425, &"not_started".into()));
+    assert!(r.body["starts_at"].is_string());
+    let r = app.purchase("over", "u1").await;
+    assert_eq!((r.status, &r.body["status"]), (410, &"ended".into()));
+    assert_eq!(app.stats("later").await["stock_left"], 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_needs_the_token_and_refuses_to_change_a_started_event() {
+    let app = spawn_app(generous()).await;
+    let now = now_ms();
+    let anonymous = reply(
+        app.http
+            .put(format!("{}/admin/events/x", app.base))
+            .json(&serde_json::json!({"name":"x","stock":1,"starts_at":rfc3339(now),"ends_at":rfc3339(now+1000)}))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        app.admin_put("soon", 5, now + 60_000, now + 120_000)
+            .await
+            .status,
+        201
+    );
+    let updated = app.admin_put("soon", 7, now + 60_000, now + 120_000).await;
+    assert_eq!(
+        (updated.status, updated.body["stock_total"].as_u64()),
+        (200, Some(7))
+    );
+    app.live_event("running", 5).await;
+    let refused = app
+        .admin_put("running", 50, now + 60_000, now + 120_000)
+        .await;
+    assert_eq!(
+        (refused.status, &refused.body["error"]),
+        (409, &"event_started".into())
+    );
+    assert_eq!(app.stats("running").await["stock_total"], 5);
+    let bad = app.admin_put("soon", 5, now + 120_000, now + 60_000).await;
+    assert_eq!(
+        (bad.status, &bad.body["error"]),
+        (400, &"invalid_event".into())
+    );
+    // An id that is not a slug is the admin's mistake (400), not an unknown event.
+    let bad_id = app
+        .admin_put("Bad_Id", 5, now + 60_000, now + 120_000)
+        .await;
+    assert_eq!(
+        (bad_id.status, &bad_id.body["error"]),
+        (400, &"invalid_event_id".into())
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app(Figment::new()).await;
+    let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
+    assert_eq!(get("/healthz").await.expect("answers").status(), 200);
+    let ready = reply(get("/readyz").await.expect("answers")).await;
+    assert_eq!(
+        (ready.status, &ready.body["status"]),
+        (200, &"ready".into())
+    );
+    app.live_event("metered", 1).await;
+    app.purchase("metered", "m1").await;
+    // A method of the client's own invention is counted, under one label for all such.
+    let brewed = app
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"BREW").expect("a method"),
+            format!("{}/healthz", app.base),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(brewed.status(), 405);
+    let text = get("/metrics")
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"flashgate_purchases_total{outcome="queued"}"#,
+        r#"flashgate_http_requests_total{method="GET",route="/healthz",status="200"}"#,
+        r#"flashgate_http_requests_total{method="POST",route="/api/events/{event_id}/purchase",status="202"}"#,
+        r#"flashgate_http_requests_total{method="other",route="/healthz",status="405"}"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(!text.contains("BREW"), "{text}");
+    app.stop().await;
+}
+
+/// One coalesced reserve call decides its attempts one after another, as if each were a
+/// call of its own: the same user twice in one batch holds one order, a signature seen
+/// earlier in the batch is a replay, the last unit goes to the first asker.
+#[tokio::test]
+async fn one_reserve_call_decides_its_attempts_in_order() {
+    use flashgate_core::ids::{EventId, OrderId, UserId};
+    use flashgate_origin::redis::{Attempt, Reservation, ReserveRules};
+    let app = spawn_app(generous()).await;
+    app.live_event("batch", 2).await;
+    let attempt = |user: &str, order: &str, signature: &str| Attempt {
+        user: UserId::parse(user).expect("user id"),
+        new_order: OrderId::parse(order).expect("order id"),
+        signature: signature.to_owned(),
+    };
+    let rules = ReserveRules {
+        now: app.clock.now_ms(),
+        window_ms: 1000,
+        limit: 1000,
+        replay_window_ms: 60_000,
+    };
+    let event = EventId::parse("batch").expect("event id");
+    let verdicts = app
+        .store
+        .reserve(
+            &event,
+            rules,
+            &[
+                attempt("ann", "o1", "s1"),
+                attempt("ann", "o2", "s2"),
+                attempt("bob", "o3", "s1"),
+                attempt("bob", "o4", "s4"),
+                attempt("cid", "o5", "s5"),
+            ],
+        )
+        .await
+        .expect("reserve call");
+    let o = |id: &str| OrderId::parse(id).expect("order id");
+    assert_eq!(
+        verdicts,
+        vec![
+            Reservation::Reserved(o("o1")),
+            Reservation::AlreadyPurchased("o1".into()),
+            Reservation::Replayed,
+            Reservation::Reserved(o("o4")),
+            // Two reservations made and two buyers, this call's own included.
+            Reservation::SoldOut("2:2".into()),
+        ]
+    );
+    let stats = app.stats("batch").await;
+    assert_eq!(stats["stock_left"], 0, "{stats}");
+    assert_eq!(stats["reserved"], 2, "{stats}");
+    app.stop().await;
+}
