@@ -1,4 +1,8 @@
 //! The edge room: a waiting room per event, as pure rules.
 //!
+//! - [`settings`]: the room's settings and its phase.
 //! - [`permute`]: the draw, a keyed permutation of the entry indices `0..n`.
+//! - [`receipt`]: the waiting shopper's signed position.
 pub mod permute;
+pub mod receipt;
+pub mod settings;

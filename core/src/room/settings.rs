@@ -1,0 +1,264 @@
+//! A room's settings and its phase at a given time.
+
+use crate::Millis;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How an event's room runs. Missing fields take their defaults; unknown ones are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomSettings {
+    /// Positions admitted per second at most (default 2000).
+    pub admit_per_second: u32,
+    /// How long after `starts_at` arrivals still join the draw, so that the first
+    /// moments of the sale are not a race (default 0: off, the draw holds only those
+    /// registered before `starts_at`).
+    pub fair_start_ms: Millis,
+    /// How long before `starts_at` registration opens (default 300 000: five minutes).
+    pub prequeue_ms: Millis,
+    /// Live admissions allowed per unsold unit, in thousandths (default 1100: 1.1, so a
+    /// few admitted shoppers who do not buy leave no unit unsold for long).
+    pub margin_per_mille: u32,
+    /// How long an admission stays valid (default 120 000: two minutes).
+    pub session_ms: Millis,
+    /// Whether every shopper goes through the room even when nobody waits ahead of them
+    /// (default false: the room stands aside while it has capacity to spare).
+    pub queue_all: bool,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self {
+            admit_per_second: 2_000,
+            fair_start_ms: 0,
+            prequeue_ms: 300_000,
+            margin_per_mille: 1_100,
+            session_ms: 120_000,
+            queue_all: false,
+        }
+    }
+}
+
+/// Bounds of each setting, inclusive.
+const ADMIT_PER_SECOND: (u32, u32) = (1, 1_000_000);
+const FAIR_START_MS: (Millis, Millis) = (0, 60_000);
+const PREQUEUE_MS: (Millis, Millis) = (0, 86_400_000);
+const MARGIN_PER_MILLE: (u32, u32) = (1_000, 2_000);
+const SESSION_MS: (Millis, Millis) = (1_000, 3_600_000);
+
+/// A setting out of its bounds: which one, the value given, and the bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsError {
+    /// The field's name, as in the settings file.
+    pub field: &'static str,
+    /// The value given.
+    pub value: i64,
+    /// The smallest value allowed.
+    pub min: i64,
+    /// The largest value allowed.
+    pub max: i64,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "room setting {} = {} is out of bounds: it must be from {} to {}",
+            self.field, self.value, self.min, self.max
+        )
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+fn within<T: Copy + PartialOrd + Into<i64>>(
+    field: &'static str,
+    value: T,
+    (min, max): (T, T),
+) -> Result<(), SettingsError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(SettingsError {
+            field,
+            value: value.into(),
+            min: min.into(),
+            max: max.into(),
+        })
+    }
+}
+
+impl RoomSettings {
+    /// Checks every field against its bounds; the first one out of them is the error.
+    ///
+    /// ```
+    /// use flashgate_core::room::settings::RoomSettings;
+    /// assert!(RoomSettings::default().validate().is_ok());
+    /// let err = RoomSettings { margin_per_mille: 900, ..RoomSettings::default() }
+    ///     .validate()
+    ///     .expect_err("below 1.0");
+    /// assert_eq!(err.field, "margin_per_mille");
+    /// ```
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        within("admit_per_second", self.admit_per_second, ADMIT_PER_SECOND)?;
+        within("fair_start_ms", self.fair_start_ms, FAIR_START_MS)?;
+        within("prequeue_ms", self.prequeue_ms, PREQUEUE_MS)?;
+        // Below 1.0 the last units could never be sold: floor(unsold × margin) = 0.
+        within("margin_per_mille", self.margin_per_mille, MARGIN_PER_MILLE)?;
+        within("session_ms", self.session_ms, SESSION_MS)
+    }
+
+    /// When registration opens for an event starting at `starts_at`.
+    pub fn opens_at(&self, starts_at: Millis) -> Millis {
+        starts_at.saturating_sub(self.prequeue_ms)
+    }
+
+    /// When the draw's window closes: who registered before joins the draw, who comes
+    /// later queues behind in arrival order.
+    pub fn draw_at(&self, starts_at: Millis) -> Millis {
+        starts_at.saturating_add(self.fair_start_ms)
+    }
+
+    /// How many live admissions `unsold` units allow: `unsold × margin`, rounded down.
+    ///
+    /// ```
+    /// use flashgate_core::room::settings::RoomSettings;
+    /// let s = RoomSettings { margin_per_mille: 1_100, ..RoomSettings::default() };
+    /// assert_eq!(s.live_cap(10), 11);
+    /// assert_eq!(s.live_cap(9), 9);
+    /// assert_eq!(s.live_cap(0), 0);
+    /// ```
+    pub fn live_cap(&self, unsold: u64) -> u64 {
+        let cap = u128::from(unsold) * u128::from(self.margin_per_mille) / 1_000;
+        u64::try_from(cap).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where a room stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomPhase {
+    /// Registration has not opened yet.
+    Closed,
+    /// Registration is open: whoever registers now joins the draw.
+    Registering,
+    /// The draw's window has closed but the draw is not sealed yet: newcomers queue
+    /// behind the draw, nobody is admitted.
+    Sealing,
+    /// The draw is sealed: positions are known and admitted in order; newcomers queue
+    /// behind in arrival order.
+    Open,
+    /// The event is over.
+    Ended,
+}
+
+/// The phase of the room of an event running `[starts_at, ends_at)` at `now`, given
+/// whether its draw has been sealed.
+///
+/// ```
+/// use flashgate_core::room::settings::{phase, RoomPhase, RoomSettings};
+/// let s = RoomSettings { prequeue_ms: 60_000, fair_start_ms: 3_000, ..RoomSettings::default() };
+/// let (start, end) = (1_000_000, 2_000_000);
+/// assert_eq!(phase(&s, start, end, start - 60_001, false), RoomPhase::Closed);
+/// assert_eq!(phase(&s, start, end, start + 2_999, false), RoomPhase::Registering);
+/// assert_eq!(phase(&s, start, end, start + 3_000, false), RoomPhase::Sealing);
+/// assert_eq!(phase(&s, start, end, start + 3_000, true), RoomPhase::Open);
+/// assert_eq!(phase(&s, start, end, end, true), RoomPhase::Ended);
+/// ```
+pub fn phase(
+    settings: &RoomSettings,
+    starts_at: Millis,
+    ends_at: Millis,
+    now: Millis,
+    sealed: bool,
+) -> RoomPhase {
+    if now >= ends_at {
+        RoomPhase::Ended
+    } else if now < settings.opens_at(starts_at) {
+        RoomPhase::Closed
+    } else if now < settings.draw_at(starts_at) {
+        RoomPhase::Registering
+    } else if sealed {
+        RoomPhase::Open
+    } else {
+        RoomPhase::Sealing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn settings_read_from_json_with_defaults() {
+        let s: RoomSettings =
+            serde_json::from_str(r#"{"fair_start_ms": 3000}"#).expect("valid settings");
+        assert_eq!(s.fair_start_ms, 3_000);
+        assert_eq!(s.admit_per_second, 2_000);
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        assert!(serde_json::from_str::<RoomSettings>(r#"{"admit_per_sec": 5}"#).is_err());
+    }
+
+    #[test]
+    fn out_of_bounds_settings_name_the_field_and_bounds() {
+        let bad = |s: RoomSettings| s.validate().expect_err("out of bounds");
+        let d = RoomSettings::default();
+        assert_eq!(
+            bad(RoomSettings {
+                admit_per_second: 0,
+                ..d
+            })
+            .to_string(),
+            "room setting admit_per_second = 0 is out of bounds: it must be from 1 to 1000000"
+        );
+        assert_eq!(
+            bad(RoomSettings {
+                fair_start_ms: -1,
+                ..d
+            })
+            .field,
+            "fair_start_ms"
+        );
+        assert_eq!(
+            bad(RoomSettings {
+                prequeue_ms: -5,
+                ..d
+            })
+            .field,
+            "prequeue_ms"
+        );
+        assert_eq!(bad(RoomSettings { session_ms: 0, ..d }).field, "session_ms");
+    }
+
+    #[test]
+    fn ended_wins_over_every_other_phase() {
+        let s = RoomSettings::default();
+        assert_eq!(
+            phase(&s, 1_000_000, 900_000, 950_000, false),
+            RoomPhase::Ended
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn registering_exactly_inside_the_draw_window(
+            prequeue in 0i64..100_000, fair in 0i64..10_000, now_off in -200_000i64..200_000,
+            sealed: bool
+        ) {
+            let s = RoomSettings { prequeue_ms: prequeue, fair_start_ms: fair, ..RoomSettings::default() };
+            let start = 10_000_000;
+            let now = start + now_off;
+            let p = phase(&s, start, start + 1_000_000, now, sealed);
+            prop_assert_eq!(
+                p == RoomPhase::Registering,
+                now >= start - prequeue && now < start + fair
+            );
+            prop_assert_eq!(p == RoomPhase::Open, now >= start + fair && sealed);
+        }
+    }
+}
