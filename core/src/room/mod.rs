@@ -2,7 +2,9 @@
 //!
 //! - [`settings`]: the room's settings and its phase.
 //! - [`permute`]: the draw, a keyed permutation of the entry indices `0..n`.
+//! - [`pacing`]: how many more positions to admit, and when.
 //! - [`receipt`]: the waiting shopper's signed position.
+pub mod pacing;
 pub mod permute;
 pub mod receipt;
 pub mod settings;
