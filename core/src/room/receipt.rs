@@ -26,7 +26,8 @@ pub struct Receipt {
     pub user: UserId,
     /// Client fingerprint, see [`crate::ticket::fingerprint`].
     pub fingerprint: String,
-    /// The position once drawn, else the arrival index in the draw.
+    /// The position once drawn; before, the arrival index the registering shard gave
+    /// (see [`crate::room::seal::Entry::arrival_index_in_shard`]).
     pub position_or_arrival: u64,
     /// When it was issued.
     pub issued_at: Millis,
