@@ -9,11 +9,11 @@
 //!    `Ended` from the event's end.
 //! 2. Before registration opens, the room publishes [`seal::commitment`]`(seed)`; the
 //!    seed is random bytes from the caller (core draws no randomness).
-//! 3. Registering: each shard appends the arrival to its [`seal::ShardChain`] and hands
+//! 3. Registering: each shard appends the arrival to its [`chain::ShardChain`] and hands
 //!    the shopper a signed [`receipt::Receipt`] of their arrival.
 //! 4. At the draw: [`seal::SealRecord::seal`] publishes the roots and reveals the seed;
 //!    [`schedule::position`] gives each entrant's place, the keyed permutation of
-//!    [`permute`] applied to the global index ([`seal::global_index`]). Later arrivals
+//!    [`permute`] applied to the global index ([`chain::global_index`]). Later arrivals
 //!    queue behind ([`schedule::late_position`]). Anyone can check the record with
 //!    [`seal::verify_record`].
 //! 5. Open: isolates [`pacing::lease`] small batches of positions, never faster than the
@@ -25,6 +25,7 @@
 //! The draw's fairness (a winner's chance does not depend on when they registered in the
 //! window) is measured by the statistical tests of `stats.rs`.
 
+pub mod chain;
 pub mod pacing;
 pub mod permute;
 pub mod receipt;

@@ -27,7 +27,7 @@ pub struct Receipt {
     /// Client fingerprint, see [`crate::ticket::fingerprint`].
     pub fingerprint: String,
     /// The position once drawn; before, the arrival index the registering shard gave
-    /// (see [`crate::room::seal::Entry::arrival_index_in_shard`]).
+    /// (see [`crate::room::chain::Entry::arrival_index_in_shard`]).
     pub position_or_arrival: u64,
     /// When it was issued.
     pub issued_at: Millis,

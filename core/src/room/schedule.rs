@@ -12,7 +12,7 @@ use crate::Millis;
 use serde::{Deserialize, Serialize};
 
 /// The position of the entrant at `global_index` in the draw over `entrants` (see
-/// [`super::seal::global_index`]); `None` when there is no such entrant.
+/// [`super::chain::global_index`]); `None` when there is no such entrant.
 ///
 /// ```
 /// use flashgate_core::room::permute::Permutation;

@@ -5,58 +5,16 @@
 //! entered and in what order. At the draw the room publishes a [`SealRecord`]: the roots,
 //! the count and the seed itself. With the entries, [`verify_record`] recomputes the roots
 //! and every position: the seed was fixed before anyone entered, and the entries after.
-//!
-//! Entries are ordered by shard, then by arrival in the shard; that global index is what
-//! the draw permutes.
 
+use super::chain::{Entry, ShardChain};
 use super::permute::Permutation;
 use crate::crypto::sha256_hex;
-use crate::ids::{EventId, UserId};
-use crate::Millis;
+use crate::ids::EventId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The fewest bytes a seed may have.
 pub const MIN_SEED_BYTES: usize = 16;
-
-const SHARD_DOMAIN: &[u8] = b"flashgate room shard v1\n";
-
-/// One registration in the draw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    /// Who registered.
-    pub user: UserId,
-    /// A hash of their client (see [`crate::ticket::fingerprint`]).
-    pub fingerprint_hash: String,
-    /// The shard that took the registration.
-    pub shard: u32,
-    /// Its place in that shard's arrivals, from 0.
-    pub arrival_index_in_shard: u64,
-    /// When it registered.
-    pub registered_at: Millis,
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    // A length prefix keeps the encoding unambiguous whatever the strings hold.
-    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-impl Entry {
-    /// The bytes chained into the shard's root: each string length-prefixed (u32), each
-    /// number big-endian.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96);
-        put_bytes(&mut out, self.user.as_str().as_bytes());
-        put_bytes(&mut out, self.fingerprint_hash.as_bytes());
-        out.extend_from_slice(&self.shard.to_be_bytes());
-        out.extend_from_slice(&self.arrival_index_in_shard.to_be_bytes());
-        out.extend_from_slice(&self.registered_at.to_be_bytes());
-        out
-    }
-}
 
 /// The published commitment to a seed: its SHA-256, lowercase hex.
 ///
@@ -69,110 +27,6 @@ impl Entry {
 /// ```
 pub fn commitment(seed: &[u8]) -> String {
     sha256_hex(seed)
-}
-
-/// A shard's running hash chain: `root_0 = sha256(tag, event, shard)`, then
-/// `root_k+1 = sha256(root_k || entry_k)`, roots in lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardChain {
-    shard: u32,
-    len: u64,
-    root: String,
-}
-
-impl ShardChain {
-    /// The empty chain of `shard` in `event`'s room.
-    ///
-    /// ```
-    /// use flashgate_core::ids::{EventId, UserId};
-    /// use flashgate_core::room::seal::ShardChain;
-    /// let event = EventId::parse("phone").expect("a slug");
-    /// let mut chain = ShardChain::new(&event, 0);
-    /// let empty = chain.root().to_owned();
-    /// let entry = chain.register(UserId::parse("u1").expect("an id"), "fp".into(), 1_000);
-    /// assert_eq!(entry.arrival_index_in_shard, 0);
-    /// assert_ne!(chain.root(), empty);
-    /// ```
-    pub fn new(event: &EventId, shard: u32) -> Self {
-        let mut seed = SHARD_DOMAIN.to_vec();
-        put_bytes(&mut seed, event.as_str().as_bytes());
-        seed.extend_from_slice(&shard.to_be_bytes());
-        Self {
-            shard,
-            len: 0,
-            root: sha256_hex(&seed),
-        }
-    }
-
-    /// The shard number.
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
-    /// How many entries it holds.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether it holds no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The root over every entry so far.
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
-    /// Registers the next arrival in this shard and returns its entry, to be stored.
-    pub fn register(&mut self, user: UserId, fingerprint_hash: String, at: Millis) -> Entry {
-        let entry = Entry {
-            user,
-            fingerprint_hash,
-            shard: self.shard,
-            arrival_index_in_shard: self.len,
-            registered_at: at,
-        };
-        self.chain(&entry);
-        entry
-    }
-
-    /// Appends a stored entry, which must be the next of this shard.
-    fn append(&mut self, entry: &Entry) -> Result<(), VerifyError> {
-        if entry.shard != self.shard || entry.arrival_index_in_shard != self.len {
-            return Err(VerifyError::EntryOutOfPlace {
-                shard: self.shard,
-                index: self.len,
-            });
-        }
-        self.chain(entry);
-        Ok(())
-    }
-
-    fn chain(&mut self, entry: &Entry) {
-        let mut data = self.root.clone().into_bytes();
-        data.extend_from_slice(&entry.canonical_bytes());
-        self.root = sha256_hex(&data);
-        self.len += 1;
-    }
-}
-
-/// Where the entry at `index` of `shard` falls in the global order (shard by shard, in
-/// arrival order), given every shard's size; `None` when there is no such entry.
-///
-/// ```
-/// use flashgate_core::room::seal::global_index;
-/// assert_eq!(global_index(&[3, 5], 1, 2), Some(5));
-/// assert_eq!(global_index(&[3, 5], 0, 3), None);
-/// ```
-pub fn global_index(shard_sizes: &[u64], shard: u32, index: u64) -> Option<u64> {
-    let shard = usize::try_from(shard).ok()?;
-    if index >= *shard_sizes.get(shard)? {
-        return None;
-    }
-    shard_sizes[..shard]
-        .iter()
-        .try_fold(index, |acc, &size| acc.checked_add(size))
 }
 
 /// The draw's public record, published when the room seals.
@@ -288,7 +142,8 @@ impl SealRecord {
     ///
     /// ```
     /// use flashgate_core::ids::{EventId, UserId};
-    /// use flashgate_core::room::seal::{verify_record, SealRecord, ShardChain};
+    /// use flashgate_core::room::chain::ShardChain;
+    /// use flashgate_core::room::seal::{verify_record, SealRecord};
     /// let event = EventId::parse("phone").expect("a slug");
     /// let mut chain = ShardChain::new(&event, 0);
     /// let entries: Vec<_> = ["a", "b", "c"]
@@ -311,14 +166,16 @@ impl SealRecord {
             return Err(VerifyError::BadSeed);
         }
         for (place, chain) in chains.iter().enumerate() {
-            if usize::try_from(chain.shard).ok() != Some(place) {
-                return Err(VerifyError::ShardOutOfPlace { shard: chain.shard });
+            if usize::try_from(chain.shard()).ok() != Some(place) {
+                return Err(VerifyError::ShardOutOfPlace {
+                    shard: chain.shard(),
+                });
             }
         }
         Ok(SealRecord {
             event: event.clone(),
             entrants: chains.iter().map(ShardChain::len).sum(),
-            shard_roots: chains.iter().map(|c| c.root.clone()).collect(),
+            shard_roots: chains.iter().map(|c| c.root().to_owned()).collect(),
             seed_hex: hex(seed),
             commitment: commitment(seed),
             beacon_round,
@@ -376,6 +233,7 @@ pub fn verify_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::UserId;
 
     const SEED: [u8; 32] = [0x5e; 32];
 
