@@ -140,7 +140,7 @@ pub struct Forward {
     pub path: String,
 }
 
-fn live(window: Option<Window>, now: Millis) -> Result<Window, Outcome> {
+pub(crate) fn live(window: Option<Window>, now: Millis) -> Result<Window, Outcome> {
     let w = window.ok_or(Outcome::EventNotFound)?;
     match gate::phase(w.starts_at, w.ends_at, now) {
         Phase::Upcoming => Err(Outcome::NotStarted {

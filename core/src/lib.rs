@@ -15,6 +15,7 @@
 //! - [`bucket`]: a token bucket with injected time (edge global limiter).
 //! - [`bot`]: the edge's bot-scoring rules, allow-list, burst counters and Turnstile check.
 //! - [`admission`]: the edge's admission decisions (screen, purchase, ticket) in order.
+//! - [`reservation`]: the origin's purchase decision in order, and a reservation's answer.
 //! - [`room`]: the waiting room per event: settings, phases, the draw, its public record,
 //!   positions, pacing and receipts.
 //! - [`wire`]: JSON bodies of the public contract and the answer of each outcome.
@@ -27,6 +28,7 @@ pub mod crypto;
 pub mod gate;
 pub mod ids;
 pub mod jwt;
+pub mod reservation;
 pub mod room;
 pub mod sign;
 pub mod ticket;

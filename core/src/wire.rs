@@ -197,6 +197,8 @@ pub enum Outcome {
     },
     /// 404: no such event.
     EventNotFound,
+    /// 409 `event_started`: an admin tried to change an event that has started.
+    EventStarted,
     /// 404: no such path.
     NotFound,
     /// 405.
@@ -274,6 +276,7 @@ impl Outcome {
                 json!({"error": "forbidden", "reason": reason, "message": "请求被拒绝"}),
             ),
             Outcome::EventNotFound => err(404, "event_not_found", "活动不存在"),
+            Outcome::EventStarted => err(409, "event_started", "活动已开始, 不能修改"),
             Outcome::NotFound => err(404, "not_found", "页面不存在"),
             Outcome::MethodNotAllowed => err(405, "method_not_allowed", "不支持的请求方法"),
             Outcome::PayloadTooLarge => err(413, "payload_too_large", "请求体过大 (最多 4 KiB)"),

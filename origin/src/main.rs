@@ -33,7 +33,7 @@ enum Command {
     Event {
         #[command(subcommand)]
         action: cmd::event::Action,
-        /// Base URL of the origin (default: `ORIGIN_URL` from the environment or `.dev/env`, else http://<listen>).
+        /// Base URL of the origin (default: `ORIGIN_URL` from the environment or `.dev/env`, else http://LISTEN, the listen address).
         #[arg(long, global = true, env = "FLASHGATE_ORIGIN_URL")]
         origin: Option<String>,
     },

@@ -18,11 +18,11 @@
 //!
 //! # Layout
 //!
-//! - [`read`]: batches from Kafka, with backpressure.
+//! - `read`: batches from Kafka, with backpressure.
 //! - [`write`]: a batch into MariaDB, idempotently (`Fate` of each order).
-//! - [`settle`]: Redis told what became of each order; offsets committed after.
-//! - [`lag`], [`stalls`]: what the consumer reports and the rejoin of orphaned partitions.
-//! - [`retry`]: backoff and the connections kept between batches.
+//! - `settle`: Redis told what became of each order; offsets committed after.
+//! - `lag`, `stalls`: what the consumer reports and the rejoin of orphaned partitions.
+//! - `retry`: backoff and the connections kept between batches.
 
 mod lag;
 mod read;

@@ -40,16 +40,10 @@ fn orphaned(
 /// and publishes them (a plain client of the group that never joins it, off the consuming
 /// path).
 ///
-/// Why: tansu 0.6's group coordinator can leave a partition assigned to nobody. When a
-/// member dies (kill -9) and a survivor's heartbeat notices its session expired, the
-/// coordinator drops the member and answers REBALANCE_IN_PROGRESS but keeps the group
-/// "formed" at the same generation with the old assignments; the rejoin that follows
-/// gets the stored assignments back (SyncGroup in that state ignores the leader's new
-/// ones), so the dead member's partitions stay assigned to it, and every heartbeat after
-/// that succeeds. Nothing on the client side reports an error; the partitions just stop.
-/// `Consumer::run` answers a stall on a partition it does not own by leaving and
-/// rejoining the group, which moves the coordinator to a new generation and a fresh
-/// assignment over the live members. The number of stuck partitions is the gauge
+/// Why: a group coordinator can leave a dead member's partitions assigned to it (seen
+/// with tansu 0.6; docs/operations.md, "Partitions nobody reads"), and nothing on the client
+/// side reports it. `Consumer::read` answers a stall on a partition it does not own by
+/// leaving and rejoining the group. The number of stuck partitions is the gauge
 /// `flashgate_consumer_stalled_partitions`.
 pub(super) async fn watch_stalls(
     brokers: String,

@@ -3,12 +3,12 @@
 //!
 //! # Layout
 //!
-//! - [`keys`]: the keys of one event.
-//! - [`scripts`]: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
-//! - [`reads`]: what the API and the admin read: an event, a buyer's order, counters.
-//! - [`replicas`]: reserve calls that wait for replicas (`WAIT`).
-//! - [`clock_sync`]: Redis's clock against ours, for the reserve call's deadline.
-//! - [`durability`]: Redis settings that could oversell or lose orders, refused or named.
+//! - `keys`: the keys of one event.
+//! - `scripts`: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
+//! - `reads`: what the API and the admin read: an event, a buyer's order, counters.
+//! - `replicas`: reserve calls that wait for replicas (`WAIT`).
+//! - `clock_sync`: Redis's clock against ours, for the reserve call's deadline.
+//! - `durability`: Redis settings that could oversell or lose orders, refused or named.
 
 mod clock_sync;
 mod durability;

@@ -127,7 +127,7 @@ impl Store {
     /// failover to one of them. A reservation that was not acknowledged in time is still
     /// answered (it is real on the primary) and counted in
     /// `flashgate_reservations_unreplicated_total`; while that goes on, calls wait 1 ms
-    /// only (see [`Replicas`]). `0` waits for none.
+    /// only (see `Replicas`). `0` waits for none.
     pub async fn wait_for_replicas(
         mut self,
         replicas: u32,

@@ -4,6 +4,7 @@
 use super::clock_sync::mono_ms;
 use super::Store;
 use flashgate_core::ids::{EventId, OrderId, UserId};
+pub use flashgate_core::reservation::Reservation;
 use flashgate_core::Millis;
 use std::sync::atomic::Ordering;
 
@@ -11,23 +12,6 @@ use std::sync::atomic::Ordering;
 /// once this has passed on its clock. Well inside the connection's response timeout
 /// (2 s), after which the origin answers 503 without the verdict.
 pub(crate) const RESERVE_BUDGET_MS: i64 = 1000;
-
-/// What the reserve script decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reservation {
-    /// Stock reserved under this new order.
-    Reserved(OrderId),
-    /// The user already holds this order.
-    AlreadyPurchased(String),
-    /// No stock left; the version of the event's buyers (see `lua/reserve.lua`).
-    SoldOut(String),
-    /// The per-user window is full; retry after this many milliseconds.
-    RateLimited(u64),
-    /// The event has no stock key.
-    NoEvent,
-    /// This exact signed request was already seen.
-    Replayed,
-}
 
 /// One purchase attempt of a reserve call.
 #[derive(Debug, Clone)]
@@ -47,7 +31,7 @@ pub struct ReserveRules {
     pub now: Millis,
     /// Per-user window, ms.
     pub window_ms: u64,
-    /// Tries allowed per window (see [`EventKeys::window`]).
+    /// Tries allowed per window (see `EventKeys::window`).
     pub limit: u32,
     /// How long signatures are remembered, ms.
     pub replay_window_ms: u64,

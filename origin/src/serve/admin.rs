@@ -42,21 +42,13 @@ pub(crate) async fn put_event(
     let now = state.clock.now_ms();
     let put = state
         .redis(state.store.put_event(&id, &window, now))
-        .await
-        .map_err(|e| ApiError::Dependency("redis", e))?;
+        .await?;
     state.events().remove(&id);
     state.sold_out.clear(&id);
     let status = match put {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Updated => StatusCode::OK,
-        PutOutcome::Started => {
-            return Ok((
-                StatusCode::CONFLICT,
-                Json(serde_json::json!({"error": "event_started",
-                    "message": "活动已开始, 不能修改"})),
-            )
-                .into_response())
-        }
+        PutOutcome::Started => return Err(Outcome::EventStarted.into()),
     };
     tracing::info!(event = %id, stock = window.stock, "event saved");
     let meta = EventMeta {
@@ -76,10 +68,7 @@ pub(crate) async fn stats(
     _admin: Admin,
 ) -> Result<Response, ApiError> {
     let id = parse_admin_event(&id)?;
-    let stats = state
-        .redis(state.store.stats(&id))
-        .await
-        .map_err(|e| ApiError::Dependency("redis", e))?;
+    let stats = state.redis(state.store.stats(&id)).await?;
     match stats {
         Some(s) => Ok(Json(s).into_response()),
         None => Err(Outcome::EventNotFound.into()),

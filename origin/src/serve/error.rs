@@ -1,5 +1,6 @@
 //! The one error type of the HTTP surface: a contract outcome, or a failed dependency
-//! that is logged once and answered as 503 busy (never the internal error's text).
+//! answered as 503 busy (never the internal error's text) and logged once by the router's
+//! middleware.
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -15,6 +16,26 @@ pub(crate) enum ApiError {
     Outcome(Outcome),
     /// Redis or Kafka failed or timed out: logged, answered 503 busy.
     Dependency(&'static str, anyhow::Error),
+}
+
+/// A Redis call on the request path that failed, timed out or met an open circuit.
+#[derive(Debug)]
+pub(crate) struct RedisFailed(pub(crate) anyhow::Error);
+
+impl From<RedisFailed> for ApiError {
+    fn from(e: RedisFailed) -> Self {
+        ApiError::Dependency("redis", e.0)
+    }
+}
+
+/// A dependency's failure, carried on its 503 answer to the middleware that logs and
+/// counts it once (`router::count_requests`).
+#[derive(Debug, Clone)]
+pub(crate) struct DependencyFailed {
+    /// `redis`, `kafka`, …
+    pub(crate) which: &'static str,
+    /// The cause, for the log (never for the client).
+    pub(crate) cause: String,
 }
 
 impl From<Outcome> for ApiError {
@@ -112,12 +133,14 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Outcome(o) => respond(&o),
             ApiError::Dependency(which, err) => {
-                tracing::warn!(dependency = which, error = %format!("{err:#}"), "dependency failed");
-                metrics::counter!("flashgate_dependency_errors_total", "dependency" => which)
-                    .increment(1);
-                respond(&Outcome::Busy {
+                let mut resp = respond(&Outcome::Busy {
                     retry_after_secs: 1,
-                })
+                });
+                resp.extensions_mut().insert(DependencyFailed {
+                    which,
+                    cause: format!("{err:#}"),
+                });
+                resp
             }
         }
     }

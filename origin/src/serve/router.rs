@@ -1,6 +1,6 @@
 //! The routes of the origin, its fallbacks, and the request counter.
 
-use super::error::respond;
+use super::error::{respond, DependencyFailed};
 use super::extract::EdgeRequest;
 use super::{admin, health, shopper, AppState};
 use crate::telemetry::{method_label, Counters};
@@ -59,7 +59,8 @@ struct RequestCounting {
     counters: Counters<(&'static str, &'static str, u16)>,
 }
 
-/// Counts every request by method, route and status.
+/// Counts every request by method, route and status, and logs and counts a dependency
+/// failure behind a 503 once.
 async fn count_requests(
     axum::extract::State(counting): axum::extract::State<Arc<RequestCounting>>,
     req: axum::extract::Request,
@@ -76,7 +77,12 @@ async fn count_requests(
         })
         .map_or("unmatched", |route| *route);
     let method = method_label(req.method());
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if let Some(failed) = resp.extensions_mut().remove::<DependencyFailed>() {
+        tracing::warn!(dependency = failed.which, error = %failed.cause, "dependency failed");
+        metrics::counter!("flashgate_dependency_errors_total", "dependency" => failed.which)
+            .increment(1);
+    }
     counting
         .counters
         .increment((method, route, resp.status().as_u16()));

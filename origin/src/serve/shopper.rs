@@ -7,8 +7,10 @@ use crate::redis::{Attempt, EventMeta, Reservation, ReserveRules};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flashgate_core::gate::{self, Phase};
+use flashgate_core::admission::Window;
+use flashgate_core::gate;
 use flashgate_core::ids::{EventId, OrderId};
+use flashgate_core::reservation::{self, Held};
 use flashgate_core::wire::{self, EventInfo, Outcome};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,11 +31,7 @@ async fn event_meta(state: &AppState, id: &EventId) -> Result<Arc<EventMeta>, Ap
     if let Some(meta) = cached {
         return meta;
     }
-    let meta = state
-        .redis(state.store.event(id))
-        .await
-        .map_err(|e| ApiError::Dependency("redis", e))?
-        .map(Arc::new);
+    let meta = state.redis(state.store.event(id)).await?.map(Arc::new);
     state
         .events()
         .insert(id.clone(), (Instant::now(), meta.clone()));
@@ -106,19 +104,16 @@ async fn purchase_outcome(
     let id = parse_event(id)?;
     let meta = event_meta(state, &id).await?;
     let now = state.clock.now_ms();
-    match gate::phase(meta.starts_at, meta.ends_at, now) {
-        Phase::Upcoming => {
-            return Ok(Outcome::NotStarted {
-                starts_at: wire::fmt_time(meta.starts_at),
-            })
-        }
-        Phase::Ended => return Ok(Outcome::Ended),
-        Phase::Live => {}
+    let sale = Window {
+        starts_at: meta.starts_at,
+        ends_at: meta.ends_at,
+    };
+    if let Err(answer) = reservation::window(Some(sale), now) {
+        return Ok(answer);
     }
     if let Some(buyers) = state.sold_out.get(&id) {
-        // A sold-out storm is answered from memory, and a buyer's retry still gets their
-        // order. Until the buyers are loaded (or when there are too many to keep), the
-        // buyer's own order is read; should Redis not answer, the memo's 409 stands.
+        // Until the buyers are loaded (or when there are too many to keep), the buyer's
+        // own order is read; should Redis not answer, the memo's 409 stands.
         let order = match buyers {
             Some(buyers) => buyers.get(user.as_str()).cloned(),
             None => state
@@ -127,36 +122,30 @@ async fn purchase_outcome(
                 .ok()
                 .flatten(),
         };
-        return Ok(match order {
-            Some(order_id) => Outcome::AlreadyPurchased { order_id },
-            None => Outcome::SoldOut,
-        });
+        return Ok(reservation::remembered(order));
     }
-    // The fixed bucket comes after the answers that cost nothing (window, sold-out flag),
-    // so a sold-out storm gets 409, not 429.
-    if let Some(bucket) = &state.bucket {
-        if let Err(not_until) = bucket.check() {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
+    let permit = reservation::limits(
+        || state.bucket.as_ref().map_or(Ok(()), bucket_token),
+        state.outbox_backlog.load(Ordering::Relaxed),
+        state.settings.max_outbox,
+        || state.adaptive.try_acquire(),
+    );
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(Held::OutboxFull) => {
+            // Kafka has been away long enough that the outbox is full: degrade instead
+            // of letting Redis memory grow without bound.
+            return Err(ApiError::Dependency(
+                "kafka",
+                anyhow::anyhow!("outbox backlog over max_outbox"),
             ));
-            return Ok(Outcome::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
         }
-    }
-    // Kafka has been away long enough that the outbox is full: degrade instead of
-    // letting Redis memory grow without bound.
-    if state.outbox_backlog.load(Ordering::Relaxed) >= state.settings.max_outbox {
-        return Err(ApiError::Dependency(
-            "kafka",
-            anyhow::anyhow!("outbox backlog over max_outbox"),
-        ));
-    }
-    let Some(permit) = state.adaptive.try_acquire() else {
-        metrics::counter!("flashgate_adaptive_rejections_total").increment(1);
-        return Ok(Outcome::RateLimited {
-            retry_after_secs: 1,
-        });
+        Err(held) => {
+            if held == Held::Adaptive {
+                metrics::counter!("flashgate_adaptive_rejections_total").increment(1);
+            }
+            return Ok(held.outcome());
+        }
     };
     let order = OrderId::parse(&uuid::Uuid::now_v7().simple().to_string())
         .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
@@ -177,33 +166,35 @@ async fn purchase_outcome(
             },
             Duration::from_millis(state.settings.redis_timeout_ms),
         ))
-        .await
-        .map_err(|e| ApiError::Dependency("redis", e))?;
+        .await?;
     let rtt = started.elapsed();
     permit.record(rtt);
     drop(permit);
     metrics::histogram!("flashgate_reserve_seconds").record(rtt.as_secs_f64());
-    Ok(match reservation {
+    match &reservation {
         Reservation::Reserved(order) => {
             tracing::debug!(event = %id, user = %user, order = %order, "reserved");
-            Outcome::Queued {
-                order_id: order.to_string(),
-            }
         }
-        Reservation::AlreadyPurchased(order_id) => Outcome::AlreadyPurchased { order_id },
         Reservation::SoldOut(buyers_version) => {
-            state.sold_out.mark(&state.store, &id, &buyers_version);
-            Outcome::SoldOut
+            state.sold_out.mark(&state.store, &id, buyers_version);
         }
-        Reservation::RateLimited(ms) => Outcome::RateLimited {
-            retry_after_secs: ms.div_ceil(1000),
-        },
-        Reservation::NoEvent => Outcome::EventNotFound,
         Reservation::Replayed => {
             metrics::counter!("flashgate_signature_rejections_total", "reason" => "replayed")
                 .increment(1);
-            Outcome::Unauthenticated
         }
+        _ => {}
+    }
+    Ok(reservation::answer(&reservation))
+}
+
+/// A token of the process's purchase bucket, or the seconds until one.
+fn bucket_token(bucket: &governor::DefaultDirectRateLimiter) -> Result<(), u64> {
+    bucket.check().map_err(|not_until| {
+        not_until
+            .wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+            .as_secs()
     })
 }
 
@@ -215,10 +206,7 @@ pub(crate) async fn order(
 ) -> Result<Response, ApiError> {
     let user = edge.user()?;
     let id = parse_event(&id)?;
-    let found = state
-        .redis(state.store.order_status(&id, user))
-        .await
-        .map_err(|e| ApiError::Dependency("redis", e))?;
+    let found = state.redis(state.store.order_status(&id, user)).await?;
     Ok(respond(&match found {
         Some((status, order_id)) => Outcome::Order { status, order_id },
         None => Outcome::NoOrder,

@@ -1,5 +1,6 @@
 //! What the handlers share: settings, Redis behind its breaker, the protections.
 
+use super::error::RedisFailed;
 use super::protect::{AdaptiveLimit, Breaker};
 use super::relay::Relay;
 use super::reserver::Reserver;
@@ -65,7 +66,7 @@ impl AppState {
     pub(crate) async fn redis<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, RedisFailed> {
         let deadline = Duration::from_millis(self.settings.redis_timeout_ms);
         self.redis_guarded(async move {
             tokio::time::timeout(deadline, call)
@@ -85,12 +86,12 @@ impl AppState {
     pub(crate) async fn redis_guarded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, RedisFailed> {
         if !self.redis_breaker.allow(Instant::now()) {
             self.probe_redis();
-            anyhow::bail!("redis circuit open");
+            return Err(RedisFailed(anyhow::anyhow!("redis circuit open")));
         }
-        let result = call.await.map_err(anyhow::Error::from);
+        let result = call.await.map_err(|e| RedisFailed(e.into()));
         match &result {
             Ok(_) => self.redis_breaker.success(),
             Err(_) => self.redis_breaker.failure(Instant::now()),
