@@ -214,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         pool.clone(),
         store,
         settings.consumer,
-        settings.user_window_ms,
+        settings.purchase.user_window_ms,
     )?;
     let finished = Arc::new(AtomicU64::new(0));
     metrics::set_global_recorder(Finished(finished.clone()))

@@ -8,40 +8,100 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Everything the origin's commands read.
+/// Everything the origin's commands read, grouped by concern. The keys stay flat
+/// (`redis_url`, `FLASHGATE_REDIS_URL`): the groups are the code's, not the operator's.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     /// HTTP listen address of `serve`.
     pub listen: SocketAddr,
+    /// Redis: where, its key prefix, deadlines and replica waits.
+    #[serde(flatten)]
+    pub redis: RedisSettings,
+    /// MariaDB: where.
+    #[serde(flatten)]
+    pub db: DbSettings,
+    /// Kafka: where, the orders topic and how the relay packs it.
+    #[serde(flatten)]
+    pub kafka: KafkaSettings,
+    /// The three secrets.
+    #[serde(flatten)]
+    pub secrets: Secrets,
+    /// The rules of a purchase and the reserve calls that decide it.
+    #[serde(flatten)]
+    pub purchase: PurchaseSettings,
+    /// What keeps the process and its dependencies calm: bucket, breakers, outbox cap.
+    #[serde(flatten)]
+    pub protect: ProtectSettings,
+    /// Latency-driven concurrency limit in front of the reserve call.
+    pub adaptive: AdaptiveSettings,
+    /// Fault injection for tests of crash recovery; all off by default.
+    pub faults: Faults,
+    /// Order consumer settings.
+    pub consumer: ConsumerSettings,
+}
+
+/// Redis settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
     /// Redis URL (may hold a password).
-    pub redis_url: SecretString,
+    #[serde(rename = "redis_url")]
+    pub url: SecretString,
+    /// Prefix of every Redis key (tests use one per test).
+    pub key_prefix: String,
+    /// Deadline of one Redis call on the request path, milliseconds.
+    #[serde(rename = "redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Redis replicas that must hold a reservation before it is answered (`WAIT`); 0
+    /// answers once the primary has it.
+    #[serde(rename = "redis_wait_replicas")]
+    pub wait_replicas: u32,
+    /// How long a reservation waits for those replicas at most, milliseconds.
+    #[serde(rename = "redis_wait_timeout_ms")]
+    pub wait_timeout_ms: u64,
+}
+
+/// MariaDB settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DbSettings {
     /// MySQL/MariaDB URL (may hold a password).
-    pub mysql_url: SecretString,
+    #[serde(rename = "mysql_url")]
+    pub url: SecretString,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
     /// Kafka bootstrap servers.
-    pub kafka_brokers: String,
+    #[serde(rename = "kafka_brokers")]
+    pub brokers: String,
     /// Topic that carries orders from the relay to the consumer.
     pub orders_topic: String,
     /// Partitions of the orders topic when it is created.
     pub topic_partitions: i32,
-    /// Prefix of every Redis key (tests use one per test).
-    pub key_prefix: String,
+    /// Orders the relay packs into one Kafka message (1 = one order object per message).
+    pub relay_pack: usize,
+}
+
+/// The secrets; each is checked when a command needs it ([`Settings::secret`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Secrets {
     /// HS256 secret of shopper tokens.
     pub auth_secret: Option<SecretString>,
     /// Shared secret of the edge signature.
     pub edge_secret: Option<SecretString>,
     /// Bearer token of the admin API.
     pub admin_token: Option<SecretString>,
+}
+
+/// The rules of a purchase, and the reserve calls that decide it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PurchaseSettings {
     /// Purchase attempts one user may make per window.
     pub user_limit: u32,
     /// Per-user window, milliseconds.
     pub user_window_ms: u64,
-    /// Deadline of one Redis call on the request path, milliseconds.
-    pub redis_timeout_ms: u64,
-    /// Redis replicas that must hold a reservation before it is answered (`WAIT`); 0
-    /// answers once the primary has it.
-    pub redis_wait_replicas: u32,
-    /// How long a reservation waits for those replicas at most, milliseconds.
-    pub redis_wait_timeout_ms: u64,
+    /// How long a used edge signature is remembered (replays get 401), milliseconds.
+    pub replay_window_ms: u64,
     /// Most purchase attempts decided in one reserve call (see `serve::reserver`); 1 turns
     /// coalescing off.
     pub reserve_batch: usize,
@@ -49,26 +109,21 @@ pub struct Settings {
     pub reserve_inflight: usize,
     /// How long event info is cached in the process, milliseconds.
     pub event_cache_ms: u64,
-    /// Purchases admitted per second by this process (fixed bucket); 0 turns it off.
-    pub admission_rps: u32,
-    /// Latency-driven concurrency limit in front of the reserve call.
-    pub adaptive: AdaptiveSettings,
     /// How long a sold_out from Redis is answered from memory, milliseconds.
     pub sold_out_cache_ms: u64,
+}
+
+/// The process's protections.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProtectSettings {
+    /// Purchases admitted per second by this process (fixed bucket); 0 turns it off.
+    pub admission_rps: u32,
     /// Consecutive failures that open a dependency's circuit.
     pub breaker_failures: u32,
     /// How long an open circuit refuses calls before a probe, milliseconds.
     pub breaker_cooldown_ms: u64,
     /// Reservations waiting for Kafka above which purchases answer 503 busy.
     pub max_outbox: u64,
-    /// Orders the relay packs into one Kafka message (1 = one order object per message).
-    pub relay_pack: usize,
-    /// How long a used edge signature is remembered (replays get 401), milliseconds.
-    pub replay_window_ms: u64,
-    /// Fault injection for tests of crash recovery; all off by default.
-    pub faults: Faults,
-    /// Order consumer settings.
-    pub consumer: ConsumerSettings,
 }
 
 /// Fault injection switches (tests only).
@@ -292,23 +347,23 @@ impl Settings {
             .merge(overrides)
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-        if settings.user_limit == 0 || settings.user_window_ms == 0 {
+        if settings.purchase.user_limit == 0 || settings.purchase.user_window_ms == 0 {
             bail!("configuration: user_limit and user_window_ms must be positive");
         }
-        if settings.reserve_batch == 0 || settings.reserve_inflight == 0 {
+        if settings.purchase.reserve_batch == 0 || settings.purchase.reserve_inflight == 0 {
             bail!("configuration: reserve_batch and reserve_inflight must be positive");
         }
-        if settings.reserve_batch > MAX_RESERVE_BATCH {
+        if settings.purchase.reserve_batch > MAX_RESERVE_BATCH {
             bail!("configuration: reserve_batch must be at most {MAX_RESERVE_BATCH}");
         }
-        if settings.relay_pack == 0 || settings.relay_pack > crate::kafka::MAX_PACK {
+        if settings.kafka.relay_pack == 0 || settings.kafka.relay_pack > crate::kafka::MAX_PACK {
             bail!(
                 "configuration: relay_pack must be between 1 and {}",
                 crate::kafka::MAX_PACK
             );
         }
-        if settings.redis_wait_replicas > 0
-            && !(1..=MAX_WAIT_TIMEOUT_MS).contains(&settings.redis_wait_timeout_ms)
+        if settings.redis.wait_replicas > 0
+            && !(1..=MAX_WAIT_TIMEOUT_MS).contains(&settings.redis.wait_timeout_ms)
         {
             bail!(
                 "configuration: redis_wait_timeout_ms must be between 1 and \
@@ -361,15 +416,39 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(s.listen.port(), 0);
-        assert!(s.secret(&s.auth_secret, "auth_secret").is_err());
+        assert!(s.secret(&s.secrets.auth_secret, "auth_secret").is_err());
         let err = s
-            .secret(&s.edge_secret, "edge_secret")
+            .secret(&s.secrets.edge_secret, "edge_secret")
             .expect_err("unset")
             .to_string();
         assert!(err.contains("FLASHGATE_EDGE_SECRET"), "{err}");
         let printed = format!("{s:?}");
         assert!(!printed.contains("short"), "secret printed");
         assert!(!printed.contains("redis-pass"), "Redis password printed");
+    }
+
+    /// Grouped settings keep their flat keys, read from the environment as operators set
+    /// them (numbers arrive as text there).
+    #[test]
+    fn flat_environment_keys_fill_the_groups() {
+        // A prefix of this test's own: no other test reads it.
+        for (k, v) in [
+            ("FGTEST_FLAT_REDIS_TIMEOUT_MS", "750"),
+            ("FGTEST_FLAT_KAFKA_BROKERS", "k1:9092,k2:9092"),
+            ("FGTEST_FLAT_USER_WINDOW_MS", "2500"),
+            ("FGTEST_FLAT_MAX_OUTBOX", "42"),
+            ("FGTEST_FLAT_CONSUMER__MAX_RATE", "7"),
+        ] {
+            std::env::set_var(k, v);
+        }
+        let s = Settings::from_figment(Figment::from(Env::prefixed("FGTEST_FLAT_").split("__")))
+            .expect("valid");
+        assert_eq!(s.redis.timeout_ms, 750);
+        assert_eq!(s.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(s.purchase.user_window_ms, 2500);
+        assert_eq!(s.protect.max_outbox, 42);
+        assert_eq!(s.consumer.max_rate, 7);
+        assert_eq!(s.purchase.reserve_batch, 64, "a default");
     }
 
     /// The deployment files (infra/k8s, infra/docker) set only settings that exist: a

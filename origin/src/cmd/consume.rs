@@ -28,23 +28,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         });
     }
-    let redis = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix).await?;
+    let redis = Store::connect(
+        settings.redis.url.expose_secret(),
+        &settings.redis.key_prefix,
+    )
+    .await?;
     let pool =
-        db::connect_waiting(settings.mysql_url.expose_secret(), Duration::from_secs(60)).await?;
+        db::connect_waiting(settings.db.url.expose_secret(), Duration::from_secs(60)).await?;
     kafka::ensure_topic(
-        &settings.kafka_brokers,
-        &settings.orders_topic,
-        settings.topic_partitions,
+        &settings.kafka.brokers,
+        &settings.kafka.orders_topic,
+        settings.kafka.topic_partitions,
     )
     .await?;
     let consumer = Consumer::new(
-        &settings.kafka_brokers,
-        &settings.orders_topic,
+        &settings.kafka.brokers,
+        &settings.kafka.orders_topic,
         pool,
         redis,
         settings.consumer.clone(),
-        settings.user_window_ms,
+        settings.purchase.user_window_ms,
     )?;
-    tracing::info!(topic = %settings.orders_topic, "consumer started");
+    tracing::info!(topic = %settings.kafka.orders_topic, "consumer started");
     consumer.run(shutdown).await
 }

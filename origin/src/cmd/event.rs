@@ -32,8 +32,9 @@ pub enum Action {
 /// Sends `action` to the admin API at `origin` (default: `ORIGIN_URL`, from the
 /// environment or the dev stack's file, else the listen address) and prints the answer.
 pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> anyhow::Result<()> {
-    let token = String::from_utf8_lossy(settings.secret(&settings.admin_token, "admin_token")?)
-        .into_owned();
+    let token =
+        String::from_utf8_lossy(settings.secret(&settings.secrets.admin_token, "admin_token")?)
+            .into_owned();
     let base = origin
         .or_else(|| std::env::var("ORIGIN_URL").ok())
         .or_else(|| dev_env().remove("ORIGIN_URL"))

@@ -6,13 +6,16 @@ use secrecy::ExposeSecret;
 
 /// Applies the migrations and creates the orders topic if it is missing.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    db::connect(settings.mysql_url.expose_secret()).await?;
+    db::connect(settings.db.url.expose_secret()).await?;
     kafka::ensure_topic(
-        &settings.kafka_brokers,
-        &settings.orders_topic,
-        settings.topic_partitions,
+        &settings.kafka.brokers,
+        &settings.kafka.orders_topic,
+        settings.kafka.topic_partitions,
     )
     .await?;
-    println!("migrations applied; topic {} ready", settings.orders_topic);
+    println!(
+        "migrations applied; topic {} ready",
+        settings.kafka.orders_topic
+    );
     Ok(())
 }

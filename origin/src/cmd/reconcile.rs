@@ -175,20 +175,24 @@ pub async fn run(
     repair: bool,
 ) -> anyhow::Result<()> {
     let event = EventId::parse(event)?;
-    let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix).await?;
-    let pool = db::connect(settings.mysql_url.expose_secret()).await?;
+    let store = Store::connect(
+        settings.redis.url.expose_secret(),
+        &settings.redis.key_prefix,
+    )
+    .await?;
+    let pool = db::connect(settings.db.url.expose_secret()).await?;
     let report = reconcile(&store, &pool, &event, super::now_ms()?, grace_secs * 1000).await?;
     print!("{}", report.render(&event));
     if repair && !report.missing.is_empty() {
         let n = kafka::publish(
-            &settings.kafka_brokers,
-            &settings.orders_topic,
+            &settings.kafka.brokers,
+            &settings.kafka.orders_topic,
             &report.missing,
         )
         .await?;
         println!(
             "repair: re-published {n} reservation(s) to {}",
-            settings.orders_topic
+            settings.kafka.orders_topic
         );
     }
     if report.clean() {

@@ -31,7 +31,7 @@ pub fn run(
     prefix: &str,
     ttl_hours: i64,
 ) -> anyhow::Result<()> {
-    let secret = settings.secret(&settings.auth_secret, "auth_secret")?;
+    let secret = settings.secret(&settings.secrets.auth_secret, "auth_secret")?;
     let now = super::now_ms()? / 1000;
     let mut w: Box<dyn Write> = if out == "-" {
         Box::new(std::io::stdout().lock())

@@ -63,22 +63,25 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let edge_secret = settings
-            .secret(&settings.edge_secret, "edge_secret")?
+            .secret(&settings.secrets.edge_secret, "edge_secret")?
             .to_vec();
         let admin_token = settings
-            .secret(&settings.admin_token, "admin_token")?
+            .secret(&settings.secrets.admin_token, "admin_token")?
             .to_vec();
         let redis_url =
-            crate::telemetry::redact_url(settings.redis_url.expose_secret()).into_owned();
-        let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
-            .await?
-            .wait_for_replicas(
-                settings.redis_wait_replicas,
-                settings.redis_wait_timeout_ms,
-                settings.reserve_inflight,
-            )
-            .await
-            .with_context(|| format!("cannot set up waiting for replicas of {redis_url}"))?;
+            crate::telemetry::redact_url(settings.redis.url.expose_secret()).into_owned();
+        let store = Store::connect(
+            settings.redis.url.expose_secret(),
+            &settings.redis.key_prefix,
+        )
+        .await?
+        .wait_for_replicas(
+            settings.redis.wait_replicas,
+            settings.redis.wait_timeout_ms,
+            settings.purchase.reserve_inflight,
+        )
+        .await
+        .with_context(|| format!("cannot set up waiting for replicas of {redis_url}"))?;
         store
             .ping()
             .await
@@ -93,9 +96,9 @@ impl Application {
             tracing::warn!(redis = %redis_url, "{warning}");
         }
         if let Err(e) = crate::kafka::ensure_topic(
-            &settings.kafka_brokers,
-            &settings.orders_topic,
-            settings.topic_partitions,
+            &settings.kafka.brokers,
+            &settings.kafka.orders_topic,
+            settings.kafka.topic_partitions,
         )
         .await
         {
@@ -104,24 +107,24 @@ impl Application {
         }
         let outbox_backlog = Arc::new(AtomicU64::new(0));
         let relay = Relay::new(store.clone(), &settings, outbox_backlog.clone())?;
-        let bucket = NonZeroU32::new(settings.admission_rps)
+        let bucket = NonZeroU32::new(settings.protect.admission_rps)
             .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
         let redis_breaker = Arc::new(Breaker::new(
             "redis",
-            settings.breaker_failures,
-            Duration::from_millis(settings.breaker_cooldown_ms),
+            settings.protect.breaker_failures,
+            Duration::from_millis(settings.protect.breaker_cooldown_ms),
         ));
         let adaptive = AdaptiveLimit::new(settings.adaptive);
         let reserver = Reserver::start(
             store.clone(),
-            settings.reserve_batch,
-            settings.reserve_inflight,
+            settings.purchase.reserve_batch,
+            settings.purchase.reserve_inflight,
         );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let sold_out =
-            sold_out::SoldOutMemo::new(Duration::from_millis(settings.sold_out_cache_ms));
+            sold_out::SoldOutMemo::new(Duration::from_millis(settings.purchase.sold_out_cache_ms));
         let state = Arc::new(AppState {
             settings,
             store,

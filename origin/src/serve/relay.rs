@@ -48,7 +48,7 @@ impl Relay {
         settings: &Settings,
         backlog: Arc<AtomicU64>,
     ) -> anyhow::Result<Self> {
-        let producer: FutureProducer = client_config(&settings.kafka_brokers)
+        let producer: FutureProducer = client_config(&settings.kafka.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Fuller produce requests: the reservation is already safe in the outbox and
@@ -62,7 +62,7 @@ impl Relay {
         Ok(Self {
             store,
             producer,
-            topic: settings.orders_topic.clone(),
+            topic: settings.kafka.orders_topic.clone(),
             consumer: format!(
                 "relay-{}-{}",
                 std::process::id(),
@@ -70,11 +70,11 @@ impl Relay {
             ),
             breaker: Arc::new(Breaker::new(
                 "kafka",
-                settings.breaker_failures,
-                Duration::from_millis(settings.breaker_cooldown_ms),
+                settings.protect.breaker_failures,
+                Duration::from_millis(settings.protect.breaker_cooldown_ms),
             )),
             backlog,
-            pack: settings.relay_pack,
+            pack: settings.kafka.relay_pack,
             stall: settings.faults.relay_stall,
         })
     }

@@ -11,7 +11,7 @@
 //! waits for its verdict. That wait is bounded by the connection's timeouts (a reconnect
 //! under way, 2 s, then the response, 2 s; see `Store::manager`); a
 //! call that reaches Redis so late that the origin may have given up on it is refused by
-//! the script itself, untouched (its deadline, `store::RESERVE_BUDGET_MS` after it was
+//! the script itself, untouched (its deadline, `redis::RESERVE_BUDGET_MS` after it was
 //! sent, on Redis's clock). Only an answer held back for longer than the rest of that
 //! timeout, after the script ran in time, becomes a 503 for a reservation that was made
 //! (the shopper's retry then gets it back as already purchased). Batches are per event (all keys in the event's slot), so the

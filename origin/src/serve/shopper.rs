@@ -24,7 +24,7 @@ fn parse_event(id: &str) -> Result<EventId, ApiError> {
 
 /// The event's metadata, from the in-process cache or Redis.
 async fn event_meta(state: &AppState, id: &EventId) -> Result<Arc<EventMeta>, ApiError> {
-    let ttl = Duration::from_millis(state.settings.event_cache_ms);
+    let ttl = Duration::from_millis(state.settings.purchase.event_cache_ms);
     let cached = state.events().get(id).and_then(|(at, meta)| {
         (at.elapsed() < ttl).then(|| meta.clone().ok_or(Outcome::EventNotFound.into()))
     });
@@ -127,7 +127,7 @@ async fn purchase_outcome(
     let permit = reservation::limits(
         || state.bucket.as_ref().map_or(Ok(()), bucket_token),
         state.outbox_backlog.load(Ordering::Relaxed),
-        state.settings.max_outbox,
+        state.settings.protect.max_outbox,
         || state.adaptive.try_acquire(),
     );
     let permit = match permit {
@@ -155,16 +155,16 @@ async fn purchase_outcome(
             &id,
             ReserveRules {
                 now,
-                window_ms: state.settings.user_window_ms,
-                limit: state.settings.user_limit,
-                replay_window_ms: state.settings.replay_window_ms,
+                window_ms: state.settings.purchase.user_window_ms,
+                limit: state.settings.purchase.user_limit,
+                replay_window_ms: state.settings.purchase.replay_window_ms,
             },
             Attempt {
                 user: user.clone(),
                 new_order: order,
                 signature: edge.signature().to_owned(),
             },
-            Duration::from_millis(state.settings.redis_timeout_ms),
+            Duration::from_millis(state.settings.redis.timeout_ms),
         ))
         .await?;
     let rtt = started.elapsed();

@@ -67,7 +67,7 @@ impl AppState {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisFailed> {
-        let deadline = Duration::from_millis(self.settings.redis_timeout_ms);
+        let deadline = Duration::from_millis(self.settings.redis.timeout_ms);
         self.redis_guarded(async move {
             tokio::time::timeout(deadline, call)
                 .await

@@ -31,12 +31,12 @@ impl Running {
 
 fn start_consumer(app: &TestApp, db: &sqlx::MySqlPool) -> Running {
     let consumer = Consumer::new(
-        &app.settings.kafka_brokers,
-        &app.settings.orders_topic,
+        &app.settings.kafka.brokers,
+        &app.settings.kafka.orders_topic,
         db.clone(),
         app.store.clone(),
         app.settings.consumer.clone(),
-        app.settings.user_window_ms,
+        app.settings.purchase.user_window_ms,
     )
     .expect("consumer");
     let (stop, rx) = shutdown::channel();
@@ -166,7 +166,7 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
             &EventId::parse("sale").expect("id"),
             &UserId::parse("buyer").expect("id"),
             &order_id,
-            app.settings.user_window_ms,
+            app.settings.purchase.user_window_ms,
         )
         .await
         .expect("redis"));
@@ -206,7 +206,12 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
     );
     assert!(!app
         .store
-        .compensate(&sale, &shady, &failed_order, app.settings.user_window_ms)
+        .compensate(
+            &sale,
+            &shady,
+            &failed_order,
+            app.settings.purchase.user_window_ms
+        )
         .await
         .expect("redis"));
     assert_eq!(app.stats("sale").await["stock_left"], 4);
@@ -261,8 +266,8 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_flow() {
     ]))
     .expect("json");
     produce(
-        &app.settings.kafka_brokers,
-        &app.settings.orders_topic,
+        &app.settings.kafka.brokers,
+        &app.settings.kafka.orders_topic,
         vec![b"{not an order".to_vec(), good, pack],
     )
     .await;
@@ -275,13 +280,13 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_flow() {
             == 3
     })
     .await;
-    let dlq: StreamConsumer = client_config(&app.settings.kafka_brokers)
+    let dlq: StreamConsumer = client_config(&app.settings.kafka.brokers)
         .set("group.id", unique("dlq-check-"))
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .create()
         .expect("consumer");
-    dlq.subscribe(&[&format!("{}.dlq", app.settings.orders_topic)])
+    dlq.subscribe(&[&format!("{}.dlq", app.settings.kafka.orders_topic)])
         .expect("subscribe");
     // Two letters (the dead-letter topic's partitions may hand them over in any order).
     let mut letters = Vec::new();
@@ -359,9 +364,9 @@ async fn reconcile_names_what_is_broken() {
         .args(["reconcile", "--event", "audit", "--grace-secs", "0"])
         .env(
             "FLASHGATE_REDIS_URL",
-            app.settings.redis_url.expose_secret(),
+            app.settings.redis.url.expose_secret(),
         )
-        .env("FLASHGATE_KEY_PREFIX", &app.settings.key_prefix)
+        .env("FLASHGATE_KEY_PREFIX", &app.settings.redis.key_prefix)
         .env("FLASHGATE_MYSQL_URL", &db)
         .env("RUST_LOG", "off")
         .output()
@@ -391,8 +396,8 @@ async fn a_slow_writer_pauses_the_partitions_and_keeps_the_rate_cap() {
         .collect::<Result<Vec<_>, _>>()
         .expect("json");
     produce(
-        &app.settings.kafka_brokers,
-        &app.settings.orders_topic,
+        &app.settings.kafka.brokers,
+        &app.settings.kafka.orders_topic,
         messages,
     )
     .await;

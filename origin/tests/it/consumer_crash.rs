@@ -21,10 +21,10 @@ fn spawn_consumer_with(
             .arg("consume")
             .envs(extra.iter().map(|(k, v)| (k, v)))
             .env("FLASHGATE_CONSUMER__GROUP", &settings.consumer.group)
-            .env("FLASHGATE_REDIS_URL", settings.redis_url.expose_secret())
-            .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)
-            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka_brokers)
-            .env("FLASHGATE_ORDERS_TOPIC", &settings.orders_topic)
+            .env("FLASHGATE_REDIS_URL", settings.redis.url.expose_secret())
+            .env("FLASHGATE_KEY_PREFIX", &settings.redis.key_prefix)
+            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka.brokers)
+            .env("FLASHGATE_ORDERS_TOPIC", &settings.kafka.orders_topic)
             .env("FLASHGATE_MYSQL_URL", mysql_url)
             .env("FLASHGATE_CONSUMER__MAX_RATE", "0")
             .env("FLASHGATE_CONSUMER__BATCH_SIZE", "500")
@@ -60,7 +60,7 @@ async fn produce_three(s: &flashgate_origin::config::Settings, prefix: &str, eve
         .into_iter()
         .map(|m| m.payload)
         .collect();
-    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    produce(&s.kafka.brokers, &s.kafka.orders_topic, payloads).await;
 }
 
 async fn rows(url: &str) -> Option<i64> {
@@ -88,7 +88,7 @@ async fn a_consumer_process_serves_its_health_and_metrics() {
     let url = fresh_database().await;
     db::connect(&url).await.expect("migrations");
     let s = settings(Figment::new());
-    flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 3)
+    flashgate_origin::kafka::ensure_topic(&s.kafka.brokers, &s.kafka.orders_topic, 3)
         .await
         .expect("topic");
     produce_three(&s, "mon", "watched").await;
@@ -191,7 +191,7 @@ async fn crash_run(two: bool) {
     let url = db.mysql_url();
     db::connect(&url).await.expect("migrations");
     let s = settings(Figment::new());
-    flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 3)
+    flashgate_origin::kafka::ensure_topic(&s.kafka.brokers, &s.kafka.orders_topic, 3)
         .await
         .expect("topic");
     // Packed as the relay packs them.
@@ -203,7 +203,7 @@ async fn crash_run(two: bool) {
             .into_iter()
             .map(|m| m.payload)
             .collect();
-    produce(&s.kafka_brokers, &s.orders_topic, payloads).await;
+    produce(&s.kafka.brokers, &s.kafka.orders_topic, payloads).await;
 
     let mut consumers = vec![spawn_consumer(&s, &url)];
     if two {
@@ -237,7 +237,7 @@ async fn a_consumer_that_cannot_write_shows_its_lag() {
     let url = fresh_database().await;
     db::connect(&url).await.expect("migrations");
     let s = settings(Figment::new());
-    flashgate_origin::kafka::ensure_topic(&s.kafka_brokers, &s.orders_topic, 1)
+    flashgate_origin::kafka::ensure_topic(&s.kafka.brokers, &s.kafka.orders_topic, 1)
         .await
         .expect("topic");
     let port = free_port();

@@ -113,7 +113,7 @@ async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_k
     let user = UserId::parse("alice").expect("user");
     assert!(app
         .store
-        .compensate(&event, &user, order, app.settings.user_window_ms)
+        .compensate(&event, &user, order, app.settings.purchase.user_window_ms)
         .await
         .expect("redis"));
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -267,7 +267,7 @@ async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
     );
     assert!(ready.body["message"].is_string(), "{}", ready.body);
     broker.restart();
-    await_orders_in_kafka(&brokers, &app.settings.orders_topic, &orders, 90).await;
+    await_orders_in_kafka(&brokers, &app.settings.kafka.orders_topic, &orders, 90).await;
     app.stop().await;
 }
 
@@ -279,10 +279,10 @@ async fn an_order_reserved_by_a_killed_server_still_reaches_kafka() {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
             .arg("serve")
             .env("FLASHGATE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FLASHGATE_REDIS_URL", settings.redis_url.expose_secret())
-            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka_brokers)
-            .env("FLASHGATE_ORDERS_TOPIC", &settings.orders_topic)
-            .env("FLASHGATE_KEY_PREFIX", &settings.key_prefix)
+            .env("FLASHGATE_REDIS_URL", settings.redis.url.expose_secret())
+            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka.brokers)
+            .env("FLASHGATE_ORDERS_TOPIC", &settings.kafka.orders_topic)
+            .env("FLASHGATE_KEY_PREFIX", &settings.redis.key_prefix)
             .env("FLASHGATE_EDGE_SECRET", EDGE_SECRET)
             .env("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("FLASHGATE_USER_LIMIT", "1000")
@@ -325,7 +325,13 @@ async fn an_order_reserved_by_a_killed_server_still_reaches_kafka() {
 
     let (_, mut second) = spawn(false);
     let want = HashSet::from([order]);
-    await_orders_in_kafka(&settings.kafka_brokers, &settings.orders_topic, &want, 60).await;
+    await_orders_in_kafka(
+        &settings.kafka.brokers,
+        &settings.kafka.orders_topic,
+        &want,
+        60,
+    )
+    .await;
     second.kill();
 }
 

@@ -62,9 +62,12 @@ pub async fn spawn_app(extra: Figment) -> TestApp {
 impl TestApp {
     /// A client for an origin running elsewhere (e.g. the real binary) at `base`.
     pub async fn remote(base: String, settings: Settings) -> TestApp {
-        let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
-            .await
-            .expect("redis");
+        let store = Store::connect(
+            settings.redis.url.expose_secret(),
+            &settings.redis.key_prefix,
+        )
+        .await
+        .expect("redis");
         TestApp {
             base,
             settings,
@@ -96,9 +99,12 @@ pub async fn spawn_with_settings(settings: Settings) -> TestApp {
     let state = Some(app.state());
     let (tx, rx) = flashgate_origin::shutdown::channel();
     let task = tokio::spawn(app.run(rx));
-    let store = Store::connect(settings.redis_url.expose_secret(), &settings.key_prefix)
-        .await
-        .expect("redis");
+    let store = Store::connect(
+        settings.redis.url.expose_secret(),
+        &settings.redis.key_prefix,
+    )
+    .await
+    .expect("redis");
     TestApp {
         base,
         settings,

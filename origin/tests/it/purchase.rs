@@ -112,14 +112,14 @@ async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once(
 
     // Every reservation reaches the topic; duplicates (if a relay retried) carry the same id.
     let consumer: StreamConsumer =
-        flashgate_origin::kafka::client_config(&app.settings.kafka_brokers)
+        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
             .set("group.id", unique("check-"))
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .create()
             .expect("consumer");
     consumer
-        .subscribe(&[&app.settings.orders_topic])
+        .subscribe(&[&app.settings.kafka.orders_topic])
         .expect("subscribe");
     let mut seen = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -197,7 +197,7 @@ async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_
     let order = first.body["order_id"].as_str().expect("order id");
     assert!(app
         .store
-        .compensate(&event, &alice, order, app.settings.user_window_ms)
+        .compensate(&event, &alice, order, app.settings.purchase.user_window_ms)
         .await
         .expect("redis"));
     let held = app.purchase("again", "alice").await;
