@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let Ok(value) = checked else { return };
-    // As `PUT /admin/events/{id}` does (origin/src/api.rs).
+    // As `PUT /admin/events/{id}` does (origin/src/serve/admin.rs).
     let Ok(spec) = serde_json::from_value::<EventSpec>(value) else {
         return;
     };
