@@ -89,8 +89,15 @@ impl EventSpec {
         if self.stock > MAX_STOCK {
             return Err(format!("stock must be at most {MAX_STOCK}"));
         }
-        let starts_at = parse_time(&self.starts_at).ok_or("starts_at must be RFC 3339")?;
-        let ends_at = parse_time(&self.ends_at).ok_or("ends_at must be RFC 3339")?;
+        // A time must read back from the way it is shown (years 0000-9999 in UTC): the
+        // edge reads the window from event info, and one it cannot read answers 503.
+        let readable = |t: Millis| parse_time(&fmt_time(t)) == Some(t);
+        let starts_at = parse_time(&self.starts_at)
+            .filter(|t| readable(*t))
+            .ok_or("starts_at must be RFC 3339, in years 0000-9999 UTC")?;
+        let ends_at = parse_time(&self.ends_at)
+            .filter(|t| readable(*t))
+            .ok_or("ends_at must be RFC 3339, in years 0000-9999 UTC")?;
         if ends_at <= starts_at {
             return Err("ends_at must be after starts_at".into());
         }
@@ -482,5 +489,29 @@ mod tests {
         .expect("extra fields are ignored");
         assert_eq!(extra.stock, 3);
         assert!(serde_json::from_value::<EventSpec>(json!({"name": "Phone"})).is_err());
+    }
+
+    /// Found by fuzzing: times whose UTC year leaves 0000-9999 were accepted but shown as
+    /// `+10000-…` or `-0001-…`, which nothing reads back (every ticket and purchase of such
+    /// an event answered 503 at the edge).
+    #[test]
+    fn an_event_time_must_read_back_as_it_is_shown() {
+        let spec = |s: &str, e: &str| EventSpec {
+            name: "Phone".into(),
+            stock: 1,
+            starts_at: s.into(),
+            ends_at: e.into(),
+        };
+        for (s, e) in [
+            ("9999-12-31T23:00:00-01:00", "9999-12-31T23:30:00-01:00"),
+            ("0000-01-01T00:00:00+01:00", "2026-01-01T00:00:00Z"),
+        ] {
+            let err = spec(s, e).validate().expect_err("refused");
+            assert!(err.contains("0000-9999"), "{err}");
+        }
+        let w = spec("0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
+            .validate()
+            .expect("the whole readable range");
+        assert_eq!(parse_time(&fmt_time(w.ends_at)), Some(w.ends_at));
     }
 }
