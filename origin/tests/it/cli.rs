@@ -99,6 +99,22 @@ fn bad_start_up_configuration_stops_with_one_clear_line() {
     );
     assert!(one_line_error(&missing).contains("FLASHGATE_EDGE_SECRET (or EDGE_SECRET) is not set"));
 
+    // The example Secret's values, or a guessable one, are refused before anything starts.
+    for (value, says) in [
+        ("change-me-edge-to-origin-hmac-secret", "example value"),
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "too easy to guess"),
+    ] {
+        let mut env = secrets();
+        env.retain(|(k, _)| *k != "FLASHGATE_EDGE_SECRET");
+        env.extend([
+            ("FLASHGATE_EDGE_SECRET", value.to_owned()),
+            redis.clone(),
+            listen.clone(),
+        ]);
+        let err = one_line_error(&flashgate(&["serve"], &env));
+        assert!(err.contains("FLASHGATE_EDGE_SECRET") && err.contains(says), "{err}");
+    }
+
     let mut env = secrets();
     env.push((
         "FLASHGATE_REDIS_URL",

@@ -1,6 +1,8 @@
 //! Typed, layered configuration: defaults < TOML file (`FLASHGATE_CONFIG`) < `FLASHGATE_*`
 //! environment variables. Secrets are wrapped so they never print.
 
+mod strength;
+
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -376,7 +378,8 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The secret `name`, or a clear error naming the variable that sets it.
+    /// The secret `name`, or a clear error naming the variable that sets it: unset, too
+    /// short, an example from the docs, or too easy to guess.
     pub fn secret<'a>(
         &self,
         field: &'a Option<SecretString>,
@@ -397,6 +400,9 @@ impl Settings {
                 "configuration: FLASHGATE_{} must be at least {MIN_SECRET_LEN} characters",
                 name.to_uppercase()
             );
+        }
+        if let Some(why) = strength::weakness(value) {
+            bail!("configuration: FLASHGATE_{} {why}", name.to_uppercase());
         }
         Ok(value)
     }
