@@ -35,12 +35,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await?;
     let pool =
         db::connect_waiting(settings.db.url.expose_secret(), Duration::from_secs(60)).await?;
-    kafka::ensure_topic(
+    kafka::ensure_topic_with(
         &settings.kafka.brokers,
         &settings.kafka.orders_topic,
-        settings.kafka.topic_partitions,
+        &settings.kafka.orders_topic_spec(),
     )
     .await?;
+    // The dead-letter topic with the configured replication (the consumer would create
+    // it with the cluster's default otherwise).
+    let dead_letters =
+        crate::consume::dead_letter_topic(&settings.kafka.orders_topic, &settings.consumer);
+    if let Err(e) = kafka::ensure_topic_with(
+        &settings.kafka.brokers,
+        &dead_letters,
+        &settings.kafka.topic_spec(1),
+    )
+    .await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
+    }
     let consumer = Consumer::new(
         &settings.kafka.brokers,
         &settings.kafka.orders_topic,

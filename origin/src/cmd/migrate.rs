@@ -7,10 +7,10 @@ use secrecy::ExposeSecret;
 /// Applies the migrations and creates the orders topic if it is missing.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     db::connect(settings.db.url.expose_secret()).await?;
-    kafka::ensure_topic(
+    kafka::ensure_topic_with(
         &settings.kafka.brokers,
         &settings.kafka.orders_topic,
-        settings.kafka.topic_partitions,
+        &settings.kafka.orders_topic_spec(),
     )
     .await?;
     println!(

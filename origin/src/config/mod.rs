@@ -80,8 +80,31 @@ pub struct KafkaSettings {
     pub orders_topic: String,
     /// Partitions of the orders topic when it is created.
     pub topic_partitions: i32,
+    /// Replicas of the orders and dead-letter topics when created; 0 = the cluster's
+    /// brokers, at most 3.
+    pub topic_replication: i32,
+    /// Their `min.insync.replicas` when created; 0 = one less than the replicas.
+    pub topic_min_insync_replicas: i32,
     /// Orders the relay packs into one Kafka message (1 = one order object per message).
     pub relay_pack: usize,
+}
+
+impl KafkaSettings {
+    /// The orders topic as it is created: `topic_partitions`, and the replication.
+    pub fn orders_topic_spec(&self) -> crate::kafka::TopicSpec {
+        self.topic_spec(self.topic_partitions)
+    }
+
+    /// A topic of `partitions` with the configured replication.
+    pub fn topic_spec(&self, partitions: i32) -> crate::kafka::TopicSpec {
+        crate::kafka::TopicSpec {
+            partitions,
+            replication: crate::kafka::Replication {
+                factor: self.topic_replication,
+                min_insync: self.topic_min_insync_replicas,
+            },
+        }
+    }
 }
 
 /// The secrets; each is checked when a command needs it ([`Settings::secret`]).
@@ -199,6 +222,8 @@ struct Defaults {
     kafka_brokers: &'static str,
     orders_topic: &'static str,
     topic_partitions: i32,
+    topic_replication: i32,
+    topic_min_insync_replicas: i32,
     key_prefix: &'static str,
     user_limit: u32,
     user_window_ms: u64,
@@ -271,6 +296,8 @@ fn defaults() -> Defaults {
         kafka_brokers: "127.0.0.1:9092",
         orders_topic: "flashgate.orders",
         topic_partitions: 3,
+        topic_replication: 0,
+        topic_min_insync_replicas: 0,
         key_prefix: "fg:",
         user_limit: 1,
         user_window_ms: 1000,
@@ -371,6 +398,9 @@ impl Settings {
                 "configuration: redis_wait_timeout_ms must be between 1 and \
                  {MAX_WAIT_TIMEOUT_MS} (a reservation's whole call has 2 s)"
             );
+        }
+        if settings.kafka.topic_replication < 0 || settings.kafka.topic_min_insync_replicas < 0 {
+            bail!("configuration: topic_replication and topic_min_insync_replicas must be 0 (automatic) or more");
         }
         if settings.consumer.batch_size == 0 {
             bail!("configuration: consumer.batch_size must be positive");

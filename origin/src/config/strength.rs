@@ -16,7 +16,9 @@ const MIN_BITS: f64 = 64.0;
 pub(crate) fn weakness(secret: &[u8]) -> Option<&'static str> {
     let lower = String::from_utf8_lossy(secret).to_lowercase();
     if EXAMPLE_MARKS.iter().any(|mark| lower.contains(mark)) {
-        return Some("is an example value from the docs; generate one, e.g. `openssl rand -hex 24`");
+        return Some(
+            "is an example value from the docs; generate one, e.g. `openssl rand -hex 24`",
+        );
     }
     if estimated_bits(secret) < MIN_BITS {
         return Some("is too easy to guess (too few distinct characters); generate one, e.g. `openssl rand -hex 24`");

@@ -95,10 +95,10 @@ impl Application {
         {
             tracing::warn!(redis = %redis_url, "{warning}");
         }
-        if let Err(e) = crate::kafka::ensure_topic(
+        if let Err(e) = crate::kafka::ensure_topic_with(
             &settings.kafka.brokers,
             &settings.kafka.orders_topic,
-            settings.kafka.topic_partitions,
+            &settings.kafka.orders_topic_spec(),
         )
         .await
         {

@@ -112,7 +112,10 @@ fn bad_start_up_configuration_stops_with_one_clear_line() {
             listen.clone(),
         ]);
         let err = one_line_error(&flashgate(&["serve"], &env));
-        assert!(err.contains("FLASHGATE_EDGE_SECRET") && err.contains(says), "{err}");
+        assert!(
+            err.contains("FLASHGATE_EDGE_SECRET") && err.contains(says),
+            "{err}"
+        );
     }
 
     let mut env = secrets();

@@ -424,3 +424,25 @@ async fn a_slow_writer_pauses_the_partitions_and_keeps_the_rate_cap() {
     running.stop().await;
     app.stop().await;
 }
+
+/// Topics never ask for more replicas than the cluster has: a clear refusal at start
+/// rather than a topic the broker cannot place (the test broker is a single node).
+#[tokio::test]
+async fn a_topic_asks_for_no_more_replicas_than_the_cluster_has() {
+    use flashgate_origin::kafka::{ensure_topic, ensure_topic_with, Replication, TopicSpec};
+    let brokers = service("FLASHGATE_TEST_KAFKA_BROKERS");
+    let spec = TopicSpec {
+        partitions: 1,
+        replication: Replication {
+            factor: 2,
+            min_insync: 0,
+        },
+    };
+    let err = ensure_topic_with(&brokers, &unique("test-rf-"), &spec)
+        .await
+        .expect_err("one broker cannot hold two replicas");
+    assert!(format!("{err:#}").contains("1 broker"), "{err:#}");
+    ensure_topic(&brokers, &unique("test-rf-"), 1)
+        .await
+        .expect("automatic replication fits the cluster");
+}

@@ -1,11 +1,12 @@
 //! Kafka plumbing shared by the relay and the consumer: client configs, the orders
 //! topic, and the order message.
 
+mod topic;
+
+pub use topic::{ensure_topic, ensure_topic_with, Replication, TopicSpec};
+
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -63,28 +64,6 @@ pub fn parse_options(value: &str) -> anyhow::Result<Vec<(String, String)>> {
             _ => anyhow::bail!("{OPTIONS_VAR}: entry {} is not key=value", i + 1),
         })
         .collect()
-}
-
-/// Creates `topic` with `partitions` if it does not exist.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
-        .create()
-        .context("cannot create Kafka admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-    let results = tokio::time::timeout(Duration::from_secs(10), admin.create_topics([&new], &opts))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("cannot reach Kafka at {brokers}: timed out creating topic {topic}")
-        })?
-        .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => anyhow::bail!("cannot create Kafka topic {t}: {code}"),
-        }
-    }
-    Ok(())
 }
 
 /// Orders per message the relay packs by default (`relay_pack`).
