@@ -74,18 +74,33 @@ impl Signed<'_> {
 
     /// Checks `signature` and the clock skew against `now`.
     pub fn verify(&self, secret: &[u8], signature: &str, now: Millis) -> Result<(), SignError> {
-        if self.nonce.is_empty() || self.nonce.len() > MAX_NONCE_LEN || self.nonce.contains('\n') {
-            return Err(SignError::Missing);
-        }
-        if now.abs_diff(self.timestamp) > MAX_SKEW_MS.unsigned_abs() {
-            return Err(SignError::Stale);
-        }
+        check_headers(self.timestamp, self.nonce, now)?;
         if crypto::verify_tag(self.mac(secret), signature) {
             Ok(())
         } else {
             Err(SignError::Forged)
         }
     }
+}
+
+/// What can be checked before the body is read: a usable nonce and a timestamp within
+/// [`MAX_SKEW_MS`] of `now` (so a stale or malformed request never holds a connection
+/// while its body trickles in).
+///
+/// ```
+/// use flashgate_core::sign::{check_headers, SignError, MAX_SKEW_MS};
+/// assert_eq!(check_headers(1_000, "n1", 1_000), Ok(()));
+/// assert_eq!(check_headers(0, "n1", MAX_SKEW_MS + 1), Err(SignError::Stale));
+/// assert_eq!(check_headers(1_000, "", 1_000), Err(SignError::Missing));
+/// ```
+pub fn check_headers(timestamp: Millis, nonce: &str, now: Millis) -> Result<(), SignError> {
+    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN || nonce.contains('\n') {
+        return Err(SignError::Missing);
+    }
+    if now.abs_diff(timestamp) > MAX_SKEW_MS.unsigned_abs() {
+        return Err(SignError::Stale);
+    }
+    Ok(())
 }
 
 /// `n` in decimal, written into `buf`.

@@ -212,6 +212,8 @@ pub enum Outcome {
     MethodNotAllowed,
     /// 413: body over [`MAX_BODY_BYTES`].
     PayloadTooLarge,
+    /// 408: the body did not arrive in time (a slow or stalled client).
+    RequestTimeout,
     /// 415: body is not JSON.
     UnsupportedMediaType,
     /// 400 with a stable code and a reason.
@@ -287,6 +289,7 @@ impl Outcome {
             Outcome::NotFound => err(404, "not_found", "页面不存在"),
             Outcome::MethodNotAllowed => err(405, "method_not_allowed", "不支持的请求方法"),
             Outcome::PayloadTooLarge => err(413, "payload_too_large", "请求体过大 (最多 4 KiB)"),
+            Outcome::RequestTimeout => err(408, "request_timeout", "请求超时, 请重试"),
             Outcome::UnsupportedMediaType => err(
                 415,
                 "unsupported_media_type",

@@ -149,6 +149,14 @@ pub struct ProtectSettings {
     pub breaker_cooldown_ms: u64,
     /// Reservations waiting for Kafka above which purchases answer 503 busy.
     pub max_outbox: u64,
+    /// How long a connection may take to send a request's headers, milliseconds; then
+    /// it is closed.
+    pub header_timeout_ms: u64,
+    /// How long a request's body may take to arrive once its headers did, milliseconds;
+    /// then 408.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
 }
 
 /// Fault injection switches (tests only).
@@ -239,6 +247,9 @@ struct Defaults {
     breaker_failures: u32,
     breaker_cooldown_ms: u64,
     max_outbox: u64,
+    header_timeout_ms: u64,
+    body_timeout_ms: u64,
+    max_connections: usize,
     relay_pack: usize,
     replay_window_ms: u64,
     faults: Faults,
@@ -313,6 +324,9 @@ fn defaults() -> Defaults {
         breaker_failures: 5,
         breaker_cooldown_ms: 1000,
         max_outbox: 100_000,
+        header_timeout_ms: 5_000,
+        body_timeout_ms: 5_000,
+        max_connections: 10_000,
         relay_pack: crate::kafka::DEFAULT_PACK,
         replay_window_ms: 2 * flashgate_core::sign::MAX_SKEW_MS as u64 + 5_000,
         faults: Faults::default(),
@@ -401,6 +415,10 @@ impl Settings {
         }
         if settings.kafka.topic_replication < 0 || settings.kafka.topic_min_insync_replicas < 0 {
             bail!("configuration: topic_replication and topic_min_insync_replicas must be 0 (automatic) or more");
+        }
+        let p = &settings.protect;
+        if p.header_timeout_ms == 0 || p.body_timeout_ms == 0 || p.max_connections == 0 {
+            bail!("configuration: header_timeout_ms, body_timeout_ms and max_connections must be positive");
         }
         if settings.consumer.batch_size == 0 {
             bail!("configuration: consumer.batch_size must be positive");

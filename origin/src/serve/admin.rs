@@ -1,11 +1,11 @@
 //! The admin API: put an event, read its counters. Bearer `ADMIN_TOKEN`.
 
 use super::error::ApiError;
-use super::extract::{header_str, Admin};
+use super::extract::{header_str, read_body, Admin};
 use super::shopper::info;
 use super::AppState;
 use crate::redis::{EventMeta, PutOutcome};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,7 @@ use axum::Json;
 use flashgate_core::ids::EventId;
 use flashgate_core::wire::{self, bad, EventSpec, Outcome};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// An admin's event id: one that is not a slug is a mistake to point out (400), above all
 /// when creating the event.
@@ -26,9 +27,11 @@ pub(crate) async fn put_event(
     Path(id): Path<String>,
     _admin: Admin,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_admin_event(&id)?;
+    let deadline = Duration::from_millis(state.settings.protect.body_timeout_ms);
+    let body = read_body(&headers, body, deadline).await?;
     let value = wire::check_json_body(header_str(&headers, &header::CONTENT_TYPE), &body)?;
     let spec: EventSpec = serde_json::from_value(value).map_err(|e| {
         bad(

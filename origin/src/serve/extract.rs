@@ -2,13 +2,14 @@
 
 use super::error::ApiError;
 use super::AppState;
-use axum::body::{to_bytes, Bytes};
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap, HeaderName};
 use flashgate_core::ids::UserId;
 use flashgate_core::sign::{self, SignError, Signed};
 use flashgate_core::wire::{bad, Outcome, MAX_BODY_BYTES};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A request that carries a valid edge signature.
 #[derive(Debug)]
@@ -55,6 +56,25 @@ fn unauthenticated(kind: SignError) -> ApiError {
     Outcome::Unauthenticated.into()
 }
 
+/// The body, at most [`MAX_BODY_BYTES`] (a larger declared length is refused unread),
+/// within `deadline` of its headers (408 for a client that sends it too slowly).
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
+    let declared =
+        header_str(headers, &header::CONTENT_LENGTH).and_then(|n| n.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(Outcome::PayloadTooLarge.into());
+    }
+    match tokio::time::timeout(deadline, to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(Outcome::PayloadTooLarge.into()),
+        Err(_) => Err(Outcome::RequestTimeout.into()),
+    }
+}
+
 impl FromRequest<Arc<AppState>> for EdgeRequest {
     type Rejection = ApiError;
 
@@ -69,9 +89,10 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         ) else {
             return Err(unauthenticated(SignError::Missing));
         };
-        let body = to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::from(Outcome::PayloadTooLarge))?;
+        // What the headers alone decide, before a body that may never come is waited for.
+        sign::check_headers(timestamp, nonce, state.clock.now_ms()).map_err(unauthenticated)?;
+        let deadline = Duration::from_millis(state.settings.protect.body_timeout_ms);
+        let body = read_body(h, body, deadline).await?;
         let user = header_str(h, &USER).unwrap_or("");
         let path = parts
             .uri

@@ -4,6 +4,7 @@
 //!
 //! - [`Application`]: built from settings and bound (port 0 in tests), run until shutdown.
 //! - `state`: what the handlers share; `sold_out`: the memo that answers a sold-out storm.
+//! - `listen`: the server loop: header timeout, connection cap, graceful drain.
 //! - `router`: the routes, the fallbacks and the request counter.
 //! - `extract`: the edge's signed request and the admin token, as extractors.
 //! - `shopper`, `admin`, `health`: the handlers, one file per group.
@@ -16,6 +17,7 @@ mod admin;
 mod error;
 mod extract;
 mod health;
+mod listen;
 pub mod protect;
 mod relay;
 mod reserver;
@@ -165,7 +167,7 @@ impl Application {
 
     /// Serves until `shutdown` fires, drains in-flight requests, then stops the relay
     /// after it flushed what it holds (reservations made while draining are relayed too).
-    pub async fn run(self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (stop_tasks, tasks) = crate::shutdown::channel();
         let clock = tokio::spawn(sync_redis_clock(self.state.store.clone(), tasks.clone()));
         let relay = tokio::spawn(self.relay.run(tasks));
@@ -173,8 +175,12 @@ impl Application {
             port = self.listener.local_addr()?.port(),
             "origin listening"
         );
-        axum::serve(self.listener, router::router(self.state))
-            .with_graceful_shutdown(async move { shutdown.recv().await })
+        let protect = &self.state.settings.protect;
+        let limits = listen::ConnLimits {
+            header_timeout: Duration::from_millis(protect.header_timeout_ms),
+            max_connections: protect.max_connections,
+        };
+        listen::serve(self.listener, router::router(self.state), limits, shutdown)
             .await
             .context("http server failed")?;
         stop_tasks.fire();

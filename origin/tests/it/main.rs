@@ -11,4 +11,5 @@ mod consumer;
 mod consumer_crash;
 mod faults;
 mod purchase;
+mod slow_clients;
 mod tls;
