@@ -5,6 +5,7 @@
 //! - [`Application`]: built from settings and bound (port 0 in tests), run until shutdown.
 //! - `state`: what the handlers share; `sold_out`: the memo that answers a sold-out storm.
 //! - `listen`: the server loop: header timeout, connection cap, graceful drain.
+//! - `event_cache`: events as last read, bounded against made-up ids.
 //! - `router`: the routes, the fallbacks and the request counter.
 //! - `extract`: the edge's signed request and the admin token, as extractors.
 //! - `shopper`, `admin`, `health`: the handlers, one file per group.
@@ -15,6 +16,7 @@
 
 mod admin;
 mod error;
+mod event_cache;
 mod extract;
 mod health;
 mod listen;

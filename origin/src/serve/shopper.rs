@@ -25,16 +25,12 @@ fn parse_event(id: &str) -> Result<EventId, ApiError> {
 /// The event's metadata, from the in-process cache or Redis.
 async fn event_meta(state: &AppState, id: &EventId) -> Result<Arc<EventMeta>, ApiError> {
     let ttl = Duration::from_millis(state.settings.purchase.event_cache_ms);
-    let cached = state.events().get(id).and_then(|(at, meta)| {
-        (at.elapsed() < ttl).then(|| meta.clone().ok_or(Outcome::EventNotFound.into()))
-    });
+    let cached = state.events().get(id, ttl);
     if let Some(meta) = cached {
-        return meta;
+        return meta.ok_or(Outcome::EventNotFound.into());
     }
     let meta = state.redis(state.store.event(id)).await?.map(Arc::new);
-    state
-        .events()
-        .insert(id.clone(), (Instant::now(), meta.clone()));
+    state.events().insert(id.clone(), meta.clone());
     meta.ok_or(Outcome::EventNotFound.into())
 }
 

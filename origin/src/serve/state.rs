@@ -1,25 +1,22 @@
 //! What the handlers share: settings, Redis behind its breaker, the protections.
 
 use super::error::RedisFailed;
+use super::event_cache::EventCache;
 use super::protect::{AdaptiveLimit, Breaker};
 use super::relay::Relay;
 use super::reserver::Reserver;
 use super::sold_out::SoldOutMemo;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::redis::{EventMeta, Store};
+use crate::redis::Store;
 use crate::telemetry::Counters;
 use flashgate_core::ids::EventId;
 use governor::DefaultDirectRateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Events' metadata (`None`: no such event) and when each was read.
-pub(crate) type EventCache = HashMap<EventId, (Instant, Option<Arc<EventMeta>>)>;
 
 /// Shared state of the HTTP handlers.
 pub struct AppState {
@@ -128,6 +125,11 @@ impl AppState {
     /// The adaptive concurrency limit now (tests watch it shrink).
     pub fn adaptive_limit(&self) -> usize {
         self.adaptive.limit()
+    }
+
+    /// Events held in the event cache (bounded; tests flood it with unknown ids).
+    pub fn cached_events(&self) -> usize {
+        self.events().len()
     }
 
     /// Whether `id` is in the sold-out memo with its buyers loaded.
