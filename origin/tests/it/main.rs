@@ -6,10 +6,10 @@
 
 mod helpers;
 
+mod abuse;
 mod cli;
 mod consumer;
 mod consumer_crash;
 mod faults;
 mod purchase;
-mod slow_clients;
 mod tls;

@@ -1,5 +1,5 @@
-//! Slow clients: connections that never finish their headers or their body are closed
-//! within the timeouts, and purchases go on meanwhile.
+//! What an attacker can do to the origin, bounded: slow clients are cut off, and made-up
+//! event ids cannot grow its memory. Purchases go on meanwhile.
 
 use crate::helpers::*;
 use figment::Figment;
@@ -72,4 +72,36 @@ async fn slowloris_connections_are_closed_in_time_and_purchases_go_on() {
     assert_eq!(timed_out_bodies, 1_000);
     let again = app.purchase("slow", "bob").await;
     assert_eq!(again.status, 202, "{}", again.body);
+}
+
+/// A flood of made-up event ids (past the event cache's cap) leaves the cache bounded,
+/// the real event cached and purchases answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_event_ids_do_not_grow_the_origin() {
+    let app =
+        std::sync::Arc::new(spawn_app(Figment::new().merge(("event_cache_ms", 60_000))).await);
+    app.live_event("real", 10).await;
+    let state = app.state.clone().expect("in-process app");
+    let asks: Vec<_> = (0..8)
+        .map(|worker| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for n in 0..1_500 {
+                    let path = format!("/api/events/made-up-{worker}-{n}");
+                    let r = app.signed("GET", &path, None, b"").await;
+                    assert_eq!(r.status, 404, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    for ask in asks {
+        ask.await.expect("asker");
+    }
+    let held = state.cached_events();
+    assert!(
+        held <= 10_000,
+        "{held} events cached after 12,000 made-up ids"
+    );
+    let bought = app.purchase("real", "carol").await;
+    assert_eq!(bought.status, 202, "{}", bought.body);
 }
