@@ -10,6 +10,7 @@
 //! User-Agent) skip them all; the per-user rules (the edge's per-user rate-limit binding,
 //! the origin's per-user window) still apply to them, as 429s.
 
+use crate::bounded::Bounded;
 use crate::Millis;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -329,16 +330,18 @@ fn cross_site(client: &Client<'_>) -> bool {
 }
 
 /// Requests per key in fixed windows of [`BURST_WINDOW_MS`], remembering at most
-/// [`BURST_KEYS`] keys.
+/// [`BURST_KEYS`] keys. When full, a new key first drops the keys whose window has
+/// passed, then the least recently seen ones ([`Bounded`]): a flood of distinct keys
+/// (addresses are cheap, IPv6 /64s above all) cannot make it forget a heavy hitter.
 #[derive(Debug, Clone)]
 pub struct BurstCounter<K> {
-    seen: HashMap<K, (Millis, u32)>,
+    seen: Bounded<K, (Millis, u32)>,
 }
 
-impl<K> Default for BurstCounter<K> {
+impl<K: Hash + Eq> Default for BurstCounter<K> {
     fn default() -> Self {
         Self {
-            seen: HashMap::new(),
+            seen: Bounded::new(BURST_KEYS),
         }
     }
 }
@@ -346,20 +349,18 @@ impl<K> Default for BurstCounter<K> {
 impl<K: Hash + Eq> BurstCounter<K> {
     /// Counts one request of `key` at `now`; the count of its current window.
     pub fn hit(&mut self, key: K, now: Millis) -> u32 {
-        if self.seen.len() >= BURST_KEYS && !self.seen.contains_key(&key) {
-            self.seen
-                .retain(|_, (start, _)| now - *start < BURST_WINDOW_MS);
-            if self.seen.len() >= BURST_KEYS {
-                // A flood of distinct keys: forget them all rather than grow.
-                self.seen.clear();
+        let current = |start: Millis| now >= start && now - start < BURST_WINDOW_MS;
+        if let Some((start, count)) = self.seen.get_mut(&key) {
+            if !current(*start) {
+                *start = now;
+                *count = 0;
             }
+            *count = count.saturating_add(1);
+            return *count;
         }
-        let entry = self.seen.entry(key).or_insert((now, 0));
-        if now - entry.0 >= BURST_WINDOW_MS || now < entry.0 {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        entry.1
+        self.seen
+            .insert(key, (now, 1), |(start, _)| !current(*start));
+        1
     }
 
     /// How many keys are remembered.
@@ -757,6 +758,52 @@ mod tests {
         }
         assert_eq!(c.hit(u64::MAX, 5000), 1);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_ips_does_not_make_the_counter_forget_a_heavy_hitter() {
+        let r = Rules {
+            ip_burst: 100,
+            ..rules()
+        };
+        let mut t = Tracker::default();
+        let hitter = browser();
+        for _ in 0..100 {
+            assert!(!t.assess(&r, &hitter, 500).blocked);
+        }
+        assert_eq!(t.assess(&r, &hitter, 500).reason(), Some("bot_ip_burst"));
+        // Three times as many distinct /64s as the counter holds, all in the same second,
+        // while the heavy hitter keeps sending.
+        for i in 0..3 * BURST_KEYS as u128 {
+            let ip = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | (i << 64));
+            let flood = Client {
+                ip: Some(ip.into()),
+                ..browser()
+            };
+            assert!(!t.assess(&r, &flood, 600).blocked);
+            if i % 100 == 0 {
+                let v = t.assess(&r, &hitter, 700);
+                assert_eq!(v.reason(), Some("bot_ip_burst"), "forgotten after {i} keys");
+            }
+        }
+        assert!(t.ips.len() <= BURST_KEYS);
+        assert_eq!(t.assess(&r, &hitter, 999).reason(), Some("bot_ip_burst"));
+        // Its next second starts afresh, as for anyone.
+        assert!(!t.assess(&r, &hitter, 1500).blocked);
+    }
+
+    #[test]
+    fn a_full_counter_keeps_counting_the_keys_it_holds() {
+        let mut c = BurstCounter::default();
+        for k in 0..BURST_KEYS as u64 {
+            c.hit(k, 0);
+        }
+        // Key 7 is seen again: it is counted, and the next new key evicts others.
+        assert_eq!(c.hit(7, 10), 2);
+        assert_eq!(c.hit(u64::MAX, 20), 1);
+        assert_eq!(c.hit(7, 30), 3);
+        assert!(c.len() < BURST_KEYS);
+        assert!(c.len() >= BURST_KEYS * 7 / 8);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`gate`]: an event's phase and state from its window, its stock and the time.
 //! - [`bucket`]: a token bucket with injected time (edge global limiter).
 //! - [`bot`]: the edge's bot-scoring rules, allow-list, burst counters and Turnstile check.
+//! - [`bounded`]: a capped map that evicts stale, then least recently used, entries.
 //! - [`admission`]: the edge's admission decisions (screen, purchase, ticket) in order.
 //! - [`reservation`]: the origin's purchase decision in order, and a reservation's answer.
 //! - [`room`]: the waiting room per event: settings, phases, the draw, its public record,
@@ -23,6 +24,7 @@
 
 pub mod admission;
 pub mod bot;
+pub mod bounded;
 pub mod bucket;
 pub mod crypto;
 pub mod gate;
