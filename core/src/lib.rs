@@ -16,6 +16,8 @@
 //! - [`bot`]: the edge's bot-scoring rules, allow-list, burst counters and Turnstile check.
 //! - [`bounded`]: a capped map that evicts stale, then least recently used, entries.
 //! - [`admission`]: the edge's admission decisions (screen, purchase, ticket) in order.
+//! - [`isolate`]: what an edge isolate remembers (event windows, unknown ids, sold-out
+//!   marks, buyers), bounded.
 //! - [`reservation`]: the origin's purchase decision in order, and a reservation's answer.
 //! - [`room`]: the waiting room per event: settings, phases, the draw, its public record,
 //!   positions, pacing and receipts.
@@ -29,6 +31,7 @@ pub mod bucket;
 pub mod crypto;
 pub mod gate;
 pub mod ids;
+pub mod isolate;
 pub mod jwt;
 pub mod reservation;
 pub mod room;

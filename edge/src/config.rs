@@ -6,6 +6,7 @@
 //! 429 or a Turnstile refusal without restarting `wrangler dev`; see [`crate::control`].
 
 use flashgate_core::bot::{self, AllowList, Rules};
+use flashgate_core::isolate::Ttl;
 use flashgate_core::Millis;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub struct Config {
     pub event_cache_ms: Millis,
     /// How long an origin sold_out is answered by the edge itself.
     pub sold_out_cache_ms: Millis,
+    /// How long an origin 404 (an event id it does not know) is answered by the edge.
+    pub not_found_cache_ms: Millis,
     /// Deadline of a forwarded request (and of a Turnstile check).
     pub origin_timeout_ms: u64,
     /// The bot rule set: threshold, allow-list, bursts.
@@ -117,6 +120,7 @@ impl Config {
             ticket_ttl_ms: number(get("TICKET_TTL_MS"), 120_000),
             event_cache_ms: number(get("EVENT_CACHE_MS"), 1000),
             sold_out_cache_ms: number(get("SOLD_OUT_CACHE_MS"), 2000),
+            not_found_cache_ms: number(get("NOT_FOUND_CACHE_MS"), 2000),
             origin_timeout_ms: number(get("ORIGIN_TIMEOUT_MS"), 3000),
             bot: Rules {
                 threshold: number(get("BOT_THRESHOLD"), bot::DEFAULT_THRESHOLD),
@@ -125,6 +129,14 @@ impl Config {
             },
             turnstile_secret: get("TURNSTILE_SECRET"),
         })
+    }
+
+    /// How long the isolate remembers the origin's answers about an event.
+    pub fn ttl(&self) -> Ttl {
+        Ttl {
+            event_ms: self.event_cache_ms,
+            not_found_ms: self.not_found_cache_ms,
+        }
     }
 
     /// The ticket signing key, derived from the edge secret so the origin's signature

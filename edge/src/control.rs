@@ -1,13 +1,14 @@
 //! The edge's own endpoints under `/__edge/` (not part of the shopper API):
 //!
-//! - `GET /__edge/stats`: this isolate's bot verdicts, limiter answers and what it
-//!   answered itself; for allow-listed clients, or with `Authorization: Bearer
-//!   <STATS_TOKEN>`. Anyone else gets 404.
+//! - `GET /__edge/stats`: this isolate's bot verdicts, limiter answers, what it
+//!   answered itself and how many entries its memory holds; for allow-listed clients,
+//!   or with `Authorization: Bearer <STATS_TOKEN>`. Anyone else gets 404.
 //! - `GET|PUT|DELETE /__edge/dev/overrides`: dev-only knob overrides for this isolate,
 //!   when `DEV_CONTROLS = "on"` and the client is allow-listed. Anyone else gets 404.
 
 use crate::config::{self, Guard, NOT_OVERRIDABLE};
 use crate::guard;
+use crate::origin;
 use crate::respond;
 use flashgate_core::wire::{self, bad, Outcome};
 use serde_json::{json, Value};
@@ -35,6 +36,7 @@ pub fn stats(req: &Request, guard: &Guard, ip: Option<IpAddr>) -> Result<Respons
     if !(token_ok || ip.is_some_and(|ip| guard.allow.contains(ip))) {
         return respond(&Outcome::NotFound);
     }
+    let memory = origin::memory(|m| m.sizes());
     let body = guard::with(|i| {
         let t = &i.tracker.tally;
         json!({
@@ -50,6 +52,7 @@ pub fn stats(req: &Request, guard: &Guard, ip: Option<IpAddr>) -> Result<Respons
             },
             "tickets_issued": i.counters.tickets_issued,
             "limiters": i.counters.limiters,
+            "memory": memory,
         })
     });
     json_response(&body)

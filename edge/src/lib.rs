@@ -12,7 +12,8 @@
 //!
 //! - `lib.rs`: the fetch handler, the routes, reading requests.
 //! - [`config`]: vars and secrets read from the environment (and dev overrides).
-//! - [`origin`]: signed forwarding with a deadline, the event cache, sold-out marks.
+//! - [`origin`]: signed forwarding with a deadline; the isolate's bounded memory (event
+//!   windows, unknown ids, sold-out marks, buyers).
 //! - [`guard`]: the isolate's bucket, bot tracker and counters; rate-limit bindings;
 //!   Turnstile.
 //! - [`control`]: the edge's own `/__edge/` endpoints (stats, dev overrides).
@@ -26,6 +27,7 @@ mod origin;
 use config::{Config, Guard};
 use flashgate_core::admission::{self, Incoming, PurchaseFacts, Screened, TicketFacts};
 use flashgate_core::bot::Client;
+use flashgate_core::isolate::Use;
 use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
 use flashgate_core::{gate, ticket, Millis};
 use futures_util::future::join;
@@ -255,7 +257,8 @@ impl Cx<'_> {
                         match r.status_code() {
                             200 | 202 => origin::record_buyer(&s.event, &s.user),
                             409 => {
-                                origin::mark_sold_out(&s.event, now() + self.cfg.sold_out_cache_ms)
+                                let t = now();
+                                origin::mark_sold_out(&s.event, t + self.cfg.sold_out_cache_ms, t)
                             }
                             _ => {}
                         }
@@ -274,7 +277,7 @@ impl Cx<'_> {
     ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>), Outcome> {
         let body = read_body(req, self.head).await?;
         let s = self.screen(id, &body, "purchase")?;
-        let window = origin::event(self.cfg, &s.event, now(), origin::Cached::Any).await?;
+        let window = origin::event(self.cfg, &s.event, now(), Use::Any).await?;
         let t = now();
         let facts = PurchaseFacts {
             window: window.as_ref().map(origin::EventWindow::window),
@@ -318,7 +321,7 @@ impl Cx<'_> {
                 guard::TICKET_LIMITER,
                 guard::ip_key(self.cfg, self.head.ip),
             ),
-            origin::event(self.cfg, &s.event, now(), origin::Cached::Any),
+            origin::event(self.cfg, &s.event, now(), Use::Any),
         )
         .await;
         let facts = TicketFacts {
@@ -354,13 +357,15 @@ impl Cx<'_> {
 
 /// `GET /api/events/{id}`: from the isolate's event cache once the event has started
 /// (nothing but `stock_left` changes then), else from the origin (signed without a user);
-/// a sold-out seen at the edge is reflected in `state`.
+/// a sold-out seen at the edge is reflected in `state`. An id the origin did not know is
+/// answered 404 from the isolate's memory for `NOT_FOUND_CACHE_MS`, so a flood of one
+/// made-up id reaches the origin once per that time.
 async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
     // No event can have an id that is not a slug: for a read, that is "no such event".
     let Ok(id) = flashgate_core::ids::EventId::parse(id) else {
         return respond(&Outcome::EventNotFound);
     };
-    match origin::event(cfg, &id, now(), origin::Cached::Started).await {
+    match origin::event(cfg, &id, now(), Use::Started).await {
         Ok(Some(w)) => {
             // The cached answer's state is recomputed for now: only `stock_left` may lag.
             let t = now();

@@ -1,110 +1,66 @@
 //! Talking to the origin: signed requests with a deadline, and what the isolate
-//! remembers between requests (event windows, sold-out marks).
+//! remembers between requests (event windows, unknown ids, sold-out marks, buyers:
+//! [`flashgate_core::isolate`], every map bounded).
 
 use crate::config::Config;
-use flashgate_core::admission::Window;
 use flashgate_core::ids::{EventId, UserId};
+use flashgate_core::isolate::{Memory, Recall, Use};
 use flashgate_core::sign::{self, Signed};
 use flashgate_core::wire::{self, EventInfo, Outcome};
 use flashgate_core::Millis;
 use futures_util::future::{select, Either};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response};
 
-/// An event as the edge needs it.
-#[derive(Debug, Clone)]
-pub struct EventWindow {
-    /// Start, unix ms.
-    pub starts_at: Millis,
-    /// End, unix ms.
-    pub ends_at: Millis,
-    /// The origin's answer.
-    pub info: EventInfo,
-}
-
-impl EventWindow {
-    /// The window the admission rules need.
-    pub fn window(&self) -> Window {
-        Window {
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
-        }
-    }
-}
-
-/// Most events whose window the isolate remembers.
-const MAX_CACHED_EVENTS: usize = 10_000;
-/// Most (event, user) orders the isolate remembers.
-const MAX_BUYERS: usize = 200_000;
+pub use flashgate_core::isolate::EventWindow;
 
 thread_local! {
-    static EVENTS: RefCell<HashMap<EventId, (Millis, Option<EventWindow>)>> = RefCell::new(HashMap::new());
-    static SOLD_OUT: RefCell<HashMap<EventId, Millis>> = RefCell::new(HashMap::new());
-    static BUYERS: RefCell<HashSet<(EventId, UserId)>> = RefCell::new(HashSet::new());
+    static MEMORY: RefCell<Memory> = RefCell::new(Memory::default());
+}
+
+/// Runs `f` on the isolate's memory (never across an await).
+pub fn memory<R>(f: impl FnOnce(&mut Memory) -> R) -> R {
+    MEMORY.with(|m| f(&mut m.borrow_mut()))
 }
 
 /// Remembers that the origin gave `user` an order for `id` (so a sold-out mark does not
-/// hide their `already_purchased`). Best effort: per isolate, and forgotten when full.
+/// hide their `already_purchased`). Best effort: per isolate, the least recent forgotten
+/// when full.
 pub fn record_buyer(id: &EventId, user: &UserId) {
-    BUYERS.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() >= MAX_BUYERS {
-            b.clear();
-        }
-        b.insert((id.clone(), user.clone()));
-    });
+    memory(|m| m.record_buyer(id, user));
 }
 
 /// Whether this isolate saw the origin give `user` an order for `id`.
 pub fn holds_order(id: &EventId, user: &UserId) -> bool {
-    BUYERS.with(|b| b.borrow().contains(&(id.clone(), user.clone())))
+    memory(|m| m.holds_order(id, user))
 }
 
 /// Remembers that `id` is sold out until `until`.
-pub fn mark_sold_out(id: &EventId, until: Millis) {
-    SOLD_OUT.with(|s| s.borrow_mut().insert(id.clone(), until));
+pub fn mark_sold_out(id: &EventId, until: Millis, now: Millis) {
+    memory(|m| m.mark_sold_out(id, until, now));
 }
 
 /// Whether the edge should answer sold_out for `id` itself.
 pub fn sold_out(id: &EventId, now: Millis) -> bool {
-    SOLD_OUT.with(|s| s.borrow().get(id).is_some_and(|until| now < *until))
+    memory(|m| m.sold_out(id, now))
 }
 
-/// How [`event`] may use the isolate's cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cached {
-    /// Any answer younger than `EVENT_CACHE_MS` (the gating of purchases and tickets).
-    Any,
-    /// Only an event that has started: before its start an admin may still change it (or
-    /// create it, for an id the origin did not know), so what the public event info shows
-    /// of an upcoming or unknown event comes from the origin.
-    Started,
-}
-
-/// The event window, from the isolate cache (as `use_cache` allows) or the origin; `None`
-/// when unknown.
+/// The event window, from the isolate's memory (as `usage` allows) or the origin; `None`
+/// when unknown. The origin's 404 is remembered for `NOT_FOUND_CACHE_MS`, its 200 for
+/// `EVENT_CACHE_MS`.
 pub async fn event(
     cfg: &Config,
     id: &EventId,
     now: Millis,
-    use_cache: Cached,
+    usage: Use,
 ) -> Result<Option<EventWindow>, Outcome> {
-    let cached = EVENTS.with(|e| {
-        e.borrow()
-            .get(id)
-            .filter(|(at, _)| now - at < cfg.event_cache_ms)
-            .filter(|(_, w)| match (use_cache, w) {
-                (Cached::Started, Some(w)) => now >= w.starts_at,
-                (Cached::Started, None) => false,
-                (Cached::Any, _) => true,
-            })
-            .map(|(_, w)| w.clone())
-    });
-    if let Some(w) = cached {
-        return Ok(w);
+    let ttl = cfg.ttl();
+    match memory(|m| m.event(id, now, ttl, usage)) {
+        Recall::Known(w) => return Ok(Some(w)),
+        Recall::Unknown => return Ok(None),
+        Recall::Ask => {}
     }
     let mut resp = forward(
         cfg,
@@ -124,7 +80,7 @@ pub async fn event(
                 return Err(busy());
             };
             if info.state == flashgate_core::gate::EventState::SoldOut {
-                mark_sold_out(id, now + cfg.sold_out_cache_ms);
+                mark_sold_out(id, now + cfg.sold_out_cache_ms, now);
             }
             Some(EventWindow {
                 starts_at,
@@ -135,14 +91,7 @@ pub async fn event(
         404 => None,
         _ => return Err(busy()),
     };
-    EVENTS.with(|e| {
-        let mut e = e.borrow_mut();
-        if e.len() >= MAX_CACHED_EVENTS {
-            // Lookups of many made-up ids must not grow the isolate without bound.
-            e.retain(|_, (at, _)| now - *at < cfg.event_cache_ms);
-        }
-        e.insert(id.clone(), (now, window.clone()))
-    });
+    memory(|m| m.remember(id, window.clone(), now, ttl));
     Ok(window)
 }
 

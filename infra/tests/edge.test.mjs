@@ -12,7 +12,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { env, run, users as mint, putEvent as put } from './stack.mjs';
+import { env, run, users as mint, putEvent as put, eventually } from './stack.mjs';
 
 const BROWSER = {
   'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 flashgate-edge-e2e',
@@ -292,6 +292,76 @@ test("an upcoming event's info shows an admin's change at once; a started one's 
       assert.equal(cached.status, 200, JSON.stringify(cached.body));
       assert.equal(cached.body.stock_total, 5);
     }, { all: true });
+  } finally {
+    await overrides(null);
+  }
+});
+
+const INFO_ROUTE = '/api/events/{event_id}';
+const infoLookups = (counts, status) => counts[`GET ${INFO_ROUTE} ${status}`] ?? 0;
+
+test('an unknown event id reaches the origin once per NOT_FOUND_CACHE_MS; a known one answers as before', async () => {
+  const known = await putEvent(`edge-${run}-known`, 5, 3_600_000, 7_200_000);
+  const unknown = `edge-${run}-made-up`;
+  const [olga] = users(1);
+  // A period far longer than the test: every repeat must be answered by the edge.
+  await overrides({ NOT_FOUND_CACHE_MS: 60_000 });
+  try {
+    const before = await originCounts();
+    for (let i = 0; i < 50; i += 1) {
+      const r = await call('GET', `/api/events/${unknown}`);
+      assert.equal(r.status, 404, JSON.stringify(r.body));
+      assert.equal(r.body.error, 'event_not_found');
+      if (i % 10 === 0) {
+        // HEAD, and the gating of a purchase, read the same memory.
+        assert.equal((await call('HEAD', `/api/events/${unknown}`)).status, 404);
+        const p = await purchase(unknown, { token: olga.token });
+        assert.equal(p.status, 404, JSON.stringify(p.body));
+      }
+    }
+    const mid = await originCounts();
+    assert.equal(infoLookups(mid, 404) - infoLookups(before, 404), 1, 'the origin was asked once');
+
+    // A known (upcoming) event is still asked of the origin each time, answers 200.
+    for (let i = 0; i < 3; i += 1) {
+      const r = await call('GET', `/api/events/${known}`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual([r.body.event_id, r.body.state, r.body.stock_total], [known, 'upcoming', 5]);
+    }
+    const after = await originCounts();
+    assert.equal(infoLookups(after, 200) - infoLookups(mid, 200), 3);
+    assert.equal(infoLookups(after, 404), infoLookups(mid, 404));
+    const s = await stats();
+    assert.ok(s.memory.unknown >= 1 && s.memory.unknown <= 10_000, JSON.stringify(s.memory));
+  } finally {
+    await overrides(null);
+  }
+});
+
+test('a flood of one unknown id: one origin lookup per period; an event created meanwhile shows after it', async () => {
+  const period = 1500;
+  const id = `edge-${run}-later`;
+  await overrides({ NOT_FOUND_CACHE_MS: period });
+  try {
+    const before = await originCounts();
+    const started = Date.now();
+    let sent = 0;
+    while (Date.now() - started < 4 * period) {
+      const r = await call('GET', `/api/events/${id}`);
+      assert.equal(r.status, 404);
+      sent += 1;
+    }
+    const elapsed = Date.now() - started;
+    const asked = infoLookups(await originCounts(), 404) - infoLookups(before, 404);
+    // Each lookup opens a period in which the edge answers alone.
+    assert.ok(asked >= 2 && asked <= Math.floor(elapsed / period) + 1, `${asked} lookups for ${sent} requests in ${elapsed} ms`);
+    assert.ok(sent > 10 * asked, `${sent} requests, ${asked} lookups`);
+
+    // An admin creates it: the edge shows it once the 404 it remembers has expired.
+    await putEvent(id, 5, 3_600_000, 7_200_000);
+    const created = Date.now();
+    await eventually('the created event', period + 3000, async () => (await call('GET', `/api/events/${id}`)).status === 200, 100);
+    assert.ok(Date.now() - created <= period + 3000);
   } finally {
     await overrides(null);
   }
