@@ -76,7 +76,7 @@ PY
   spawn edge "$DIR/edge" bash -c ". '$ROOT/infra/edge/env.sh' && exec wrangler dev --local --ip 127.0.0.1 \
     --port $EDGE_PORT --config '$DIR/edge/wrangler.toml' --persist-to '$DIR/wrangler' \
     --show-interactive-dev-session=false --log-level warn \
-    --var ORIGIN_URL:$ORIGIN_URL --var AUTH_SECRET:$AUTH_SECRET --var EDGE_SECRET:$EDGE_SECRET"
+    --env-file '$(edge_vars "$DIR")'"
   wait_for "edge worker (wrangler dev)" 180 curl -fsS "$EDGE_URL/"
 }
 
@@ -112,7 +112,7 @@ bench_put_event() {
   starts=$(date -u -d "@$((now + $3))" +%Y-%m-%dT%H:%M:%SZ)
   ends=$(date -u -d "@$((now + $4))" +%Y-%m-%dT%H:%M:%SZ)
   code=$(curl -s -o "$DIR/logs/put-$1.json" -w '%{http_code}' -X PUT "$ORIGIN_URL/admin/events/$1" \
-    -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
+    -H @<(admin_header) -H 'content-type: application/json' \
     -d "{\"name\":\"bench $1\",\"stock\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}")
   case $code in 200 | 201) ;; *) die "creating event $1: HTTP $code $(cat "$DIR/logs/put-$1.json")" ;; esac
 }

@@ -117,7 +117,7 @@ run_chaos() {
   starts=$(date -u -d '+2 seconds' +%Y-%m-%dT%H:%M:%SZ)
   ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
   code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$ORIGIN_URL/admin/events/$chaos_probe" \
-    -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
+    -H @<(admin_header) -H 'content-type: application/json' \
     -d "{\"name\":\"chaos probe\",\"stock\":1000,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}") || true
   [ "$code" = 201 ] || { chaos_log "FAIL: creating the probe event: HTTP $code"; return 1; }
   FLASHGATE_AUTH_SECRET="$AUTH_SECRET" "$ROOT/target/debug/flashgate" users --count 100 \

@@ -99,15 +99,28 @@ write_env() { # dir redis mysql kafka origin edge consumer
       { echo "AUTH_SECRET=$(openssl rand -hex 24)"; echo "EDGE_SECRET=$(openssl rand -hex 24)"
         echo "ADMIN_TOKEN=$(openssl rand -hex 24)"; } >"$secrets")
   fi
-  { echo "EDGE_URL=http://127.0.0.1:$6"; echo "ORIGIN_URL=http://127.0.0.1:$5"
+  # The file holds the secrets: readable by its owner only.
+  (umask 077; { echo "EDGE_URL=http://127.0.0.1:$6"; echo "ORIGIN_URL=http://127.0.0.1:$5"
     echo "CONSUMER_URL=http://127.0.0.1:$7"
     echo "REDIS_URL=redis://127.0.0.1:$2"; echo "MYSQL_URL=mysql://root@127.0.0.1:$3/flashgate"
     echo "KAFKA_BROKERS=127.0.0.1:$4"; echo "ORDERS_TOPIC=flashgate.orders"
     cat "$secrets"
     echo "REDIS_PORT=$2"; echo "MYSQL_PORT=$3"; echo "KAFKA_PORT=$4"; echo "ORIGIN_PORT=$5"; echo "EDGE_PORT=$6"
     echo "CONSUMER_PORT=$7"
-  } >"$dir/env"
+  } >"$dir/env")
+  chmod 600 "$dir/env"
 }
+
+# The edge's settings for `wrangler dev --env-file` (secrets stay off command lines,
+# where `ps` shows them to every user): writes $1/edge.vars, readable by its owner only.
+edge_vars() { # dir
+  (umask 077; printf 'ORIGIN_URL=%s\nAUTH_SECRET=%s\nEDGE_SECRET=%s\n' \
+    "$ORIGIN_URL" "$AUTH_SECRET" "$EDGE_SECRET" >"$1/edge.vars")
+  echo "$1/edge.vars"
+}
+
+# The admin token as a header line for `curl -H @<(admin_header)`: not on the command line.
+admin_header() { printf 'authorization: Bearer %s\n' "$ADMIN_TOKEN"; }
 
 start_services() {
   set -a; . "$DIR/env"; set +a

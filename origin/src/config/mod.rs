@@ -416,6 +416,12 @@ impl Settings {
         if settings.kafka.topic_replication < 0 || settings.kafka.topic_min_insync_replicas < 0 {
             bail!("configuration: topic_replication and topic_min_insync_replicas must be 0 (automatic) or more");
         }
+        // A signature stays acceptable for the skew either side of now: one forgotten
+        // sooner could be replayed.
+        let min_replay = 2 * flashgate_core::sign::MAX_SKEW_MS as u64;
+        if settings.purchase.replay_window_ms < min_replay {
+            bail!("configuration: replay_window_ms must be at least {min_replay} (twice the signature's allowed skew)");
+        }
         let p = &settings.protect;
         if p.header_timeout_ms == 0 || p.body_timeout_ms == 0 || p.max_connections == 0 {
             bail!("configuration: header_timeout_ms, body_timeout_ms and max_connections must be positive");
@@ -554,6 +560,15 @@ mod tests {
             .expect_err("invalid")
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn a_replay_window_shorter_than_the_skew_allows_is_refused() {
+        let err = Settings::from_figment(Figment::new().merge(("replay_window_ms", 30_000)))
+            .expect_err("replayable")
+            .to_string();
+        assert!(err.contains("replay_window_ms"), "{err}");
+        assert!(Settings::from_figment(Figment::new().merge(("replay_window_ms", 60_000))).is_ok());
     }
 
     #[test]
