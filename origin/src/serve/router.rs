@@ -24,8 +24,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         ("/readyz", get(health::readyz)),
         ("/metrics", get(health::metrics_text)),
     ];
+    let latency = |route: &'static str| metrics::histogram!("flashgate_http_request_seconds", "route" => route);
     let counting = Arc::new(RequestCounting {
-        routes: routes.iter().map(|(path, _)| *path).collect(),
+        routes: routes
+            .iter()
+            .map(|(path, _)| (*path, latency(path)))
+            .collect(),
+        unmatched: latency("unmatched"),
         counters: Counters::new(
             "flashgate_http_requests_total",
             |(method, route, status)| {
@@ -52,10 +57,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 /// `flashgate_http_requests_total{method,route,status}`: what reaches the origin, so it
-/// can be measured from outside (e.g. that the edge filtered it).
+/// can be measured from outside (e.g. that the edge filtered it); and
+/// `flashgate_http_request_seconds{route}`, from its headers to its answer.
 struct RequestCounting {
-    /// The router's paths (the `route` label; `unmatched` for the rest).
-    routes: Vec<&'static str>,
+    /// The router's paths (the `route` label) with their latency histograms, made once.
+    routes: Vec<(&'static str, metrics::Histogram)>,
+    /// The latency of requests that matched no route.
+    unmatched: metrics::Histogram,
     counters: Counters<(&'static str, &'static str, u16)>,
 }
 
@@ -66,18 +74,20 @@ async fn count_requests(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let route = req
+    let started = std::time::Instant::now();
+    let (route, latency) = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .and_then(|matched| {
             counting
                 .routes
                 .iter()
-                .find(|route| **route == matched.as_str())
+                .find(|(route, _)| *route == matched.as_str())
         })
-        .map_or("unmatched", |route| *route);
+        .map_or(("unmatched", &counting.unmatched), |(route, h)| (*route, h));
     let method = method_label(req.method());
     let mut resp = next.run(req).await;
+    latency.record(started.elapsed().as_secs_f64());
     if let Some(failed) = resp.extensions_mut().remove::<DependencyFailed>() {
         tracing::warn!(dependency = failed.which, error = %failed.cause, "dependency failed");
         metrics::counter!("flashgate_dependency_errors_total", "dependency" => failed.which)
