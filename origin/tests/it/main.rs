@@ -12,4 +12,7 @@ mod consumer;
 mod consumer_crash;
 mod faults;
 mod purchase;
+mod redis_settings;
+mod servers;
+mod slow_redis;
 mod tls;

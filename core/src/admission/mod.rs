@@ -1,0 +1,269 @@
+//! The edge's admission decisions, in the order the edge applies them.
+//!
+//! The worker reads the request and looks things up (the event window, the sold-out mark,
+//! the rate-limit binding, Turnstile); these functions, pure and clock-free, say what to
+//! answer or that the request may go on. Cheap refusals come first, so what costs more
+//! (an origin lookup, a limiter's quota, a token of the isolate bucket) is spent only on
+//! requests that could still be admitted.
+//!
+//! - Every shopper endpoint but event info: [`screen`]: 401 identity, 413/415/400 body,
+//!   400 event id, 403 bot verdict.
+//! - Purchase: [`purchase`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`,
+//!   403 ticket, 409 while the edge remembers a sold-out (unless it saw this user get an
+//!   order); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
+//!   signed, to the origin. The limiters are asked only for purchases that passed the
+//!   rest, so refusals spend neither a user's quota nor a token.
+//! - Ticket: [`ticket_gate`]: 404, 410, 429 per-IP limiter; then [`issue_ticket`]:
+//!   403/503 from the optional Turnstile check, else a ticket.
+
+use crate::bot::{Client, Human, Rules, Tracker, Verdict};
+use crate::bucket::TokenBucket;
+use crate::gate::{self, Phase};
+use crate::ids::{EventId, UserId};
+use crate::jwt;
+use crate::ticket::{self, Ticket};
+use crate::wire::{self, Outcome, TicketAnswer};
+use crate::Millis;
+use serde_json::Value;
+
+/// `Retry-After` of a 429 from a Cloudflare rate-limit binding: its period (wrangler.toml).
+pub const LIMITER_RETRY_SECS: u64 = 10;
+
+/// What the edge read from a shopper request before looking anything up.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The `{event_id}` path segment, unparsed.
+    pub event_id: &'a str,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The `Content-Type` header.
+    pub content_type: Option<&'a str>,
+    /// The body (the edge refuses one over 4 KiB before reading it).
+    pub body: &'a [u8],
+    /// What the request shows about its client.
+    pub client: Client<'a>,
+}
+
+/// A request that passed [`screen`].
+#[derive(Debug, Clone)]
+pub struct Screened {
+    /// The authenticated shopper.
+    pub user: UserId,
+    /// The event asked about.
+    pub event: EventId,
+    /// The JSON body (`{}` when absent).
+    pub body: Value,
+    /// The bot verdict (not blocked).
+    pub verdict: Verdict,
+}
+
+/// The checks that need nothing but the request and the isolate's burst counters (the
+/// same for the ticket, purchase and order endpoints).
+pub fn screen(
+    req: &Incoming<'_>,
+    auth_secret: &[u8],
+    rules: &Rules,
+    tracker: &mut Tracker,
+    now: Millis,
+) -> Result<Screened, Outcome> {
+    let token = req
+        .authorization
+        .and_then(jwt::bearer)
+        .ok_or(Outcome::Unauthenticated)?;
+    let user = jwt::verify(token, auth_secret, now)
+        .map_err(|_| Outcome::Unauthenticated)?
+        .sub;
+    let body = wire::check_json_body(req.content_type, req.body)?;
+    // No event can have an id that is not a slug: "no such event", as for a read.
+    let event = EventId::parse(req.event_id).map_err(|_| Outcome::EventNotFound)?;
+    let verdict = tracker.assess(rules, &req.client, now);
+    if let Some(reason) = verdict.reason() {
+        return Err(Outcome::Forbidden {
+            reason: reason.into(),
+        });
+    }
+    Ok(Screened {
+        user,
+        event,
+        body,
+        verdict,
+    })
+}
+
+/// An event's window as the edge knows it (from its cache or the origin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start, unix ms (inclusive).
+    pub starts_at: Millis,
+    /// End, unix ms (exclusive).
+    pub ends_at: Millis,
+}
+
+/// What a Cloudflare rate-limit binding said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limiter {
+    /// Under the limit.
+    Allowed,
+    /// Over the limit: 429.
+    Refused,
+    /// Not asked: no binding in this runtime, the key does not apply (an allow-listed
+    /// client), or the call failed. The request goes on (the isolate bucket still holds).
+    Skipped,
+}
+
+/// What the edge looked up for a purchase.
+#[derive(Debug, Clone, Copy)]
+pub struct PurchaseFacts<'a> {
+    /// The event's window; `None` when the origin does not know the event.
+    pub window: Option<Window>,
+    /// Whether the edge saw the origin answer sold_out a moment ago.
+    pub sold_out: bool,
+    /// Whether the edge saw the origin give this user an order for this event: then a
+    /// sold-out mark does not hide the origin's `already_purchased` from them.
+    pub holds_order: bool,
+    /// The `X-Ticket` header.
+    pub ticket: Option<&'a str>,
+    /// The `User-Agent`, whose fingerprint the ticket must be bound to.
+    pub user_agent: Option<&'a str>,
+}
+
+/// A purchase that passed every check but the limiters (built only by [`purchase`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admissible {
+    path: String,
+}
+
+/// A purchase the edge admits: forward it to the origin, signed for this user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The origin path to call.
+    pub path: String,
+}
+
+pub(crate) fn live(window: Option<Window>, now: Millis) -> Result<Window, Outcome> {
+    let w = window.ok_or(Outcome::EventNotFound)?;
+    match gate::phase(w.starts_at, w.ends_at, now) {
+        Phase::Upcoming => Err(Outcome::NotStarted {
+            starts_at: wire::fmt_time(w.starts_at),
+        }),
+        Phase::Ended => Err(Outcome::Ended),
+        Phase::Live => Ok(w),
+    }
+}
+
+fn limited(limiter: Limiter) -> Result<(), Outcome> {
+    match limiter {
+        Limiter::Refused => Err(Outcome::RateLimited {
+            retry_after_secs: LIMITER_RETRY_SECS,
+        }),
+        Limiter::Allowed | Limiter::Skipped => Ok(()),
+    }
+}
+
+/// A purchase's checks after [`screen`], up to the limiters.
+pub fn purchase(
+    s: &Screened,
+    facts: &PurchaseFacts<'_>,
+    ticket_key: &[u8],
+    now: Millis,
+) -> Result<Admissible, Outcome> {
+    live(facts.window, now)?;
+    Ticket::verify(
+        facts.ticket,
+        ticket_key,
+        &s.event,
+        &s.user,
+        &ticket::fingerprint(facts.user_agent.unwrap_or_default()),
+        now,
+    )
+    .map_err(|e| Outcome::Forbidden {
+        reason: e.reason().into(),
+    })?;
+    // After the ticket: a request without a valid one is refused as such (403), whatever
+    // the stock, and the sold-out mark is one lookup.
+    if facts.sold_out && !facts.holds_order {
+        return Err(Outcome::SoldOut);
+    }
+    Ok(Admissible {
+        path: format!("/api/events/{}/purchase", s.event),
+    })
+}
+
+/// The limiters of an admissible purchase: the per-user binding's answer, then a token of
+/// the isolate's `bucket`.
+pub fn limit(
+    a: Admissible,
+    limiter: Limiter,
+    bucket: &mut TokenBucket,
+    now: Millis,
+) -> Result<Forward, Outcome> {
+    limited(limiter)?;
+    bucket
+        .try_take(now)
+        .map_err(|wait_ms| Outcome::RateLimited {
+            retry_after_secs: u64::try_from(wait_ms).unwrap_or(1).div_ceil(1000),
+        })?;
+    Ok(Forward { path: a.path })
+}
+
+/// What the edge looked up for a ticket.
+#[derive(Debug, Clone, Copy)]
+pub struct TicketFacts {
+    /// The event's window; `None` when the origin does not know the event.
+    pub window: Option<Window>,
+    /// The per-IP rate-limit binding.
+    pub limiter: Limiter,
+}
+
+/// Whether a ticket may be issued, before the human check: the window to issue it for.
+/// Tickets are issued before the start too (valid from the start), not after the end.
+pub fn ticket_gate(facts: &TicketFacts, now: Millis) -> Result<Window, Outcome> {
+    let w = facts.window.ok_or(Outcome::EventNotFound)?;
+    if gate::phase(w.starts_at, w.ends_at, now) == Phase::Ended {
+        return Err(Outcome::Ended);
+    }
+    limited(facts.limiter)?;
+    Ok(w)
+}
+
+/// The ticket's signed string and the answer to send, once the human check is known.
+pub fn issue_ticket(
+    s: &Screened,
+    window: Window,
+    human: Human,
+    user_agent: Option<&str>,
+    ttl: Millis,
+    ticket_key: &[u8],
+    now: Millis,
+) -> Result<TicketAnswer, Outcome> {
+    let forbidden = |reason: &str| Outcome::Forbidden {
+        reason: reason.into(),
+    };
+    match human {
+        Human::NotConfigured | Human::Passed => {}
+        Human::Missing => return Err(forbidden("turnstile_missing")),
+        Human::Failed => return Err(forbidden("turnstile_failed")),
+        Human::Unavailable => {
+            return Err(Outcome::Busy {
+                retry_after_secs: 1,
+            })
+        }
+    }
+    let (valid_from, expires_at) = ticket::window(now, window.starts_at, ttl);
+    let token = Ticket {
+        event: s.event.clone(),
+        user: s.user.clone(),
+        fingerprint: ticket::fingerprint(user_agent.unwrap_or_default()),
+        valid_from,
+        expires_at,
+    }
+    .encode(ticket_key);
+    Ok(TicketAnswer {
+        ticket: token,
+        valid_from: wire::fmt_time(valid_from),
+        expires_at: wire::fmt_time(expires_at),
+    })
+}
+
+#[cfg(test)]
+mod tests;
