@@ -206,6 +206,8 @@ pub enum Outcome {
     EventNotFound,
     /// 409 `event_started`: an admin tried to change an event that has started.
     EventStarted,
+    /// 409 `event_not_started`: an admin tried to end an event that has not started.
+    EventNotStarted,
     /// 404: no such path.
     NotFound,
     /// 405.
@@ -286,6 +288,9 @@ impl Outcome {
             ),
             Outcome::EventNotFound => err(404, "event_not_found", "活动不存在"),
             Outcome::EventStarted => err(409, "event_started", "活动已开始, 不能修改"),
+            Outcome::EventNotStarted => {
+                err(409, "event_not_started", "活动尚未开始, 请修改活动时间")
+            }
             Outcome::NotFound => err(404, "not_found", "页面不存在"),
             Outcome::MethodNotAllowed => err(405, "method_not_allowed", "不支持的请求方法"),
             Outcome::PayloadTooLarge => err(413, "payload_too_large", "请求体过大 (最多 4 KiB)"),

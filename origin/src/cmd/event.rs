@@ -1,4 +1,4 @@
-//! `flashgate event`: an event through the admin API (put, stats).
+//! `flashgate event`: events through the admin API (put, stats, list, show, end).
 
 use crate::config::{dev_env, Settings};
 
@@ -27,6 +27,18 @@ pub enum Action {
         /// Event id (slug).
         id: String,
     },
+    /// Print every event with its state and counters.
+    List,
+    /// Print an event's info and counters.
+    Show {
+        /// Event id (slug).
+        id: String,
+    },
+    /// End a live sale now (stock and orders stay as they are).
+    End {
+        /// Event id (slug).
+        id: String,
+    },
 }
 
 /// Sends `action` to the admin API at `origin` (default: `ORIGIN_URL`, from the
@@ -51,6 +63,28 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
             &serde_json::json!({"name": name, "stock": stock, "starts_at": starts_at, "ends_at": ends_at}),
         ),
         Action::Stats { id } => http.get(format!("{base}/admin/events/{id}/stats")),
+        Action::List => http.get(format!("{base}/admin/events")),
+        Action::Show { id } => {
+            // Its line of the list: info and counters in one answer.
+            let resp = http
+                .get(format!("{base}/admin/events"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the origin at {base}: {e}"))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await?;
+            if !status.is_success() {
+                anyhow::bail!("the origin answered {status}: {body}");
+            }
+            let event = body["events"]
+                .as_array()
+                .and_then(|all| all.iter().find(|e| e["event_id"] == id.as_str()))
+                .ok_or_else(|| anyhow::anyhow!("no event {id}"))?;
+            println!("{}", serde_json::to_string_pretty(event)?);
+            return Ok(());
+        }
+        Action::End { id } => http.post(format!("{base}/admin/events/{id}/end")),
     };
     let resp = req
         .bearer_auth(token)

@@ -21,7 +21,7 @@ pub use clock_sync::CLOCK_SYNC;
 pub use durability::Durability;
 pub use keys::EventKeys;
 pub use reads::{EventMeta, Stats};
-pub use scripts::{Attempt, PutOutcome, Reservation, ReserveRules};
+pub use scripts::{Attempt, EndOutcome, PutOutcome, Reservation, ReserveRules};
 
 use anyhow::Context;
 use clock_sync::NOT_MEASURED;
@@ -48,6 +48,7 @@ pub struct Store {
     confirm_many: Arc<Script>,
     compensate: Arc<Script>,
     put_event: Arc<Script>,
+    end_event: Arc<Script>,
     /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
     /// by default.
     replicas: Option<Arc<Replicas>>,
@@ -74,6 +75,7 @@ impl Store {
             confirm_many: Arc::new(Script::new(include_str!("lua/confirm_many.lua"))),
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
+            end_event: Arc::new(Script::new(include_str!("lua/end_event.lua"))),
             replicas: None,
         };
         // The first reading is used whatever its round trip; two more may refine it.

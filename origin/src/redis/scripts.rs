@@ -37,6 +37,19 @@ pub struct ReserveRules {
     pub replay_window_ms: u64,
 }
 
+/// Result of `end_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndOutcome {
+    /// No such event.
+    Unknown,
+    /// It has not started (edit it instead).
+    Upcoming,
+    /// It had ended already.
+    AlreadyEnded,
+    /// Its sale window closed now.
+    Ended,
+}
+
 /// Result of `put_event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -74,6 +87,22 @@ impl Store {
             "started" => PutOutcome::Started,
             "updated" => PutOutcome::Updated,
             _ => PutOutcome::Created,
+        })
+    }
+
+    /// Ends a live event at `now`: its window closes, its stock and orders stay.
+    pub async fn end_event(&self, id: &EventId, now: Millis) -> redis::RedisResult<EndOutcome> {
+        let r: String = self
+            .end_event
+            .key(self.keys(id).info())
+            .arg(now)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match r.as_str() {
+            "unknown" => EndOutcome::Unknown,
+            "upcoming" => EndOutcome::Upcoming,
+            "ended" => EndOutcome::AlreadyEnded,
+            _ => EndOutcome::Ended,
         })
     }
 

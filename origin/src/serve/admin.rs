@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::extract::{header_str, read_body, Admin};
 use super::shopper::info;
 use super::AppState;
-use crate::redis::{EventMeta, PutOutcome};
+use crate::redis::{EndOutcome, EventMeta, PutOutcome, Stats};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -76,4 +76,65 @@ pub(crate) async fn stats(
         Some(s) => Ok(Json(s).into_response()),
         None => Err(Outcome::EventNotFound.into()),
     }
+}
+
+/// `POST /admin/events/{event_id}/end`: ends a live sale now (stock and orders stay);
+/// answers the event's info. Ending an ended event again changes nothing.
+pub(crate) async fn end_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    let id = parse_admin_event(&id)?;
+    let now = state.clock.now_ms();
+    match state.redis(state.store.end_event(&id, now)).await? {
+        EndOutcome::Unknown => return Err(Outcome::EventNotFound.into()),
+        EndOutcome::Upcoming => return Err(Outcome::EventNotStarted.into()),
+        EndOutcome::Ended => tracing::info!(event = %id, "sale ended early"),
+        EndOutcome::AlreadyEnded => {}
+    }
+    state.events().remove(&id);
+    let meta = state
+        .redis(state.store.event(&id))
+        .await?
+        .ok_or(Outcome::EventNotFound)?;
+    Ok(Json(info(&id, &meta, now)).into_response())
+}
+
+/// `GET /admin/events`: every event, by id, with its state and counters.
+pub(crate) async fn list_events(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    let mut ids = state.redis(state.store.event_ids()).await?;
+    ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let now = state.clock.now_ms();
+    let mut events = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (meta, stats) = (
+            state.redis(state.store.event(&id)).await?,
+            state.redis(state.store.stats(&id)).await?,
+        );
+        if let (Some(meta), Some(stats)) = (meta, stats) {
+            events.push(listed(info(&id, &meta, now), &stats));
+        }
+    }
+    Ok(Json(serde_json::json!({ "events": events })).into_response())
+}
+
+/// One event of `GET /admin/events`: its info, and the counters its info lacks.
+fn listed(info: flashgate_core::wire::EventInfo, stats: &Stats) -> serde_json::Value {
+    let mut entry = serde_json::to_value(info).unwrap_or_default();
+    if let Some(fields) = entry.as_object_mut() {
+        for (name, n) in [
+            ("reserved", stats.reserved),
+            ("confirmed", stats.confirmed),
+            ("failed", stats.failed),
+            ("compensated", stats.compensated),
+            ("pending", stats.pending),
+        ] {
+            fields.insert(name.into(), n.into());
+        }
+    }
+    entry
 }

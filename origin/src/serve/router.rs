@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 /// The routes of the origin.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 8] = [
+    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 10] = [
         ("/api/events/{event_id}", get(shopper::get_event)),
         ("/api/events/{event_id}/purchase", post(shopper::purchase)),
         ("/api/events/{event_id}/order", get(shopper::order)),
         ("/admin/events/{event_id}", put(admin::put_event)),
+        ("/admin/events", get(admin::list_events)),
         ("/admin/events/{event_id}/stats", get(admin::stats)),
+        ("/admin/events/{event_id}/end", post(admin::end_event)),
         ("/healthz", get(crate::telemetry::healthz)),
         ("/readyz", get(health::readyz)),
         ("/metrics", get(health::metrics_text)),

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod abuse;
+mod admin;
 mod cli;
 mod consumer;
 mod consumer_crash;
