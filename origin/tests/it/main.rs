@@ -14,6 +14,7 @@ mod consumer_crash;
 mod faults;
 mod purchase;
 mod redis_settings;
+mod rejections;
 mod servers;
 mod slow_redis;
 mod tls;
