@@ -12,15 +12,22 @@
 //!   403 ticket, 409 while the edge remembers a sold-out (unless it saw this user get an
 //!   order); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
 //!   signed, to the origin. The limiters are asked only for purchases that passed the
-//!   rest, so refusals spend neither a user's quota nor a token.
+//!   rest, so refusals spend neither a user's quota nor a token. When the event's room is
+//!   on, [`room`] comes between the two: 403 receipt, 429 until the receipt's position is
+//!   admitted.
 //! - Ticket: [`ticket_gate`]: 404, 410, 429 per-IP limiter; then [`issue_ticket`]:
 //!   403/503 from the optional Turnstile check, else a ticket.
+//! - Joining a room (when on): [`room_gate`]: 404, 425 before registration opens, 410,
+//!   409 sold out, 429 per-IP limiter; then the room gives the position.
 
 use crate::bot::{Client, Human, Rules, Tracker, Verdict};
 use crate::bucket::TokenBucket;
 use crate::gate::{self, Phase};
 use crate::ids::{EventId, UserId};
 use crate::jwt;
+use crate::room::receipt;
+use crate::room::schedule::{self, Schedule};
+use crate::room::settings::RoomSettings;
 use crate::ticket::{self, Ticket};
 use crate::wire::{self, Outcome, TicketAnswer};
 use crate::Millis;
@@ -206,6 +213,53 @@ pub fn limit(
     Ok(Forward { path: a.path })
 }
 
+/// The room's check of an admissible purchase (when the event's room is on): the
+/// receipt (`x-room-receipt`) must be this user's, from this client, for this event
+/// (403 with the reason), and its position admitted by the `schedule` (else 429, with
+/// `Retry-After` until its [`schedule::estimated_turn`], at least a second). Answers the
+/// position.
+///
+/// ```
+/// use flashgate_core::admission::room;
+/// use flashgate_core::room::schedule::Schedule;
+/// use flashgate_core::wire::Outcome;
+/// # let s = flashgate_core::admission::Screened {
+/// #     user: flashgate_core::ids::UserId::parse("u1").expect("valid"),
+/// #     event: flashgate_core::ids::EventId::parse("phone").expect("valid"),
+/// #     body: serde_json::json!({}),
+/// #     verdict: Default::default(),
+/// # };
+/// let schedule = Schedule { opened_at: 0, admit_per_second: 10, admitted_through: 0, as_of: 0 };
+/// assert_eq!(
+///     room(&s, None, None, &schedule, b"key", 0),
+///     Err(Outcome::Forbidden { reason: "receipt_missing".into() })
+/// );
+/// ```
+pub fn room(
+    s: &Screened,
+    receipt: Option<&str>,
+    user_agent: Option<&str>,
+    schedule: &Schedule,
+    receipt_key: &[u8],
+    now: Millis,
+) -> Result<u64, Outcome> {
+    let forbidden = |reason: &str| Outcome::Forbidden {
+        reason: reason.into(),
+    };
+    let token = receipt.ok_or_else(|| forbidden("receipt_missing"))?;
+    let fingerprint = ticket::fingerprint(user_agent.unwrap_or_default());
+    let r = receipt::verify(token, receipt_key, &s.event, &s.user, &fingerprint)
+        .map_err(|e| forbidden(e.reason()))?;
+    let position = r.position_or_arrival;
+    if !schedule::admitted(position, schedule) {
+        let wait_ms = schedule::estimated_turn(schedule, position).saturating_sub(now);
+        return Err(Outcome::RateLimited {
+            retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+        });
+    }
+    Ok(position)
+}
+
 /// What the edge looked up for a ticket.
 #[derive(Debug, Clone, Copy)]
 pub struct TicketFacts {
@@ -221,6 +275,52 @@ pub fn ticket_gate(facts: &TicketFacts, now: Millis) -> Result<Window, Outcome> 
     let w = facts.window.ok_or(Outcome::EventNotFound)?;
     if gate::phase(w.starts_at, w.ends_at, now) == Phase::Ended {
         return Err(Outcome::Ended);
+    }
+    limited(facts.limiter)?;
+    Ok(w)
+}
+
+/// What the edge looked up for a shopper joining an event's room.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomFacts {
+    /// The event's window; `None` when the origin does not know the event.
+    pub window: Option<Window>,
+    /// Whether the edge saw the origin answer sold_out a moment ago.
+    pub sold_out: bool,
+    /// The per-IP rate-limit binding.
+    pub limiter: Limiter,
+}
+
+/// Whether a shopper may join the room: from `prequeue_ms` before the start (425 before)
+/// until the end (410), while not sold out (409).
+///
+/// ```
+/// use flashgate_core::admission::{room_gate, Limiter, RoomFacts, Window};
+/// use flashgate_core::room::settings::RoomSettings;
+/// use flashgate_core::wire::Outcome;
+/// let s = RoomSettings { prequeue_ms: 60_000, ..RoomSettings::default() };
+/// let window = Some(Window { starts_at: 100_000, ends_at: 200_000 });
+/// let facts = RoomFacts { window, sold_out: false, limiter: Limiter::Skipped };
+/// assert!(room_gate(&facts, &s, 40_000).is_ok());
+/// assert!(matches!(room_gate(&facts, &s, 39_999), Err(Outcome::NotStarted { .. })));
+/// assert_eq!(room_gate(&facts, &s, 200_000), Err(Outcome::Ended));
+/// ```
+pub fn room_gate(
+    facts: &RoomFacts,
+    settings: &RoomSettings,
+    now: Millis,
+) -> Result<Window, Outcome> {
+    let w = facts.window.ok_or(Outcome::EventNotFound)?;
+    if now < settings.opens_at(w.starts_at) {
+        return Err(Outcome::NotStarted {
+            starts_at: wire::fmt_time(w.starts_at),
+        });
+    }
+    if gate::phase(w.starts_at, w.ends_at, now) == Phase::Ended {
+        return Err(Outcome::Ended);
+    }
+    if facts.sold_out {
+        return Err(Outcome::SoldOut);
     }
     limited(facts.limiter)?;
     Ok(w)

@@ -272,6 +272,64 @@ fn limiters_come_last_and_spend_nothing_on_refusals() {
 }
 
 #[test]
+fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
+    use crate::room::receipt::{issue, receipt_key, Receipt};
+    let key = receipt_key(b"edge-secret");
+    let alice = screened("alice");
+    let receipt = |user: &str, ua: &str, position: u64| {
+        issue(
+            &key,
+            &Receipt {
+                event: alice.event.clone(),
+                user: UserId::parse(user).expect("valid"),
+                fingerprint: ticket::fingerprint(ua),
+                position_or_arrival: position,
+                issued_at: START,
+            },
+        )
+    };
+    // 100 a second from the start, 5 admitted by 10 ms in.
+    let schedule = Schedule {
+        opened_at: START,
+        admit_per_second: 100,
+        admitted_through: 5,
+        as_of: START + 10,
+    };
+    let gate = |token: Option<&str>, now| room(&alice, token, Some(UA), &schedule, &key, now);
+    assert_eq!(gate(Some(&receipt("alice", UA, 5)), START + 10), Ok(5));
+    assert_eq!(reason(gate(None, START)), "receipt_missing");
+    assert_eq!(
+        reason(gate(Some("forged.receipt"), START)),
+        "receipt_invalid"
+    );
+    assert_eq!(
+        reason(gate(Some(&receipt("bob", UA, 1)), START)),
+        "receipt_wrong_user"
+    );
+    assert_eq!(
+        reason(gate(Some(&receipt("alice", "curl/8", 1)), START)),
+        "receipt_wrong_client"
+    );
+    // A ticket is not a receipt.
+    let ticket = ticket_for("alice", START);
+    assert_eq!(reason(gate(Some(&ticket), START)), "receipt_invalid");
+    // Position 305's turn comes 3.04 s after the opening at 100 a second: 3.03 s
+    // from now, rounded up.
+    assert_eq!(
+        gate(Some(&receipt("alice", UA, 305)), START + 10),
+        Err(Outcome::RateLimited {
+            retry_after_secs: 4
+        })
+    );
+    assert_eq!(
+        gate(Some(&receipt("alice", UA, 6)), START + 10),
+        Err(Outcome::RateLimited {
+            retry_after_secs: 1
+        })
+    );
+}
+
+#[test]
 fn tickets_are_issued_until_the_end_for_the_window_from_the_start() {
     let f = |window, limiter| TicketFacts { window, limiter };
     assert_eq!(

@@ -150,6 +150,56 @@ pub fn lease(
     }
 }
 
+/// Admits, up to `now`, what a caller leasing every [`BURST_MS`] since the last lease
+/// would have admitted, never before `opened_at`: the room's storage calls this when it
+/// is asked, so admission advances at `admit_per_second` however rarely it is asked
+/// (the bucket alone would admit only a burst per call). The positions admitted are
+/// one [`Lease`], expiring `session_ms` after `now`.
+///
+/// Each step is a [`lease`], so [`admit_budget`]'s limits hold at every step; the steps
+/// stop as soon as nobody waits or the inventory is full, which neither changes until
+/// `now`, so a call costs at most one step per burst of positions admitted.
+///
+/// ```
+/// use flashgate_core::room::pacing::{advance, Pacing};
+/// use flashgate_core::room::settings::RoomSettings;
+/// let s = RoomSettings { admit_per_second: 1_000, session_ms: 60_000, ..RoomSettings::default() };
+/// let mut p = Pacing::new(&s, 0);
+/// p.joined(10_000);
+/// assert_eq!(advance(&mut p, 5_000, 4_000, &s, 10_000).count, 0); // not open yet
+/// let first = advance(&mut p, 5_000, 6_000, &s, 10_000);
+/// assert_eq!((first.first_position, first.count), (1, 1_000));
+/// assert_eq!(advance(&mut p, 5_000, 6_500, &s, 10_000).count, 500);
+/// ```
+pub fn advance(
+    state: &mut Pacing,
+    opened_at: Millis,
+    now: Millis,
+    settings: &RoomSettings,
+    unsold: u64,
+) -> Lease {
+    let first_position = state.admitted + 1;
+    let mut count = 0;
+    if now >= opened_at {
+        let step = Millis::try_from(BURST_MS).unwrap_or(Millis::MAX);
+        let mut t = state.refilled_at.max(opened_at);
+        while t < now {
+            let waiting = state.queued.saturating_sub(state.admitted);
+            if waiting == 0 || settings.live_cap(unsold) <= state.live {
+                break;
+            }
+            t = t.saturating_add(step).min(now);
+            count += lease(state, u64::MAX, t, settings, unsold).count;
+        }
+        count += lease(state, u64::MAX, now, settings, unsold).count;
+    }
+    Lease {
+        first_position,
+        count,
+        expires_at: now.saturating_add(settings.session_ms),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,10 +251,42 @@ mod tests {
         assert_eq!(admit_budget(1_000, &p, &s, 0), 0);
     }
 
+    #[test]
+    fn advancing_keeps_the_rate_however_rarely_it_is_asked() {
+        let s = settings(2_000, 1_000);
+        let opened_at = 10_000;
+        let mut p = Pacing::new(&s, 0);
+        p.joined(1_000_000);
+        // Asked once a second, then once every ten: the rate, not a burst per call.
+        assert_eq!(
+            advance(&mut p, opened_at, opened_at + 1_000, &s, 1_000_000).count,
+            2_000
+        );
+        assert_eq!(
+            advance(&mut p, opened_at, opened_at + 1_000, &s, 1_000_000).count,
+            0
+        );
+        let l = advance(&mut p, opened_at, opened_at + 11_000, &s, 1_000_000);
+        assert_eq!((l.first_position, l.count), (2_001, 20_000));
+    }
+
+    #[test]
+    fn advancing_stops_at_the_inventory_and_the_queue() {
+        let s = settings(1_000, 1_100);
+        let mut p = Pacing::new(&s, 0);
+        p.joined(50);
+        assert_eq!(advance(&mut p, 0, 60_000, &s, 10).count, 11);
+        assert_eq!(advance(&mut p, 0, 120_000, &s, 10).count, 0);
+        p.ended(11);
+        assert_eq!(advance(&mut p, 0, 120_100, &s, 1_000).count, 39);
+        assert_eq!(p.admitted(), p.queued());
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Wait(i64),
         Lease(u64),
+        Advance,
         Sell,
     }
 
@@ -212,6 +294,7 @@ mod tests {
         prop_oneof![
             (0i64..400).prop_map(Step::Wait),
             (0u64..120).prop_map(Step::Lease),
+            Just(Step::Advance),
             Just(Step::Sell),
         ]
     }
@@ -251,6 +334,18 @@ mod tests {
                         prop_assert!(p.live() <= live_before.max(s.live_cap(unsold)));
                         prop_assert!(p.admitted() <= p.queued());
                         leases.push((now, l.count));
+                    }
+                    Step::Advance => {
+                        // Catching up admits what the interval since the last lease
+                        // allowed, at once: only the inventory bound applies here.
+                        let live_before = p.live();
+                        let l = advance(&mut p, 0, now, &s, unsold);
+                        if l.count > 0 {
+                            prop_assert!(p.live() <= s.live_cap(unsold));
+                            outstanding.push((l.expires_at, l.count));
+                        }
+                        prop_assert!(p.live() <= live_before.max(s.live_cap(unsold)));
+                        prop_assert!(p.admitted() <= p.queued());
                     }
                     Step::Sell => {
                         if let Some(first) = outstanding.first_mut().filter(|_| unsold > 0) {
