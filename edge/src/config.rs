@@ -7,6 +7,7 @@
 
 use flashgate_core::bot::{self, AllowList, Rules};
 use flashgate_core::isolate::Ttl;
+use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::Millis;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -59,6 +60,11 @@ pub struct Config {
     pub bot: Rules,
     /// Turnstile secret key (secret); `None` skips the human check.
     pub turnstile_secret: Option<String>,
+    /// The events' room (`ROOM_ENABLED = "true"`), with its settings; `None`: off, and
+    /// nothing answers differently from an edge without a room.
+    pub room: Option<RoomSettings>,
+    /// How long an isolate reuses a room's public schedule.
+    pub room_cache_ms: Millis,
 }
 
 /// The guard knobs, read straight from the environment (never overridden).
@@ -128,6 +134,11 @@ impl Config {
                 allow: guard.allow,
             },
             turnstile_secret: get("TURNSTILE_SECRET"),
+            room: match get("ROOM_ENABLED").as_deref() {
+                Some("true") => Some(room_settings(&get)?),
+                _ => None,
+            },
+            room_cache_ms: number(get("ROOM_CACHE_MS"), 1000),
         })
     }
 
@@ -139,9 +150,42 @@ impl Config {
         }
     }
 
+    /// The room's receipt signing key, derived from the edge secret.
+    pub fn receipt_key(&self) -> [u8; 32] {
+        flashgate_core::room::receipt::receipt_key(self.edge_secret.as_bytes())
+    }
+
     /// The ticket signing key, derived from the edge secret so the origin's signature
     /// key and the ticket key never sign the same kind of message.
     pub fn ticket_key(&self) -> String {
         format!("ticket:{}", self.edge_secret)
     }
+}
+
+/// The room's settings from `ROOM_*` vars (until the origin's event API carries them);
+/// a value that is not a number or is out of bounds names its var.
+fn room_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<RoomSettings, &'static str> {
+    let d = RoomSettings::default();
+    fn read<T: std::str::FromStr>(
+        get: &dyn Fn(&str) -> Option<String>,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, &'static str> {
+        get(name).map_or(Ok(default), |v| v.trim().parse().map_err(|_| name))
+    }
+    let s = RoomSettings {
+        admit_per_second: read(get, "ROOM_ADMIT_PER_SECOND", d.admit_per_second)?,
+        prequeue_ms: read(get, "ROOM_PREQUEUE_MS", d.prequeue_ms)?,
+        margin_per_mille: read(get, "ROOM_MARGIN_PER_MILLE", d.margin_per_mille)?,
+        session_ms: read(get, "ROOM_SESSION_MS", d.session_ms)?,
+        // The fair-start draw and queue_all come with later increments.
+        ..d
+    };
+    s.validate().map_err(|e| match e.field {
+        "admit_per_second" => "ROOM_ADMIT_PER_SECOND",
+        "prequeue_ms" => "ROOM_PREQUEUE_MS",
+        "margin_per_mille" => "ROOM_MARGIN_PER_MILLE",
+        _ => "ROOM_SESSION_MS",
+    })?;
+    Ok(s)
 }

@@ -17,17 +17,23 @@
 //! - [`guard`]: the isolate's bucket, bot tracker and counters; rate-limit bindings;
 //!   Turnstile.
 //! - [`control`]: the edge's own `/__edge/` endpoints (stats, dev overrides).
+//! - [`room`]: the event's room (behind `ROOM_ENABLED`): its Durable Object, and the
+//!   isolate's copy of its public schedule; docs/room.md.
 #![deny(unsafe_code)]
 
 mod config;
 mod control;
 mod guard;
 mod origin;
+mod room;
 
 use config::{Config, Guard};
-use flashgate_core::admission::{self, Incoming, PurchaseFacts, Screened, TicketFacts};
+use flashgate_core::admission::{self, Incoming, PurchaseFacts, RoomFacts, Screened, TicketFacts};
 use flashgate_core::bot::Client;
-use flashgate_core::isolate::Use;
+use flashgate_core::ids::EventId;
+use flashgate_core::isolate::{EventWindow, Use};
+use flashgate_core::room::receipt::{self, Receipt};
+use flashgate_core::room::settings::{self as room_settings, RoomSettings};
 use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
 use flashgate_core::{gate, ticket, Millis};
 use futures_util::future::join;
@@ -83,7 +89,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let cfg = match Config::from_env(&env, guard) {
         Ok(c) => c,
         Err(missing) => {
-            worker::console_error!("edge misconfigured: {missing} is not set");
+            worker::console_error!("edge misconfigured: {missing} is not set or not valid");
             return respond(&Outcome::Busy {
                 retry_after_secs: 5,
             });
@@ -103,6 +109,14 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (["api", "events", _], _) => not_allowed("GET, HEAD"),
         (["api", "events", _, "order"], _) => not_allowed("GET, HEAD"),
         (["api", "events", _, "ticket" | "purchase"], _) => not_allowed("POST"),
+        // Without the room, its path is unknown, as it always was.
+        (["api", "events", id, "room"], Method::Post) if cfg.room.is_some() => {
+            cx.room_join(&mut req, id).await
+        }
+        (["api", "events", id, "room"], Method::Get | Method::Head) if cfg.room.is_some() => {
+            room_status(&cfg, &env, id).await
+        }
+        (["api", "events", _, "room"], _) if cfg.room.is_some() => not_allowed("GET, HEAD, POST"),
         (["e", id], Method::Get | Method::Head) => activity_page(&env, id).await,
         _ => respond(&Outcome::NotFound),
     }
@@ -111,7 +125,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
 /// `/e/<event id>`: the shareable address of an event's activity page. The page is the
 /// same static `index.html` (it reads the event from its path), served from the assets.
 async fn activity_page(env: &Env, id: &str) -> Result<Response> {
-    if flashgate_core::ids::EventId::parse(id).is_err() {
+    if EventId::parse(id).is_err() {
         return respond(&Outcome::NotFound);
     }
     env.assets("ASSETS")?
@@ -125,6 +139,7 @@ struct Head {
     content_type: Option<String>,
     content_length: Option<usize>,
     ticket: Option<String>,
+    receipt: Option<String>,
     user_agent: Option<String>,
     accept: Option<String>,
     accept_language: Option<String>,
@@ -145,6 +160,7 @@ impl Head {
             content_type: h("content-type"),
             content_length: h("content-length").and_then(|l| l.trim().parse().ok()),
             ticket: h(ticket::HEADER),
+            receipt: h(receipt::HEADER),
             user_agent: h("user-agent"),
             accept: h("accept"),
             accept_language: h("accept-language"),
@@ -287,6 +303,19 @@ impl Cx<'_> {
             user_agent: self.head.user_agent.as_deref(),
         };
         let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
+        if let (Some(settings), Some(w)) = (self.cfg.room, window.as_ref()) {
+            let t = now();
+            let ask = room_ask(settings, &s.event, w, None, t);
+            let told = room::status(self.env, &s.event, ask, t, self.cfg.room_cache_ms).await?;
+            admission::room(
+                &s,
+                self.head.receipt.as_deref(),
+                self.head.user_agent.as_deref(),
+                &told.schedule,
+                &self.cfg.receipt_key(),
+                now(),
+            )?;
+        }
         // Per user and event: a shopper's presses on one sale do not spend another's.
         let user_key = Some(format!("user:{}:{}", s.user, s.event));
         let limiter = guard::limit(self.env, guard::PURCHASE_LIMITER, user_key).await;
@@ -341,6 +370,66 @@ impl Cx<'_> {
         )
     }
 
+    /// `POST /api/events/{id}/room`: joins the event's room (once per user) and answers
+    /// the position, its signed receipt for this client, and the public schedule.
+    async fn room_join(&self, req: &mut Request, id: &str) -> Result<Response> {
+        let answer = async {
+            let settings = self.cfg.room.ok_or(Outcome::NotFound)?;
+            let body = read_body(req, self.head).await?;
+            let s = self.screen(id, &body, "room")?;
+            let (limiter, window) = join(
+                guard::limit(
+                    self.env,
+                    guard::TICKET_LIMITER,
+                    guard::ip_key(self.cfg, self.head.ip),
+                ),
+                origin::event(self.cfg, &s.event, now(), Use::Any),
+            )
+            .await;
+            let window = window?;
+            let t = now();
+            let facts = RoomFacts {
+                window: window.as_ref().map(EventWindow::window),
+                sold_out: origin::sold_out(&s.event, t),
+                limiter,
+            };
+            admission::room_gate(&facts, &settings, t)?;
+            let w = window.as_ref().ok_or(Outcome::EventNotFound)?;
+            let ask = room_ask(settings, &s.event, w, Some(s.user.as_str()), t);
+            let told = room::join(self.env, &s.event, &ask, t, self.cfg.room_cache_ms).await?;
+            let (Some(position), Some(issued_at)) = (told.position, told.issued_at) else {
+                return Err(Outcome::Busy {
+                    retry_after_secs: 1,
+                });
+            };
+            let token = receipt::issue(
+                &self.cfg.receipt_key(),
+                &Receipt {
+                    event: s.event.clone(),
+                    user: s.user.clone(),
+                    fingerprint: ticket::fingerprint(
+                        self.head.user_agent.as_deref().unwrap_or_default(),
+                    ),
+                    position_or_arrival: position,
+                    issued_at,
+                },
+            );
+            Ok(serde_json::json!({
+                "event_id": s.event.as_str(),
+                "position": position,
+                "receipt": token,
+                "queued": told.queued,
+                "schedule": told.schedule,
+                "estimated_turn": flashgate_core::room::schedule::estimated_turn(&told.schedule, position),
+                "server_time": wire::fmt_time(now()),
+            }))
+        };
+        match answer.await {
+            Ok(body) => json(&body),
+            Err(o) => respond(&o),
+        }
+    }
+
     /// `GET /api/events/{id}/order`: screened (identity, bot rules), then forwarded.
     async fn order(&self, id: &str) -> Result<Response> {
         let s = match self.screen(id, b"", "order") {
@@ -355,6 +444,58 @@ impl Cx<'_> {
     }
 }
 
+/// What the worker tells an event's room: the settings, the start, and the units still
+/// unsold as the edge last saw them (none while it remembers a sold-out).
+fn room_ask(
+    settings: RoomSettings,
+    event: &EventId,
+    w: &EventWindow,
+    user: Option<&str>,
+    now: Millis,
+) -> room::Ask {
+    let sold_out = origin::sold_out(event, now);
+    room::Ask {
+        user: user.map(str::to_owned),
+        settings,
+        opened_at: w.starts_at,
+        unsold: if sold_out { 0 } else { w.info.stock_left },
+    }
+}
+
+/// `GET /api/events/{id}/room`: the room's public state, without identity, from the
+/// isolate's copy (about one object read per isolate per `ROOM_CACHE_MS`).
+async fn room_status(cfg: &Config, env: &Env, id: &str) -> Result<Response> {
+    let answer = async {
+        let settings = cfg.room.ok_or(Outcome::NotFound)?;
+        let id = EventId::parse(id).map_err(|_| Outcome::EventNotFound)?;
+        let w = origin::event(cfg, &id, now(), Use::Any)
+            .await?
+            .ok_or(Outcome::EventNotFound)?;
+        let t = now();
+        let told = room::status(
+            env,
+            &id,
+            room_ask(settings, &id, &w, None, t),
+            t,
+            cfg.room_cache_ms,
+        )
+        .await?;
+        // No draw yet: the room counts as sealed from the start (docs/room.md).
+        let phase = room_settings::phase(&settings, w.starts_at, w.ends_at, t, true);
+        Ok(serde_json::json!({
+            "event_id": id.as_str(),
+            "phase": phase,
+            "queued": told.queued,
+            "schedule": told.schedule,
+            "server_time": wire::fmt_time(t),
+        }))
+    };
+    match answer.await {
+        Ok(body) => json(&body),
+        Err(o) => respond(&o),
+    }
+}
+
 /// `GET /api/events/{id}`: from the isolate's event cache once the event has started
 /// (nothing but `stock_left` changes then), else from the origin (signed without a user);
 /// a sold-out seen at the edge is reflected in `state`. An id the origin did not know is
@@ -362,7 +503,7 @@ impl Cx<'_> {
 /// made-up id reaches the origin once per that time.
 async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
     // No event can have an id that is not a slug: for a read, that is "no such event".
-    let Ok(id) = flashgate_core::ids::EventId::parse(id) else {
+    let Ok(id) = EventId::parse(id) else {
         return respond(&Outcome::EventNotFound);
     };
     match origin::event(cfg, &id, now(), Use::Started).await {
