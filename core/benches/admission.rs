@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
     .ticket;
     let facts = |ticket| PurchaseFacts {
         window: Some(WINDOW),
+        paused: false,
         sold_out: false,
         holds_order: false,
         ticket,

@@ -233,6 +233,7 @@ mod tests {
                 ends_at: String::new(),
                 server_time: String::new(),
                 state: EventState::Upcoming,
+                paused: false,
             },
         }
     }

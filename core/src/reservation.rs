@@ -6,7 +6,8 @@
 //! purchase may go on. Answers that cost nothing come first, so a sold-out storm gets 409
 //! without spending a token, and a limiter is asked only for purchases that passed the rest.
 //!
-//! - [`window`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`.
+//! - [`window`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`; then
+//!   [`not_paused`]: 503 `paused` while an operator has paused the sale.
 //! - [`remembered`]: while the origin remembers a sold-out: 200 with the buyer's own order,
 //!   else 409.
 //! - [`limits`]: 429 from the process's purchase bucket, 503 while the outbox is full
@@ -87,6 +88,22 @@ impl Held {
 /// ```
 pub fn window(window: Option<Window>, now: Millis) -> Result<(), Outcome> {
     live(window, now).map(|_| ())
+}
+
+/// A paused sale answers 503 `paused` (with `Retry-After`) and reserves nothing.
+///
+/// ```
+/// use flashgate_core::reservation::not_paused;
+/// use flashgate_core::wire::Outcome;
+/// assert_eq!(not_paused(false), Ok(()));
+/// assert_eq!(not_paused(true), Err(Outcome::Paused));
+/// ```
+pub fn not_paused(paused: bool) -> Result<(), Outcome> {
+    if paused {
+        Err(Outcome::Paused)
+    } else {
+        Ok(())
+    }
 }
 
 /// The answer while the origin remembers the event sold out: the buyer's own order
@@ -170,6 +187,7 @@ mod tests {
     fn decide(
         w: Option<Window>,
         now: Millis,
+        paused: bool,
         sold_out: bool,
         buyers_order: Option<String>,
         bucket: Result<(), u64>,
@@ -181,7 +199,7 @@ mod tests {
         let bucket_asked = Cell::new(false);
         let adaptive_asked = Cell::new(false);
         let answer = (|| {
-            if let Err(o) = window(w, now) {
+            if let Err(o) = window(w, now).and_then(|()| not_paused(paused)) {
                 return Ok(o);
             }
             if sold_out {
@@ -230,6 +248,7 @@ mod tests {
             starts_at in 0i64..2_000,
             length in 1i64..2_000,
             now in 0i64..4_000,
+            paused in any::<bool>(),
             sold_out in any::<bool>(),
             buyer in any::<bool>(),
             bucket_ok in any::<bool>(),
@@ -242,11 +261,14 @@ mod tests {
             let w = known.then_some(Window { starts_at, ends_at: starts_at + length });
             let live = known && starts_at <= now && now < starts_at + length;
             let run = decide(
-                w, now, sold_out, buyer.then(|| "o9".to_owned()),
+                w, now, paused, sold_out, buyer.then(|| "o9".to_owned()),
                 if bucket_ok { Ok(()) } else { Err(wait) },
                 backlog, max_outbox, adaptive, &verdict,
             );
-            let passes_memo = live && !sold_out;
+            if live && paused {
+                prop_assert_eq!(run.answer.clone().ok(), Some(Outcome::Paused));
+            }
+            let passes_memo = live && !paused && !sold_out;
             prop_assert_eq!(run.bucket_asked, passes_memo);
             prop_assert_eq!(run.adaptive_asked, passes_memo && bucket_ok && backlog < max_outbox);
             let queued = matches!(run.answer, Ok(Outcome::Queued { .. }));
@@ -255,7 +277,7 @@ mod tests {
                 passes_memo && bucket_ok && backlog < max_outbox && adaptive
                     && matches!(verdict, Reservation::Reserved(_))
             );
-            if live && sold_out {
+            if live && !paused && sold_out {
                 prop_assert_eq!(run.answer.ok(), Some(if buyer {
                     Outcome::AlreadyPurchased { order_id: "o9".into() }
                 } else {

@@ -297,6 +297,7 @@ impl Cx<'_> {
         let t = now();
         let facts = PurchaseFacts {
             window: window.as_ref().map(origin::EventWindow::window),
+            paused: window.as_ref().is_some_and(|w| w.info.paused),
             sold_out: origin::sold_out(&s.event, t),
             holds_order: origin::holds_order(&s.event, &s.user),
             ticket: self.head.ticket.as_deref(),
@@ -453,12 +454,13 @@ fn room_ask(
     user: Option<&str>,
     now: Millis,
 ) -> room::Ask {
-    let sold_out = origin::sold_out(event, now);
+    // Sold out or paused: the room admits nobody more (a pause holds everyone in line).
+    let hold = origin::sold_out(event, now) || w.info.paused;
     room::Ask {
         user: user.map(str::to_owned),
         settings,
         opened_at: w.starts_at,
-        unsold: if sold_out { 0 } else { w.info.stock_left },
+        unsold: if hold { 0 } else { w.info.stock_left },
     }
 }
 

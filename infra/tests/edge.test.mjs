@@ -367,6 +367,44 @@ test('a flood of one unknown id: one origin lookup per period; an event created 
   }
 });
 
+// The kill switch: an operator pauses the sale at the origin; the edge learns it with its
+// next look at the event (EVENT_CACHE_MS) and answers every purchase 503 paused itself.
+async function pauseSale(event, paused) {
+  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${event}/${paused ? 'pause' : 'resume'}`, {
+    method: 'POST', headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` },
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+
+test('a paused sale is answered 503 paused at the edge within a second, and resumes', async () => {
+  const event = await putEvent(`edge-${run}-pause`, 5, -1000, 3_600_000);
+  const [alice, bob] = users(2);
+  const [ta, tb] = [await ticketFor(event, alice), await ticketFor(event, bob)];
+  // The edge caches the started event's info now.
+  assert.equal((await call('GET', `/api/events/${event}`)).body.paused, false);
+  await pauseSale(event, true);
+  const started = Date.now();
+  const answer = await eventually('the edge answers paused', 5_000, async () => {
+    const r = await withoutOrigin('paused', () => purchase(event, { token: alice.token, ticket: ta }))
+      .catch(() => null);
+    return r && r.status === 503 && r;
+  }, 100);
+  assert.equal(answer.body.status, 'paused');
+  assert.equal(answer.headers.get('retry-after'), '5');
+  assert.ok(Date.now() - started < 3_000, `learned the pause after ${Date.now() - started} ms`);
+  // Every purchase, answered at the edge: none reaches the origin.
+  await withoutOrigin('paused', async () => {
+    const r = await purchase(event, { token: bob.token, ticket: tb });
+    assert.equal(r.status, 503, JSON.stringify(r.body));
+  });
+  await pauseSale(event, false);
+  const bought = await eventually('purchases again after resume', 5_000, async () => {
+    const r = await purchase(event, { token: alice.token, ticket: ta });
+    return r.status === 202 && r;
+  }, 200);
+  assert.equal(bought.body.status, 'queued');
+});
+
 test('425 before the start and 410 from the end, without asking the origin to purchase', async () => {
   const soon = await putEvent(`edge-${run}-soon`, 5, 3_600_000, 7_200_000);
   const over = await putEvent(`edge-${run}-over`, 5, -20_000, -10_000);

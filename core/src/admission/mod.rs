@@ -9,7 +9,7 @@
 //! - Every shopper endpoint but event info: [`screen`]: 401 identity, 413/415/400 body,
 //!   400 event id, 403 bot verdict.
 //! - Purchase: [`purchase`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`,
-//!   403 ticket, 409 while the edge remembers a sold-out (unless it saw this user get an
+//!   503 paused by an operator, 403 ticket, 409 while the edge remembers a sold-out (unless it saw this user get an
 //!   order); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
 //!   signed, to the origin. The limiters are asked only for purchases that passed the
 //!   rest, so refusals spend neither a user's quota nor a token. When the event's room is
@@ -123,6 +123,8 @@ pub enum Limiter {
 pub struct PurchaseFacts<'a> {
     /// The event's window; `None` when the origin does not know the event.
     pub window: Option<Window>,
+    /// Whether the event's info says an operator paused the sale.
+    pub paused: bool,
     /// Whether the edge saw the origin answer sold_out a moment ago.
     pub sold_out: bool,
     /// Whether the edge saw the origin give this user an order for this event: then a
@@ -175,6 +177,9 @@ pub fn purchase(
     now: Millis,
 ) -> Result<Admissible, Outcome> {
     live(facts.window, now)?;
+    if facts.paused {
+        return Err(Outcome::Paused);
+    }
     Ticket::verify(
         facts.ticket,
         ticket_key,

@@ -83,6 +83,7 @@ const WINDOW: Window = Window {
 fn facts(ticket: Option<&str>) -> PurchaseFacts<'_> {
     PurchaseFacts {
         window: Some(WINDOW),
+        paused: false,
         sold_out: false,
         holds_order: false,
         ticket,
@@ -380,12 +381,14 @@ proptest! {
     #[test]
     fn forwards_only_live_unsold_ticketed_and_under_every_limit(
         now_off in -5_000i64..3_700_000, issued_off in -5_000i64..3_700_000,
-        sold_out: bool, holds_order: bool, own_ticket: bool, refused: bool, tokens in 0u32..2
+        paused: bool, sold_out: bool, holds_order: bool, own_ticket: bool, refused: bool,
+        tokens in 0u32..2
     ) {
         let now = START + now_off;
         let t = ticket_for(if own_ticket { "alice" } else { "bob" }, START + issued_off);
         let f = PurchaseFacts {
             window: Some(WINDOW),
+            paused,
             sold_out,
             holds_order,
             ticket: Some(&t),
@@ -397,7 +400,9 @@ proptest! {
         }
         let limiter = if refused { Limiter::Refused } else { Limiter::Allowed };
         let (valid_from, expires_at) = ticket::window(START + issued_off, START, 60_000);
-        let expected = (START..END).contains(&now)
+        let live = (START..END).contains(&now);
+        let expected = live
+            && !paused
             && (!sold_out || holds_order)
             && own_ticket
             && (valid_from..expires_at).contains(&now)
@@ -406,5 +411,8 @@ proptest! {
         let forwarded = purchase(&screened("alice"), &f, KEY, now)
             .and_then(|a| limit(a, limiter, &mut bucket, now));
         prop_assert_eq!(forwarded.is_ok(), expected);
+        if live && paused {
+            prop_assert_eq!(purchase(&screened("alice"), &f, KEY, now), Err(Outcome::Paused));
+        }
     }
 }

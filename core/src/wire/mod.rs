@@ -47,6 +47,9 @@ pub struct EventInfo {
     pub server_time: String,
     /// upcoming, live, sold_out or ended.
     pub state: EventState,
+    /// An operator paused the sale: purchases answer 503 `paused` until it resumes.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `PUT /admin/events/{event_id}` body. Other fields are ignored (e.g. an event's own
@@ -75,6 +78,10 @@ pub struct EventWindow {
     /// End.
     pub ends_at: Millis,
 }
+
+/// `Retry-After` of a paused sale's answer: a pause is an operator's decision, not a
+/// moment's load, so shoppers are asked to come back in a while rather than at once.
+pub const PAUSED_RETRY_SECS: u64 = 5;
 
 /// Largest stock one event may put on sale.
 pub const MAX_STOCK: u64 = 100_000_000;
@@ -181,6 +188,8 @@ pub enum Outcome {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// 503 `paused`: an operator paused the sale; nothing is reserved until it resumes.
+    Paused,
     /// 503: a dependency is down or a circuit is open.
     Busy {
         /// Seconds to wait.
@@ -269,6 +278,11 @@ impl Outcome {
                 status: 429,
                 body: json!({"status": "rate_limited", "message": BUSY_MESSAGE}),
                 retry_after_secs: Some((*retry_after_secs).max(1)),
+            },
+            Outcome::Paused => Answer {
+                status: 503,
+                body: json!({"status": "paused", "message": "活动暂停中, 请稍后再试"}),
+                retry_after_secs: Some(PAUSED_RETRY_SECS),
             },
             Outcome::Busy { retry_after_secs } => Answer {
                 status: 503,

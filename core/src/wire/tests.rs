@@ -62,6 +62,10 @@ fn every_error_body_has_a_code_and_message() {
             starts_at: "2026-11-25T12:00:00Z".into(),
         },
         Outcome::NoOrder,
+        Outcome::Paused,
+        Outcome::RequestTimeout,
+        Outcome::EventStarted,
+        Outcome::EventNotStarted,
         check_json_body(None, b"{").expect_err("not JSON"),
         check_json_body(None, b"[]").expect_err("not an object"),
     ] {

@@ -1,4 +1,4 @@
-//! `flashgate event`: events through the admin API (put, stats, list, show, end).
+//! `flashgate event`: events through the admin API (put, stats, list, show, end, pause, resume).
 
 use crate::config::{dev_env, Settings};
 
@@ -36,6 +36,16 @@ pub enum Action {
     },
     /// End a live sale now (stock and orders stay as they are).
     End {
+        /// Event id (slug).
+        id: String,
+    },
+    /// Pause a sale: purchases answer 503 paused until it resumes.
+    Pause {
+        /// Event id (slug).
+        id: String,
+    },
+    /// Resume a paused sale.
+    Resume {
         /// Event id (slug).
         id: String,
     },
@@ -85,6 +95,8 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
             return Ok(());
         }
         Action::End { id } => http.post(format!("{base}/admin/events/{id}/end")),
+        Action::Pause { id } => http.post(format!("{base}/admin/events/{id}/pause")),
+        Action::Resume { id } => http.post(format!("{base}/admin/events/{id}/resume")),
     };
     let resp = req
         .bearer_auth(token)

@@ -49,6 +49,7 @@ pub struct Store {
     compensate: Arc<Script>,
     put_event: Arc<Script>,
     end_event: Arc<Script>,
+    pause_event: Arc<Script>,
     /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
     /// by default.
     replicas: Option<Arc<Replicas>>,
@@ -76,6 +77,7 @@ impl Store {
             compensate: Arc::new(Script::new(include_str!("lua/compensate.lua"))),
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
             end_event: Arc::new(Script::new(include_str!("lua/end_event.lua"))),
+            pause_event: Arc::new(Script::new(include_str!("lua/pause_event.lua"))),
             replicas: None,
         };
         // The first reading is used whatever its round trip; two more may refine it.

@@ -20,6 +20,8 @@ pub struct EventMeta {
     pub starts_at: Millis,
     /// End.
     pub ends_at: Millis,
+    /// An operator paused the sale (`flashgate event pause`).
+    pub paused: bool,
 }
 
 /// Counters of `GET /admin/events/{id}/stats`.
@@ -65,6 +67,7 @@ impl Store {
             stock_left: stock.unwrap_or(0).max(0) as u64,
             starts_at,
             ends_at,
+            paused: num("paused").is_some_and(|p| p != 0),
         }))
     }
 

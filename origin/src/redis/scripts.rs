@@ -90,6 +90,17 @@ impl Store {
         })
     }
 
+    /// Pauses (`true`) or resumes an event's sale; `false` when there is no such event.
+    pub async fn pause_event(&self, id: &EventId, paused: bool) -> redis::RedisResult<bool> {
+        let r: String = self
+            .pause_event
+            .key(self.keys(id).info())
+            .arg(u8::from(paused))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(r == "ok")
+    }
+
     /// Ends a live event at `now`: its window closes, its stock and orders stay.
     pub async fn end_event(&self, id: &EventId, now: Millis) -> redis::RedisResult<EndOutcome> {
         let r: String = self

@@ -60,7 +60,10 @@ pub(crate) async fn put_event(
         stock_left: window.stock,
         starts_at: window.starts_at,
         ends_at: window.ends_at,
+        paused: false,
     };
+    // Read back: an upcoming event keeps a pause an operator set.
+    let meta = state.redis(state.store.event(&id)).await?.unwrap_or(meta);
     Ok((status, Json(info(&id, &meta, now))).into_response())
 }
 
@@ -137,4 +140,38 @@ fn listed(info: flashgate_core::wire::EventInfo, stats: &Stats) -> serde_json::V
         }
     }
     entry
+}
+
+/// `POST /admin/events/{event_id}/pause`: purchases answer 503 `paused` (at the edge
+/// within its event cache, about a second) until resumed; nothing else changes.
+pub(crate) async fn pause_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    set_paused(&state, &id, true).await
+}
+
+/// `POST /admin/events/{event_id}/resume`: purchases are taken again.
+pub(crate) async fn resume_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    set_paused(&state, &id, false).await
+}
+
+/// Pauses or resumes `id` and answers its info.
+async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response, ApiError> {
+    let id = parse_admin_event(id)?;
+    if !state.redis(state.store.pause_event(&id, paused)).await? {
+        return Err(Outcome::EventNotFound.into());
+    }
+    tracing::info!(event = %id, paused, "sale paused or resumed");
+    state.events().remove(&id);
+    let meta = state
+        .redis(state.store.event(&id))
+        .await?
+        .ok_or(Outcome::EventNotFound)?;
+    Ok(Json(info(&id, &meta, state.clock.now_ms())).into_response())
 }

@@ -60,6 +60,7 @@ mod tests {
             stock_left: 1,
             starts_at: 0,
             ends_at: 1,
+            paused: false,
         })
     }
 

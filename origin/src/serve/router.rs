@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// The routes of the origin.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 10] = [
+    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 12] = [
         ("/api/events/{event_id}", get(shopper::get_event)),
         ("/api/events/{event_id}/purchase", post(shopper::purchase)),
         ("/api/events/{event_id}/order", get(shopper::order)),
@@ -22,6 +22,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         ("/admin/events", get(admin::list_events)),
         ("/admin/events/{event_id}/stats", get(admin::stats)),
         ("/admin/events/{event_id}/end", post(admin::end_event)),
+        ("/admin/events/{event_id}/pause", post(admin::pause_event)),
+        ("/admin/events/{event_id}/resume", post(admin::resume_event)),
         ("/healthz", get(crate::telemetry::healthz)),
         ("/readyz", get(health::readyz)),
         ("/metrics", get(health::metrics_text)),

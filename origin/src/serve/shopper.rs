@@ -44,6 +44,7 @@ pub(super) fn info(id: &EventId, m: &EventMeta, now: i64) -> EventInfo {
         ends_at: wire::fmt_time(m.ends_at),
         server_time: wire::fmt_time(now),
         state: gate::state(m.starts_at, m.ends_at, m.stock_left, now),
+        paused: m.paused,
     }
 }
 
@@ -86,6 +87,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::Ended => "ended",
         Outcome::RateLimited { .. } => "rate_limited",
         Outcome::Busy { .. } => "busy",
+        Outcome::Paused => "paused",
         _ => "rejected",
     }
 }
@@ -104,7 +106,9 @@ async fn purchase_outcome(
         starts_at: meta.starts_at,
         ends_at: meta.ends_at,
     };
-    if let Err(answer) = reservation::window(Some(sale), now) {
+    if let Err(answer) =
+        reservation::window(Some(sale), now).and_then(|()| reservation::not_paused(meta.paused))
+    {
         return Ok(answer);
     }
     if let Some(buyers) = state.sold_out.get(&id) {

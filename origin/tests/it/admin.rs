@@ -130,3 +130,49 @@ async fn the_cli_lists_shows_and_ends_events() {
     assert_eq!(app.purchase("cli-sale", "late").await.status, 410);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_sale_answers_paused_reserves_nothing_and_resumes() {
+    let app = spawn_app(Figment::new()).await;
+    app.live_event("hold", 5).await;
+    let paused = app
+        .admin(reqwest::Method::POST, "/admin/events/hold/pause")
+        .await;
+    assert_eq!(
+        (paused.status, &paused.body["paused"]),
+        (200, &true.into()),
+        "{}",
+        paused.body
+    );
+    let before = app.stats("hold").await;
+    let info = app.signed("GET", "/api/events/hold", None, b"").await;
+    assert_eq!(info.body["paused"], true);
+    for user in ["alice", "bob"] {
+        let r = app.purchase("hold", user).await;
+        assert_eq!(
+            (r.status, &r.body["status"]),
+            (503, &"paused".into()),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.retry_after.as_deref(), Some("5"));
+    }
+    assert_eq!(
+        app.stats("hold").await,
+        before,
+        "a paused sale reserves nothing"
+    );
+    let resumed = app
+        .admin(reqwest::Method::POST, "/admin/events/hold/resume")
+        .await;
+    assert_eq!(
+        (resumed.status, &resumed.body["paused"]),
+        (200, &false.into())
+    );
+    assert_eq!(app.purchase("hold", "alice").await.status, 202);
+    let unknown = app
+        .admin(reqwest::Method::POST, "/admin/events/nope/pause")
+        .await;
+    assert_eq!(unknown.status, 404);
+    app.stop().await;
+}
