@@ -171,7 +171,7 @@ async fn twenty_thousand_orders_survive_a_kill_9_consumer_and_a_database_restart
 }
 
 // With two members, tansu 0.6 can leave the killed member's partitions assigned to it
-// after its session expires (see `consumer::watch_stalls`); the survivors get them back
+// after its session expires (see `consume::stalls`); the survivors get them back
 // through the stall check, which leaves and rejoins the group (`consumer.stall_rejoin_ms`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_in_one_group_one_killed_still_write_every_order_once() {
