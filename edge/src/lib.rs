@@ -149,6 +149,8 @@ struct Head {
     /// `CF-Connecting-IP`: set by Cloudflare (and by `wrangler dev`, from the socket,
     /// when the client did not send one).
     ip: Option<IpAddr>,
+    /// `CF-Ray`: Cloudflare's id of this request, passed to the origin so logs join.
+    ray: Option<String>,
     has_query: bool,
 }
 
@@ -162,6 +164,7 @@ impl Head {
             ticket: h(ticket::HEADER),
             receipt: h(receipt::HEADER),
             user_agent: h("user-agent"),
+            ray: h("cf-ray"),
             accept: h("accept"),
             accept_language: h("accept-language"),
             sec_fetch_site: h("sec-fetch-site"),
@@ -268,7 +271,16 @@ impl Cx<'_> {
             Ok((s, forward, body)) => {
                 guard::with(|i| i.counters.purchase_forwarded += 1);
                 let user = s.user.as_str();
-                match origin::forward(self.cfg, Method::Post, &forward.path, user, body).await {
+                match origin::forward(
+                    self.cfg,
+                    Method::Post,
+                    &forward.path,
+                    user,
+                    body,
+                    self.head.ray.as_deref(),
+                )
+                .await
+                {
                     Ok(mut r) => {
                         match r.status_code() {
                             200 | 202 => origin::record_buyer(&s.event, &s.user),
@@ -438,7 +450,16 @@ impl Cx<'_> {
             Err(o) => return respond(&o),
         };
         let path = format!("/api/events/{}/order", s.event);
-        match origin::forward(self.cfg, Method::Get, &path, s.user.as_str(), Vec::new()).await {
+        match origin::forward(
+            self.cfg,
+            Method::Get,
+            &path,
+            s.user.as_str(),
+            Vec::new(),
+            self.head.ray.as_deref(),
+        )
+        .await
+        {
             Ok(mut r) => origin::relay(&mut r).await,
             Err(o) => respond(&o),
         }

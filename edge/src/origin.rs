@@ -68,6 +68,7 @@ pub async fn event(
         &format!("/api/events/{id}"),
         "",
         Vec::new(),
+        None,
     )
     .await?;
     let window = match resp.status_code() {
@@ -109,6 +110,9 @@ fn nonce() -> String {
     )
 }
 
+/// The header that carries a request's id to the origin.
+const REQUEST_ID: &str = "x-request-id";
+
 fn busy() -> Outcome {
     Outcome::Busy {
         retry_after_secs: 1,
@@ -116,13 +120,16 @@ fn busy() -> Outcome {
 }
 
 /// Sends a signed request to the origin; a timeout, a network error or a 5xx other than
-/// the origin's own 503 busy becomes 503 busy, never a hang.
+/// the origin's own 503 busy becomes 503 busy, never a hang. `request_id` (the shopper
+/// request's `CF-Ray`; else the call's nonce) goes as `X-Request-Id`, so the origin's log
+/// lines of the call join the edge's.
 pub async fn forward(
     cfg: &Config,
     method: Method,
     path: &str,
     user: &str,
     body: Vec<u8>,
+    request_id: Option<&str>,
 ) -> Result<Response, Outcome> {
     let now = worker::Date::now().as_millis() as Millis;
     let nonce = nonce();
@@ -140,6 +147,7 @@ pub async fn forward(
     set(sign::HEADER_SIGNATURE, &signature)?;
     set(sign::HEADER_TIMESTAMP, &now.to_string())?;
     set(sign::HEADER_NONCE, &nonce)?;
+    set(REQUEST_ID, request_id.unwrap_or(&nonce))?;
     if !user.is_empty() {
         set(sign::HEADER_USER, user)?;
     }

@@ -11,6 +11,7 @@ use axum::Router;
 use flashgate_core::wire::Outcome;
 use metrics::Label;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The routes of the origin.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -90,7 +91,20 @@ async fn count_requests(
         })
         .map_or(("unmatched", &counting.unmatched), |(route, h)| (*route, h));
     let method = method_label(req.method());
-    let mut resp = next.run(req).await;
+    // The edge's id of the request (its CF-Ray), or one made here: every log line of the
+    // request carries it, and the answer names it.
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| valid_request_id(id))
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned);
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, value);
+    }
+    let _in_request = span.enter();
     latency.record(started.elapsed().as_secs_f64());
     if let Some(failed) = resp.extensions_mut().remove::<DependencyFailed>() {
         tracing::warn!(dependency = failed.which, error = %failed.cause, "dependency failed");
@@ -101,6 +115,17 @@ async fn count_requests(
         .counters
         .increment((method, route, resp.status().as_u16()));
     resp
+}
+
+/// The header that names a request (set by the edge, echoed in the answer).
+const REQUEST_ID: &str = "x-request-id";
+
+/// A request id the origin takes as given: short, and only characters safe in a log line.
+fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Under `/api/` only the edge may ask anything: a request without its signature is

@@ -385,3 +385,33 @@ async fn one_reserve_call_decides_its_attempts_in_order() {
     assert_eq!(stats["reserved"], 2, "{stats}");
     app.stop().await;
 }
+
+/// The edge's id of a request (X-Request-Id, its CF-Ray) is the answer's, so edge and
+/// origin logs join; without one, or with one unfit for a log line, the origin makes one.
+#[tokio::test]
+async fn every_answer_names_its_request_id() {
+    let app = spawn_app(Figment::new()).await;
+    let ask = |id: Option<&'static str>| {
+        let mut req = app.http.get(format!("{}/healthz", app.base));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        async move {
+            let resp = req.send().await.expect("answers");
+            resp.headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().expect("ascii").to_owned())
+        }
+    };
+    assert_eq!(
+        ask(Some("8d2f1a7c9b3e4f60-NRT")).await.as_deref(),
+        Some("8d2f1a7c9b3e4f60-NRT")
+    );
+    let long: &'static str = Box::leak("a".repeat(65).into_boxed_str());
+    for unfit in [None, Some("two words"), Some("a/b;c"), Some(long)] {
+        let made = ask(unfit).await.expect("an id");
+        assert_eq!(made.len(), 32, "{made}");
+        assert!(made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
+    }
+    app.stop().await;
+}
