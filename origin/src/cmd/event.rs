@@ -1,4 +1,4 @@
-//! `flashgate event`: events through the admin API (put, stats, list, show, end, pause, resume).
+//! `flashgate event`: events through the admin API (put, stats, list, show, watch, end, pause, resume).
 
 use crate::config::{dev_env, Settings};
 
@@ -49,6 +49,18 @@ pub enum Action {
         /// Event id (slug).
         id: String,
     },
+    /// Watch a sale: state, stock and the rates of reservations and orders, a line a
+    /// second until Ctrl-C (or `--count` lines).
+    Watch {
+        /// Event id (slug).
+        id: String,
+        /// Stop after this many lines.
+        #[arg(long)]
+        count: Option<u32>,
+        /// Milliseconds between lines.
+        #[arg(long, default_value_t = 1000)]
+        every_ms: u64,
+    },
 }
 
 /// Sends `action` to the admin API at `origin` (default: `ORIGIN_URL`, from the
@@ -75,25 +87,15 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
         Action::Stats { id } => http.get(format!("{base}/admin/events/{id}/stats")),
         Action::List => http.get(format!("{base}/admin/events")),
         Action::Show { id } => {
-            // Its line of the list: info and counters in one answer.
-            let resp = http
-                .get(format!("{base}/admin/events"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot reach the origin at {base}: {e}"))?;
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await?;
-            if !status.is_success() {
-                anyhow::bail!("the origin answered {status}: {body}");
-            }
-            let event = body["events"]
-                .as_array()
-                .and_then(|all| all.iter().find(|e| e["event_id"] == id.as_str()))
-                .ok_or_else(|| anyhow::anyhow!("no event {id}"))?;
-            println!("{}", serde_json::to_string_pretty(event)?);
+            let event = listed(&http, &base, &token, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&event)?);
             return Ok(());
         }
+        Action::Watch {
+            id,
+            count,
+            every_ms,
+        } => return watch(&http, &base, &token, &id, count, every_ms).await,
         Action::End { id } => http.post(format!("{base}/admin/events/{id}/end")),
         Action::Pause { id } => http.post(format!("{base}/admin/events/{id}/pause")),
         Action::Resume { id } => http.post(format!("{base}/admin/events/{id}/resume")),
@@ -109,4 +111,79 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
         anyhow::bail!("the origin answered {status}");
     }
     Ok(())
+}
+
+/// `id`'s entry of `GET /admin/events`: its info and counters.
+async fn listed(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let resp = http
+        .get(format!("{base}/admin/events"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the origin at {base}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        anyhow::bail!("the origin answered {status}: {body}");
+    }
+    body["events"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["event_id"] == id))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no event {id}"))
+}
+
+/// A line per `every_ms` about `id`: state, stock, and reservations and orders per second
+/// since the line before.
+async fn watch(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    count: Option<u32>,
+    every_ms: u64,
+) -> anyhow::Result<()> {
+    let every = std::time::Duration::from_millis(every_ms.max(100));
+    let mut before: Option<(std::time::Instant, u64, u64)> = None;
+    let mut lines = 0;
+    loop {
+        let e = listed(http, base, token, id).await?;
+        let n = |f: &str| e[f].as_u64().unwrap_or(0);
+        let now = std::time::Instant::now();
+        let rate = |was: u64, is: u64, since: std::time::Instant| {
+            is.saturating_sub(was) as f64 / now.duration_since(since).as_secs_f64().max(0.001)
+        };
+        let (reserved_rate, confirmed_rate) = match before {
+            Some((at, r, c)) => (rate(r, n("reserved"), at), rate(c, n("confirmed"), at)),
+            None => (0.0, 0.0),
+        };
+        println!(
+            "{} {:<8}{} stock {}/{} reserved {} ({:.0}/s) confirmed {} ({:.0}/s) pending {} failed {}",
+            e["server_time"].as_str().unwrap_or("-"),
+            e["state"].as_str().unwrap_or("-"),
+            if e["paused"] == true { " PAUSED" } else { "" },
+            n("stock_left"),
+            n("stock_total"),
+            n("reserved"),
+            reserved_rate,
+            n("confirmed"),
+            confirmed_rate,
+            n("pending"),
+            n("failed"),
+        );
+        before = Some((now, n("reserved"), n("confirmed")));
+        lines += 1;
+        if count.is_some_and(|c| lines >= c) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }
