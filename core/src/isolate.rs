@@ -34,7 +34,7 @@ pub const MAX_BUYERS: usize = 200_000;
 
 /// An event as the edge needs it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventWindow {
+pub struct CachedEvent {
     /// Start, unix ms.
     pub starts_at: Millis,
     /// End, unix ms.
@@ -43,7 +43,7 @@ pub struct EventWindow {
     pub info: EventInfo,
 }
 
-impl EventWindow {
+impl CachedEvent {
     /// The window the admission rules need.
     pub fn window(&self) -> Window {
         Window {
@@ -67,7 +67,7 @@ pub enum Use {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recall {
     /// A fresh window.
-    Known(EventWindow),
+    Known(CachedEvent),
     /// The origin did not know it, less than the not-found cache time ago.
     Unknown,
     /// Nothing usable: ask the origin.
@@ -86,7 +86,7 @@ pub struct Ttl {
 /// An isolate's memory.
 #[derive(Debug, Clone)]
 pub struct Memory {
-    events: Bounded<EventId, (Millis, EventWindow)>,
+    events: Bounded<EventId, (Millis, CachedEvent)>,
     unknown: Bounded<EventId, Millis>,
     sold_out: Bounded<EventId, Millis>,
     buyers: Bounded<u64, ()>,
@@ -151,7 +151,7 @@ impl Memory {
     }
 
     /// Remembers the origin's answer about `id` at `now`: its window, or `None` for a 404.
-    pub fn remember(&mut self, id: &EventId, window: Option<EventWindow>, now: Millis, ttl: Ttl) {
+    pub fn remember(&mut self, id: &EventId, window: Option<CachedEvent>, now: Millis, ttl: Ttl) {
         match window {
             Some(w) => {
                 self.unknown.remove(id);
@@ -220,8 +220,8 @@ mod tests {
         EventId::parse(s).expect("slug")
     }
 
-    fn window(starts_at: Millis) -> EventWindow {
-        EventWindow {
+    fn window(starts_at: Millis) -> CachedEvent {
+        CachedEvent {
             starts_at,
             ends_at: starts_at + 60_000,
             info: EventInfo {

@@ -31,7 +31,7 @@ use config::{Config, Guard};
 use flashgate_core::admission::{self, Incoming, PurchaseFacts, RoomFacts, Screened, TicketFacts};
 use flashgate_core::bot::Client;
 use flashgate_core::ids::EventId;
-use flashgate_core::isolate::{EventWindow, Use};
+use flashgate_core::isolate::{CachedEvent, Use};
 use flashgate_core::room::receipt::{self, Receipt};
 use flashgate_core::room::settings::{self as room_settings, RoomSettings};
 use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
@@ -308,7 +308,7 @@ impl Cx<'_> {
         let window = origin::event(self.cfg, &s.event, now(), Use::Any).await?;
         let t = now();
         let facts = PurchaseFacts {
-            window: window.as_ref().map(origin::EventWindow::window),
+            window: window.as_ref().map(origin::CachedEvent::window),
             paused: window.as_ref().is_some_and(|w| w.info.paused),
             sold_out: origin::sold_out(&s.event, t),
             holds_order: origin::holds_order(&s.event, &s.user),
@@ -367,7 +367,7 @@ impl Cx<'_> {
         )
         .await;
         let facts = TicketFacts {
-            window: window?.as_ref().map(origin::EventWindow::window),
+            window: window?.as_ref().map(origin::CachedEvent::window),
             limiter,
         };
         let w = admission::ticket_gate(&facts, now())?;
@@ -402,7 +402,7 @@ impl Cx<'_> {
             let window = window?;
             let t = now();
             let facts = RoomFacts {
-                window: window.as_ref().map(EventWindow::window),
+                window: window.as_ref().map(CachedEvent::window),
                 sold_out: origin::sold_out(&s.event, t),
                 limiter,
             };
@@ -471,7 +471,7 @@ impl Cx<'_> {
 fn room_ask(
     settings: RoomSettings,
     event: &EventId,
-    w: &EventWindow,
+    w: &CachedEvent,
     user: Option<&str>,
     now: Millis,
 ) -> room::Ask {

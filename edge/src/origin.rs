@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response};
 
-pub use flashgate_core::isolate::EventWindow;
+pub use flashgate_core::isolate::CachedEvent;
 
 thread_local! {
     static MEMORY: RefCell<Memory> = RefCell::new(Memory::default());
@@ -55,7 +55,7 @@ pub async fn event(
     id: &EventId,
     now: Millis,
     usage: Use,
-) -> Result<Option<EventWindow>, Outcome> {
+) -> Result<Option<CachedEvent>, Outcome> {
     let ttl = cfg.ttl();
     match memory(|m| m.event(id, now, ttl, usage)) {
         Recall::Known(w) => return Ok(Some(w)),
@@ -83,7 +83,7 @@ pub async fn event(
             if info.state == flashgate_core::gate::EventState::SoldOut {
                 mark_sold_out(id, now + cfg.sold_out_cache_ms, now);
             }
-            Some(EventWindow {
+            Some(CachedEvent {
                 starts_at,
                 ends_at,
                 info,

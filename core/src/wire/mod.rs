@@ -68,7 +68,7 @@ pub struct EventSpec {
 
 /// A validated [`EventSpec`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventWindow {
+pub struct ValidEventSpec {
     /// Display name.
     pub name: String,
     /// Units on sale.
@@ -88,7 +88,7 @@ pub const MAX_STOCK: u64 = 100_000_000;
 
 impl EventSpec {
     /// Checks the fields; the error is a human-readable reason.
-    pub fn validate(&self) -> Result<EventWindow, String> {
+    pub fn validate(&self) -> Result<ValidEventSpec, String> {
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             return Err("name must be 1-200 characters".into());
@@ -108,7 +108,7 @@ impl EventSpec {
         if ends_at <= starts_at {
             return Err("ends_at must be after starts_at".into());
         }
-        Ok(EventWindow {
+        Ok(ValidEventSpec {
             name: name.to_owned(),
             stock: self.stock,
             starts_at,

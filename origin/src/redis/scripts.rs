@@ -66,7 +66,7 @@ impl Store {
     pub async fn put_event(
         &self,
         id: &EventId,
-        w: &flashgate_core::wire::EventWindow,
+        w: &flashgate_core::wire::ValidEventSpec,
         now: Millis,
     ) -> redis::RedisResult<PutOutcome> {
         let k = self.keys(id);

@@ -39,13 +39,11 @@ pub(crate) async fn put_event(
             &format!("活动数据无效 (invalid event: {e})"),
         )
     })?;
-    let window = spec
+    let valid = spec
         .validate()
         .map_err(|e| bad("invalid_event", &format!("活动数据无效 ({e})")))?;
     let now = state.clock.now_ms();
-    let put = state
-        .redis(state.store.put_event(&id, &window, now))
-        .await?;
+    let put = state.redis(state.store.put_event(&id, &valid, now)).await?;
     state.events().remove(&id);
     state.sold_out.clear(&id);
     let status = match put {
@@ -53,13 +51,13 @@ pub(crate) async fn put_event(
         PutOutcome::Updated => StatusCode::OK,
         PutOutcome::Started => return Err(Outcome::EventStarted.into()),
     };
-    tracing::info!(event = %id, stock = window.stock, "event saved");
+    tracing::info!(event = %id, stock = valid.stock, "event saved");
     let meta = EventMeta {
-        name: window.name,
-        stock_total: window.stock,
-        stock_left: window.stock,
-        starts_at: window.starts_at,
-        ends_at: window.ends_at,
+        name: valid.name,
+        stock_total: valid.stock,
+        stock_left: valid.stock,
+        starts_at: valid.starts_at,
+        ends_at: valid.ends_at,
         paused: false,
     };
     // Read back: an upcoming event keeps a pause an operator set.

@@ -126,7 +126,11 @@ async fn the_cli_lists_shows_and_ends_events() {
     );
     assert_eq!(app.purchase("cli-sale", "early").await.status, 202);
     let watched = event(&["watch", "cli-sale", "--count", "2", "--every-ms", "100"]);
-    assert!(watched.status.success(), "{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
     let watched = String::from_utf8_lossy(&watched.stdout).into_owned();
     assert_eq!(watched.lines().count(), 2, "{watched}");
     assert!(watched.contains("stock 1/2 reserved 1"), "{watched}");
