@@ -19,7 +19,8 @@
 //! - [`db`]: MariaDB's pool and migrations.
 //! - [`config`]: typed, layered settings (defaults < file < `FLASHGATE_*`).
 //! - [`telemetry`]: logs, metrics, the consumer's own `/healthz` and `/metrics`.
-//! - [`clock`]: injected time; [`shutdown`]: one stop signal for a process's tasks.
+//! - [`clock`]: injected time; [`shutdown`]: one stop signal for a process's tasks;
+//!   `locks`: locks that survive a panic elsewhere.
 #![deny(unsafe_code)]
 
 pub mod clock;
