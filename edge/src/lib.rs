@@ -520,8 +520,8 @@ async fn room_status(cfg: &Config, env: &Env, id: &str) -> Result<Response> {
 }
 
 /// `GET /api/events/{id}`: from the isolate's event cache once the event has started
-/// (nothing but `stock_left` changes then), else from the origin (signed without a user);
-/// a sold-out seen at the edge is reflected in `state`. An id the origin did not know is
+/// (`stock_left`, a pause or an early end lag by at most `EVENT_CACHE_MS` then), else
+/// from the origin (signed without a user); a sold-out seen at the edge is reflected in `state`. An id the origin did not know is
 /// answered 404 from the isolate's memory for `NOT_FOUND_CACHE_MS`, so a flood of one
 /// made-up id reaches the origin once per that time.
 async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
@@ -531,7 +531,7 @@ async fn event_info(cfg: &Config, id: &str) -> Result<Response> {
     };
     match origin::event(cfg, &id, now(), Use::Started).await {
         Ok(Some(w)) => {
-            // The cached answer's state is recomputed for now: only `stock_left` may lag.
+            // The cached answer's state is recomputed for now; the rest may lag a moment.
             let t = now();
             let mut info = w.info.clone();
             info.server_time = wire::fmt_time(t);

@@ -28,6 +28,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         });
     }
+    // A signal while waiting for the database or the broker stops the start too.
+    let mut stop = shutdown.clone();
+    let (redis, pool) = tokio::select! {
+        ready = start(&settings) => ready?,
+        _ = stop.recv() => return Ok(()),
+    };
+    let consumer = Consumer::new(
+        &settings.kafka.brokers,
+        &settings.kafka.orders_topic,
+        pool,
+        redis,
+        settings.consumer.clone(),
+        settings.purchase.user_window_ms,
+    )?;
+    tracing::info!(topic = %settings.kafka.orders_topic, "consumer started");
+    consumer.run(shutdown).await
+}
+
+/// What the consumer needs before it joins the group: Redis, the database (waited for up
+/// to a minute), the orders topic and the dead-letter topic.
+async fn start(settings: &Settings) -> anyhow::Result<(Store, sqlx::MySqlPool)> {
     let redis = Store::connect(
         settings.redis.url.expose_secret(),
         &settings.redis.key_prefix,
@@ -54,14 +75,5 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
     }
-    let consumer = Consumer::new(
-        &settings.kafka.brokers,
-        &settings.kafka.orders_topic,
-        pool,
-        redis,
-        settings.consumer.clone(),
-        settings.purchase.user_window_ms,
-    )?;
-    tracing::info!(topic = %settings.kafka.orders_topic, "consumer started");
-    consumer.run(shutdown).await
+    Ok((redis, pool))
 }

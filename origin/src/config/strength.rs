@@ -4,15 +4,20 @@
 /// copied, not generated.
 const EXAMPLE_MARKS: [&str; 4] = ["change-me", "changeme", "example", "placeholder"];
 
-/// The least estimated entropy of a secret, in bits: `openssl rand -hex 24` gives about
-/// 190; a 16-character word or a keyboard run far less.
+/// The least estimated entropy of a secret, in bits: `openssl rand -hex 8` (16 hex
+/// characters) is 64; a 16-digit number or a short word less.
 const MIN_BITS: f64 = 64.0;
 
-/// Why `secret` is unfit (known example, or too little entropy), or `None` when it is fit.
+/// The fewest distinct characters a secret may have: a repeated pattern has fewer, a
+/// random string of 16 or more characters practically never does.
+const MIN_DISTINCT: usize = 5;
+
+/// Why `secret` is unfit (known example, or guessable), or `None` when it is fit.
 ///
-/// The entropy is estimated from the secret's own character frequencies (Shannon), which
-/// catches repeats and short alphabets, not a dictionary word of many distinct letters;
-/// that is what the length and the example check are for.
+/// The entropy is estimated as its length times the bits of the character classes it uses
+/// (digits 10, hex 16, lower or upper case 26, other 32): what a generator of that alphabet
+/// would give. It catches short alphabets and, with [`MIN_DISTINCT`], repeats; not a
+/// dictionary word, which the length and the example check are for.
 pub(crate) fn weakness(secret: &[u8]) -> Option<&'static str> {
     let lower = String::from_utf8_lossy(secret).to_lowercase();
     if EXAMPLE_MARKS.iter().any(|mark| lower.contains(mark)) {
@@ -20,28 +25,31 @@ pub(crate) fn weakness(secret: &[u8]) -> Option<&'static str> {
             "is an example value from the docs; generate one, e.g. `openssl rand -hex 24`",
         );
     }
-    if estimated_bits(secret) < MIN_BITS {
-        return Some("is too easy to guess (too few distinct characters); generate one, e.g. `openssl rand -hex 24`");
+    let mut seen = [false; 256];
+    for b in secret {
+        seen[usize::from(*b)] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    if distinct < MIN_DISTINCT || estimated_bits(secret) < MIN_BITS {
+        return Some("is too easy to guess (too short an alphabet, or repeats); generate one, e.g. `openssl rand -hex 24`");
     }
     None
 }
 
-/// Shannon entropy of `s`'s byte frequencies, times its length.
+/// Length times log2 of the alphabet the secret's character classes span (digits with
+/// only `a`–`f` count as hex).
 fn estimated_bits(s: &[u8]) -> f64 {
-    let mut counts = [0u32; 256];
-    for b in s {
-        counts[usize::from(*b)] += 1;
-    }
-    let n = s.len() as f64;
-    let per_char: f64 = counts
-        .iter()
-        .filter(|c| **c > 0)
-        .map(|c| {
-            let p = f64::from(*c) / n;
-            -p * p.log2()
-        })
-        .sum();
-    per_char * n
+    let has = |f: fn(&u8) -> bool| s.iter().any(f);
+    let (digits, lower) = (has(u8::is_ascii_digit), has(u8::is_ascii_lowercase));
+    let hex = digits && lower && !has(|b| b.is_ascii_lowercase() && *b > b'f');
+    let mut alphabet = if hex {
+        16
+    } else {
+        u32::from(digits) * 10 + u32::from(lower) * 26
+    };
+    alphabet += u32::from(has(u8::is_ascii_uppercase)) * 26;
+    alphabet += u32::from(has(|b| !b.is_ascii_alphanumeric())) * 32;
+    s.len() as f64 * f64::from(alphabet.max(1)).log2()
 }
 
 #[cfg(test)]
@@ -57,6 +65,7 @@ mod tests {
             "aaaaaaaaaaaaaaaaaaaaaaaa",
             "1234567890123456",
             "abababababababababababab",
+            "1212121212121212121212121212",
         ] {
             assert!(weakness(bad.as_bytes()).is_some(), "{bad}");
         }
@@ -64,6 +73,9 @@ mod tests {
             "3f9c1e0b7a5d2c48e6f1a9b0c3d7e2f5a8b1c4d9e0f3a6b7",
             "test-edge-secret-0123456789",
             "Zq8+Lm3/Vt0=Kp7xWc2Rn5Jb",
+            // openssl rand -hex 8 and -base64 12: the shortest a generator gives.
+            "9f3a07c2e4b1d856",
+            "q2F+9xKp1Lm0Zw7c",
         ] {
             assert_eq!(weakness(good.as_bytes()), None, "{good}");
         }

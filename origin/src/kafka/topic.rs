@@ -95,9 +95,37 @@ pub async fn ensure_topic_with(brokers: &str, topic: &str, spec: &TopicSpec) -> 
         .create()
         .context("cannot create Kafka admin client")?;
     let cluster = cluster_brokers(brokers).await?;
-    let (factor, min_insync) = spec.replication.resolve(cluster).context("configuration")?;
+    // The replication matters only to a topic about to be created: an existing one is
+    // used as it is (a broker down at start must not stop a service whose topic exists).
+    match spec.replication.resolve(cluster) {
+        Ok((factor, min_insync)) => {
+            create(&admin, brokers, topic, spec.partitions, factor, min_insync).await?
+        }
+        Err(e) if topic_exists(brokers, topic).await => {
+            tracing::warn!(topic, "{e:#}; the topic exists and is used as it is");
+        }
+        Err(e) => return Err(e.context("configuration")),
+    }
+    if let Some(risk) = topic_risk(&admin, brokers, topic).await {
+        tracing::warn!(
+            topic,
+            "Kafka topic {topic} {risk} (topic_replication, topic_min_insync_replicas)"
+        );
+    }
+    Ok(())
+}
+
+/// Creates `topic` unless it exists.
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    factor: i32,
+    min_insync: i32,
+) -> anyhow::Result<()> {
     let insync = min_insync.to_string();
-    let mut new = NewTopic::new(topic, spec.partitions, TopicReplication::Fixed(factor));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor));
     if factor > 1 {
         new = new.set("min.insync.replicas", &insync);
     }
@@ -114,13 +142,26 @@ pub async fn ensure_topic_with(brokers: &str, topic: &str, spec: &TopicSpec) -> 
             Err((t, code)) => anyhow::bail!("cannot create Kafka topic {t}: {code}"),
         }
     }
-    if let Some(risk) = topic_risk(&admin, brokers, topic).await {
-        tracing::warn!(
-            topic,
-            "Kafka topic {topic} {risk} (topic_replication, topic_min_insync_replicas)"
-        );
-    }
     Ok(())
+}
+
+/// Whether the cluster's metadata has `topic` with partitions.
+async fn topic_exists(brokers: &str, topic: &str) -> bool {
+    let Ok(client) = client_config(brokers).create::<BaseConsumer>() else {
+        return false;
+    };
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(Some(&name), Duration::from_secs(5))
+            .is_ok_and(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            })
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// The brokers of the cluster, from its metadata.

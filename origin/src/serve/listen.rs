@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// How long a shutdown waits for requests in flight before it drops them.
-const DRAIN: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for requests in flight before it drops them: inside a pod's
+/// grace period, with time left for the relay's flush.
+const DRAIN: Duration = Duration::from_secs(15);
 
 /// What bounds a connection.
 #[derive(Debug, Clone, Copy)]
@@ -33,15 +34,14 @@ pub(crate) async fn serve(
     limits: ConnLimits,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: the edge and every probe speak it, and guessing the version would
+    // read a connection's first bytes with no timer running (a silent client would
+    // keep its slot for ever).
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.header_timeout));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {

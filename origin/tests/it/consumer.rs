@@ -442,7 +442,12 @@ async fn a_topic_asks_for_no_more_replicas_than_the_cluster_has() {
         .await
         .expect_err("one broker cannot hold two replicas");
     assert!(format!("{err:#}").contains("1 broker"), "{err:#}");
-    ensure_topic(&brokers, &unique("test-rf-"), 1)
+    let topic = unique("test-rf-");
+    ensure_topic(&brokers, &topic, 1)
         .await
         .expect("automatic replication fits the cluster");
+    // An existing topic is used as it is, whatever the replication asked for.
+    ensure_topic_with(&brokers, &topic, &spec)
+        .await
+        .expect("an existing topic is used");
 }
