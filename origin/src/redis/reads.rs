@@ -142,13 +142,21 @@ impl Store {
 
     /// The admin counters of an event, `None` when unknown.
     pub async fn stats(&self, id: &EventId) -> redis::RedisResult<Option<Stats>> {
+        Ok(self.event_and_stats(id).await?.map(|(_, stats)| stats))
+    }
+
+    /// The event and its admin counters (one read of each), `None` when unknown.
+    pub async fn event_and_stats(
+        &self,
+        id: &EventId,
+    ) -> redis::RedisResult<Option<(EventMeta, Stats)>> {
         let Some(meta) = self.event(id).await? else {
             return Ok(None);
         };
         let c: HashMap<String, u64> = self.conn().hgetall(self.keys(id).stats()).await?;
         let get = |f: &str| c.get(f).copied().unwrap_or(0);
         let (reserved, confirmed, failed) = (get("reserved"), get("confirmed"), get("failed"));
-        Ok(Some(Stats {
+        let stats = Stats {
             stock_total: meta.stock_total,
             stock_left: meta.stock_left,
             reserved,
@@ -156,6 +164,7 @@ impl Store {
             failed,
             compensated: get("compensated"),
             pending: reserved.saturating_sub(confirmed + failed),
-        }))
+        };
+        Ok(Some((meta, stats)))
     }
 }

@@ -94,12 +94,7 @@ pub(crate) async fn end_event(
         EndOutcome::Ended => tracing::info!(event = %id, "sale ended early"),
         EndOutcome::AlreadyEnded => {}
     }
-    state.events().remove(&id);
-    let meta = state
-        .redis(state.store.event(&id))
-        .await?
-        .ok_or(Outcome::EventNotFound)?;
-    Ok(Json(info(&id, &meta, now)).into_response())
+    changed(&state, &id).await
 }
 
 /// `GET /admin/events`: every event, by id, with its state and counters.
@@ -112,11 +107,7 @@ pub(crate) async fn list_events(
     let now = state.clock.now_ms();
     let mut events = Vec::with_capacity(ids.len());
     for id in ids {
-        let (meta, stats) = (
-            state.redis(state.store.event(&id)).await?,
-            state.redis(state.store.stats(&id)).await?,
-        );
-        if let (Some(meta), Some(stats)) = (meta, stats) {
+        if let Some((meta, stats)) = state.redis(state.store.event_and_stats(&id)).await? {
             events.push(listed(info(&id, &meta, now), &stats));
         }
     }
@@ -166,10 +157,16 @@ async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Response
         return Err(Outcome::EventNotFound.into());
     }
     tracing::info!(event = %id, paused, "sale paused or resumed");
-    state.events().remove(&id);
+    changed(state, &id).await
+}
+
+/// After an admin changed `id`: forgets this process's cached copy and answers the
+/// event's info as Redis now has it.
+async fn changed(state: &AppState, id: &EventId) -> Result<Response, ApiError> {
+    state.events().remove(id);
     let meta = state
-        .redis(state.store.event(&id))
+        .redis(state.store.event(id))
         .await?
         .ok_or(Outcome::EventNotFound)?;
-    Ok(Json(info(&id, &meta, state.clock.now_ms())).into_response())
+    Ok(Json(info(id, &meta, state.clock.now_ms())).into_response())
 }
