@@ -178,13 +178,14 @@ fn room_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<RoomSettings, &
         prequeue_ms: read(get, "ROOM_PREQUEUE_MS", d.prequeue_ms)?,
         margin_per_mille: read(get, "ROOM_MARGIN_PER_MILLE", d.margin_per_mille)?,
         session_ms: read(get, "ROOM_SESSION_MS", d.session_ms)?,
-        // The fair-start draw and queue_all come with later increments.
+        fair_start_ms: read(get, "ROOM_FAIR_START_MS", d.fair_start_ms)?,
         ..d
     };
     s.validate().map_err(|e| match e.field {
         "admit_per_second" => "ROOM_ADMIT_PER_SECOND",
         "prequeue_ms" => "ROOM_PREQUEUE_MS",
         "margin_per_mille" => "ROOM_MARGIN_PER_MILLE",
+        "fair_start_ms" => "ROOM_FAIR_START_MS",
         _ => "ROOM_SESSION_MS",
     })?;
     Ok(s)

@@ -25,6 +25,7 @@ mod config;
 mod control;
 mod guard;
 mod origin;
+mod random;
 mod room;
 
 use config::{Config, Guard};
@@ -33,7 +34,6 @@ use flashgate_core::bot::Client;
 use flashgate_core::ids::EventId;
 use flashgate_core::isolate::{CachedEvent, Use};
 use flashgate_core::room::receipt::{self, Receipt};
-use flashgate_core::room::settings::{self as room_settings, RoomSettings};
 use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
 use flashgate_core::{gate, ticket, Millis};
 use futures_util::future::join;
@@ -41,7 +41,7 @@ use futures_util::StreamExt;
 use std::net::IpAddr;
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
 
-fn now() -> Millis {
+pub(crate) fn now() -> Millis {
     worker::Date::now().as_millis() as Millis
 }
 
@@ -66,7 +66,7 @@ fn not_allowed(allow: &str) -> Result<Response> {
     Ok(resp)
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<Response> {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<Response> {
     let resp = Response::from_json(value)?;
     resp.headers().set("cache-control", "no-store")?;
     Ok(resp)
@@ -114,7 +114,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             cx.room_join(&mut req, id).await
         }
         (["api", "events", id, "room"], Method::Get | Method::Head) if cfg.room.is_some() => {
-            room_status(&cfg, &env, id).await
+            room::public::status(&cfg, &env, id).await
+        }
+        (["api", "events", id, "room", "entries"], Method::Get | Method::Head)
+            if cfg.room.is_some() =>
+        {
+            room::public::entries(&cfg, &env, &req, id).await
+        }
+        (["api", "events", _, "room", "entries"], _) if cfg.room.is_some() => {
+            not_allowed("GET, HEAD")
         }
         (["api", "events", _, "room"], _) if cfg.room.is_some() => not_allowed("GET, HEAD, POST"),
         (["e", id], Method::Get | Method::Head) => activity_page(&env, id).await,
@@ -318,8 +326,8 @@ impl Cx<'_> {
         let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
         if let (Some(settings), Some(w)) = (self.cfg.room, window.as_ref()) {
             let t = now();
-            let ask = room_ask(settings, &s.event, w, None, t);
-            let told = room::status(self.env, &s.event, ask, t, self.cfg.room_cache_ms).await?;
+            let ask = room::public::ask(settings, &s.event, w, t);
+            let told = room::status(ask, self.env, t, self.cfg.room_cache_ms).await?;
             admission::room(
                 &s,
                 self.head.receipt.as_deref(),
@@ -408,9 +416,18 @@ impl Cx<'_> {
             };
             admission::room_gate(&facts, &settings, t)?;
             let w = window.as_ref().ok_or(Outcome::EventNotFound)?;
-            let ask = room_ask(settings, &s.event, w, Some(s.user.as_str()), t);
-            let told = room::join(self.env, &s.event, &ask, t, self.cfg.room_cache_ms).await?;
-            let (Some(position), Some(issued_at)) = (told.position, told.issued_at) else {
+            let fingerprint =
+                ticket::fingerprint(self.head.user_agent.as_deref().unwrap_or_default());
+            let ask = room::Ask {
+                user: Some(s.user.clone()),
+                fingerprint: Some(fingerprint.clone()),
+                ..room::public::ask(settings, &s.event, w, t)
+            };
+            let told = room::join(ask, self.env, t, self.cfg.room_cache_ms).await?;
+            // Before the seal the receipt holds the arrival in the draw, after it the
+            // position (core::room::draw::holds_position tells them apart).
+            let (Some(held), Some(issued_at)) = (told.position.or(told.arrival), told.issued_at)
+            else {
                 return Err(Outcome::Busy {
                     retry_after_secs: 1,
                 });
@@ -420,20 +437,22 @@ impl Cx<'_> {
                 &Receipt {
                     event: s.event.clone(),
                     user: s.user.clone(),
-                    fingerprint: ticket::fingerprint(
-                        self.head.user_agent.as_deref().unwrap_or_default(),
-                    ),
-                    position_or_arrival: position,
+                    fingerprint,
+                    position_or_arrival: held,
                     issued_at,
                 },
             );
+            let turn = told
+                .position
+                .map(|p| flashgate_core::room::schedule::estimated_turn(&told.schedule, p));
             Ok(serde_json::json!({
                 "event_id": s.event.as_str(),
-                "position": position,
+                "position": told.position,
                 "receipt": token,
                 "queued": told.queued,
                 "schedule": told.schedule,
-                "estimated_turn": flashgate_core::room::schedule::estimated_turn(&told.schedule, position),
+                "estimated_turn": turn,
+                "draw": room::public::draw(&told.draw, false),
                 "server_time": wire::fmt_time(now()),
             }))
         };
@@ -463,59 +482,6 @@ impl Cx<'_> {
             Ok(mut r) => origin::relay(&mut r).await,
             Err(o) => respond(&o),
         }
-    }
-}
-
-/// What the worker tells an event's room: the settings, the start, and the units still
-/// unsold as the edge last saw them (none while it remembers a sold-out).
-fn room_ask(
-    settings: RoomSettings,
-    event: &EventId,
-    w: &CachedEvent,
-    user: Option<&str>,
-    now: Millis,
-) -> room::Ask {
-    // Sold out or paused: the room admits nobody more (a pause holds everyone in line).
-    let hold = origin::sold_out(event, now) || w.info.paused;
-    room::Ask {
-        user: user.map(str::to_owned),
-        settings,
-        opened_at: w.starts_at,
-        unsold: if hold { 0 } else { w.info.stock_left },
-    }
-}
-
-/// `GET /api/events/{id}/room`: the room's public state, without identity, from the
-/// isolate's copy (about one object read per isolate per `ROOM_CACHE_MS`).
-async fn room_status(cfg: &Config, env: &Env, id: &str) -> Result<Response> {
-    let answer = async {
-        let settings = cfg.room.ok_or(Outcome::NotFound)?;
-        let id = EventId::parse(id).map_err(|_| Outcome::EventNotFound)?;
-        let w = origin::event(cfg, &id, now(), Use::Any)
-            .await?
-            .ok_or(Outcome::EventNotFound)?;
-        let t = now();
-        let told = room::status(
-            env,
-            &id,
-            room_ask(settings, &id, &w, None, t),
-            t,
-            cfg.room_cache_ms,
-        )
-        .await?;
-        // No draw yet: the room counts as sealed from the start (docs/room.md).
-        let phase = room_settings::phase(&settings, w.starts_at, w.ends_at, t, true);
-        Ok(serde_json::json!({
-            "event_id": id.as_str(),
-            "phase": phase,
-            "queued": told.queued,
-            "schedule": told.schedule,
-            "server_time": wire::fmt_time(t),
-        }))
-    };
-    match answer.await {
-        Ok(body) => json(&body),
-        Err(o) => respond(&o),
     }
 }
 

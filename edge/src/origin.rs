@@ -101,13 +101,10 @@ pub async fn event(
 /// click is not taken for a replay.
 fn nonce() -> String {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let random = |range: f64| (worker::js_sys::Math::random() * range) as u64;
     let n = CALLS.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:08x}{:08x}-{n:x}",
-        random(4_294_967_296.0),
-        random(4_294_967_296.0)
-    )
+    // The generator cannot fail in a worker; zeros would still differ by the count.
+    let random = u64::from_be_bytes(crate::random::bytes().unwrap_or_default());
+    format!("{random:016x}-{n:x}")
 }
 
 /// The header that carries a request's id to the origin.

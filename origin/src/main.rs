@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, global = true, env = "FLASHGATE_ORIGIN_URL")]
         origin: Option<String>,
     },
+    /// Check an event room's draw from what the edge publishes (no settings needed).
+    Room {
+        #[command(subcommand)]
+        action: cmd::room::Action,
+    },
     /// Compare Redis and the orders table for one event; exit 1 on any mismatch.
     Reconcile {
         /// Event id.
@@ -68,9 +73,14 @@ enum Command {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Only the commands a person runs against the dev stack read its settings file.
-    let dev_stack_command = matches!(cli.command, Command::Users { .. } | Command::Event { .. });
+    // A shopper checks a draw without any of the operator's settings.
+    let command = match cli.command {
+        Command::Room { action } => return cmd::room::run(action).await,
+        other => other,
+    };
+    let dev_stack_command = matches!(command, Command::Users { .. } | Command::Event { .. });
     let settings = Settings::load(dev_stack_command)?;
-    match cli.command {
+    match command {
         Command::Serve => cmd::serve::run(settings).await,
         Command::Consume => cmd::consume::run(settings).await,
         Command::Migrate => cmd::migrate::run(settings).await,
@@ -86,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             prefix,
             ttl_hours,
         } => cmd::users::run(settings, count, &out, &prefix, ttl_hours),
+        Command::Room { action } => cmd::room::run(action).await,
     }
 }
 

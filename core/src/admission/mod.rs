@@ -25,9 +25,9 @@ use crate::bucket::TokenBucket;
 use crate::gate::{self, Phase};
 use crate::ids::{EventId, UserId};
 use crate::jwt;
-use crate::room::receipt;
 use crate::room::schedule::{self, Schedule};
 use crate::room::settings::RoomSettings;
+use crate::room::{draw, receipt};
 use crate::ticket::{self, Ticket};
 use crate::wire::{self, Outcome, TicketAnswer};
 use crate::Millis;
@@ -221,8 +221,10 @@ pub fn limit(
 /// The room's check of an admissible purchase (when the event's room is on): the
 /// receipt (`x-room-receipt`) must be this user's, from this client, for this event
 /// (403 with the reason), and its position admitted by the `schedule` (else 429, with
-/// `Retry-After` until its [`schedule::estimated_turn`], at least a second). Answers the
-/// position.
+/// `Retry-After` until its [`schedule::estimated_turn`], at least a second). A receipt
+/// issued before the room opened holds a registration for the draw, not a position
+/// ([`draw::holds_position`]): 429 until the opening, when the room tells its position.
+/// Answers the position.
 ///
 /// ```
 /// use flashgate_core::admission::room;
@@ -255,6 +257,13 @@ pub fn room(
     let fingerprint = ticket::fingerprint(user_agent.unwrap_or_default());
     let r = receipt::verify(token, receipt_key, &s.event, &s.user, &fingerprint)
         .map_err(|e| forbidden(e.reason()))?;
+    if !draw::holds_position(r.issued_at, schedule.opened_at) {
+        // A registration for the draw: its position comes with the seal, at the opening.
+        let wait_ms = schedule.opened_at.saturating_sub(now);
+        return Err(Outcome::RateLimited {
+            retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+        });
+    }
     let position = r.position_or_arrival;
     if !schedule::admitted(position, schedule) {
         let wait_ms = schedule::estimated_turn(schedule, position).saturating_sub(now);

@@ -277,7 +277,7 @@ fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
     use crate::room::receipt::{issue, receipt_key, Receipt};
     let key = receipt_key(b"edge-secret");
     let alice = screened("alice");
-    let receipt = |user: &str, ua: &str, position: u64| {
+    let receipt_at = |user: &str, ua: &str, position: u64, issued_at| {
         issue(
             &key,
             &Receipt {
@@ -285,10 +285,11 @@ fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
                 user: UserId::parse(user).expect("valid"),
                 fingerprint: ticket::fingerprint(ua),
                 position_or_arrival: position,
-                issued_at: START,
+                issued_at,
             },
         )
     };
+    let receipt = |user: &str, ua: &str, position: u64| receipt_at(user, ua, position, START);
     // 100 a second from the start, 5 admitted by 10 ms in.
     let schedule = Schedule {
         opened_at: START,
@@ -324,6 +325,21 @@ fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
     );
     assert_eq!(
         gate(Some(&receipt("alice", UA, 6)), START + 10),
+        Err(Outcome::RateLimited {
+            retry_after_secs: 1
+        })
+    );
+    // Issued before the opening: a registration for the draw (arrival 1), not position
+    // 1; it waits for the opening, however far the schedule has admitted.
+    let registration = receipt_at("alice", UA, 1, START - 1);
+    assert_eq!(
+        gate(Some(&registration), START - 2_500),
+        Err(Outcome::RateLimited {
+            retry_after_secs: 3
+        })
+    );
+    assert_eq!(
+        gate(Some(&registration), START + 10),
         Err(Outcome::RateLimited {
             retry_after_secs: 1
         })

@@ -26,6 +26,7 @@
 //! window) is measured by the statistical tests of `stats.rs`.
 
 pub mod chain;
+pub mod draw;
 pub mod pacing;
 pub mod permute;
 pub mod receipt;

@@ -115,6 +115,27 @@ pub fn issue(key: &[u8], receipt: &Receipt) -> String {
     format!("{}.{sig}", b64(payload.as_bytes()))
 }
 
+/// Reads a receipt's fields without checking its signature (only the edge holds the
+/// key): for a shopper comparing their receipt with a published draw, never to admit.
+///
+/// ```
+/// use flashgate_core::room::receipt::{issue, read_unverified, Receipt};
+/// # use flashgate_core::ids::{EventId, UserId};
+/// let r = Receipt {
+///     event: EventId::parse("phone").expect("a slug"),
+///     user: UserId::parse("u1").expect("a user id"),
+///     fingerprint: "0123456789abcdef".into(),
+///     position_or_arrival: 42,
+///     issued_at: 1_800_000_000_000,
+/// };
+/// assert_eq!(read_unverified(&issue(b"any key", &r)), Some(r));
+/// assert_eq!(read_unverified("not a receipt"), None);
+/// ```
+pub fn read_unverified(token: &str) -> Option<Receipt> {
+    let (payload_b64, _) = token.trim().split_once('.')?;
+    Receipt::parse_payload(&String::from_utf8(unb64(payload_b64)?).ok()?)
+}
+
 /// Reads and checks a receipt for this event, user and client.
 pub fn verify(
     token: &str,

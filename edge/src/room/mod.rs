@@ -1,0 +1,200 @@
+//! The room of an event: a Durable Object per event (binding `ROOM`, class
+//! [`object::Room`]) that holds the draw, the arrivals and the pacing, and what an
+//! isolate keeps of it (the public state, for `ROOM_CACHE_MS`). The object only stores
+//! and calls `flashgate_core::room`; the settings, the event's start and its unsold
+//! units come with each call from the worker, which reads them from its vars and the
+//! event cache. docs/room.md explains the room to an operator.
+
+mod object;
+pub(crate) mod public;
+
+use flashgate_core::ids::{EventId, UserId};
+use flashgate_core::room::chain::Entry;
+use flashgate_core::room::schedule::Schedule;
+use flashgate_core::room::seal::SealRecord;
+use flashgate_core::room::settings::RoomSettings;
+use flashgate_core::wire::Outcome;
+use flashgate_core::{bounded::Bounded, Millis};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use worker::{Env, Method, Request, RequestInit};
+
+/// The Durable Object binding (wrangler.toml `[[durable_objects.bindings]]`).
+pub const BINDING: &str = "ROOM";
+
+/// Most rooms whose state an isolate remembers.
+const MAX_CACHED: usize = 1_024;
+
+/// Most entries in one page of a sealed draw.
+pub const MAX_PAGE: u64 = 1_000;
+
+/// A call from the worker to an event's room.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum Call {
+    /// Join (when a user is named) and advance the admissions.
+    Ask(Ask),
+    /// A page of the sealed draw's entries.
+    Entries {
+        /// The room's event.
+        event: EventId,
+        /// The first arrival index of the page.
+        from: u64,
+        /// Most entries to answer.
+        limit: u64,
+    },
+}
+
+/// Joins a user (when named) and advances the admissions.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ask {
+    /// The room's event.
+    pub event: EventId,
+    /// The user joining; `None` only reads (and advances) the room.
+    pub user: Option<UserId>,
+    /// The joining client's fingerprint (`ticket::fingerprint`), kept in their entry.
+    pub fingerprint: Option<String>,
+    /// The room's settings.
+    pub settings: RoomSettings,
+    /// The event's start; the draw closes `fair_start_ms` after it.
+    pub starts_at: Millis,
+    /// Units not yet sold, as the edge last saw them.
+    pub unsold: u64,
+}
+
+/// The draw's public part: the commitment from the start, the record once sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Draw {
+    /// When the draw's window closes and the room seals.
+    pub draw_at: Millis,
+    /// SHA-256 of the seed, published before anyone registered.
+    pub commitment: String,
+    /// The sealed record (entrants, root, the seed revealed).
+    pub record: Option<SealRecord>,
+}
+
+/// What the room answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Told {
+    /// The joining user's position, once the draw is sealed.
+    pub position: Option<u64>,
+    /// Before the seal: the joining user's arrival index in the draw.
+    pub arrival: Option<u64>,
+    /// The receipt's `issued_at`: the registration before the seal, now after it.
+    pub issued_at: Option<Millis>,
+    /// Positions handed out so far.
+    pub queued: u64,
+    /// The public schedule.
+    pub schedule: Schedule,
+    /// The draw.
+    pub draw: Draw,
+}
+
+/// A page of a sealed draw's entries, in chain order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntriesPage {
+    /// Whether the draw is sealed (no entries are published before).
+    pub sealed: bool,
+    /// The shard the entries chain into.
+    pub shard: u32,
+    /// The entries.
+    pub entries: Vec<Entry>,
+    /// The `from` of the next page, if there may be one.
+    pub next: Option<u64>,
+}
+
+thread_local! {
+    static TOLD: RefCell<Bounded<EventId, (Millis, Told)>> =
+        RefCell::new(Bounded::new(MAX_CACHED));
+}
+
+fn busy() -> Outcome {
+    Outcome::Busy {
+        retry_after_secs: 1,
+    }
+}
+
+/// Calls the room of `event`; any failure is 503 busy (the object's own error is in
+/// wrangler's log).
+async fn call<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    event: &EventId,
+    call: &Call,
+) -> std::result::Result<T, Outcome> {
+    let asked = async {
+        let stub = env
+            .durable_object(BINDING)?
+            .id_from_name(event.as_str())?
+            .get_stub()?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(serde_json::to_string(call)?.into()));
+        let req = Request::new_with_init("https://room.invalid/", &init)?;
+        let mut resp = stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::from(format!(
+                "answered {}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<T>().await
+    };
+    asked.await.map_err(|e| {
+        worker::console_error!("room {event}: {e}");
+        busy()
+    })
+}
+
+fn remember(event: &EventId, told: &Told, now: Millis, ttl: Millis) {
+    TOLD.with(|c| {
+        c.borrow_mut()
+            .insert(event.clone(), (now, told.clone()), |(at, _)| {
+                now - at >= ttl
+            })
+    });
+}
+
+/// Joins `a.user` to the room of `a.event` (once; a second call answers the same entry),
+/// and refreshes the isolate's copy of the room's public state.
+pub async fn join(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
+    let event = a.event.clone();
+    let told: Told = call(env, &event, &Call::Ask(a)).await?;
+    remember(&event, &told, now, ttl);
+    Ok(told)
+}
+
+/// The room's public state, from the isolate's memory when younger than `ttl`, else
+/// from the room (which advances its admissions, and seals its draw when due, then):
+/// about one object read per isolate per `ttl`, however many shoppers ask.
+pub async fn status(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
+    let cached = TOLD.with(|c| {
+        c.borrow_mut()
+            .get(&a.event)
+            .filter(|(at, _)| now - at < ttl)
+            .map(|(_, t)| t.clone())
+    });
+    if let Some(told) = cached {
+        return Ok(told);
+    }
+    join(
+        Ask {
+            user: None,
+            fingerprint: None,
+            ..a
+        },
+        env,
+        now,
+        ttl,
+    )
+    .await
+}
+
+/// A page of the sealed draw's entries of `event`, from arrival index `from`.
+pub async fn entries(env: &Env, event: &EventId, from: u64) -> Result<EntriesPage, Outcome> {
+    let page = Call::Entries {
+        event: event.clone(),
+        from,
+        limit: MAX_PAGE,
+    };
+    call(env, event, &page).await
+}

@@ -1,0 +1,114 @@
+//! The room's public answers: its state (`GET …/room`) and, once sealed, the draw's
+//! entries (`GET …/room/entries`), from which anyone can check every position.
+
+use super::{Ask, Draw};
+use crate::config::Config;
+use crate::{json, now, origin, respond};
+use flashgate_core::ids::EventId;
+use flashgate_core::isolate::{CachedEvent, Use};
+use flashgate_core::room::settings::{self as room_settings, RoomSettings};
+use flashgate_core::wire::{self, Outcome};
+use flashgate_core::Millis;
+use worker::{Env, Request, Response, Result};
+
+/// What the worker tells an event's room, without a user: the settings, the start, and
+/// the units still unsold as the edge last saw them (none while it remembers a sold-out
+/// or the sale is paused: the room then admits nobody more, and everyone keeps their
+/// place in line).
+pub(crate) fn ask(settings: RoomSettings, event: &EventId, w: &CachedEvent, now: Millis) -> Ask {
+    let hold = origin::sold_out(event, now) || w.info.paused;
+    Ask {
+        event: event.clone(),
+        user: None,
+        fingerprint: None,
+        settings,
+        starts_at: w.starts_at,
+        unsold: if hold { 0 } else { w.info.stock_left },
+    }
+}
+
+/// The draw as published: before the seal its time and commitment only; from the seal
+/// the record too (entrants, root, the seed revealed). `full` adds the record's fields.
+pub(crate) fn draw(d: &Draw, full: bool) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "draw_at": d.draw_at,
+        "commitment": d.commitment,
+        "sealed": d.record.is_some(),
+    });
+    if let (true, Some(r), Some(o)) = (full, &d.record, out.as_object_mut()) {
+        o.insert("entrants".into(), r.entrants.into());
+        o.insert("shard_roots".into(), r.shard_roots.clone().into());
+        o.insert("seed".into(), r.seed_hex.clone().into());
+    }
+    out
+}
+
+async fn event(cfg: &Config, id: &str) -> std::result::Result<(EventId, CachedEvent), Outcome> {
+    let id = EventId::parse(id).map_err(|_| Outcome::EventNotFound)?;
+    let w = origin::event(cfg, &id, now(), Use::Any)
+        .await?
+        .ok_or(Outcome::EventNotFound)?;
+    Ok((id, w))
+}
+
+/// `GET /api/events/{id}/room`: the room's public state, without identity, from the
+/// isolate's copy (about one object read per isolate per `ROOM_CACHE_MS`).
+pub(crate) async fn status(cfg: &Config, env: &Env, id: &str) -> Result<Response> {
+    let answer = async {
+        let settings = cfg.room.ok_or(Outcome::NotFound)?;
+        let (id, w) = event(cfg, id).await?;
+        let t = now();
+        let told = super::status(ask(settings, &id, &w, t), env, t, cfg.room_cache_ms).await?;
+        let sealed = told.draw.record.is_some();
+        let phase = room_settings::phase(&settings, w.starts_at, w.ends_at, t, sealed);
+        Ok(serde_json::json!({
+            "event_id": id.as_str(),
+            "phase": phase,
+            "queued": told.queued,
+            "schedule": told.schedule,
+            "sold_out": origin::sold_out(&id, t) || w.info.stock_left == 0,
+            "draw": draw(&told.draw, true),
+            "server_time": wire::fmt_time(t),
+        }))
+    };
+    match answer.await {
+        Ok(body) => json(&body),
+        Err(o) => respond(&o),
+    }
+}
+
+/// `GET /api/events/{id}/room/entries?from=N`: a page of the sealed draw's entries in
+/// chain order (each entrant named by [`flashgate_core::room::draw::entrant`], never by
+/// user id); 425 before the seal.
+pub(crate) async fn entries(cfg: &Config, env: &Env, req: &Request, id: &str) -> Result<Response> {
+    let from = req.url().ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "from")
+            .map(|(_, v)| v.parse::<u64>())
+    });
+    let answer = async {
+        let settings = cfg.room.ok_or(Outcome::NotFound)?;
+        let from = from
+            .unwrap_or(Ok(0))
+            .map_err(|_| wire::bad("invalid_query", "from 须为非负整数"))?;
+        let (id, w) = event(cfg, id).await?;
+        let page = super::entries(env, &id, from).await?;
+        if !page.sealed {
+            let draw_at = settings.draw_at(w.starts_at);
+            return Err(Outcome::NotStarted {
+                starts_at: wire::fmt_time(draw_at),
+            });
+        }
+        Ok(serde_json::json!({
+            "event_id": id.as_str(),
+            "shard": page.shard,
+            "from": from,
+            "entries": page.entries,
+            "next": page.next,
+        }))
+    };
+    match answer.await {
+        Ok(body) => json(&body),
+        Err(o) => respond(&o),
+    }
+}
