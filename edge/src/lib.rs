@@ -344,6 +344,10 @@ impl Cx<'_> {
         let forward = guard::with(|i| {
             admission::limit(admissible, limiter, i.bucket(self.cfg.purchase_rps, t), t)
         })?;
+        // The whole edge forwards admitted purchases at the room's rate, not each isolate.
+        if let Some(settings) = self.cfg.room {
+            room::forward(self.env, &s.event, settings, now()).await?;
+        }
         Ok((s, forward, body))
     }
 

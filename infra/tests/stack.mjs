@@ -8,6 +8,9 @@ import { execFileSync } from 'node:child_process';
 const dir = process.env.FLASHGATE_E2E_DIR;
 assert.ok(dir, 'FLASHGATE_E2E_DIR is set by ./dev test');
 
+/** The stack's directory (its settings, logs and wrangler's dev registry). */
+export const stackDir = dir;
+
 /** The stack's settings (EDGE_URL, ORIGIN_URL, ADMIN_TOKEN, AUTH_SECRET, MYSQL_PORT, ...). */
 export const env = Object.fromEntries(
   readFileSync(`${dir}/env`, 'utf8').trim().split('\n').map((l) => {

@@ -27,6 +27,7 @@
 
 pub mod chain;
 pub mod draw;
+pub mod forward;
 pub mod pacing;
 pub mod permute;
 pub mod receipt;

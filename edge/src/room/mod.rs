@@ -10,6 +10,7 @@ pub(crate) mod public;
 
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::Entry;
+use flashgate_core::room::forward::{self, Grant};
 use flashgate_core::room::schedule::Schedule;
 use flashgate_core::room::seal::SealRecord;
 use flashgate_core::room::settings::RoomSettings;
@@ -34,6 +35,13 @@ pub const MAX_PAGE: u64 = 1_000;
 pub enum Call {
     /// Join (when a user is named) and advance the admissions.
     Ask(Ask),
+    /// Forwards for an isolate to spend on admitted purchases.
+    Forwards {
+        /// The room's settings (its rate).
+        settings: RoomSettings,
+        /// How many the isolate asks for.
+        want: u64,
+    },
     /// A page of the sealed draw's entries.
     Entries {
         /// The room's event.
@@ -60,6 +68,9 @@ pub struct Ask {
     pub starts_at: Millis,
     /// Units not yet sold, as the edge last saw them.
     pub unsold: u64,
+    /// Whether the calling isolate saw the event sold out (the room tells every other
+    /// isolate for a few seconds, so waiting pages learn it wherever they ask).
+    pub sold_out: bool,
 }
 
 /// The draw's public part: the commitment from the start, the record once sealed.
@@ -88,6 +99,15 @@ pub struct Told {
     pub schedule: Schedule,
     /// The draw.
     pub draw: Draw,
+    /// Whether an isolate saw the event sold out in the last few seconds.
+    pub sold_out: bool,
+}
+
+/// How many forwards the room granted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Granted {
+    /// Forwards to spend within `core::room::forward::GRANT_MS`.
+    pub count: u64,
 }
 
 /// A page of a sealed draw's entries, in chain order.
@@ -106,6 +126,7 @@ pub struct EntriesPage {
 thread_local! {
     static TOLD: RefCell<Bounded<EventId, (Millis, Told)>> =
         RefCell::new(Bounded::new(MAX_CACHED));
+    static GRANTS: RefCell<Bounded<EventId, Grant>> = RefCell::new(Bounded::new(MAX_CACHED));
 }
 
 fn busy() -> Outcome {
@@ -197,4 +218,39 @@ pub async fn entries(env: &Env, event: &EventId, from: u64) -> Result<EntriesPag
         limit: MAX_PAGE,
     };
     call(env, event, &page).await
+}
+
+/// Spends one of this isolate's forwards to the origin for `event`, asking the room for
+/// a batch when none is left: the whole edge forwards at most the room's rate. 429 when
+/// the room has none to give now.
+pub async fn forward(
+    env: &Env,
+    event: &EventId,
+    settings: RoomSettings,
+    now: Millis,
+) -> Result<(), Outcome> {
+    let spent = |now| {
+        GRANTS.with(|g| {
+            g.borrow_mut()
+                .get_mut(event)
+                .is_some_and(|grant| grant.take(now))
+        })
+    };
+    if spent(now) {
+        return Ok(());
+    }
+    let want = forward::batch(&settings);
+    let granted: Granted = call(env, event, &Call::Forwards { settings, want }).await?;
+    let now = crate::now();
+    GRANTS.with(|g| {
+        g.borrow_mut()
+            .insert(event.clone(), Grant::new(granted.count, now), |_| true)
+    });
+    if spent(now) {
+        Ok(())
+    } else {
+        Err(Outcome::RateLimited {
+            retry_after_secs: 1,
+        })
+    }
 }

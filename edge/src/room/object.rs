@@ -7,19 +7,24 @@
 //! get one index, one user's second call finds their first, and the seal happens once,
 //! on the first call from `draw_at` (no alarm: they are unreliable under `wrangler dev`).
 
-use super::{Ask, Call, Draw, EntriesPage, Told, MAX_PAGE};
+use super::{Ask, Call, Draw, EntriesPage, Granted, Told, MAX_PAGE};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::{Entry, ShardChain};
 use flashgate_core::room::draw::{self, Drawn};
+use flashgate_core::room::forward::Forwards;
 use flashgate_core::room::pacing::{self, Pacing};
 use flashgate_core::room::schedule::Schedule;
 use flashgate_core::room::seal::{self, SealRecord};
+use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::Millis;
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 /// The only shard for now: every entry chains into shard 0's root.
 const SHARD: u32 = 0;
+
+/// How long a sold-out an isolate reported holds in the room.
+const SOLD_OUT_MS: Millis = 5_000;
 
 const SCHEMA: &[&str] = &[
     // `drawn` = 1: registered before draw_at, `idx` its arrival index in the shard;
@@ -31,6 +36,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS draw (id INTEGER PRIMARY KEY CHECK (id = 1), \
      seed TEXT NOT NULL, chain TEXT NOT NULL, record TEXT, late INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pacing (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS forwards (id INTEGER PRIMARY KEY CHECK (id = 1), \
+     state TEXT NOT NULL)",
+    // Until when the event counts as sold out (an isolate saw it; a returned unit
+    // can undo it, so it lapses unless seen again).
+    "CREATE TABLE IF NOT EXISTS sold_out (id INTEGER PRIMARY KEY CHECK (id = 1), \
+     until INTEGER NOT NULL)",
     // Admissions handed out and not yet expired, as batches.
     "CREATE TABLE IF NOT EXISTS leases (expires_at INTEGER NOT NULL, count INTEGER NOT NULL)",
 ];
@@ -72,6 +83,11 @@ struct Stored {
 #[derive(Deserialize)]
 struct Sum {
     n: u64,
+}
+
+#[derive(Deserialize)]
+struct Until {
+    until: Millis,
 }
 
 fn int(v: u64) -> worker::SqlStorageValue {
@@ -188,6 +204,18 @@ impl Room {
             pacing.ended(expired);
         }
 
+        if ask.sold_out {
+            sql.exec(
+                "INSERT INTO sold_out (id, until) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET until = excluded.until",
+                vec![(now + SOLD_OUT_MS).into()],
+            )?;
+        }
+        let sold_out_until = sql
+            .exec("SELECT until FROM sold_out WHERE id = 1", None)?
+            .to_array::<Until>()?
+            .pop()
+            .map_or(0, |u| u.until);
         let mut told = Told {
             position: None,
             arrival: None,
@@ -195,6 +223,7 @@ impl Room {
             queued: 0,
             schedule: Schedule::of(&ask.settings, &pacing, draw_at, now),
             draw: d.public(draw_at),
+            sold_out: now < sold_out_until,
         };
         if let (Some(user), Some(fingerprint)) = (&ask.user, &ask.fingerprint) {
             let entry = self.join(&sql, &mut d, &mut pacing, ask, user, fingerprint, now)?;
@@ -288,6 +317,26 @@ impl Room {
         })
     }
 
+    /// Up to `want` forwards from the room's bucket.
+    fn forwards(&self, settings: &RoomSettings, want: u64, now: Millis) -> Result<Granted> {
+        let sql = self.state.storage().sql();
+        let mut bucket = match sql
+            .exec("SELECT state FROM forwards WHERE id = 1", None)?
+            .to_array::<Stored>()?
+            .pop()
+        {
+            Some(s) => serde_json::from_str(&s.state)?,
+            None => Forwards::new(settings, now),
+        };
+        let count = bucket.grant(want, settings, now);
+        sql.exec(
+            "INSERT INTO forwards (id, state) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            vec![serde_json::to_string(&bucket)?.into()],
+        )?;
+        Ok(Granted { count })
+    }
+
     /// A page of the sealed draw's entries, in chain order (empty before the seal).
     fn entries(&self, event: &EventId, from: u64, limit: u64) -> Result<EntriesPage> {
         let sql = self.state.storage().sql();
@@ -339,6 +388,9 @@ impl DurableObject for Room {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.json::<Call>().await? {
             Call::Ask(ask) => Response::from_json(&self.call(&ask, crate::now())?),
+            Call::Forwards { settings, want } => {
+                Response::from_json(&self.forwards(&settings, want, crate::now())?)
+            }
             Call::Entries { event, from, limit } => {
                 Response::from_json(&self.entries(&event, from, limit)?)
             }

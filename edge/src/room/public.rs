@@ -16,7 +16,8 @@ use worker::{Env, Request, Response, Result};
 /// or the sale is paused: the room then admits nobody more, and everyone keeps their
 /// place in line).
 pub(crate) fn ask(settings: RoomSettings, event: &EventId, w: &CachedEvent, now: Millis) -> Ask {
-    let hold = origin::sold_out(event, now) || w.info.paused;
+    let sold_out = origin::sold_out(event, now);
+    let hold = sold_out || w.info.paused;
     Ask {
         event: event.clone(),
         user: None,
@@ -24,6 +25,7 @@ pub(crate) fn ask(settings: RoomSettings, event: &EventId, w: &CachedEvent, now:
         settings,
         starts_at: w.starts_at,
         unsold: if hold { 0 } else { w.info.stock_left },
+        sold_out,
     }
 }
 
@@ -66,7 +68,7 @@ pub(crate) async fn status(cfg: &Config, env: &Env, id: &str) -> Result<Response
             "phase": phase,
             "queued": told.queued,
             "schedule": told.schedule,
-            "sold_out": origin::sold_out(&id, t) || w.info.stock_left == 0,
+            "sold_out": told.sold_out || origin::sold_out(&id, t) || w.info.stock_left == 0,
             "draw": draw(&told.draw, true),
             "server_time": wire::fmt_time(t),
         }))
