@@ -60,6 +60,11 @@ pub struct Config {
     pub bot: Rules,
     /// Turnstile secret key (secret); `None` skips the human check.
     pub turnstile_secret: Option<String>,
+    /// Turnstile site key the page renders its widget with (public); `None`: no widget.
+    pub turnstile_site_key: Option<String>,
+    /// Where the edge verifies a Turnstile token: Cloudflare's siteverify unless a
+    /// stand-in is named (a test, or a region that proxies it).
+    pub turnstile_verify_url: String,
     /// The events' room (`ROOM_ENABLED = "true"`), with its settings; `None`: off, and
     /// nothing answers differently from an edge without a room.
     pub room: Option<RoomSettings>,
@@ -134,6 +139,9 @@ impl Config {
                 allow: guard.allow,
             },
             turnstile_secret: get("TURNSTILE_SECRET"),
+            turnstile_site_key: get("TURNSTILE_SITE_KEY"),
+            turnstile_verify_url: get("TURNSTILE_VERIFY_URL")
+                .unwrap_or_else(|| bot::SITEVERIFY_URL.to_owned()),
             room: match get("ROOM_ENABLED").as_deref() {
                 Some("true") => Some(room_settings(&get)?),
                 _ => None,

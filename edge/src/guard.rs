@@ -1,6 +1,7 @@
 //! What guards the origin and lives in the isolate: the purchase token bucket, the bot
-//! tracker and its tally, counters of what the edge answered itself; and the calls to
-//! Cloudflare's Rate Limiting bindings and to Turnstile's siteverify.
+//! tracker and its tally, counters of what the edge answered itself; the calls to
+//! Cloudflare's Rate Limiting bindings and to Turnstile's siteverify; and the public
+//! settings the page needs to pass these guards (`GET /api/page`).
 
 use crate::config::Config;
 use crate::origin;
@@ -146,7 +147,7 @@ pub async fn human(cfg: &Config, body: &serde_json::Value, ip: Option<IpAddr>) -
     init.with_method(Method::Post)
         .with_headers(headers)
         .with_body(Some(json.into()));
-    let Ok(req) = Request::new_with_init(bot::SITEVERIFY_URL, &init) else {
+    let Ok(req) = Request::new_with_init(&cfg.turnstile_verify_url, &init) else {
         return Human::Unavailable;
     };
     match origin::send(req, cfg.origin_timeout_ms).await {
@@ -162,6 +163,23 @@ pub async fn human(cfg: &Config, body: &serde_json::Value, ip: Option<IpAddr>) -
         Err(why) => {
             worker::console_warn!("turnstile siteverify {why}");
             Human::Unavailable
+        }
+    }
+}
+
+/// What the activity page needs to know about the guards: the Turnstile site key, so it
+/// renders the widget whose token the ticket endpoint asks for.
+#[derive(Debug, Serialize)]
+pub struct PageSettings<'a> {
+    /// `null` when the page needs no widget.
+    pub turnstile_site_key: Option<&'a str>,
+}
+
+impl<'a> PageSettings<'a> {
+    /// The page's settings from the worker's configuration.
+    pub fn of(cfg: &'a Config) -> Self {
+        Self {
+            turnstile_site_key: cfg.turnstile_site_key.as_deref(),
         }
     }
 }

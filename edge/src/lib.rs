@@ -101,6 +101,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         head: &head,
     };
     match (segments.as_slice(), method) {
+        (["api", "page"], Method::Get | Method::Head) => json(&guard::PageSettings::of(&cfg)),
+        (["api", "page"], _) => not_allowed("GET, HEAD"),
         (["api", "events", id], Method::Get | Method::Head) => event_info(&cfg, id).await,
         (["api", "events", id, "ticket"], Method::Post) => cx.ticket(&mut req, id).await,
         (["api", "events", id, "purchase"], Method::Post) => cx.purchase(&mut req, id).await,

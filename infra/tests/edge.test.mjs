@@ -13,6 +13,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { env, run, users as mint, putEvent as put, eventually } from './stack.mjs';
+import * as turnstile from './turnstile.mjs';
 
 const BROWSER = {
   'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 flashgate-edge-e2e',
@@ -591,6 +592,36 @@ test('Turnstile: skipped when not configured; when configured a ticket needs a t
     assert.equal(noBody.body.reason, 'turnstile_missing');
   } finally {
     await overrides(null);
+  }
+});
+
+test('Turnstile: the page learns the site key; siteverify decides (a local stand-in)', async () => {
+  const event = await putEvent(`edge-${run}-verify`, 5, -1000, 3_600_000);
+  const [olga] = users(1);
+  assert.deepEqual((await call('GET', '/api/page')).body, { turnstile_site_key: null });
+  const verify = await turnstile.siteverify();
+  await overrides({ TURNSTILE_SECRET: turnstile.SECRET, TURNSTILE_SITE_KEY: turnstile.SITE_KEY, TURNSTILE_VERIFY_URL: verify.url });
+  try {
+    const page = await call('GET', '/api/page');
+    assert.equal(page.status, 200);
+    assert.deepEqual(page.body, { turnstile_site_key: turnstile.SITE_KEY });
+    const ticket = (token) => call('POST', `/api/events/${event}/ticket`, { token: olga.token, body: token === undefined ? {} : { turnstile_token: token } });
+    const missing = await ticket();
+    assert.deepEqual([missing.status, missing.body.reason], [403, 'turnstile_missing']);
+    const bad = await ticket('forged-token');
+    assert.deepEqual([bad.status, bad.body.reason], [403, 'turnstile_failed'], JSON.stringify(bad.body));
+    const good = await ticket(`${turnstile.PASS}edge-1`);
+    assert.equal(good.status, 200, JSON.stringify(good.body));
+    assert.ok(good.body.ticket);
+    const replayed = await ticket(`${turnstile.PASS}edge-1`);
+    assert.deepEqual([replayed.status, replayed.body.reason], [403, 'turnstile_failed'], 'a token is good once');
+    // The edge sent the secret and the token; a missing token never reached siteverify.
+    assert.deepEqual(verify.calls.map((c) => [c.secret, c.response]), [
+      [turnstile.SECRET, 'forged-token'], [turnstile.SECRET, `${turnstile.PASS}edge-1`], [turnstile.SECRET, `${turnstile.PASS}edge-1`],
+    ]);
+  } finally {
+    await overrides(null);
+    await verify.close();
   }
 });
 
