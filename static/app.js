@@ -32,6 +32,11 @@
       msgSignedOut: '登录已失效, 请重新登录', msgError: '出错了, 请稍后再试 ({code})',
       msgSlow: '订单仍在处理中, 请稍后刷新查看', msgNotFound: '活动不存在', msgSignedIn: '已登录: {user}',
       msgBadToken: 'token 格式不对', msgExpiredToken: 'token 已过期', msgOffline: '网络不稳定, 正在重试',
+      btnPaused: '活动已暂停', pausedLine: '活动暂停中', msgPaused: '活动已暂停，请稍候 · 恢复后可继续抢购',
+      msgResumed: '活动已恢复, 可以继续抢购', btnInLine: '排队中 · 第 {pos} 位', btnTurn: '轮到您了 · 立即抢购',
+      msgInLine: '您已进入排队, 第 {pos} 位', msgTurn: '轮到您了, 请立即抢购', msgRegistered: '已登记, 排队位置将于 {at} 抽签公布',
+      roomPosition: '排队位置: 第 {pos} 位 · 前面还有 {ahead} 人', roomEta: '预计 {at} 轮到您 · 还需 {t}',
+      roomTurn: '轮到您了', roomRegistered: '已登记，排队位置将于 {at} 抽签公布', msgHuman: '请先完成下方的人机验证', btnDraw: '等待抽签',
     },
     en: {
       title: '{name} · flash sale', loading: 'Loading…', picture: 'Product picture (placeholder)',
@@ -55,6 +60,11 @@
       msgSlow: 'Your order is still being processed; check back later', msgNotFound: 'No such sale',
       msgSignedIn: 'Signed in: {user}', msgBadToken: 'That does not look like a token',
       msgExpiredToken: 'That token has expired', msgOffline: 'Network trouble, retrying',
+      btnPaused: 'Paused', pausedLine: 'The sale is paused', msgPaused: 'The sale is paused, please wait · you can buy once it resumes',
+      msgResumed: 'The sale has resumed, you can buy now', btnInLine: 'In line · no. {pos}', btnTurn: 'Your turn · Buy now',
+      msgInLine: 'You are in line, no. {pos}', msgTurn: 'It is your turn, buy now', msgRegistered: 'Registered; places in line are drawn at {at}',
+      roomPosition: 'Place in line: no. {pos} · {ahead} ahead of you', roomEta: 'Your turn at about {at} · in {t}',
+      roomTurn: 'Your turn', roomRegistered: 'Registered; places in line are drawn at {at}', msgHuman: 'Please complete the human check below first', btnDraw: 'Waiting for the draw',
     },
   };
   const store = (s, k, v) => { try { if (v === undefined) return s.getItem(k); if (v === null) s.removeItem(k); else s.setItem(k, v); } catch { /* storage off */ } return null; };
@@ -83,6 +93,7 @@
   let working = false; // one purchase at a time: the double-submit guard
   let gen = 0; // bumped on sign-in/out so stale loops stop
   let ticket = null; // {value, expires, user}
+  let room, human; // the room (static/room.js) and Turnstile (static/human.js), built below
   const timers = {};
 
   const token = () => store(sessionStorage, TOKEN_KEY) || '';
@@ -100,8 +111,8 @@
     const n = now();
     if (n < Date.parse(info.starts_at)) return 'upcoming';
     if (n >= Date.parse(info.ends_at)) return 'ended';
-    if (info.state === 'sold_out' || Number(info.stock_left) <= 0) return 'sold_out';
-    return 'live';
+    if (info.state === 'sold_out' || Number(info.stock_left) <= 0 || room.soldOut) return 'sold_out';
+    return info.paused ? 'paused' : 'live';
   }
 
   // ---- rendering ------------------------------------------------------------------------
@@ -110,6 +121,11 @@
     const s = Math.max(0, Math.ceil(ms / 1000));
     const d = Math.floor(s / 86400);
     return (d ? t('days', { d }) : '') + `${pad(Math.floor(s / 3600) % 24)}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
+  }
+  // A server time as the visitor's wall clock shows it (HH:MM:SS).
+  function clockTime(serverMs) {
+    const d = new Date(Date.now() + (serverMs - now()));
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   }
   function money(v) {
     if (v === '' || v == null || Number.isNaN(Number(v))) return '';
@@ -137,8 +153,18 @@
       not_started: ['msgNotStarted', 'warn'], ended: ['msgEnded', 'error'], blocked: ['msgBlocked', 'error'],
       signed_out: ['msgSignedOut', 'error'], signin: ['msgSignin', 'warn'], error: ['msgError', 'error'],
       offline: ['msgOffline', 'warn'], signed_in: ['msgSignedIn', ''], bad_token: ['msgBadToken', 'error'],
-      expired_token: ['msgExpiredToken', 'error'],
+      expired_token: ['msgExpiredToken', 'error'], paused: ['msgPaused', 'warn'], resumed: ['msgResumed', 'ok'],
+      human: ['msgHuman', 'warn'],
     }[o.name] || ['', ''];
+    const line = room.state();
+    const idle = ['none', 'signed_in', 'resumed'].includes(o.name);
+    if (p === 'paused') return { button: 'btnPaused', msg: 'msgPaused', tone: 'warn' };
+    if (p === 'sold_out' && idle && room.receipt) return { button: 'btnSoldOut', msg: 'msgSoldOut', tone: 'error' }; // sold out while in line
+    if (idle && ['upcoming', 'live'].includes(p) && ['registered', 'waiting', 'turn'].includes(line)) {
+      const msg = line === 'registered' ? 'msgRegistered' : line === 'turn' && p === 'live' ? 'msgTurn' : 'msgInLine';
+      const button = p === 'upcoming' ? 'btnSoon' : { registered: 'btnDraw', waiting: 'btnInLine', turn: 'btnTurn' }[line];
+      return { button, msg, tone: line === 'turn' && p === 'live' ? 'ok' : '', vars: { pos: room.position, at: clockTime(room.drawAt) } };
+    }
     let button;
     if (p === 'not_found') button = 'btnNone';
     else if (p === 'loading') button = 'btnLoading';
@@ -154,7 +180,7 @@
   function render() {
     const p = phase();
     const v = view(p);
-    const enabled = ['btnBuy', 'btnSignin', 'btnAgain'].includes(v.button) && !working;
+    const enabled = ['btnBuy', 'btnSignin', 'btnAgain', 'btnTurn'].includes(v.button) && !working;
     const button = $('buy');
     if (button.disabled === enabled) button.disabled = !enabled;
     button.setAttribute('aria-busy', String(working));
@@ -174,6 +200,7 @@
       if (p === 'upcoming') line = t('startsIn', { t: duration(starts - n) });
       else if (p === 'ended') line = t('ended');
       else if (p === 'sold_out') line = t('soldOutLine');
+      else if (p === 'paused') line = t('pausedLine');
       else if (p === 'live') line = ends - n < 86400000 ? t('endsIn', { t: duration(ends - n) }) : t('live');
       setText($('countdown'), line);
       const left = p === 'sold_out' || outcome.name === 'sold_out' ? 0 : Math.max(0, Number(info.stock_left));
@@ -181,6 +208,7 @@
       setText($('total'), String(info.stock_total));
       $('meter').style.width = `${info.stock_total > 0 ? Math.round((100 * left) / info.stock_total) : 0}%`;
     }
+    room.render(t, duration, clockTime);
   }
 
   function renderLanguage() {
@@ -202,15 +230,16 @@
   const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
   const jitter = (ms, spread = 0.4) => ms * (1 - spread / 2 + Math.random() * spread);
 
-  async function call(method, path, { ticketValue, auth = true } = {}) {
+  async function call(method, path, { ticketValue, receipt, body: payload = {}, auth = true } = {}) {
     const headers = {};
     if (auth && token()) headers.authorization = `Bearer ${token()}`;
     if (ticketValue) headers['x-ticket'] = ticketValue;
+    if (receipt) headers['x-room-receipt'] = receipt;
     if (method === 'POST') headers['content-type'] = 'application/json';
     const sent = performance.now();
     let r;
     try {
-      r = await fetch(path, { method, headers, body: method === 'POST' ? '{}' : undefined, cache: 'no-store' });
+      r = await fetch(path, { method, headers, body: method === 'POST' ? JSON.stringify(payload) : undefined, cache: 'no-store' });
     } catch {
       return { status: 0, body: {}, retryAfter: 2, sent, received: performance.now() };
     }
@@ -237,7 +266,9 @@
         failures = 0;
         sampleClock(r.body.server_time, r.sent, r.received);
         const first = !info;
+        const resumed = info && info.paused && !r.body.paused;
         info = r.body;
+        if (resumed && ['paused', 'none', 'signed_in'].includes(outcome.name)) outcome = { name: 'resumed' };
         notFound = false;
         if (first) { renderLanguage(); checkOrder(); }
         scheduleStart();
@@ -245,7 +276,7 @@
         const p = phase();
         if (p === 'ended') next = null;
         else if (p === 'upcoming') next = Math.min(jitter(15000), Math.max(0, Date.parse(info.starts_at) - now()) + 300 + Math.random() * 1500);
-        else if (p === 'live') next = jitter(5000);
+        else if (p === 'live' || p === 'paused') next = jitter(5000);
         else next = jitter(15000);
       } else if (r.status === 404) {
         notFound = true; next = null; renderLanguage();
@@ -276,16 +307,19 @@
     if (wait <= 3000) return;
     const at = Math.max(0, wait - 60000) + Math.random() * (Math.min(wait, 60000) - 3000);
     timers.prefetch = setTimeout(() => {
-      if (token() && phase() === 'upcoming') getTicket().catch(() => {});
+      // With Turnstile, only a token the widget already gave: the prefetch never waits.
+      if (token() && phase() === 'upcoming' && (!human.needed() || human.token)) getTicket(0).catch(() => {});
     }, at);
   }
 
   // A ticket may be asked for before the start (it opens at the start); it is reused
   // until shortly before it expires.
-  async function getTicket() {
+  async function getTicket(humanWaitMs = 10000) {
     const u = user();
     if (ticket && ticket.user === u && ticket.eventId === eventId && now() < ticket.expires - 5000) return { status: 200 };
-    const r = await call('POST', `${api}/ticket`);
+    const proof = human.needed() ? await human.take(humanWaitMs) : null;
+    if (human.needed() && !proof) return { status: -1, body: {} }; // the widget is not done yet
+    const r = await call('POST', `${api}/ticket`, { body: proof ? { turnstile_token: proof } : {} });
     if (r.status === 200 && r.body.ticket) {
       ticket = { value: r.body.ticket, expires: Date.parse(r.body.expires_at) || now() + 60000, user: u, eventId };
     }
@@ -296,10 +330,14 @@
     for (let fresh = 0; ; fresh += 1) {
       const tk = await getTicket();
       if (tk.status !== 200) return tk;
-      const r = await call('POST', `${api}/purchase`, { ticketValue: ticket.value });
+      if (room.on && !room.receipt) await room.join();
+      if (room.soldOut) return { status: 409, body: {} };
+      const r = await call('POST', `${api}/purchase`, { ticketValue: ticket.value, receipt: room.on ? room.receipt : '' });
       const reason = String(r.body.reason || '');
-      // A stale or early ticket: ask for a new one once; anything else is a verdict.
+      // A stale or early ticket, or a receipt the edge no longer takes: ask for a new one
+      // once; anything else is a verdict.
       if (r.status === 403 && reason.startsWith('ticket_') && fresh === 0) { ticket = null; continue; }
+      if (r.status === 403 && reason.startsWith('receipt_') && fresh === 0) { room.forget(); await room.join(); continue; }
       return r;
     }
   }
@@ -312,7 +350,7 @@
   async function buy() {
     if (working) return;
     if (!token()) { setOutcome('signin'); $('signin').open = true; $('token').focus(); return; }
-    if (phase() !== 'live') return;
+    if (phase() !== 'live' || ['waiting', 'registered'].includes(room.state())) return;
     working = true;
     const mine = gen;
     let gaveUp = false;
@@ -321,11 +359,19 @@
       for (let tries = 0; mine === gen; tries += 1) {
         const r = await attempt();
         if (mine !== gen) return;
+        if (r.status === -1) { setOutcome('human'); return; }
+        if (r.status === 503 && (r.body.status === 'paused' || r.body.error === 'paused')) {
+          // The kill switch: no retries; the event info says when the sale resumes.
+          if (info) info = { ...info, paused: true };
+          setOutcome('paused'); refreshSoon(); return;
+        }
         if (r.status === 429 || r.status === 503 || r.status === 0) {
           if (tries >= MAX_BUSY_RETRIES) { setOutcome(r.status === 0 ? 'offline' : 'busy_gave_up'); gaveUp = true; return; }
           // Retry-After, growing with each try, plus jitter: never a tight loop, and a crowd
           // that was told "1 s" does not come back in the same millisecond.
-          const base = Math.min(30000, Math.max(r.retryAfter * 1000, 1000 * 2 ** tries));
+          // In the room, a 429 says when this shopper's turn comes: wait for just that.
+          const turn = room.on && r.status === 429 && room.receipt;
+          const base = Math.min(30000, Math.max(r.retryAfter * 1000, turn ? 0 : 1000 * 2 ** tries));
           const wait = base + Math.random() * Math.min(base, 2000);
           const until = performance.now() + wait;
           setOutcome('busy', { until });
@@ -358,7 +404,7 @@
     switch (r.status) {
       case 202: setOutcome('queued', { orderId: id }); follow(mine, id); refreshSoon(); break;
       case 200: setOutcome('already', { orderId: id }); break;
-      case 409: setOutcome('sold_out'); if (info) info = { ...info, stock_left: 0, state: 'sold_out' }; refreshSoon(); break;
+      case 409: setOutcome('sold_out'); room.markSoldOut(); if (info) info = { ...info, stock_left: 0, state: 'sold_out' }; refreshSoon(); break;
       case 410: setOutcome('ended'); break;
       case 401: signOut('signed_out'); break;
       case 403: setOutcome('blocked', { reason: r.body.reason || r.body.error || '403' }); break;
@@ -405,6 +451,7 @@
     store(sessionStorage, TOKEN_KEY, null);
     outcome = { name: why || 'none' };
     if (why) $('signin').open = true;
+    room.reset();
     renderLanguage();
   }
   function signIn() {
@@ -418,10 +465,21 @@
     $('token').value = '';
     $('signin').open = false;
     outcome = { name: 'signed_in' };
+    room.reset();
     renderLanguage();
     schedulePrefetch();
     checkOrder();
   }
+
+  // The room (off when the edge has none) and Turnstile (when the edge names a site key).
+  const done = ['queued', 'slow', 'confirmed', 'already', 'sold_out', 'ended'];
+  room = window.FlashgateRoom.create({
+    api, eventId, call, now, user, jitter,
+    wanted: () => !done.includes(outcome.name) && !['ended', 'sold_out'].includes(phase()),
+    onChange: () => render(),
+    onSignedOut: () => signOut('signed_out'),
+  });
+  human = window.FlashgateHuman.create({ call, lang: () => lang, onChange: () => render() });
 
   $('buy').addEventListener('click', buy);
   $('save').addEventListener('click', signIn);
@@ -431,8 +489,10 @@
     store(localStorage, 'flashgate.lang', lang);
     renderLanguage();
   });
-  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) { refresh(); room.refresh(); } });
   renderLanguage();
   refresh();
+  room.refresh();
+  human.start();
   setInterval(render, 250);
 })();

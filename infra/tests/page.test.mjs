@@ -2,7 +2,10 @@
 // the stack that `./dev test` starts: gating on the server's clock, a purchase from queued
 // to confirmed, sold out for the next shopper, a purchase whose answer was lost (the page
 // finds the order when it stops retrying), and a 429 that shows the busy message and
-// recovers. Screenshots of each state go to target/page-screenshots/.
+// recovers; the edge room's states (registered, waiting with a countdown, your turn, sold
+// out while waiting), a paused sale and its resume, and the Turnstile widget (a local
+// stand-in of Cloudflare's script and siteverify). Screenshots of each state go to
+// target/page-screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -11,6 +14,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 import { env, root, run, users as mint, putEvent as put, eventually } from './stack.mjs';
+import * as turnstile from './turnstile.mjs';
 
 const shots = join(root, 'target', 'page-screenshots');
 const users = (count, tag) => mint(count, `pg${tag}`);
@@ -41,8 +45,9 @@ after(async () => {
 });
 
 // A tab of its own (sessionStorage, hence the sign-in, is per tab).
-async function open(path, { skewMs = 0, fakeClock = false } = {}) {
+async function open(path, { skewMs = 0, fakeClock = false, prepare } = {}) {
   const page = await context.newPage();
+  if (prepare) await prepare(page);
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   // Timers the test can skip ahead (the clock still runs on by itself).
   if (fakeClock) await page.clock.install();
@@ -70,7 +75,7 @@ const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`),
 
 test('the page weighs under 50 KB and is served by the edge', async () => {
   let total = 0;
-  for (const f of ['/', '/app.js', '/style.css']) {
+  for (const f of ['/', '/app.js', '/room.js', '/human.js', '/style.css']) {
     const r = await fetch(`${env.EDGE_URL}${f}`);
     assert.equal(r.status, 200, f);
     total += (await r.arrayBuffer()).byteLength;
@@ -253,5 +258,204 @@ test('a 429 shows the busy message, then the page retries after Retry-After and 
   assert.match(await text(page, '#status'), /^Order confirmed, order no\. \S+/);
   await shot(page, '8-confirmed-en');
   await page.close();
+  assert.deepEqual(pageErrors, [], 'no script errors on the page');
+});
+
+// ---- the edge room, a paused sale, Turnstile -------------------------------------------
+// Pages below ask for Chinese (?lang=zh): the test above left English chosen in this profile.
+// Knobs of the running worker (as room.test.mjs and edge.test.mjs set them), always cleared.
+async function overrides(knobs) {
+  const r = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
+    method: knobs ? 'PUT' : 'DELETE',
+    headers: { 'content-type': 'application/json' },
+    body: knobs ? JSON.stringify(knobs) : undefined,
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+after(() => overrides(null));
+
+// Another shopper, straight to the edge API with one browser-like client (a receipt is
+// bound to its client): joins the room, and buys once admitted.
+const UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 flashgate-page-e2e';
+async function api(method, path, { token, ticket, receipt } = {}) {
+  const headers = { 'user-agent': UA, accept: 'application/json', 'accept-language': 'zh-CN', 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (ticket) headers['x-ticket'] = ticket;
+  if (receipt) headers['x-room-receipt'] = receipt;
+  const r = await fetch(`${env.EDGE_URL}${path}`, { method, headers, body: method === 'POST' ? '{}' : undefined });
+  return { status: r.status, body: await r.json().catch(() => ({})) };
+}
+async function joinRoom(event, user) {
+  const r = await api('POST', `/api/events/${event}/room`, { token: user.token });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body;
+}
+const roomState = (page, state, timeout = 15000) => page.waitForSelector(`#room[data-state="${state}"]:not([hidden])`, { timeout });
+
+test('the room: registered or in line with a countdown, then its turn, the purchase with its receipt', async (t) => {
+  // One admission a second: the shopper at position 4 waits about 3 s after the start.
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200 });
+  const event = `page-${run}-room`;
+  const startsAt = await putEvent(event, 5, 9000, 3_600_000);
+  const [erin, ...ahead] = users(4, 'r');
+  for (const u of ahead) await joinRoom(event, u);
+  const page = await open(`/?event=${event}&lang=zh`);
+  await page.waitForSelector('main[data-phase="upcoming"]', { timeout: 5000 });
+  const joined = page.waitForResponse((r) => r.url().endsWith(`/api/events/${event}/room`) && r.request().method() === 'POST', { timeout: 15000 });
+  await signIn(page, erin.token);
+  const first = await (await joined).json();
+
+  if (first.position == null && first.draw) {
+    // The fair-start draw: registered now, the place in line comes at draw_at.
+    await roomState(page, 'registered');
+    assert.match(await text(page, '#room-position'), /^已登记，排队位置将于 \d\d:\d\d:\d\d 抽签公布$/);
+    assert.match(await text(page, '#status'), /^已登记, 排队位置将于 \d\d:\d\d:\d\d 抽签公布$/);
+    await shot(page, 'room-1-registered');
+  } else {
+    t.diagnostic('this edge has no fair-start draw (the join answered a position): the registered state is not shown');
+    assert.equal(first.position, 4);
+  }
+
+  await roomState(page, 'waiting', 30000);
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  assert.match(await text(page, '#status'), /^您已进入排队, 第 \d+ 位$/);
+  assert.match(await text(page, '#room-position'), /^排队位置: 第 \d+ 位 · 前面还有 \d+ 人$/);
+  const eta = await text(page, '#room-eta');
+  assert.match(eta, /^预计 \d\d:\d\d:\d\d 轮到您 · 还需 00:00:\d\d$/);
+  // The countdown is live: the text moves on without a reload.
+  await page.waitForFunction((before) => document.getElementById('room-eta').textContent !== before, eta, { timeout: 5000 });
+  const position = Number(/第 (\d+) 位/.exec(await text(page, '#room-position'))[1]);
+  assert.ok(position >= 1 && position <= 4, `position ${position}`);
+  const receipt = await page.evaluate((k) => sessionStorage.getItem(k), `flashgate.room.${event}.${erin.id}`);
+  assert.ok(JSON.parse(receipt).receipt, 'the receipt is kept in sessionStorage');
+  await eventually('the start', 15000, () => Date.now() >= startsAt + 300, 100);
+  if (position > 2) {
+    await page.waitForSelector('#buy:text("排队中 · 第")', { timeout: 5000 });
+    await shot(page, 'room-2-waiting');
+  }
+
+  // Its turn: the button enables by itself; the purchase carries the receipt.
+  await roomState(page, 'turn', 20000);
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  assert.equal(await text(page, '#buy'), '轮到您了 · 立即抢购');
+  assert.equal(await text(page, '#status'), '轮到您了, 请立即抢购');
+  await shot(page, 'room-3-turn');
+  const purchase = page.waitForRequest((r) => r.url().endsWith(`/api/events/${event}/purchase`));
+  await page.click('#buy');
+  assert.equal((await purchase).headers()['x-room-receipt'], JSON.parse(receipt).receipt);
+  await page.waitForSelector('main[data-outcome="queued"], main[data-outcome="confirmed"]', { timeout: 15000 });
+  assert.equal(await page.locator('#room').isHidden(), true, 'the line is behind the shopper');
+  await outcome(page, 'confirmed', 30000);
+  await shot(page, 'room-4-confirmed');
+  await page.close();
+});
+
+test('the room: a shopper waiting in line sees the sell-out at once', async () => {
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200 });
+  const event = `page-${run}-roomsold`;
+  const startsAt = await putEvent(event, 1, 6000, 3_600_000);
+  // Ten ahead: one unit of stock lets only the first in, so the page's shopper waits.
+  const [frank, first, ...others] = users(11, 's');
+  const winner = await joinRoom(event, first);
+  for (const u of others) await joinRoom(event, u);
+  const page = await open(`/?event=${event}&lang=zh`);
+  await signIn(page, frank.token);
+  await roomState(page, 'waiting', 20000);
+  assert.match(await text(page, '#room-position'), /^排队位置: 第 11 位 · 前面还有 10 人$/);
+  await eventually('the start', 15000, () => Date.now() >= startsAt + 300, 100);
+  await page.waitForSelector('#buy:text("排队中 · 第 11 位")', { timeout: 5000 });
+  await shot(page, 'room-2-waiting');
+
+  // The first in line buys the only unit.
+  const ticket = await api('POST', `/api/events/${event}/ticket`, { token: first.token });
+  assert.equal(ticket.status, 200, JSON.stringify(ticket.body));
+  const bought = await eventually('the first purchase', 10000, async () => {
+    const r = await api('POST', `/api/events/${event}/purchase`, { token: first.token, ticket: ticket.body.ticket, receipt: winner.receipt });
+    return r.status === 202 && r;
+  }, 600); // under the per-user purchase limit of the edge
+  assert.equal(bought.body.status, 'queued');
+  await page.waitForSelector('main[data-phase="sold_out"]', { timeout: 20000 });
+  assert.equal(await text(page, '#status'), '很遗憾, 已售罄');
+  assert.equal(await text(page, '#buy'), '已售罄');
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  assert.equal(await page.locator('#room').isHidden(), true);
+  await shot(page, 'room-5-sold-out');
+  await page.close();
+});
+
+async function pauseSale(event, paused) {
+  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${event}/${paused ? 'pause' : 'resume'}`, {
+    method: 'POST', headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` },
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+
+test('a paused sale: the purchase gets 503 paused, the page waits and comes back by itself', async () => {
+  await overrides(null);
+  const event = `page-${run}-pause`;
+  await putEvent(event, 5, -1000, 3_600_000);
+  const [gina] = users(1, 'p');
+  const page = await open(`/?event=${event}&lang=zh`);
+  await signIn(page, gina.token);
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  // The page's event info is a moment old (the contract lets it lag) while the operator
+  // pauses: the click gets the edge's real 503 paused.
+  await page.route((u) => u.pathname === `/api/events/${event}`, async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, json: { ...(await response.json()), paused: false } });
+  });
+  await pauseSale(event, true);
+  await eventually('the edge to know of the pause', 10000, async () => (await api('GET', `/api/events/${event}`)).body.paused === true);
+  const answer = page.waitForResponse((r) => r.url().endsWith(`/api/events/${event}/purchase`));
+  await page.click('#buy');
+  assert.equal((await answer).status(), 503);
+  await page.unroute((u) => u.pathname === `/api/events/${event}`);
+  await outcome(page, 'paused');
+  assert.equal(await text(page, '#status'), '活动已暂停，请稍候 · 恢复后可继续抢购');
+  assert.equal(await text(page, '#buy'), '活动已暂停');
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  // The event info says so too at the next look.
+  await page.waitForSelector('main[data-phase="paused"]', { timeout: 15000 });
+  assert.equal(await text(page, '#countdown'), '活动暂停中');
+  await shot(page, 'paused');
+
+  await pauseSale(event, false);
+  await outcome(page, 'resumed', 20000);
+  assert.equal(await page.getAttribute('main', 'data-phase'), 'live');
+  assert.equal(await text(page, '#status'), '活动已恢复, 可以继续抢购');
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  await shot(page, 'resumed');
+  await page.click('#buy');
+  await outcome(page, 'confirmed', 30000);
+  await page.close();
+});
+
+test('Turnstile: the page renders the widget the edge names and sends its token', async () => {
+  const verify = await turnstile.siteverify();
+  try {
+    await overrides({ TURNSTILE_SECRET: turnstile.SECRET, TURNSTILE_SITE_KEY: turnstile.SITE_KEY, TURNSTILE_VERIFY_URL: verify.url });
+    const event = `page-${run}-human`;
+    await putEvent(event, 5, -1000, 3_600_000);
+    const [hana] = users(1, 'h');
+    const page = await open(`/?event=${event}&lang=zh`, {
+      prepare: (p) => p.route((u) => u.href.startsWith(turnstile.SCRIPT_URL), (route) => route.fulfill({
+        status: 200, contentType: 'text/javascript', body: turnstile.WIDGET_JS,
+      })),
+    });
+    await page.waitForSelector(`#human[data-sitekey="${turnstile.SITE_KEY}"]:not([hidden])`, { timeout: 10000 });
+    await signIn(page, hana.token);
+    await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+    await shot(page, 'turnstile');
+    const ticket = page.waitForRequest((r) => r.url().endsWith(`/api/events/${event}/ticket`));
+    await page.click('#buy');
+    const sent = JSON.parse((await ticket).postData());
+    assert.ok(sent.turnstile_token.startsWith(turnstile.PASS), JSON.stringify(sent));
+    await outcome(page, 'confirmed', 30000);
+    assert.deepEqual(verify.calls.map((c) => [c.secret, c.response]), [[turnstile.SECRET, sent.turnstile_token]]);
+    await page.close();
+  } finally {
+    await overrides(null);
+    await verify.close();
+  }
   assert.deepEqual(pageErrors, [], 'no script errors on the page');
 });
