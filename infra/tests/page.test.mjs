@@ -328,6 +328,13 @@ test('the room: registered or in line with a countdown, then its turn, the purch
   assert.ok(position >= 1 && position <= 4, `position ${position}`);
   const receipt = await page.evaluate((k) => sessionStorage.getItem(k), `flashgate.room.${event}.${erin.id}`);
   assert.ok(JSON.parse(receipt).receipt, 'the receipt is kept in sessionStorage');
+  // A reload keeps the place in line without joining again.
+  const joins = [];
+  page.on('request', (r) => { if (r.url().endsWith(`/api/events/${event}/room`) && r.method() === 'POST') joins.push(r); });
+  await page.reload();
+  await roomState(page, 'waiting');
+  assert.match(await text(page, '#room-position'), new RegExp(`^排队位置: 第 ${position} 位`));
+  assert.equal(joins.length, 0, 'no second join after a reload');
   await eventually('the start', 15000, () => Date.now() >= startsAt + 300, 100);
   if (position > 2) {
     await page.waitForSelector('#buy:text("排队中 · 第")', { timeout: 5000 });
@@ -433,6 +440,7 @@ test('a paused sale: the purchase gets 503 paused, the page waits and comes back
 test('Turnstile: the page renders the widget the edge names and sends its token', async () => {
   const verify = await turnstile.siteverify();
   try {
+    await overrides(null); // a PUT adds to the knobs already set
     await overrides({ TURNSTILE_SECRET: turnstile.SECRET, TURNSTILE_SITE_KEY: turnstile.SITE_KEY, TURNSTILE_VERIFY_URL: verify.url });
     const event = `page-${run}-human`;
     await putEvent(event, 5, -1000, 3_600_000);
@@ -442,6 +450,8 @@ test('Turnstile: the page renders the widget the edge names and sends its token'
         status: 200, contentType: 'text/javascript', body: turnstile.WIDGET_JS,
       })),
     });
+    const rooms = [];
+    page.on('request', (r) => { if (r.url().endsWith(`/api/events/${event}/room`)) rooms.push(r.method()); });
     await page.waitForSelector(`#human[data-sitekey="${turnstile.SITE_KEY}"]:not([hidden])`, { timeout: 10000 });
     await signIn(page, hana.token);
     await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
@@ -452,6 +462,8 @@ test('Turnstile: the page renders the widget the edge names and sends its token'
     assert.ok(sent.turnstile_token.startsWith(turnstile.PASS), JSON.stringify(sent));
     await outcome(page, 'confirmed', 30000);
     assert.deepEqual(verify.calls.map((c) => [c.secret, c.response]), [[turnstile.SECRET, sent.turnstile_token]]);
+    // The room is off here: its path answered 404 and the page never tried to join.
+    assert.ok(!rooms.includes('POST'), `room requests: ${rooms}`);
     await page.close();
   } finally {
     await overrides(null);
