@@ -8,9 +8,10 @@
 // target/page-screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runInNewContext } from 'node:vm';
 import { chromium } from 'playwright-core';
 
 import { env, root, run, users as mint, putEvent as put, eventually } from './stack.mjs';
@@ -290,6 +291,17 @@ async function joinRoom(event, user) {
   assert.equal(r.status, 200, JSON.stringify(r.body));
   return r.body;
 }
+test("the page computes a turn as core::room::schedule::estimated_turn does", () => {
+  const sandbox = { window: {} };
+  runInNewContext(readFileSync(join(root, 'static', 'room.js'), 'utf8'), sandbox);
+  const turn = sandbox.window.FlashgateRoom.estimatedTurn;
+  const opened = 1_800_000_000_000;
+  const s = { opened_at: opened, admit_per_second: 1000, admitted_through: 2000, as_of: opened + 5000 };
+  assert.equal(turn(s, 4000), opened + 7000); // 2000 behind at 1000 a second
+  assert.equal(turn(s, 1500), opened + 1499); // admitted: its ideal turn, before as_of
+  assert.equal(turn({ ...s, admit_per_second: 3, admitted_through: 0, as_of: opened - 60_000 }, 2), opened + 667); // 2 from the opening at 3 a second, rounded up
+});
+
 const roomState = (page, state, timeout = 15000) => page.waitForSelector(`#room[data-state="${state}"]:not([hidden])`, { timeout });
 
 test('the room: registered or in line with a countdown, then its turn, the purchase with its receipt', async (t) => {
@@ -314,6 +326,9 @@ test('the room: registered or in line with a countdown, then its turn, the purch
   } else {
     t.diagnostic('this edge has no fair-start draw (the join answered a position): the registered state is not shown');
     assert.equal(first.position, 4);
+    // The page computes a turn exactly as the edge (core::room::schedule) does.
+    const mine = await page.evaluate(([s, p]) => window.FlashgateRoom.estimatedTurn(s, p), [first.schedule, first.position]);
+    assert.equal(mine, first.estimated_turn);
   }
 
   await roomState(page, 'waiting', 30000);
