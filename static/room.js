@@ -13,7 +13,7 @@
     return Math.max(ideal, Math.max(s.as_of, s.opened_at) + time(position - s.admitted_through));
   }
 
-  const OPEN_PHASES = ['registering', 'drawing', 'open'];
+  const OPEN_PHASES = ['registering', 'sealing', 'open'];
   const DRAW_RETRIES = 10; // re-joins after the draw before waiting for the next refresh
 
   // deps: {api, eventId, call, now, user, jitter, wanted, onChange, onSignedOut}
