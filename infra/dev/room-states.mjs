@@ -10,6 +10,7 @@ const root = new URL('../..', import.meta.url).pathname;
 const shots = join(root, 'target', 'page-screenshots');
 const out = join(root, 'docs', 'img', 'room-states.png');
 const states = [
+  ['room-1-registered', '已登记抽签', 'registered for the draw'],
   ['room-2-waiting', '排队中: 位置与倒计时', 'in line: position, countdown'],
   ['room-3-turn', '轮到您了', 'your turn'],
   ['room-4-confirmed', '抢购成功', 'order confirmed'],

@@ -304,89 +304,99 @@ test("the page computes a turn as core::room::schedule::estimated_turn does", ()
 
 const roomState = (page, state, timeout = 15000) => page.waitForSelector(`#room[data-state="${state}"]:not([hidden])`, { timeout });
 
-test('the room: registered or in line with a countdown, then its turn, the purchase with its receipt', async (t) => {
-  // One admission a second: the shopper at position 4 waits about 3 s after the start.
-  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200 });
+const isRoomJoin = (event) => (r) => r.url().endsWith(`/api/events/${event}/room`) && r.request().method() === 'POST';
+
+test('the room: registered for the draw, then a drawn place; a later arrival in line with a countdown, its turn, the purchase with its receipt', async () => {
+  // One admission a second: the draw's seven entrants go first, the later arrival waits
+  // (ten units: the inventory cap, 11 live admissions, never holds the eighth back).
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200, ROOM_FAIR_START_MS: 0 });
   const event = `page-${run}-room`;
-  const startsAt = await putEvent(event, 5, 9000, 3_600_000);
-  const [erin, ...ahead] = users(4, 'r');
+  const startsAt = await putEvent(event, 10, 9000, 3_600_000);
+  const [erin, gina, ...ahead] = users(8, 'r');
   for (const u of ahead) await joinRoom(event, u);
+
+  // Erin registers before the start: the draw gives her a place at draw_at (the start).
   const page = await open(`/?event=${event}&lang=zh`);
   await page.waitForSelector('main[data-phase="upcoming"]', { timeout: 5000 });
-  const joined = page.waitForResponse((r) => r.url().endsWith(`/api/events/${event}/room`) && r.request().method() === 'POST', { timeout: 15000 });
+  const joined = page.waitForResponse(isRoomJoin(event), { timeout: 15000 });
   await signIn(page, erin.token);
   const first = await (await joined).json();
+  assert.deepEqual([first.position, first.draw.draw_at, first.draw.sealed], [null, startsAt, false]);
+  await roomState(page, 'registered');
+  assert.match(await text(page, '#room-position'), /^已登记，排队位置将于 \d\d:\d\d:\d\d 抽签公布$/);
+  assert.match(await text(page, '#status'), /^已登记, 排队位置将于 \d\d:\d\d:\d\d 抽签公布$/);
+  await shot(page, 'room-1-registered');
+  // Just after draw_at the page asks again, and shows the place the draw gave.
+  const drawn = await (await page.waitForResponse(isRoomJoin(event), { timeout: 20000 })).json();
+  assert.ok(drawn.position >= 1 && drawn.position <= 7, JSON.stringify(drawn));
+  assert.equal(drawn.draw.sealed, true);
+  await page.waitForFunction((p) => {
+    const room = document.getElementById('room');
+    return room.dataset.state === 'turn' || document.getElementById('room-position').textContent.includes(`第 ${p} 位`);
+  }, drawn.position, { timeout: 5000 });
+  await page.close();
 
-  if (first.position == null && first.draw) {
-    // The fair-start draw: registered now, the place in line comes at draw_at.
-    await roomState(page, 'registered');
-    assert.match(await text(page, '#room-position'), /^已登记，排队位置将于 \d\d:\d\d:\d\d 抽签公布$/);
-    assert.match(await text(page, '#status'), /^已登记, 排队位置将于 \d\d:\d\d:\d\d 抽签公布$/);
-    await shot(page, 'room-1-registered');
-  } else {
-    t.diagnostic('this edge has no fair-start draw (the join answered a position): the registered state is not shown');
-    assert.equal(first.position, 4);
-    // The page computes a turn exactly as the edge (core::room::schedule) does.
-    const mine = await page.evaluate(([s, p]) => window.FlashgateRoom.estimatedTurn(s, p), [first.schedule, first.position]);
-    assert.equal(mine, first.estimated_turn);
-  }
-
-  await roomState(page, 'waiting', 30000);
-  assert.equal(await page.locator('#buy').isDisabled(), true);
-  assert.match(await text(page, '#status'), /^您已进入排队, 第 \d+ 位$/);
-  assert.match(await text(page, '#room-position'), /^排队位置: 第 \d+ 位 · 前面还有 \d+ 人$/);
-  const eta = await text(page, '#room-eta');
+  // Gina comes after the draw: behind its seven entrants, in arrival order.
+  const page2 = await open(`/?event=${event}&lang=zh`);
+  const joined2 = page2.waitForResponse(isRoomJoin(event), { timeout: 15000 });
+  await signIn(page2, gina.token);
+  const late = await (await joined2).json();
+  assert.equal(late.position, 8);
+  // The page computes a turn exactly as the edge (core::room::schedule) does.
+  const mine = await page2.evaluate(([sched, p]) => window.FlashgateRoom.estimatedTurn(sched, p), [late.schedule, late.position]);
+  assert.equal(mine, late.estimated_turn);
+  await roomState(page2, 'waiting', 10000);
+  assert.equal(await page2.locator('#buy').isDisabled(), true);
+  assert.match(await text(page2, '#status'), /^您已进入排队, 第 8 位$/);
+  assert.match(await text(page2, '#room-position'), /^排队位置: 第 8 位 · 前面还有 \d+ 人$/);
+  const eta = await text(page2, '#room-eta');
   assert.match(eta, /^预计 \d\d:\d\d:\d\d 轮到您 · 还需 00:00:\d\d$/);
   // The countdown is live: the text moves on without a reload.
-  await page.waitForFunction((before) => document.getElementById('room-eta').textContent !== before, eta, { timeout: 5000 });
-  const position = Number(/第 (\d+) 位/.exec(await text(page, '#room-position'))[1]);
-  assert.ok(position >= 1 && position <= 4, `position ${position}`);
-  const receipt = await page.evaluate((k) => sessionStorage.getItem(k), `flashgate.room.${event}.${erin.id}`);
+  await page2.waitForFunction((before) => document.getElementById('room-eta').textContent !== before, eta, { timeout: 5000 });
+  await page2.waitForSelector('#buy:text("排队中 · 第")', { timeout: 5000 });
+  await shot(page2, 'room-2-waiting');
+  const receipt = await page2.evaluate((k) => sessionStorage.getItem(k), `flashgate.room.${event}.${gina.id}`);
   assert.ok(JSON.parse(receipt).receipt, 'the receipt is kept in sessionStorage');
   // A reload keeps the place in line without joining again.
   const joins = [];
-  page.on('request', (r) => { if (r.url().endsWith(`/api/events/${event}/room`) && r.method() === 'POST') joins.push(r); });
-  await page.reload();
-  await roomState(page, 'waiting');
-  assert.match(await text(page, '#room-position'), new RegExp(`^排队位置: 第 ${position} 位`));
+  page2.on('request', (r) => { if (r.url().endsWith(`/api/events/${event}/room`) && r.method() === 'POST') joins.push(r); });
+  await page2.reload();
+  await page2.waitForSelector('#room[data-state="waiting"]:not([hidden]), #room[data-state="turn"]:not([hidden])', { timeout: 10000 });
+  assert.match(await text(page2, '#room-position'), /^排队位置: 第 8 位/);
   assert.equal(joins.length, 0, 'no second join after a reload');
-  await eventually('the start', 15000, () => Date.now() >= startsAt + 300, 100);
-  if (position > 2) {
-    await page.waitForSelector('#buy:text("排队中 · 第")', { timeout: 5000 });
-    await shot(page, 'room-2-waiting');
-  }
 
   // Its turn: the button enables by itself; the purchase carries the receipt.
-  await roomState(page, 'turn', 20000);
-  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
-  assert.equal(await text(page, '#buy'), '轮到您了 · 立即抢购');
-  assert.equal(await text(page, '#status'), '轮到您了, 请立即抢购');
-  await shot(page, 'room-3-turn');
-  const purchase = page.waitForRequest((r) => r.url().endsWith(`/api/events/${event}/purchase`));
-  await page.click('#buy');
+  await roomState(page2, 'turn', 20000);
+  await page2.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  assert.equal(await text(page2, '#buy'), '轮到您了 · 立即抢购');
+  assert.equal(await text(page2, '#status'), '轮到您了, 请立即抢购');
+  await shot(page2, 'room-3-turn');
+  const purchase = page2.waitForRequest((r) => r.url().endsWith(`/api/events/${event}/purchase`));
+  await page2.click('#buy');
   assert.equal((await purchase).headers()['x-room-receipt'], JSON.parse(receipt).receipt);
-  await page.waitForSelector('main[data-outcome="queued"], main[data-outcome="confirmed"]', { timeout: 15000 });
-  assert.equal(await page.locator('#room').isHidden(), true, 'the line is behind the shopper');
-  await outcome(page, 'confirmed', 30000);
-  await shot(page, 'room-4-confirmed');
-  await page.close();
+  await page2.waitForSelector('main[data-outcome="queued"], main[data-outcome="confirmed"]', { timeout: 15000 });
+  assert.equal(await page2.locator('#room').isHidden(), true, 'the line is behind the shopper');
+  await outcome(page2, 'confirmed', 30000);
+  await shot(page2, 'room-4-confirmed');
+  await page2.close();
 });
 
 test('the room: a shopper waiting in line sees the sell-out at once', async () => {
-  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200 });
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200, ROOM_FAIR_START_MS: 0 });
   const event = `page-${run}-roomsold`;
-  const startsAt = await putEvent(event, 1, 6000, 3_600_000);
-  // Ten ahead: one unit of stock lets only the first in, so the page's shopper waits.
+  const startsAt = await putEvent(event, 1, 2000, 3_600_000);
+  // Ten ahead, all after the start (so in arrival order): one unit of stock lets only the
+  // first in, so the page's shopper waits.
   const [frank, first, ...others] = users(11, 's');
+  await eventually('the start', 15000, () => Date.now() >= startsAt + 100, 100);
   const winner = await joinRoom(event, first);
+  assert.equal(winner.position, 1);
   for (const u of others) await joinRoom(event, u);
   const page = await open(`/?event=${event}&lang=zh`);
   await signIn(page, frank.token);
   await roomState(page, 'waiting', 20000);
-  assert.match(await text(page, '#room-position'), /^排队位置: 第 11 位 · 前面还有 10 人$/);
-  await eventually('the start', 15000, () => Date.now() >= startsAt + 300, 100);
+  assert.match(await text(page, '#room-position'), /^排队位置: 第 11 位 · 前面还有 \d+ 人$/);
   await page.waitForSelector('#buy:text("排队中 · 第 11 位")', { timeout: 5000 });
-  await shot(page, 'room-2-waiting');
 
   // The first in line buys the only unit.
   const ticket = await api('POST', `/api/events/${event}/ticket`, { token: first.token });
