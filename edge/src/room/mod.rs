@@ -5,6 +5,7 @@
 //! units come with each call from the worker, which reads them from its vars and the
 //! event cache. docs/room.md explains the room to an operator.
 
+mod join;
 mod object;
 pub(crate) mod public;
 

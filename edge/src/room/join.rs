@@ -1,0 +1,85 @@
+//! `POST /api/events/{id}/room`: a shopper joins an event's room, screened as a ticket
+//! request is, and gets a signed receipt of their registration or position.
+
+use super::public;
+use crate::{guard, json, now, origin, read_body, respond, Cx};
+use flashgate_core::admission::{self, RoomFacts};
+use flashgate_core::isolate::{CachedEvent, Use};
+use flashgate_core::room::receipt::{self, Receipt};
+use flashgate_core::ticket;
+use flashgate_core::wire::{self, Outcome};
+use futures_util::future::join;
+use worker::{Request, Response, Result};
+
+impl Cx<'_> {
+    /// `POST /api/events/{id}/room`: joins the event's room (once per user) and answers
+    /// the position, its signed receipt for this client, and the public schedule.
+    pub(crate) async fn room_join(&self, req: &mut Request, id: &str) -> Result<Response> {
+        let answer = async {
+            let settings = self.cfg.room.ok_or(Outcome::NotFound)?;
+            let body = read_body(req, self.head).await?;
+            let s = self.screen(id, &body, "room")?;
+            let (limiter, window) = join(
+                guard::limit(
+                    self.env,
+                    guard::TICKET_LIMITER,
+                    guard::ip_key(self.cfg, self.head.ip),
+                ),
+                origin::event(self.cfg, &s.event, now(), Use::Any),
+            )
+            .await;
+            let window = window?;
+            let t = now();
+            let facts = RoomFacts {
+                window: window.as_ref().map(CachedEvent::window),
+                sold_out: origin::sold_out(&s.event, t),
+                limiter,
+            };
+            admission::room_gate(&facts, &settings, t)?;
+            let w = window.as_ref().ok_or(Outcome::EventNotFound)?;
+            let fingerprint =
+                ticket::fingerprint(self.head.user_agent.as_deref().unwrap_or_default());
+            let ask = super::Ask {
+                user: Some(s.user.clone()),
+                fingerprint: Some(fingerprint.clone()),
+                ..public::ask(settings, &s.event, w, t)
+            };
+            let told = super::join(ask, self.env, t, self.cfg.room_cache_ms).await?;
+            // Before the seal the receipt holds the arrival in the draw, after it the
+            // position (core::room::draw::holds_position tells them apart).
+            let (Some(held), Some(issued_at)) = (told.position.or(told.arrival), told.issued_at)
+            else {
+                return Err(Outcome::Busy {
+                    retry_after_secs: 1,
+                });
+            };
+            let token = receipt::issue(
+                &self.cfg.receipt_key(),
+                &Receipt {
+                    event: s.event.clone(),
+                    user: s.user.clone(),
+                    fingerprint,
+                    position_or_arrival: held,
+                    issued_at,
+                },
+            );
+            let turn = told
+                .position
+                .map(|p| flashgate_core::room::schedule::estimated_turn(&told.schedule, p));
+            Ok(serde_json::json!({
+                "event_id": s.event.as_str(),
+                "position": told.position,
+                "receipt": token,
+                "queued": told.queued,
+                "schedule": told.schedule,
+                "estimated_turn": turn,
+                "draw": public::draw(&told.draw, false),
+                "server_time": wire::fmt_time(now()),
+            }))
+        };
+        match answer.await {
+            Ok(body) => json(&body),
+            Err(o) => respond(&o),
+        }
+    }
+}
