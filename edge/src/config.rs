@@ -187,6 +187,7 @@ fn room_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<RoomSettings, &
         margin_per_mille: read(get, "ROOM_MARGIN_PER_MILLE", d.margin_per_mille)?,
         session_ms: read(get, "ROOM_SESSION_MS", d.session_ms)?,
         fair_start_ms: read(get, "ROOM_FAIR_START_MS", d.fair_start_ms)?,
+        shards: read(get, "ROOM_SHARDS", d.shards)?,
         ..d
     };
     s.validate().map_err(|e| match e.field {
@@ -194,6 +195,7 @@ fn room_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<RoomSettings, &
         "prequeue_ms" => "ROOM_PREQUEUE_MS",
         "margin_per_mille" => "ROOM_MARGIN_PER_MILLE",
         "fair_start_ms" => "ROOM_FAIR_START_MS",
+        "shards" => "ROOM_SHARDS",
         _ => "ROOM_SESSION_MS",
     })?;
     Ok(s)

@@ -142,10 +142,19 @@ test('registrations before the start are drawn; receipts gate the purchase until
   assert.equal(sealed.draw.commitment, empty.body.draw.commitment);
   assert.equal(createHash('sha256').update(Buffer.from(sealed.draw.seed, 'hex')).digest('hex'), sealed.draw.commitment);
   assert.equal(sealed.draw.entrants, 4);
-  const page = await call('GET', `/api/events/${event}/room/entries`);
-  assert.equal(page.status, 200, JSON.stringify(page.body));
-  assert.deepEqual(page.body.entries.map((e) => e.user).sort(), [alice, bob, carol, dave].map((u) => entrant(event, u.id)).sort());
-  assert.ok(!JSON.stringify(page.body).includes(alice.id), 'user ids are never published');
+  // Registrations spread over the shards; together they hold every entrant, once.
+  assert.equal(sealed.draw.shard_roots.length, sealed.draw.shards);
+  const published = [];
+  for (let shard = 0; shard < sealed.draw.shards; shard += 1) {
+    const page = await call('GET', `/api/events/${event}/room/entries?shard=${shard}`);
+    assert.equal(page.status, 200, JSON.stringify(page.body));
+    assert.equal(page.body.entries.length, sealed.draw.shard_sizes[shard]);
+    assert.ok(!JSON.stringify(page.body).includes(alice.id), 'user ids are never published');
+    published.push(...page.body.entries.map((e) => e.user));
+  }
+  assert.deepEqual(published.sort(), [alice, bob, carol, dave].map((u) => entrant(event, u.id)).sort());
+  const beyond = await call('GET', `/api/events/${event}/room/entries?shard=${sealed.draw.shards}`);
+  assert.equal(beyond.status, 400, JSON.stringify(beyond.body));
 
   // Refusals reach nobody: the origin's purchase counter does not move.
   const before = await originPurchases();
@@ -270,11 +279,13 @@ test('fair start: a delay in the window does not buy a better place, and anyone 
     assert.match(mine.stderr, new RegExp(`position ${drawn[0].position} of ${SHOPPERS}`));
     // Changing one entry changes the root: the record no longer checks out.
     const entries = JSON.parse(readFileSync(join(dir, 'entries.json'), 'utf8'));
-    entries[0].registered_at += 1;
+    assert.equal(entries.length, published.shard_roots.length);
+    const shard = entries.findIndex((list) => list.length > 0);
+    entries[shard][0].registered_at += 1;
     writeFileSync(join(dir, 'entries.json'), JSON.stringify(entries));
     const tampered = verifier(['--event', event, '--from', dir]);
     assert.equal(tampered.status, 1);
-    assert.match(tampered.stderr, /do not chain to its root/);
+    assert.match(tampered.stderr, new RegExp(`the entries of shard ${shard} do not chain to its root`));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

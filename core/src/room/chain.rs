@@ -135,6 +135,23 @@ impl ShardChain {
     }
 }
 
+/// The shard that takes `user`'s registration among `shards`: a hash of the user id, so
+/// one user always lands on one shard, and users spread evenly.
+///
+/// ```
+/// use flashgate_core::ids::UserId;
+/// use flashgate_core::room::chain::shard_of;
+/// let u = UserId::parse("alice").expect("an id");
+/// assert_eq!(shard_of(&u, 4), shard_of(&u, 4));
+/// assert!(shard_of(&u, 4) < 4);
+/// assert_eq!(shard_of(&u, 1), 0);
+/// ```
+pub fn shard_of(user: &UserId, shards: u32) -> u32 {
+    let digest = sha256_hex(format!("flashgate room shard of v1\n{user}").as_bytes());
+    let n = u64::from_str_radix(&digest[..16], 16).unwrap_or(0);
+    u32::try_from(n % u64::from(shards.max(1))).unwrap_or(0)
+}
+
 /// Where the entry at `index` of `shard` falls in the global order (shard by shard, in
 /// arrival order), given every shard's size; `None` when there is no such entry.
 ///
@@ -159,6 +176,20 @@ mod tests {
 
     fn event(slug: &str) -> EventId {
         EventId::parse(slug).expect("valid")
+    }
+
+    #[test]
+    fn users_spread_over_the_shards() {
+        let mut counts = [0u32; 4];
+        for i in 0..4_000 {
+            let user = UserId::parse(&format!("u{i}")).expect("valid");
+            counts[shard_of(&user, 4) as usize] += 1;
+        }
+        // 1,000 expected each; a hash that clumped would fall far outside.
+        assert!(
+            counts.iter().all(|&c| (850..1_150).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

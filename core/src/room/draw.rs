@@ -7,6 +7,7 @@
 //! arrival, one issued from then a position: the room hands out positions only once
 //! sealed, and it seals only from `draw_at`.
 
+use super::chain::global_index;
 use super::permute::Permutation;
 use super::schedule;
 use super::seal::{SealRecord, VerifyError};
@@ -50,6 +51,12 @@ impl Drawn {
     /// [`super::chain::global_index`]), from 1.
     pub fn position(&self, global_index: u64) -> Option<u64> {
         schedule::position(&self.permutation, global_index)
+    }
+
+    /// The position of entry `index` of `shard`, the shards holding `shard_sizes`
+    /// entries (see [`super::chain::global_index`]).
+    pub fn position_in(&self, shard_sizes: &[u64], shard: u32, index: u64) -> Option<u64> {
+        self.position(global_index(shard_sizes, shard, index)?)
     }
 
     /// How many entered the draw.
@@ -116,6 +123,7 @@ mod tests {
             assert_eq!(drawn.position(i as u64), Some(*p));
         }
         assert_eq!(drawn.position(50), None);
+        assert_eq!(drawn.position_in(&[50], 0, 7), drawn.position(7));
         assert_eq!(drawn.late_position(0), 51);
     }
 

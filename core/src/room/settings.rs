@@ -24,6 +24,9 @@ pub struct RoomSettings {
     /// Whether every shopper goes through the room even when nobody waits ahead of them
     /// (default false: the room stands aside while it has capacity to spare).
     pub queue_all: bool,
+    /// How many shard objects take the draw's registrations (default 4), each a few
+    /// hundred a second at most; fixed for an event once registration has opened.
+    pub shards: u32,
 }
 
 impl Default for RoomSettings {
@@ -35,6 +38,7 @@ impl Default for RoomSettings {
             margin_per_mille: 1_100,
             session_ms: 120_000,
             queue_all: false,
+            shards: 4,
         }
     }
 }
@@ -45,6 +49,8 @@ const FAIR_START_MS: (Millis, Millis) = (0, 60_000);
 const PREQUEUE_MS: (Millis, Millis) = (0, 86_400_000);
 const MARGIN_PER_MILLE: (u32, u32) = (1_000, 2_000);
 const SESSION_MS: (Millis, Millis) = (1_000, 3_600_000);
+/// The seal asks every shard once: 32 stays well under the 50 subrequests of a free plan.
+const SHARDS: (u32, u32) = (1, 32);
 
 /// A setting out of its bounds: which one, the value given, and the bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +111,8 @@ impl RoomSettings {
         within("prequeue_ms", self.prequeue_ms, PREQUEUE_MS)?;
         // Below 1.0 the last units could never be sold: floor(unsold × margin) = 0.
         within("margin_per_mille", self.margin_per_mille, MARGIN_PER_MILLE)?;
-        within("session_ms", self.session_ms, SESSION_MS)
+        within("session_ms", self.session_ms, SESSION_MS)?;
+        within("shards", self.shards, SHARDS)
     }
 
     /// When registration opens for an event starting at `starts_at`.

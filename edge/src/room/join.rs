@@ -39,12 +39,16 @@ impl Cx<'_> {
             let w = window.as_ref().ok_or(Outcome::EventNotFound)?;
             let fingerprint =
                 ticket::fingerprint(self.head.user_agent.as_deref().unwrap_or_default());
-            let ask = super::Ask {
-                user: Some(s.user.clone()),
-                fingerprint: Some(fingerprint.clone()),
-                ..public::ask(settings, &s.event, w, t)
-            };
-            let told = super::join(ask, self.env, t, self.cfg.room_cache_ms).await?;
+            let ask = public::ask(settings, &s.event, w, t);
+            let told = super::join(
+                ask,
+                &s.user,
+                &fingerprint,
+                self.env,
+                t,
+                self.cfg.room_cache_ms,
+            )
+            .await?;
             // Before the seal the receipt holds the arrival in the draw, after it the
             // position (core::room::draw::holds_position tells them apart).
             let (Some(held), Some(issued_at)) = (told.position.or(told.arrival), told.issued_at)

@@ -10,7 +10,8 @@ mod object;
 pub(crate) mod public;
 
 use flashgate_core::ids::{EventId, UserId};
-use flashgate_core::room::chain::Entry;
+use flashgate_core::room::chain::{shard_of, Entry};
+use flashgate_core::room::draw::Drawn;
 use flashgate_core::room::forward::{self, Grant};
 use flashgate_core::room::schedule::Schedule;
 use flashgate_core::room::seal::SealRecord;
@@ -30,23 +31,35 @@ const MAX_CACHED: usize = 1_024;
 /// Most entries in one page of a sealed draw.
 pub const MAX_PAGE: u64 = 1_000;
 
-/// A call from the worker to an event's room.
+/// A call from the worker (or the event's object) to a room object.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum Call {
-    /// Join (when a user is named) and advance the admissions.
+    /// The event's object: advance the admissions, seal when due, and place a later
+    /// arrival when a user is named.
     Ask(Ask),
-    /// Forwards for an isolate to spend on admitted purchases.
+    /// A shard: find or register a user's entry in the draw.
+    Enter(Enter),
+    /// A shard: close it to registrations and answer its chain (the seal asks).
+    Close {
+        /// The room's event.
+        event: EventId,
+        /// The shard's number.
+        shard: u32,
+    },
+    /// The event's object: forwards for an isolate to spend on admitted purchases.
     Forwards {
         /// The room's settings (its rate).
         settings: RoomSettings,
         /// How many the isolate asks for.
         want: u64,
     },
-    /// A page of the sealed draw's entries.
+    /// A shard: a page of its closed chain's entries.
     Entries {
         /// The room's event.
         event: EventId,
+        /// The shard's number.
+        shard: u32,
         /// The first arrival index of the page.
         from: u64,
         /// Most entries to answer.
@@ -54,15 +67,50 @@ pub enum Call {
     },
 }
 
-/// Joins a user (when named) and advances the admissions.
+/// Finds or registers a user in their shard.
 #[derive(Debug, Serialize, Deserialize)]
+pub struct Enter {
+    /// The room's event.
+    pub event: EventId,
+    /// The user's shard (`chain::shard_of`).
+    pub shard: u32,
+    /// The user.
+    pub user: UserId,
+    /// Their client's fingerprint (`ticket::fingerprint`), kept in the entry.
+    pub fingerprint: String,
+    /// When the draw's window closes: no registration from then.
+    pub draw_at: Millis,
+}
+
+/// A user's entry in their shard.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Entered {
+    /// Their arrival index in the shard; `None`: not in the draw (came after it).
+    pub index: Option<u64>,
+    /// When they registered.
+    pub at: Millis,
+}
+
+/// A closed shard's chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Closed {
+    /// The chain: its length and root.
+    pub chain: flashgate_core::room::chain::ShardChain,
+}
+
+/// The object name of `event`'s shard `shard`.
+pub fn shard_name(event: &EventId, shard: u32) -> String {
+    format!("{event}/{shard}")
+}
+
+/// Advances the admissions, and places a later arrival when a user is named.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ask {
     /// The room's event.
     pub event: EventId,
-    /// The user joining; `None` only reads (and advances) the room.
+    /// A user who came after the draw, to place behind it; `None` only reads (and
+    /// advances) the room.
     pub user: Option<UserId>,
-    /// The joining client's fingerprint (`ticket::fingerprint`), kept in their entry.
-    pub fingerprint: Option<String>,
     /// The room's settings.
     pub settings: RoomSettings,
     /// The event's start; the draw closes `fair_start_ms` after it.
@@ -81,8 +129,12 @@ pub struct Draw {
     pub draw_at: Millis,
     /// SHA-256 of the seed, published before anyone registered.
     pub commitment: String,
-    /// The sealed record (entrants, root, the seed revealed).
+    /// How many shards take registrations.
+    pub shards: u32,
+    /// The sealed record (entrants, roots, the seed revealed).
     pub record: Option<SealRecord>,
+    /// Each shard's entries in the record, shard 0 first (empty before the seal).
+    pub sizes: Vec<u64>,
 }
 
 /// What the room answers.
@@ -90,7 +142,7 @@ pub struct Draw {
 pub struct Told {
     /// The joining user's position, once the draw is sealed.
     pub position: Option<u64>,
-    /// Before the seal: the joining user's arrival index in the draw.
+    /// Before the seal: the joining user's arrival index in their shard.
     pub arrival: Option<u64>,
     /// The receipt's `issued_at`: the registration before the seal, now after it.
     pub issued_at: Option<Millis>,
@@ -136,17 +188,18 @@ fn busy() -> Outcome {
     }
 }
 
-/// Calls the room of `event`; any failure is 503 busy (the object's own error is in
-/// wrangler's log).
+/// Calls the room object named `name` of `event`; any failure is 503 busy (the object's
+/// own error is in wrangler's log).
 async fn call<T: serde::de::DeserializeOwned>(
     env: &Env,
     event: &EventId,
+    name: &str,
     call: &Call,
 ) -> std::result::Result<T, Outcome> {
     let asked = async {
         let stub = env
             .durable_object(BINDING)?
-            .id_from_name(event.as_str())?
+            .id_from_name(name)?
             .get_stub()?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
@@ -162,7 +215,7 @@ async fn call<T: serde::de::DeserializeOwned>(
         resp.json::<T>().await
     };
     asked.await.map_err(|e| {
-        worker::console_error!("room {event}: {e}");
+        worker::console_error!("room {event} ({name}): {e}");
         busy()
     })
 }
@@ -176,18 +229,18 @@ fn remember(event: &EventId, told: &Told, now: Millis, ttl: Millis) {
     });
 }
 
-/// Joins `a.user` to the room of `a.event` (once; a second call answers the same entry),
-/// and refreshes the isolate's copy of the room's public state.
-pub async fn join(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
+/// Asks the event's object (sealing when due; placing `a.user` behind the draw when
+/// named) and refreshes the isolate's copy of the room's public state.
+async fn ask(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
     let event = a.event.clone();
-    let told: Told = call(env, &event, &Call::Ask(a)).await?;
+    let told: Told = call(env, &event, event.as_str(), &Call::Ask(a)).await?;
     remember(&event, &told, now, ttl);
     Ok(told)
 }
 
 /// The room's public state, from the isolate's memory when younger than `ttl`, else
-/// from the room (which advances its admissions, and seals its draw when due, then):
-/// about one object read per isolate per `ttl`, however many shoppers ask.
+/// from the event's object (which advances its admissions, and seals its draw when
+/// due, then): about one object read per isolate per `ttl`, however many shoppers ask.
 pub async fn status(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
     let cached = TOLD.with(|c| {
         c.borrow_mut()
@@ -198,27 +251,95 @@ pub async fn status(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told,
     if let Some(told) = cached {
         return Ok(told);
     }
-    join(
+    ask(Ask { user: None, ..a }, env, now, ttl).await
+}
+
+/// Joins `user` to the room of `a.event` (once; every call answers the same entry): in
+/// the draw through their shard before `draw_at`, and, once sealed, at the place the
+/// draw gave them or, for a later arrival, behind the draw. The answer carries the
+/// position, or before the seal the arrival in the shard, and the room's public state.
+pub async fn join(
+    a: Ask,
+    user: &UserId,
+    fingerprint: &str,
+    env: &Env,
+    now: Millis,
+    ttl: Millis,
+) -> Result<Told, Outcome> {
+    // The event's object first: its commitment exists before any registration.
+    let mut told = status(
         Ask {
             user: None,
-            fingerprint: None,
-            ..a
+            ..a.clone()
         },
         env,
         now,
         ttl,
     )
-    .await
+    .await?;
+    let shard = shard_of(user, a.settings.shards);
+    let enter = Enter {
+        event: a.event.clone(),
+        shard,
+        user: user.clone(),
+        fingerprint: fingerprint.to_owned(),
+        draw_at: told.draw.draw_at,
+    };
+    let entered: Entered = call(
+        env,
+        &a.event,
+        &shard_name(&a.event, shard),
+        &Call::Enter(enter),
+    )
+    .await?;
+    let Some(index) = entered.index else {
+        // Not in the draw: a later arrival, placed by the event's object.
+        return ask(
+            Ask {
+                user: Some(user.clone()),
+                ..a
+            },
+            env,
+            crate::now(),
+            ttl,
+        )
+        .await;
+    };
+    if told.draw.record.is_none() && crate::now() >= told.draw.draw_at {
+        // Due to seal, and this isolate's copy is older: ask (and seal) now.
+        told = ask(Ask { user: None, ..a }, env, crate::now(), ttl).await?;
+    }
+    match &told.draw.record {
+        Some(record) => {
+            let drawn = Drawn::of(record).map_err(|e| {
+                worker::console_error!("room {}: {e}", told.draw.commitment);
+                busy()
+            })?;
+            told.position = drawn.position_in(&told.draw.sizes, shard, index);
+            told.issued_at = Some(crate::now());
+        }
+        None => {
+            told.arrival = Some(index);
+            told.issued_at = Some(entered.at);
+        }
+    }
+    Ok(told)
 }
 
-/// A page of the sealed draw's entries of `event`, from arrival index `from`.
-pub async fn entries(env: &Env, event: &EventId, from: u64) -> Result<EntriesPage, Outcome> {
+/// A page of the closed shard `shard` of `event`'s draw, from arrival index `from`.
+pub async fn entries(
+    env: &Env,
+    event: &EventId,
+    shard: u32,
+    from: u64,
+) -> Result<EntriesPage, Outcome> {
     let page = Call::Entries {
         event: event.clone(),
+        shard,
         from,
         limit: MAX_PAGE,
     };
-    call(env, event, &page).await
+    call(env, event, &shard_name(event, shard), &page).await
 }
 
 /// Spends one of this isolate's forwards to the origin for `event`, asking the room for
@@ -241,7 +362,13 @@ pub async fn forward(
         return Ok(());
     }
     let want = forward::batch(&settings);
-    let granted: Granted = call(env, event, &Call::Forwards { settings, want }).await?;
+    let granted: Granted = call(
+        env,
+        event,
+        event.as_str(),
+        &Call::Forwards { settings, want },
+    )
+    .await?;
     let now = crate::now();
     GRANTS.with(|g| {
         g.borrow_mut()

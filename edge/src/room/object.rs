@@ -1,16 +1,25 @@
-//! The room's Durable Object: one per event (named by the event id), SQLite storage.
+//! The room's Durable Objects, one class in two roles, each with SQLite storage:
 //!
-//! It holds the draw (the seed committed to on the first call, the chain of entries,
-//! the sealed record), the entries (user → arrival index or late arrival), the pacing
-//! and the admissions not yet expired. Every call reads and writes storage without
-//! awaiting in between, so the object's input gate makes it atomic: two arrivals never
-//! get one index, one user's second call finds their first, and the seal happens once,
-//! on the first call from `draw_at` (no alarm: they are unreliable under `wrangler dev`).
+//! - the **event's object** (named by the event id) holds the seed committed to on its
+//!   first call, the sealed record, the later arrivals, the pacing, the forwarding bucket
+//!   and the admissions not yet expired;
+//! - each **shard** (named `<event>/<k>`) takes the draw's registrations of its users and
+//!   chains them, so no single object takes every registration.
+//!
+//! Each call reads and writes storage without awaiting in between, so an object's input
+//! gate makes it atomic: two arrivals never get one index, one user's second call finds
+//! their first. The seal happens on the event object's first call from `draw_at` (no
+//! alarm: they are unreliable under `wrangler dev`): it closes every shard (a shard
+//! registers nobody more once closed), then stores the record once, whichever of two
+//! concurrent seals gets there first (both computed the same one).
 
-use super::{Ask, Call, Draw, EntriesPage, Granted, Told, MAX_PAGE};
+use super::{
+    shard_name, Ask, Call, Closed, Draw, Enter, Entered, EntriesPage, Granted, Told, BINDING,
+    MAX_PAGE,
+};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::{Entry, ShardChain};
-use flashgate_core::room::draw::{self, Drawn};
+use flashgate_core::room::draw;
 use flashgate_core::room::forward::Forwards;
 use flashgate_core::room::pacing::{self, Pacing};
 use flashgate_core::room::schedule::Schedule;
@@ -18,23 +27,19 @@ use flashgate_core::room::seal::{self, SealRecord};
 use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::Millis;
 use serde::Deserialize;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
-
-/// The only shard for now: every entry chains into shard 0's root.
-const SHARD: u32 = 0;
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, SqlStorage,
+    State,
+};
 
 /// How long a sold-out an isolate reported holds in the room.
 const SOLD_OUT_MS: Millis = 5_000;
 
 const SCHEMA: &[&str] = &[
-    // `drawn` = 1: registered before draw_at, `idx` its arrival index in the shard;
-    // 0: came later, `idx` its arrival among the late ones.
-    "CREATE TABLE IF NOT EXISTS entries (user TEXT PRIMARY KEY, drawn INTEGER NOT NULL, \
-     idx INTEGER NOT NULL, entrant TEXT NOT NULL, fingerprint TEXT NOT NULL, \
-     at INTEGER NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS entries_by_index ON entries (drawn, idx)",
+    // The event object: the draw (seed, record, shard sizes) and the later arrivals.
     "CREATE TABLE IF NOT EXISTS draw (id INTEGER PRIMARY KEY CHECK (id = 1), \
-     seed TEXT NOT NULL, chain TEXT NOT NULL, record TEXT, late INTEGER NOT NULL)",
+     seed TEXT NOT NULL, record TEXT, sizes TEXT, late INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS late (user TEXT PRIMARY KEY, idx INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pacing (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS forwards (id INTEGER PRIMARY KEY CHECK (id = 1), \
      state TEXT NOT NULL)",
@@ -44,27 +49,39 @@ const SCHEMA: &[&str] = &[
      until INTEGER NOT NULL)",
     // Admissions handed out and not yet expired, as batches.
     "CREATE TABLE IF NOT EXISTS leases (expires_at INTEGER NOT NULL, count INTEGER NOT NULL)",
+    // A shard: its chain, whether it closed, and its entries in arrival order.
+    "CREATE TABLE IF NOT EXISTS chain (id INTEGER PRIMARY KEY CHECK (id = 1), \
+     state TEXT NOT NULL, closed INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS entries (user TEXT PRIMARY KEY, idx INTEGER NOT NULL, \
+     entrant TEXT NOT NULL, fingerprint TEXT NOT NULL, at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS entries_by_index ON entries (idx)",
 ];
 
-/// One event's room.
+/// One event's room object, or one of its shards.
 #[durable_object]
 pub struct Room {
     state: State,
-}
-
-#[derive(Deserialize)]
-struct StoredEntry {
-    drawn: i64,
-    idx: u64,
-    at: Millis,
+    env: Env,
 }
 
 #[derive(Deserialize)]
 struct StoredDraw {
     seed: String,
-    chain: String,
     record: Option<String>,
+    sizes: Option<String>,
     late: u64,
+}
+
+#[derive(Deserialize)]
+struct StoredChain {
+    state: String,
+    closed: i64,
+}
+
+#[derive(Deserialize)]
+struct StoredEntry {
+    idx: u64,
+    at: Millis,
 }
 
 #[derive(Deserialize)]
@@ -90,23 +107,32 @@ struct Until {
     until: Millis,
 }
 
+#[derive(Deserialize)]
+struct Index {
+    idx: u64,
+}
+
 fn int(v: u64) -> worker::SqlStorageValue {
     worker::SqlStorageValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-/// The draw as stored: the seed (hex), the chain of entries, the record once sealed.
+fn error(e: impl std::fmt::Display) -> worker::Error {
+    worker::Error::from(e.to_string())
+}
+
+/// The event object's draw: the seed (hex), the record and shard sizes once sealed.
 struct DrawState {
     seed_hex: String,
-    chain: ShardChain,
     record: Option<SealRecord>,
+    sizes: Vec<u64>,
     late: u64,
 }
 
 impl DrawState {
-    fn load(sql: &SqlStorage, event: &EventId) -> Result<Self> {
+    fn load(sql: &SqlStorage) -> Result<Self> {
         let stored = sql
             .exec(
-                "SELECT seed, chain, record, late FROM draw WHERE id = 1",
+                "SELECT seed, record, sizes, late FROM draw WHERE id = 1",
                 None,
             )?
             .to_array::<StoredDraw>()?
@@ -114,8 +140,12 @@ impl DrawState {
         if let Some(d) = stored {
             return Ok(Self {
                 seed_hex: d.seed,
-                chain: serde_json::from_str(&d.chain)?,
                 record: d.record.map(|r| serde_json::from_str(&r)).transpose()?,
+                sizes: d
+                    .sizes
+                    .map(|s| serde_json::from_str(&s))
+                    .transpose()?
+                    .unwrap_or_default(),
                 late: d.late,
             });
         }
@@ -123,8 +153,8 @@ impl DrawState {
         let seed: [u8; 32] = crate::random::bytes()?;
         let d = Self {
             seed_hex: seed.iter().map(|b| format!("{b:02x}")).collect(),
-            chain: ShardChain::new(event, SHARD),
             record: None,
+            sizes: Vec::new(),
             late: 0,
         };
         d.save(sql)?;
@@ -137,13 +167,13 @@ impl DrawState {
             None => worker::SqlStorageValue::Null,
         };
         sql.exec(
-            "INSERT INTO draw (id, seed, chain, record, late) VALUES (1, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET chain = excluded.chain, \
-             record = excluded.record, late = excluded.late",
+            "INSERT INTO draw (id, seed, record, sizes, late) VALUES (1, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET record = excluded.record, \
+             sizes = excluded.sizes, late = excluded.late",
             vec![
                 self.seed_hex.as_str().into(),
-                serde_json::to_string(&self.chain)?.into(),
                 record,
+                serde_json::to_string(&self.sizes)?.into(),
                 int(self.late),
             ],
         )?;
@@ -157,33 +187,89 @@ impl DrawState {
             .collect()
     }
 
-    fn public(&self, draw_at: Millis) -> Draw {
+    fn public(&self, draw_at: Millis, shards: u32) -> Draw {
         Draw {
             draw_at,
             commitment: seal::commitment(&self.seed()),
+            shards,
             record: self.record.clone(),
+            sizes: self.sizes.clone(),
         }
     }
 }
 
-impl Room {
-    fn call(&self, ask: &Ask, now: Millis) -> Result<Told> {
-        let sql = self.state.storage().sql();
-        let draw_at = ask.settings.draw_at(ask.starts_at);
-        let mut d = DrawState::load(&sql, &ask.event)?;
-        if draw::seals_now(d.record.is_some(), draw_at, now) {
-            let record = SealRecord::seal(&ask.event, &[d.chain.clone()], &d.seed(), None)
-                .map_err(|e| worker::Error::from(e.to_string()))?;
-            d.record = Some(record);
-            d.save(&sql)?;
-        }
-        let drawn = d
-            .record
-            .as_ref()
-            .map(Drawn::of)
-            .transpose()
-            .map_err(|e| worker::Error::from(e.to_string()))?;
+/// A shard's chain and whether it closed.
+fn load_chain(sql: &SqlStorage, event: &EventId, shard: u32) -> Result<(ShardChain, bool)> {
+    Ok(
+        match sql
+            .exec("SELECT state, closed FROM chain WHERE id = 1", None)?
+            .to_array::<StoredChain>()?
+            .pop()
+        {
+            Some(c) => (serde_json::from_str(&c.state)?, c.closed != 0),
+            None => (ShardChain::new(event, shard), false),
+        },
+    )
+}
 
+fn save_chain(sql: &SqlStorage, chain: &ShardChain, closed: bool) -> Result<()> {
+    sql.exec(
+        "INSERT INTO chain (id, state, closed) VALUES (1, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, closed = excluded.closed",
+        vec![
+            serde_json::to_string(chain)?.into(),
+            i64::from(closed).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl Room {
+    /// Closes every shard of `event` and answers their chains, shard 0 first.
+    async fn close_shards(&self, event: &EventId, shards: u32) -> Result<Vec<ShardChain>> {
+        let mut chains = Vec::new();
+        for shard in 0..shards {
+            let stub = self
+                .env
+                .durable_object(BINDING)?
+                .id_from_name(&shard_name(event, shard))?
+                .get_stub()?;
+            let close = Call::Close {
+                event: event.clone(),
+                shard,
+            };
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_body(Some(serde_json::to_string(&close)?.into()));
+            let req = Request::new_with_init("https://room.invalid/", &init)?;
+            let mut resp = stub.fetch_with_request(req).await?;
+            if resp.status_code() != 200 {
+                return Err(error(format!(
+                    "shard {shard} answered {}",
+                    resp.status_code()
+                )));
+            }
+            chains.push(resp.json::<Closed>().await?.chain);
+        }
+        Ok(chains)
+    }
+
+    /// The event object: seals when due, joins a later arrival, advances the admissions.
+    async fn ask(&self, ask: &Ask) -> Result<Told> {
+        let draw_at = ask.settings.draw_at(ask.starts_at);
+        let shards = ask.settings.shards;
+        let sealed = DrawState::load(&self.state.storage().sql())?
+            .record
+            .is_some();
+        let chains = if draw::seals_now(sealed, draw_at, crate::now()) {
+            Some(self.close_shards(&ask.event, shards).await?)
+        } else {
+            None
+        };
+        // From here on no await: the rest is atomic.
+        let now = crate::now();
+        let sql = self.state.storage().sql();
+        let mut d = DrawState::load(&sql)?;
         let mut pacing = match sql
             .exec("SELECT state FROM pacing WHERE id = 1", None)?
             .to_array::<Stored>()?
@@ -192,6 +278,13 @@ impl Room {
             Some(s) => serde_json::from_str(&s.state)?,
             None => Pacing::new(&ask.settings, now),
         };
+        if let (Some(chains), None) = (chains, &d.record) {
+            let record = SealRecord::seal(&ask.event, &chains, &d.seed(), None).map_err(error)?;
+            d.sizes = chains.iter().map(ShardChain::len).collect();
+            pacing.joined(record.entrants);
+            d.record = Some(record);
+            d.save(&sql)?;
+        }
         let expired = sql
             .exec(
                 "SELECT COALESCE(SUM(count), 0) AS n FROM leases WHERE expires_at <= ?",
@@ -203,7 +296,6 @@ impl Room {
             sql.exec("DELETE FROM leases WHERE expires_at <= ?", vec![now.into()])?;
             pacing.ended(expired);
         }
-
         if ask.sold_out {
             sql.exec(
                 "INSERT INTO sold_out (id, until) VALUES (1, ?) \
@@ -216,35 +308,34 @@ impl Room {
             .to_array::<Until>()?
             .pop()
             .map_or(0, |u| u.until);
-        let mut told = Told {
-            position: None,
-            arrival: None,
-            issued_at: None,
-            queued: 0,
-            schedule: Schedule::of(&ask.settings, &pacing, draw_at, now),
-            draw: d.public(draw_at),
-            sold_out: now < sold_out_until,
-        };
-        if let (Some(user), Some(fingerprint)) = (&ask.user, &ask.fingerprint) {
-            let entry = self.join(&sql, &mut d, &mut pacing, ask, user, fingerprint, now)?;
-            match (entry.drawn == 1, &drawn) {
-                // Registered, not drawn yet: the receipt holds the arrival.
-                (true, None) => {
-                    told.arrival = Some(entry.idx);
-                    told.issued_at = Some(entry.at);
+
+        // A later arrival (the worker asks only for users no shard has in its draw).
+        let mut position = None;
+        if let (Some(user), Some(record)) = (&ask.user, &d.record) {
+            let found = sql
+                .exec(
+                    "SELECT idx FROM late WHERE user = ?",
+                    vec![user.as_str().into()],
+                )?
+                .to_array::<Index>()?
+                .pop();
+            let idx = match found {
+                Some(i) => i.idx,
+                None => {
+                    d.late += 1;
+                    d.save(&sql)?;
+                    sql.exec(
+                        "INSERT INTO late (user, idx) VALUES (?, ?)",
+                        vec![user.as_str().into(), int(d.late - 1)],
+                    )?;
+                    pacing.joined(1);
+                    d.late - 1
                 }
-                (true, Some(drawn)) => {
-                    told.position = drawn.position(entry.idx);
-                    told.issued_at = Some(now);
-                }
-                (false, Some(drawn)) => {
-                    told.position = Some(drawn.late_position(entry.idx));
-                    told.issued_at = Some(now);
-                }
-                (false, None) => {
-                    return Err(worker::Error::from("a late arrival before the seal"));
-                }
-            }
+            };
+            position = Some(flashgate_core::room::schedule::late_position(
+                record.entrants,
+                idx,
+            ));
         }
         let lease = pacing::advance(&mut pacing, draw_at, now, &ask.settings, ask.unsold);
         if lease.count > 0 {
@@ -258,66 +349,69 @@ impl Room {
              ON CONFLICT (id) DO UPDATE SET state = excluded.state",
             vec![serde_json::to_string(&pacing)?.into()],
         )?;
-        told.queued = pacing.queued();
-        told.schedule = Schedule::of(&ask.settings, &pacing, draw_at, now);
-        Ok(told)
+        Ok(Told {
+            position,
+            arrival: None,
+            issued_at: position.map(|_| now),
+            queued: pacing.queued(),
+            schedule: Schedule::of(&ask.settings, &pacing, draw_at, now),
+            draw: d.public(draw_at, shards),
+            sold_out: now < sold_out_until,
+        })
     }
 
-    /// The user's entry, registering it on their first call: into the draw before
-    /// `draw_at`, behind the draw after.
-    #[allow(clippy::too_many_arguments)]
-    fn join(
-        &self,
-        sql: &SqlStorage,
-        d: &mut DrawState,
-        pacing: &mut Pacing,
-        ask: &Ask,
-        user: &UserId,
-        fingerprint: &str,
-        now: Millis,
-    ) -> Result<StoredEntry> {
+    /// A shard: the user's entry in the draw, registering it while the shard is open
+    /// and before `draw_at`; `None` for a user who came later.
+    fn enter(&self, e: &Enter, now: Millis) -> Result<Entered> {
+        let sql = self.state.storage().sql();
         let found = sql
             .exec(
-                "SELECT drawn, idx, at FROM entries WHERE user = ?",
-                vec![user.as_str().into()],
+                "SELECT idx, at FROM entries WHERE user = ?",
+                vec![e.user.as_str().into()],
             )?
             .to_array::<StoredEntry>()?
             .pop();
-        if let Some(e) = found {
-            return Ok(e);
+        if let Some(f) = found {
+            return Ok(Entered {
+                index: Some(f.idx),
+                at: f.at,
+            });
         }
-        let entrant = draw::entrant(&ask.event, user);
-        let (drawn, idx) = if d.record.is_none() {
-            let e = d
-                .chain
-                .register(entrant.clone(), fingerprint.to_owned(), now);
-            (1, e.arrival_index_in_shard)
-        } else {
-            d.late += 1;
-            (0, d.late - 1)
-        };
-        d.save(sql)?;
+        let (mut chain, closed) = load_chain(&sql, &e.event, e.shard)?;
+        if closed || now >= e.draw_at {
+            return Ok(Entered {
+                index: None,
+                at: now,
+            });
+        }
+        let entrant = draw::entrant(&e.event, &e.user);
+        let entry = chain.register(entrant.clone(), e.fingerprint.clone(), now);
+        save_chain(&sql, &chain, false)?;
         sql.exec(
-            "INSERT INTO entries (user, drawn, idx, entrant, fingerprint, at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO entries (user, idx, entrant, fingerprint, at) VALUES (?, ?, ?, ?, ?)",
             vec![
-                user.as_str().into(),
-                drawn.into(),
-                int(idx),
+                e.user.as_str().into(),
+                int(entry.arrival_index_in_shard),
                 entrant.as_str().into(),
-                fingerprint.into(),
+                e.fingerprint.as_str().into(),
                 now.into(),
             ],
         )?;
-        pacing.joined(1);
-        Ok(StoredEntry {
-            drawn,
-            idx,
+        Ok(Entered {
+            index: Some(entry.arrival_index_in_shard),
             at: now,
         })
     }
 
-    /// Up to `want` forwards from the room's bucket.
+    /// A shard: closes it (idempotent) and answers its chain.
+    fn close(&self, event: &EventId, shard: u32) -> Result<Closed> {
+        let sql = self.state.storage().sql();
+        let (chain, _) = load_chain(&sql, event, shard)?;
+        save_chain(&sql, &chain, true)?;
+        Ok(Closed { chain })
+    }
+
+    /// The event object: up to `want` forwards from its bucket.
     fn forwards(&self, settings: &RoomSettings, want: u64, now: Millis) -> Result<Granted> {
         let sql = self.state.storage().sql();
         let mut bucket = match sql
@@ -337,15 +431,15 @@ impl Room {
         Ok(Granted { count })
     }
 
-    /// A page of the sealed draw's entries, in chain order (empty before the seal).
-    fn entries(&self, event: &EventId, from: u64, limit: u64) -> Result<EntriesPage> {
+    /// A shard: a page of its entries in chain order, once closed (none before).
+    fn entries(&self, event: &EventId, shard: u32, from: u64, limit: u64) -> Result<EntriesPage> {
         let sql = self.state.storage().sql();
-        let sealed = DrawState::load(&sql, event)?.record.is_some();
+        let (_, closed) = load_chain(&sql, event, shard)?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let entries = if sealed {
+        let entries = if closed {
             sql.exec(
-                "SELECT entrant, fingerprint, idx, at FROM entries WHERE drawn = 1 \
-                 AND idx >= ? ORDER BY idx LIMIT ?",
+                "SELECT entrant, fingerprint, idx, at FROM entries WHERE idx >= ? \
+                 ORDER BY idx LIMIT ?",
                 vec![int(from), int(limit)],
             )?
             .to_array::<StoredEntrant>()?
@@ -353,9 +447,9 @@ impl Room {
             .map(|e| {
                 Ok(Entry {
                     user: UserId::parse(&e.entrant)
-                        .map_err(|_| worker::Error::from("a stored entrant is not an id"))?,
+                        .map_err(|_| error("a stored entrant is not an id"))?,
                     fingerprint_hash: e.fingerprint,
-                    shard: SHARD,
+                    shard,
                     arrival_index_in_shard: e.idx,
                     registered_at: e.at,
                 })
@@ -366,8 +460,8 @@ impl Room {
         };
         let next = (entries.len() as u64 == limit).then(|| from + limit);
         Ok(EntriesPage {
-            sealed,
-            shard: SHARD,
+            sealed: closed,
+            shard,
             entries,
             next,
         })
@@ -375,25 +469,30 @@ impl Room {
 }
 
 impl DurableObject for Room {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
         for ddl in SCHEMA {
             if let Err(e) = sql.exec(ddl, None) {
                 worker::console_error!("room schema: {e}");
             }
         }
-        Self { state }
+        Self { state, env }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.json::<Call>().await? {
-            Call::Ask(ask) => Response::from_json(&self.call(&ask, crate::now())?),
+            Call::Ask(ask) => Response::from_json(&self.ask(&ask).await?),
+            Call::Enter(e) => Response::from_json(&self.enter(&e, crate::now())?),
+            Call::Close { event, shard } => Response::from_json(&self.close(&event, shard)?),
             Call::Forwards { settings, want } => {
                 Response::from_json(&self.forwards(&settings, want, crate::now())?)
             }
-            Call::Entries { event, from, limit } => {
-                Response::from_json(&self.entries(&event, from, limit)?)
-            }
+            Call::Entries {
+                event,
+                shard,
+                from,
+                limit,
+            } => Response::from_json(&self.entries(&event, shard, from, limit)?),
         }
     }
 }

@@ -21,7 +21,6 @@ pub(crate) fn ask(settings: RoomSettings, event: &EventId, w: &CachedEvent, now:
     Ask {
         event: event.clone(),
         user: None,
-        fingerprint: None,
         settings,
         starts_at: w.starts_at,
         unsold: if hold { 0 } else { w.info.stock_left },
@@ -35,11 +34,13 @@ pub(crate) fn draw(d: &Draw, full: bool) -> serde_json::Value {
     let mut out = serde_json::json!({
         "draw_at": d.draw_at,
         "commitment": d.commitment,
+        "shards": d.shards,
         "sealed": d.record.is_some(),
     });
     if let (true, Some(r), Some(o)) = (full, &d.record, out.as_object_mut()) {
         o.insert("entrants".into(), r.entrants.into());
         o.insert("shard_roots".into(), r.shard_roots.clone().into());
+        o.insert("shard_sizes".into(), d.sizes.clone().into());
         o.insert("seed".into(), r.seed_hex.clone().into());
     }
     out
@@ -79,28 +80,40 @@ pub(crate) async fn status(cfg: &Config, env: &Env, id: &str) -> Result<Response
     }
 }
 
-/// `GET /api/events/{id}/room/entries?from=N`: a page of the sealed draw's entries in
-/// chain order (each entrant named by [`flashgate_core::room::draw::entrant`], never by
-/// user id); 425 before the seal.
+/// `GET /api/events/{id}/room/entries?shard=K&from=N`: a page of a sealed shard's
+/// entries in chain order (each entrant named by [`flashgate_core::room::draw::entrant`],
+/// never by user id); 425 before the seal.
 pub(crate) async fn entries(cfg: &Config, env: &Env, req: &Request, id: &str) -> Result<Response> {
-    let from = req.url().ok().and_then(|u| {
-        u.query_pairs()
-            .find(|(k, _)| k == "from")
-            .map(|(_, v)| v.parse::<u64>())
-    });
+    let query = |name: &str| {
+        req.url().ok().and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let (shard, from) = (query("shard"), query("from"));
     let answer = async {
         let settings = cfg.room.ok_or(Outcome::NotFound)?;
-        let from = from
-            .unwrap_or(Ok(0))
-            .map_err(|_| wire::bad("invalid_query", "from 须为非负整数"))?;
+        let number = |v: Option<String>, what: &str| {
+            v.map_or(Ok(0), |v| v.parse::<u64>())
+                .map_err(|_| wire::bad("invalid_query", &format!("{what} 须为非负整数")))
+        };
+        let from = number(from, "from")?;
+        let shard = number(shard, "shard")?;
         let (id, w) = event(cfg, id).await?;
-        let page = super::entries(env, &id, from).await?;
-        if !page.sealed {
-            let draw_at = settings.draw_at(w.starts_at);
+        let t = now();
+        let told = super::status(ask(settings, &id, &w, t), env, t, cfg.room_cache_ms).await?;
+        let sealed_shards = told.draw.record.as_ref().map(|r| r.shard_roots.len());
+        let Some(count) = sealed_shards else {
             return Err(Outcome::NotStarted {
-                starts_at: wire::fmt_time(draw_at),
+                starts_at: wire::fmt_time(told.draw.draw_at),
             });
-        }
+        };
+        let shard = u32::try_from(shard)
+            .ok()
+            .filter(|s| (*s as usize) < count)
+            .ok_or_else(|| wire::bad("invalid_query", "shard 超出范围"))?;
+        let page = super::entries(env, &id, shard, from).await?;
         Ok(serde_json::json!({
             "event_id": id.as_str(),
             "shard": page.shard,

@@ -32,7 +32,8 @@ pub struct Verify {
     /// Read `record.json` and `entries.json` from this directory instead.
     #[arg(long)]
     pub from: Option<PathBuf>,
-    /// Save what was read as `record.json` and `entries.json` in this directory.
+    /// Save what was read as `record.json` and `entries.json` (one list per shard) in
+    /// this directory.
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Also show where this user stands.
@@ -75,7 +76,10 @@ pub async fn run(action: Action) -> anyhow::Result<()> {
     }
 }
 
-async fn fetch(edge: &str, event: &EventId) -> anyhow::Result<(serde_json::Value, Vec<Entry>)> {
+async fn fetch(
+    edge: &str,
+    event: &EventId,
+) -> anyhow::Result<(serde_json::Value, Vec<Vec<Entry>>)> {
     let http = reqwest::Client::new();
     let base = format!("{}/api/events/{event}/room", edge.trim_end_matches('/'));
     let get = |url: String| {
@@ -91,18 +95,25 @@ async fn fetch(edge: &str, event: &EventId) -> anyhow::Result<(serde_json::Value
         }
     };
     let room: serde_json::Value = serde_json::from_str(&get(base.clone()).await?)?;
+    let shards = room["draw"]["shard_roots"]
+        .as_array()
+        .map_or(0, |roots| roots.len());
     let mut entries = Vec::new();
-    let mut from = Some(0);
-    while let Some(f) = from {
-        let page: EntriesAnswer =
-            serde_json::from_str(&get(format!("{base}/entries?from={f}")).await?)?;
-        entries.extend(page.entries);
-        from = page.next;
+    for shard in 0..shards {
+        let mut from = Some(0);
+        let mut list = Vec::new();
+        while let Some(f) = from {
+            let url = format!("{base}/entries?shard={shard}&from={f}");
+            let page: EntriesAnswer = serde_json::from_str(&get(url).await?)?;
+            list.extend(page.entries);
+            from = page.next;
+        }
+        entries.push(list);
     }
     Ok((room, entries))
 }
 
-fn read(dir: &Path) -> anyhow::Result<(serde_json::Value, Vec<Entry>)> {
+fn read(dir: &Path) -> anyhow::Result<(serde_json::Value, Vec<Vec<Entry>>)> {
     let load = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path).with_context(|| path.display().to_string())
@@ -146,9 +157,11 @@ async fn verify(v: Verify) -> anyhow::Result<()> {
         commitment: d.commitment,
         beacon_round: None,
     };
-    let positions = verify_record(&record, std::slice::from_ref(&entries))
+    let positions = verify_record(&record, &entries)
         .map_err(|e| anyhow::anyhow!("the draw of {event} does not check out: {e}"))?;
 
+    // Every entry in the draw's global order (shard by shard), as `positions` is.
+    let entries: Vec<Entry> = entries.into_iter().flatten().collect();
     let mut user = v.user.clone();
     if let Some(token) = &v.receipt {
         let r = receipt::read_unverified(token).context("the receipt is not readable")?;
