@@ -125,13 +125,15 @@ impl Store {
     }
 
     /// Reservations waiting in the outboxes of these events.
+    /// One `XLEN` per outbox, all sent at once: each outbox is in its event's slot, and
+    /// a pipeline may not span slots on a cluster.
     pub async fn outbox_backlog(&self, events: &[EventId]) -> redis::RedisResult<u64> {
-        let mut pipe = redis::pipe();
-        for e in events {
-            pipe.xlen(self.keys(e).outbox());
-        }
-        let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
-        Ok(lens.iter().sum())
+        let lens = events.iter().map(|e| {
+            let mut conn = self.conn();
+            let outbox = self.keys(e).outbox();
+            async move { conn.xlen::<_, u64>(outbox).await }
+        });
+        Ok(futures::future::try_join_all(lens).await?.iter().sum())
     }
 
     /// Every event id known to this prefix.

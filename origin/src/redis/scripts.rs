@@ -6,6 +6,7 @@ use super::Store;
 use flashgate_core::ids::{EventId, OrderId, UserId};
 pub use flashgate_core::reservation::Reservation;
 use flashgate_core::Millis;
+use redis::AsyncCommands;
 use std::sync::atomic::Ordering;
 
 /// How long after it is sent a reserve call may still reserve: Redis refuses it, untouched,
@@ -70,17 +71,21 @@ impl Store {
         now: Millis,
     ) -> redis::RedisResult<PutOutcome> {
         let k = self.keys(id);
+        // The index first, on its own (it is in another slot than the event's keys): an
+        // event is never without it, and an id whose event was not created is skipped by
+        // whoever reads the index.
+        self.conn()
+            .sadd::<_, _, ()>(self.events_key(), id.as_str())
+            .await?;
         let r: String = self
             .put_event
             .key(k.info())
             .key(k.stock())
-            .key(self.events_key())
             .arg(now)
             .arg(&w.name)
             .arg(w.stock)
             .arg(w.starts_at)
             .arg(w.ends_at)
-            .arg(id.as_str())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(match r.as_str() {

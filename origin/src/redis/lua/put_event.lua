@@ -1,10 +1,10 @@
 -- Creates or updates an event that has not started, and pre-warms its stock.
--- KEYS: 1 info hash, 2 stock, 3 event set.  ARGV: 1 now, 2 name, 3 stock, 4 starts, 5 ends, 6 id
+-- KEYS: 1 info hash, 2 stock.  ARGV: 1 now, 2 name, 3 stock, 4 starts, 5 ends
+-- (the caller adds the event to the event index first: that key is in another slot)
 local starts = redis.call('HGET', KEYS[1], 'starts_at')
 if starts and tonumber(starts) <= tonumber(ARGV[1]) then return 'started' end
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'stock_total', ARGV[3],
   'starts_at', ARGV[4], 'ends_at', ARGV[5])
 redis.call('SET', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[6])
 if starts then return 'updated' end
 return 'created'
