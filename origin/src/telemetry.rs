@@ -162,6 +162,13 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// `urls`, one or several comma-separated (a Redis Cluster's nodes), each as
+/// [`redact_url`] shows it.
+pub fn redact_urls(urls: &str) -> String {
+    let shown: Vec<_> = urls.split(',').map(|u| redact_url(u.trim())).collect();
+    shown.join(",")
+}
+
 /// `url` for logs and errors: a password in its user info or in a `pass`/`password`
 /// query parameter shown as `***`; a URL that does not parse, or has an `@` that did not end
 /// a user info, shows only its scheme (it may hold a password anywhere). E.g. `redis://:pw@host:6379/0` → `redis://:***@host:6379/0`.

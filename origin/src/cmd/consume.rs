@@ -49,11 +49,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// What the consumer needs before it joins the group: Redis, the database (waited for up
 /// to a minute), the orders topic and the dead-letter topic.
 async fn start(settings: &Settings) -> anyhow::Result<(Store, sqlx::MySqlPool)> {
-    let redis = Store::connect(
-        settings.redis.url.expose_secret(),
-        &settings.redis.key_prefix,
-    )
-    .await?;
+    let redis = Store::open(&settings.redis).await?;
     let pool =
         db::connect_waiting(settings.db.url.expose_secret(), Duration::from_secs(60)).await?;
     kafka::ensure_topic_with(

@@ -175,11 +175,7 @@ pub async fn run(
     repair: bool,
 ) -> anyhow::Result<()> {
     let event = EventId::parse(event)?;
-    let store = Store::connect(
-        settings.redis.url.expose_secret(),
-        &settings.redis.key_prefix,
-    )
-    .await?;
+    let store = Store::open(&settings.redis).await?;
     let pool = db::connect(settings.db.url.expose_secret()).await?;
     let report = reconcile(&store, &pool, &event, super::now_ms()?, grace_secs * 1000).await?;
     print!("{}", report.render(&event));

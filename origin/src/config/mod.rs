@@ -45,9 +45,13 @@ pub struct Settings {
 /// Redis settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
-    /// Redis URL (may hold a password).
+    /// Redis URL (may hold a password); several, comma-separated, are the seed nodes of
+    /// a Redis Cluster.
     #[serde(rename = "redis_url")]
     pub url: SecretString,
+    /// The URL is a Redis Cluster's node even if it is the only one listed.
+    #[serde(rename = "redis_cluster")]
+    pub cluster: bool,
     /// Prefix of every Redis key (tests use one per test).
     pub key_prefix: String,
     /// Deadline of one Redis call on the request path, milliseconds.
@@ -226,6 +230,7 @@ impl Default for AdaptiveSettings {
 struct Defaults {
     listen: &'static str,
     redis_url: &'static str,
+    redis_cluster: bool,
     mysql_url: &'static str,
     kafka_brokers: &'static str,
     orders_topic: &'static str,
@@ -303,6 +308,7 @@ fn defaults() -> Defaults {
     Defaults {
         listen: "127.0.0.1:8080",
         redis_url: "redis://127.0.0.1:6379",
+        redis_cluster: false,
         mysql_url: "mysql://root@127.0.0.1:3306/flashgate",
         kafka_brokers: "127.0.0.1:9092",
         orders_topic: "flashgate.orders",
@@ -412,6 +418,11 @@ impl Settings {
                 "configuration: redis_wait_timeout_ms must be between 1 and \
                  {MAX_WAIT_TIMEOUT_MS} (a reservation's whole call has 2 s)"
             );
+        }
+        if settings.redis.key_prefix.contains(['{', '}']) {
+            // The event's `{E}` must be the first hash tag of each of its keys, or a
+            // Redis Cluster would not keep them in one slot.
+            bail!("configuration: key_prefix must not contain '{{' or '}}'");
         }
         if settings.kafka.topic_replication < 0 || settings.kafka.topic_min_insync_replicas < 0 {
             bail!("configuration: topic_replication and topic_min_insync_replicas must be 0 (automatic) or more");

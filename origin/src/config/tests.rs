@@ -133,3 +133,23 @@ fn the_dev_stacks_file_reads_as_key_value_lines() {
     assert_eq!(vars["AUTH_SECRET"], "abc=def");
     assert_eq!(vars["REDIS_URL"], "redis://127.0.0.1:6390");
 }
+
+/// A prefix with braces would break the hash tag that keeps each event's keys in one
+/// slot of a Redis Cluster.
+#[test]
+fn redis_cluster_settings() {
+    assert!(
+        !Settings::from_figment(Figment::new())
+            .expect("valid")
+            .redis
+            .cluster
+    );
+    let s = Settings::from_figment(Figment::new().merge(("redis_cluster", true))).expect("valid");
+    assert!(s.redis.cluster);
+    for prefix in ["fg{x}:", "fg{", "fg}"] {
+        let err = Settings::from_figment(Figment::new().merge(("key_prefix", prefix)))
+            .expect_err(prefix)
+            .to_string();
+        assert!(err.contains("key_prefix"), "{err}");
+    }
+}

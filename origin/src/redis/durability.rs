@@ -70,24 +70,31 @@ impl Durability {
 
 impl Store {
     /// Redis's own settings that decide whether a reservation survives (see
-    /// [`Durability`]); a setting Redis will not show (`CONFIG` refused, as some managed
-    /// services do) is `None`.
-    pub async fn durability(&self) -> Durability {
+    /// [`Durability`]), one per master (the one server, or each master of a cluster,
+    /// which keeps its own); a setting Redis will not show (`CONFIG` refused, as some
+    /// managed services do) is `None`.
+    pub async fn durability(&self) -> Vec<Durability> {
         let mut conn = self.conn();
-        let mut setting = async |name: &str| -> Option<String> {
-            let pairs: HashMap<String, String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            pairs.get(name).cloned()
-        };
-        Durability {
-            eviction: setting("maxmemory-policy").await,
-            append_only: setting("appendonly").await,
-            fsync: setting("appendfsync").await,
+        let mut nodes: std::collections::BTreeMap<String, Durability> = Default::default();
+        for name in ["maxmemory-policy", "appendonly", "appendfsync"] {
+            let cmd = redis::cmd("CONFIG").arg("GET").arg(name).clone();
+            for (node, answer) in conn.on_every_master(&cmd).await.unwrap_or_default() {
+                let pairs: Option<HashMap<String, String>> =
+                    redis::from_owned_redis_value(answer).ok();
+                let value = pairs.and_then(|p| p.get(name).cloned());
+                let d = nodes.entry(node).or_default();
+                match name {
+                    "maxmemory-policy" => d.eviction = value,
+                    "appendonly" => d.append_only = value,
+                    _ => d.fsync = value,
+                }
+            }
         }
+        if nodes.is_empty() {
+            // Not even an answer: every setting unknown.
+            nodes.insert(String::new(), Durability::default());
+        }
+        nodes.into_values().collect()
     }
 }
 

@@ -1,8 +1,11 @@
 //! Redis: the hot state of every event. All keys of one event share the hash tag `{E}`,
-//! so each script touches a single slot and the design runs unchanged on Redis Cluster.
+//! so each script and pipeline touches a single slot and the design runs unchanged on
+//! Redis Cluster; the event index (`events`) is the one key outside them, and is only
+//! ever touched alone.
 //!
 //! # Layout
 //!
+//! - `conn`: one server or a Redis Cluster behind one connection type.
 //! - `keys`: the keys of one event.
 //! - `scripts`: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
 //! - `reads`: what the API and the admin read: an event, a buyer's order, counters.
@@ -11,6 +14,7 @@
 //! - `durability`: Redis settings that could oversell or lose orders, refused or named.
 
 mod clock_sync;
+mod conn;
 mod durability;
 mod keys;
 mod reads;
@@ -18,6 +22,7 @@ mod replicas;
 mod scripts;
 
 pub use clock_sync::CLOCK_SYNC;
+pub use conn::Conn;
 pub use durability::Durability;
 pub use keys::EventKeys;
 pub use reads::{EventMeta, Stats};
@@ -25,8 +30,8 @@ pub use scripts::{Attempt, EndOutcome, PutOutcome, Reservation, ReserveRules};
 
 use anyhow::Context;
 use clock_sync::NOT_MEASURED;
+use conn::Client;
 use flashgate_core::ids::EventId;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use replicas::Replicas;
 use std::sync::atomic::{AtomicBool, AtomicI64};
@@ -35,13 +40,13 @@ use std::sync::Arc;
 /// Redis access for one key prefix.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<std::sync::RwLock<ConnectionManager>>,
+    conn: Arc<std::sync::RwLock<Conn>>,
     /// Redis's clock minus [`mono_ms`], from the last [`Store::sync_clock`]
     /// ([`NOT_MEASURED`] before the first).
     clock_offset: Arc<AtomicI64>,
     /// A re-measure after a late call is under way (one at a time).
     clock_resync: Arc<AtomicBool>,
-    client: redis::Client,
+    client: Client,
     prefix: Arc<str>,
     reserve: Arc<Script>,
     confirm: Arc<Script>,
@@ -56,12 +61,30 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects and checks the server answers.
+    /// Connects as `settings` say and checks Redis answers.
+    pub async fn open(settings: &crate::config::RedisSettings) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        Self::connect_to(
+            settings.url.expose_secret(),
+            &settings.key_prefix,
+            settings.cluster,
+        )
+        .await
+    }
+
+    /// Connects and checks the server answers: a Redis Cluster when `url` lists several
+    /// nodes (comma-separated), else one server.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url);
-        let url = crate::telemetry::redact_url(url);
+        Self::connect_to(url, prefix, false).await
+    }
+
+    /// Connects to the server at `url`, or to the cluster of the nodes it lists when
+    /// there are several or `cluster` is set.
+    pub async fn connect_to(url: &str, prefix: &str, cluster: bool) -> anyhow::Result<Self> {
+        let client = Client::open(url, cluster);
+        let url = crate::telemetry::redact_urls(url);
         let client = client.with_context(|| format!("invalid Redis URL {url}"))?;
-        let conn = tokio::time::timeout(std::time::Duration::from_secs(3), Self::manager(&client))
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(3), client.connect())
             .await
             .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
             .with_context(|| format!("cannot reach Redis at {url}"))?;
@@ -101,22 +124,8 @@ impl Store {
         format!("{}events", self.prefix)
     }
 
-    /// A connection that reconnects by itself, one attempt at a time. Every call made while
-    /// a reconnect is under way waits for it, whatever the response timeout; the manager's
-    /// own retries wait 1 s, then 60 s or more between attempts (redis 0.32 multiplies
-    /// its 1 s first delay by 100), so with retries a Redis that came back could leave the
-    /// reserve calls waiting for minutes. One attempt (at most the connection timeout),
-    /// and the next call starts the next one.
-    async fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(2))
-            .set_response_timeout(std::time::Duration::from_secs(2))
-            .set_number_of_retries(0);
-        ConnectionManager::new_with_config(client.clone(), config).await
-    }
-
     /// A connection handle (cheap clone, reconnects by itself).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         crate::locks::read(&self.conn).clone()
     }
 
@@ -124,7 +133,7 @@ impl Store {
     /// back when the current manager's connection does not answer (the circuit's probe),
     /// without waiting for its own reconnect to notice.
     pub async fn reconnect(&self) -> redis::RedisResult<()> {
-        let mut fresh = Self::manager(&self.client).await?;
+        let mut fresh = self.client.connect().await?;
         redis::cmd("PING").query_async::<()>(&mut fresh).await?;
         *crate::locks::write(&self.conn) = fresh;
         if let Some(replicas) = &self.replicas {

@@ -2,8 +2,8 @@
 //! the short waits while replicas fall behind.
 
 use super::clock_sync::mono_ms;
+use super::conn::{Client, Conn};
 use super::Store;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 
 /// How reserve calls wait for Redis replicas ([`Store::wait_for_replicas`]).
@@ -16,7 +16,7 @@ pub(super) struct Replicas {
     /// none is idle) and gives it back once answered, so a `WAIT`, which blocks the
     /// connection it is sent on, holds up no other call and nothing else of the process. A
     /// connection whose call failed is dropped, and [`Store::reconnect`] drops them all.
-    pub(super) idle: std::sync::Mutex<Vec<ConnectionManager>>,
+    pub(super) idle: std::sync::Mutex<Vec<Conn>>,
     /// Since when the waits fall short (replicas behind or away), [`mono_ms`]; `None`
     /// while they succeed. Meanwhile calls wait 1 ms only, and one a second the whole
     /// timeout, which ends the state when it succeeds.
@@ -25,19 +25,16 @@ pub(super) struct Replicas {
 
 impl Replicas {
     /// An idle reserve connection, or a new one.
-    pub(super) async fn take(
-        &self,
-        client: &redis::Client,
-    ) -> redis::RedisResult<ConnectionManager> {
+    pub(super) async fn take(&self, client: &Client) -> redis::RedisResult<Conn> {
         let idle = crate::locks::lock(&self.idle).pop();
         match idle {
             Some(conn) => Ok(conn),
-            None => Store::manager(client).await,
+            None => client.connect().await,
         }
     }
 
     /// Gives back a connection whose call was answered.
-    pub(super) fn give_back(&self, conn: ConnectionManager) {
+    pub(super) fn give_back(&self, conn: Conn) {
         crate::locks::lock(&self.idle).push(conn);
     }
 
@@ -56,11 +53,13 @@ impl Replicas {
     }
 
     /// The reserve call and its `WAIT` in one pipeline, so the `WAIT` goes on the very
-    /// connection that carried the script, whatever reconnects, and counts its writes.
-    /// Each has its own result: a failing `WAIT` does not hide the script's verdicts.
+    /// connection that carried the script, whatever reconnects, and counts its writes (on
+    /// a cluster: the connection to the master of the event's slot, and its replicas).
+    /// On one server each has its own result: a failing `WAIT` does not hide the script's
+    /// verdicts; a cluster connection fails the whole pipeline on any error answer.
     pub(super) async fn reserve_and_wait(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         call: &redis::ScriptInvocation<'_>,
         timeout_ms: u64,
     ) -> redis::RedisResult<(redis::RedisResult<Vec<String>>, redis::RedisResult<u32>)> {
@@ -139,16 +138,23 @@ impl Store {
         }
         let mut idle = Vec::new();
         for _ in 0..connections.max(1) {
-            idle.push(Self::manager(&self.client).await?);
+            idle.push(self.client.connect().await?);
         }
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut self.conn())
+        // On a cluster, each master has replicas of its own: the fewest count.
+        let infos = self
+            .conn()
+            .on_every_master(redis::cmd("INFO").arg("replication"))
             .await?;
-        let connected = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_slaves:"))
-            .and_then(|n| n.trim().parse::<u32>().ok())
+        let connected = infos
+            .into_iter()
+            .map(|(_, info)| {
+                let info: String = redis::from_owned_redis_value(info).unwrap_or_default();
+                info.lines()
+                    .find_map(|l| l.strip_prefix("connected_slaves:"))
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .min()
             .unwrap_or(0);
         if connected < replicas {
             tracing::warn!(

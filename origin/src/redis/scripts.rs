@@ -157,17 +157,20 @@ impl Store {
                 // script, whatever reconnects, and counts its writes.
                 let mut conn = replicas.take(&self.client).await?;
                 let timeout_ms = replicas.next_timeout();
+                let no_script = |e: &redis::RedisError| e.kind() == redis::ErrorKind::NoScriptError;
                 let mut answer = replicas
                     .reserve_and_wait(&mut conn, &call, timeout_ms)
-                    .await?;
-                if matches!(&answer.0, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+                    .await;
+                // On a cluster, the pipeline as a whole fails with the script's error.
+                if matches!(&answer, Err(e) | Ok((Err(e), _)) if no_script(e)) {
                     // Redis lost its scripts (a restart, a failover): nothing ran. Load the
                     // script and send the pipeline again.
                     call.load_async(&mut conn).await?;
                     answer = replicas
                         .reserve_and_wait(&mut conn, &call, timeout_ms)
-                        .await?;
+                        .await;
                 }
+                let answer = answer?;
                 // Answered: the connection works (a transport error above drops it).
                 replicas.give_back(conn);
                 let (r, acked) = answer;

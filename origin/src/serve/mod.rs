@@ -72,31 +72,30 @@ impl Application {
         let admin_token = settings
             .secret(&settings.secrets.admin_token, "admin_token")?
             .to_vec();
-        let redis_url =
-            crate::telemetry::redact_url(settings.redis.url.expose_secret()).into_owned();
-        let store = Store::connect(
-            settings.redis.url.expose_secret(),
-            &settings.redis.key_prefix,
-        )
-        .await?
-        .wait_for_replicas(
-            settings.redis.wait_replicas,
-            settings.redis.wait_timeout_ms,
-            settings.purchase.reserve_inflight,
-        )
-        .await
-        .with_context(|| format!("cannot set up waiting for replicas of {redis_url}"))?;
+        let redis_url = crate::telemetry::redact_urls(settings.redis.url.expose_secret());
+        let store = Store::open(&settings.redis)
+            .await?
+            .wait_for_replicas(
+                settings.redis.wait_replicas,
+                settings.redis.wait_timeout_ms,
+                settings.purchase.reserve_inflight,
+            )
+            .await
+            .with_context(|| format!("cannot set up waiting for replicas of {redis_url}"))?;
         store
             .ping()
             .await
             .with_context(|| format!("cannot reach Redis at {redis_url}"))?;
-        // Refuses a Redis that could oversell or lose orders; says what else is unsafe.
-        for warning in store
-            .durability()
-            .await
-            .verdict()
-            .map_err(|refusal| anyhow::anyhow!("{refusal} (Redis at {redis_url})"))?
-        {
+        // Refuses a Redis that could oversell or lose orders; says what else is unsafe
+        // (once for all of a cluster's masters that share it).
+        let mut warnings = std::collections::BTreeSet::new();
+        for node in store.durability().await {
+            warnings.extend(
+                node.verdict()
+                    .map_err(|refusal| anyhow::anyhow!("{refusal} (Redis at {redis_url})"))?,
+            );
+        }
+        for warning in warnings {
             tracing::warn!(redis = %redis_url, "{warning}");
         }
         if let Err(e) = crate::kafka::ensure_topic_with(
