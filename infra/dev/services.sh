@@ -1,6 +1,8 @@
 # Starting and stopping the backing services on loopback (sourced by ./dev).
 # Each service runs as a child with its output in $DIR/logs and its own PID in $DIR/run.
 
+. "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -88,6 +90,7 @@ stop_all() { # stop everything with a PID file under $DIR/run, newest first
   local name
   [ -d "$DIR/run" ] || return 0
   for name in edge consume serve kafka mariadb redis-replica redis; do stop_one "$name"; done
+  stop_redis_cluster
 }
 
 # The stack's settings file: dir redis mysql kafka origin edge consumer (ports); secrets

@@ -17,19 +17,19 @@ fn order(id: &str, event: &str, user: &str) -> Order {
         .expect("valid order")
 }
 
-struct Running {
+pub struct Running {
     stop: Trigger,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.stop.fire();
         self.task.await.expect("task").expect("consumer ran");
     }
 }
 
-fn start_consumer(app: &TestApp, db: &sqlx::MySqlPool) -> Running {
+pub fn start_consumer(app: &TestApp, db: &sqlx::MySqlPool) -> Running {
     let consumer = Consumer::new(
         &app.settings.kafka.brokers,
         &app.settings.kafka.orders_topic,
@@ -46,7 +46,7 @@ fn start_consumer(app: &TestApp, db: &sqlx::MySqlPool) -> Running {
     }
 }
 
-async fn order_status(app: &TestApp, event: &str, user: &str) -> serde_json::Value {
+pub async fn order_status(app: &TestApp, event: &str, user: &str) -> serde_json::Value {
     app.signed(
         "GET",
         &format!("/api/events/{event}/order"),

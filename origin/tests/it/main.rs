@@ -9,6 +9,7 @@ mod helpers;
 mod abuse;
 mod admin;
 mod cli;
+mod cluster;
 mod consumer;
 mod consumer_crash;
 mod faults;

@@ -1,0 +1,261 @@
+//! The origin, its relay, the consumer and `reconcile` on a Redis Cluster (3 masters, 3
+//! replicas, started by `./dev test`), with events whose keys live on different masters.
+
+use crate::consumer::{order_status, start_consumer};
+use crate::helpers::*;
+use figment::Figment;
+use flashgate_core::ids::EventId;
+use flashgate_origin::cmd::reconcile::reconcile;
+use flashgate_origin::config::Settings;
+use flashgate_origin::db;
+use flashgate_origin::redis::Store;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::Message;
+use redis::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Test settings with the cluster's nodes as `redis_url`.
+fn cluster_settings(extra: Figment) -> Settings {
+    settings(
+        Figment::new()
+            .merge(("redis_url", service("FLASHGATE_TEST_REDIS_CLUSTER_URLS")))
+            .merge(extra),
+    )
+}
+
+/// The address of the master that holds `key`'s slot.
+async fn master_of(store: &Store, key: &str) -> String {
+    let mut conn = store.conn();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("keyslot");
+    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .expect("slots");
+    let int = |v: &Value| redis::from_redis_value::<i64>(v).expect("a number");
+    let range = ranges
+        .iter()
+        .find(|r| (int(&r[0])..=int(&r[1])).contains(&slot))
+        .expect("every slot is served");
+    let master: Vec<Value> = redis::from_redis_value(&range[2]).expect("a node");
+    let host: String = redis::from_redis_value(&master[0]).expect("a host");
+    format!("{host}:{}", int(&master[1]))
+}
+
+/// `n` event ids whose keys live on `n` different masters, each event's keys all on its
+/// master (one hash tag).
+async fn events_on_different_masters(store: &Store, n: usize) -> Vec<String> {
+    let mut by_master: HashMap<String, String> = HashMap::new();
+    for i in 0..64 {
+        let id = format!("sale-{i}");
+        let k = store.keys(&EventId::parse(&id).expect("id"));
+        let master = master_of(store, &k.stock()).await;
+        for key in [k.info(), k.orders(), k.status(), k.outbox(), k.stats()] {
+            assert_eq!(master_of(store, &key).await, master, "{key}");
+        }
+        by_master.entry(master).or_insert(id);
+        if by_master.len() == n {
+            break;
+        }
+    }
+    assert_eq!(by_master.len(), n, "the events spread over {n} masters");
+    by_master.into_values().collect()
+}
+
+#[tokio::test]
+async fn on_a_cluster_concurrent_attempts_sell_exactly_each_events_stock_once() {
+    let app = Arc::new(spawn_with_settings(cluster_settings(generous())).await);
+    let events = events_on_different_masters(&app.store, 3).await;
+    let (stock, users, attempts_each) = (200u64, 1000usize, 3usize);
+    for e in &events {
+        app.live_event(e, stock).await;
+    }
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for round in 0..attempts_each {
+        for u in 0..users {
+            for e in &events {
+                let (app, sem, e) = (app.clone(), sem.clone(), e.clone());
+                tasks.push(tokio::spawn(async move {
+                    let _permit = sem.acquire().await.expect("semaphore");
+                    let user = format!("user{}", (u * 7 + round * 13) % users);
+                    let r = app.purchase(&e, &user).await;
+                    let order = r.body["order_id"].as_str().map(str::to_owned);
+                    (e, user, r.status, order)
+                }));
+            }
+        }
+    }
+    let mut queued: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut buyers = HashSet::new();
+    for t in tasks {
+        let (event, user, status, order) = t.await.expect("task");
+        // 429 is a limiter (admission bucket or adaptive limit) refusing an attempt.
+        assert!(
+            matches!(status, 200 | 202 | 409 | 429),
+            "unexpected {status}"
+        );
+        if status == 202 {
+            assert!(buyers.insert((event.clone(), user)), "a user got two 202s");
+            let order = order.expect("order id");
+            queued.entry(event).or_default().insert(order);
+        }
+    }
+    for e in &events {
+        assert_eq!(queued.get(e).map_or(0, HashSet::len) as u64, stock, "{e}");
+        let stats = app.stats(e).await;
+        assert_eq!(
+            (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+            (Some(stock), Some(0)),
+            "{e}"
+        );
+    }
+
+    // Every reservation of every event reaches the topic.
+    let all: HashSet<String> = queued.values().flatten().cloned().collect();
+    let consumer: StreamConsumer =
+        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
+            .set("group.id", unique("check-"))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer");
+    consumer
+        .subscribe(&[&app.settings.kafka.orders_topic])
+        .expect("subscribe");
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < all.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} orders reached Kafka",
+            seen.len(),
+            all.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            for msg in orders_in(m.payload()) {
+                assert!(
+                    all.contains(&msg.order_id),
+                    "unknown order {}",
+                    msg.order_id
+                );
+                seen.insert(msg.order_id);
+            }
+        }
+    }
+    let app = Arc::try_unwrap(app).ok().expect("no other owners");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_each_events_orders_become_rows_and_refused_ones_give_their_unit_back() {
+    let db = fresh_database().await;
+    // Each reservation also waits for its master's replica, on the event's own master.
+    let app = spawn_with_settings(cluster_settings(
+        Figment::new()
+            .merge(("user_limit", 1000))
+            .merge(("redis_wait_replicas", 1))
+            .merge(("redis_wait_timeout_ms", 500)),
+    ))
+    .await;
+    let events = events_on_different_masters(&app.store, 3).await;
+    let pool = db::connect(&db).await.expect("db");
+    sqlx::query("INSERT INTO blocked_users (user_id, reason) VALUES ('shady', 'fraud')")
+        .execute(&pool)
+        .await
+        .expect("block");
+    let running = start_consumer(&app, &pool);
+    // The masters forget their scripts, as after a restart or a failover: the reserve
+    // pipeline (script and WAIT) loads its script again.
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut app.store.conn())
+        .await
+        .expect("script flush");
+    for e in &events {
+        app.live_event(e, 5).await;
+        for user in ["buyer", "shady"] {
+            let r = app.purchase(e, user).await;
+            assert_eq!(r.status, 202, "{e} {user}: {}", r.body);
+        }
+    }
+    for e in &events {
+        eventually("order confirmed", 60, || async {
+            order_status(&app, e, "buyer").await["status"] == "confirmed"
+        })
+        .await;
+        eventually("order failed", 60, || async {
+            order_status(&app, e, "shady").await["status"] == "failed"
+        })
+        .await;
+        let stats = app.stats(e).await;
+        assert_eq!(
+            (
+                stats["stock_left"].as_u64(),
+                stats["confirmed"].as_u64(),
+                stats["compensated"].as_u64()
+            ),
+            (Some(4), Some(1), Some(1)),
+            "{e}: {stats}"
+        );
+    }
+    let rows = count(&pool, "SELECT COUNT(*) FROM orders WHERE user_id = 'buyer'").await;
+    assert_eq!(rows, events.len() as i64);
+    assert_eq!(
+        app.metric("flashgate_reservations_unreplicated_total")
+            .await,
+        0.0
+    );
+    // The admin list walks the event index, a key of its own beside the events' slots.
+    let listed = reply(
+        app.http
+            .get(format!("{}/admin/events", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("origin answers"),
+    )
+    .await;
+    let ids: HashSet<&str> = listed.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(ids, events.iter().map(String::as_str).collect());
+    running.stop().await;
+
+    // Reconciliation agrees, in process and as the command run on the cluster's nodes.
+    for e in &events {
+        let id = EventId::parse(e).expect("id");
+        let report = reconcile(&app.store, &pool, &id, now_ms(), 0)
+            .await
+            .expect("reconcile");
+        assert!(report.clean(), "{}", report.render(&id));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["reconcile", "--event", &events[0], "--grace-secs", "0"])
+        .env(
+            "FLASHGATE_REDIS_URL",
+            app.settings.redis.url.expose_secret(),
+        )
+        .env("FLASHGATE_KEY_PREFIX", &app.settings.redis.key_prefix)
+        .env("FLASHGATE_MYSQL_URL", &db)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("OK: Redis and the orders table agree"),
+        "{stdout}"
+    );
+    app.stop().await;
+}
