@@ -28,7 +28,9 @@ impl Store {
     /// a reserve call's deadline is given in (see `lua/reserve.lua`). Kept fresh by
     /// `flashgate serve` (every [`CLOCK_SYNC`]). The reading is off by at most half its
     /// round trip: once there is one, a reading whose round trip took longer than
-    /// `CLOCK_SYNC_MAX_RTT` is too coarse to replace it.
+    /// `CLOCK_SYNC_MAX_RTT` is too coarse to replace it. On a Redis Cluster `TIME` goes to
+    /// any node, and each call's deadline is checked on its event's master: the masters'
+    /// clocks must agree.
     pub async fn sync_clock(&self) -> redis::RedisResult<()> {
         let before = mono_ms();
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;

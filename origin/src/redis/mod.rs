@@ -80,7 +80,7 @@ impl Store {
 
     /// Connects to the server at `url`, or to the cluster of the nodes it lists when
     /// there are several or `cluster` is set.
-    pub async fn connect_to(url: &str, prefix: &str, cluster: bool) -> anyhow::Result<Self> {
+    async fn connect_to(url: &str, prefix: &str, cluster: bool) -> anyhow::Result<Self> {
         let client = Client::open(url, cluster);
         let url = crate::telemetry::redact_urls(url);
         let client = client.with_context(|| format!("invalid Redis URL {url}"))?;
