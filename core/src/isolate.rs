@@ -234,6 +234,7 @@ mod tests {
                 server_time: String::new(),
                 state: EventState::Upcoming,
                 paused: false,
+                room: None,
             },
         }
     }

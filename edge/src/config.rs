@@ -6,7 +6,7 @@
 //! 429 or a Turnstile refusal without restarting `wrangler dev`; see [`crate::control`].
 
 use flashgate_core::bot::{self, AllowList, Rules};
-use flashgate_core::isolate::Ttl;
+use flashgate_core::isolate::{CachedEvent, Ttl};
 use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::Millis;
 use std::cell::RefCell;
@@ -65,8 +65,9 @@ pub struct Config {
     /// Where the edge verifies a Turnstile token: Cloudflare's siteverify unless a
     /// stand-in is named (a test, or a region that proxies it).
     pub turnstile_verify_url: String,
-    /// The events' room (`ROOM_ENABLED = "true"`), with its settings; `None`: off, and
-    /// nothing answers differently from an edge without a room.
+    /// The events' room (`ROOM_ENABLED = "true"`), with the settings of events that
+    /// carry none ([`event_room`]); `None`: off, and nothing answers differently from an
+    /// edge without a room.
     pub room: Option<RoomSettings>,
     /// How long an isolate reuses a room's public schedule.
     pub room_cache_ms: Millis,
@@ -170,8 +171,17 @@ impl Config {
     }
 }
 
-/// The room's settings from `ROOM_*` vars (until the origin's event API carries them);
-/// a value that is not a number or is out of bounds names its var.
+/// The room settings of an event: its own, from the origin's event info, else the
+/// `ROOM_*` vars (`defaults`).
+pub fn event_room(defaults: RoomSettings, event: Option<&CachedEvent>) -> RoomSettings {
+    event
+        .and_then(|e| e.info.room)
+        .filter(|r| r.validate().is_ok())
+        .unwrap_or(defaults)
+}
+
+/// The room's default settings from `ROOM_*` vars, for events without their own; a
+/// value that is not a number or is out of bounds names its var.
 fn room_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<RoomSettings, &'static str> {
     let d = RoomSettings::default();
     fn read<T: std::str::FromStr>(

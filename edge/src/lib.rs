@@ -326,7 +326,9 @@ impl Cx<'_> {
             user_agent: self.head.user_agent.as_deref(),
         };
         let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
-        if let (Some(settings), Some(w)) = (self.cfg.room, window.as_ref()) {
+        // The event's own room settings, else the vars'.
+        let room_settings = self.cfg.room.map(|d| config::event_room(d, window.as_ref()));
+        if let (Some(settings), Some(w)) = (room_settings, window.as_ref()) {
             let t = now();
             let ask = room::public::ask(settings, &s.event, w, t);
             let told = room::status(ask, self.env, t, self.cfg.room_cache_ms).await?;
@@ -347,7 +349,7 @@ impl Cx<'_> {
             admission::limit(admissible, limiter, i.bucket(self.cfg.purchase_rps, t), t)
         })?;
         // The whole edge forwards admitted purchases at the room's rate, not each isolate.
-        if let Some(settings) = self.cfg.room {
+        if let Some(settings) = room_settings {
             room::forward(self.env, &s.event, settings, now()).await?;
         }
         Ok((s, forward, body))

@@ -72,6 +72,21 @@ async function originPurchases() {
   return n;
 }
 
+// An event with room settings of its own; returns its start (unix ms).
+async function putRoomEvent(id, stock, startsInMs, room) {
+  const now = Date.now();
+  const r = await fetch(`${env.ORIGIN_URL}/admin/events/${id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${env.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: `room ${id}`, stock, room,
+      starts_at: new Date(now + startsInMs).toISOString(), ends_at: new Date(now + 3_600_000).toISOString(),
+    }),
+  });
+  assert.equal(r.status, 201, await r.text());
+  return now + startsInMs;
+}
+
 const enter = (event, user, opts = {}) => call('POST', `/api/events/${event}/room`, { token: user.token, body: {}, ...opts });
 const purchase = (event, user, opts) => call('POST', `/api/events/${event}/purchase`, { token: user.token, body: {}, ...opts });
 const ticketFor = async (event, user, ua = UA) => {
@@ -353,4 +368,31 @@ test('global pacing: two edges together forward no more than the room rate', asy
   } finally {
     b.stop();
   }
+});
+
+test("an event's own room settings win over the vars", async () => {
+  // The vars: registration only from the start, one admission a second.
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_PREQUEUE_MS: 0, ROOM_CACHE_MS: 200 });
+  const event = `roomset-${run}`;
+  const startsAt = await putRoomEvent(event, 5, 2_500, { admit_per_second: 1000, prequeue_ms: 60_000 });
+  const shoppers = mint(3, 'roomset');
+  const tickets = await Promise.all(shoppers.map((u) => ticketFor(event, u)));
+
+  // Before the start: the event's prequeue lets them join (the vars' would answer 425).
+  const joined = await Promise.all(shoppers.map((u) => enter(event, u)));
+  for (const j of joined) assert.equal(j.status, 200, JSON.stringify(j.body));
+  const status = await call('GET', `/api/events/${event}/room`);
+  assert.equal(status.body.phase, 'registering');
+  assert.equal(status.body.schedule.admit_per_second, 1000);
+
+  // At its rate, all three are admitted at the start (the vars' would hold two back).
+  await eventually('the sale to start', 10_000, () => Date.now() >= startsAt + 50, 50);
+  await eventually('three admitted', 5_000, async () => {
+    const r = await call('GET', `/api/events/${event}/room`);
+    return r.body.schedule?.admitted_through >= 3;
+  }, 100);
+  // Registered before the start: each asks again for the place the draw gave.
+  const drawn = await Promise.all(shoppers.map((u) => enter(event, u)));
+  const bought = await Promise.all(shoppers.map((u, i) => purchase(event, u, { ticket: tickets[i], receipt: drawn[i].body.receipt })));
+  for (const b of bought) assert.equal(b.status, 202, JSON.stringify(b.body));
 });

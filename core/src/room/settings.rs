@@ -22,8 +22,11 @@ pub struct RoomSettings {
     /// How long an admission stays valid (default 120 000: two minutes).
     pub session_ms: Millis,
     /// Whether every shopper goes through the room even when nobody waits ahead of them
-    /// (default false: the room stands aside while it has capacity to spare).
-    pub queue_all: bool,
+    /// (default false: the room stands aside while it has capacity to spare). Not the
+    /// sale's kill switch: that is the event's pause. Not read or written as JSON yet:
+    /// with the room on, every purchase goes through it today.
+    #[serde(skip)]
+    pub queue_when_idle: bool,
     /// How many shard objects take the draw's registrations (default 4), each a few
     /// hundred a second at most; fixed for an event once registration has opened.
     pub shards: u32,
@@ -37,7 +40,7 @@ impl Default for RoomSettings {
             prequeue_ms: 300_000,
             margin_per_mille: 1_100,
             session_ms: 120_000,
-            queue_all: false,
+            queue_when_idle: false,
             shards: 4,
         }
     }
@@ -113,6 +116,37 @@ impl RoomSettings {
         within("margin_per_mille", self.margin_per_mille, MARGIN_PER_MILLE)?;
         within("session_ms", self.session_ms, SESSION_MS)?;
         within("shards", self.shards, SHARDS)
+    }
+
+    /// Reads settings from a JSON object, as an event spec's `room` carries them: missing
+    /// fields take their defaults; the error names the field (`room.<field>: …`) of an
+    /// unknown field, a value of the wrong type, or one out of bounds.
+    ///
+    /// ```
+    /// use flashgate_core::room::settings::RoomSettings;
+    /// let s = RoomSettings::from_json(&serde_json::json!({"admit_per_second": 50})).unwrap();
+    /// assert_eq!((s.admit_per_second, s.session_ms), (50, 120_000));
+    /// let err = RoomSettings::from_json(&serde_json::json!({"session_ms": -1})).unwrap_err();
+    /// assert!(err.starts_with("room.session_ms: "), "{err}");
+    /// ```
+    pub fn from_json(value: &serde_json::Value) -> Result<RoomSettings, String> {
+        let fields = value
+            .as_object()
+            .ok_or("room must be a JSON object of room settings")?;
+        // Field by field first, so that serde's message ("invalid type…") gets its name.
+        for (name, v) in fields {
+            let alone =
+                serde_json::Value::Object([(name.clone(), v.clone())].into_iter().collect());
+            if let Err(e) = serde_json::from_value::<RoomSettings>(alone) {
+                return Err(format!("room.{name}: {e}"));
+            }
+        }
+        let settings: RoomSettings =
+            serde_json::from_value(value.clone()).map_err(|e| format!("room: {e}"))?;
+        settings
+            .validate()
+            .map_err(|e| format!("room.{}: {e}", e.field))?;
+        Ok(settings)
     }
 
     /// When registration opens for an event starting at `starts_at`.
@@ -209,6 +243,31 @@ mod tests {
     #[test]
     fn unknown_settings_are_refused() {
         assert!(serde_json::from_str::<RoomSettings>(r#"{"admit_per_sec": 5}"#).is_err());
+    }
+
+    #[test]
+    fn settings_from_json_name_the_bad_field() {
+        let err = |v| RoomSettings::from_json(&v).expect_err("refused");
+        let unknown = err(serde_json::json!({"admit_per_sec": 5}));
+        assert!(
+            unknown.starts_with("room.admit_per_sec: unknown field"),
+            "{unknown}"
+        );
+        let typed = err(serde_json::json!({"margin_per_mille": "lots"}));
+        assert!(
+            typed.starts_with("room.margin_per_mille: invalid type"),
+            "{typed}"
+        );
+        let bounds = err(serde_json::json!({"margin_per_mille": 999}));
+        assert!(bounds.starts_with("room.margin_per_mille: "), "{bounds}");
+        assert!(bounds.contains("from 1000 to 2000"), "{bounds}");
+        assert!(err(serde_json::json!([1])).contains("JSON object"));
+        // The kill switch is the pause, not a room setting.
+        assert!(err(serde_json::json!({"queue_when_idle": true})).contains("unknown field"));
+        assert_eq!(
+            RoomSettings::from_json(&serde_json::json!({})),
+            Ok(RoomSettings::default())
+        );
     }
 
     #[test]

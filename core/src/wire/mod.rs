@@ -2,6 +2,7 @@
 //! each outcome to its status code, body and `Retry-After`.
 
 use crate::gate::EventState;
+use crate::room::settings::RoomSettings;
 use crate::Millis;
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
@@ -50,10 +51,14 @@ pub struct EventInfo {
     /// An operator paused the sale: purchases answer 503 `paused` until it resumes.
     #[serde(default)]
     pub paused: bool,
+    /// The event's own room settings, absent when it has none (the edge's `ROOM_*` vars
+    /// apply then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomSettings>,
 }
 
 /// `PUT /admin/events/{event_id}` body. Other fields are ignored (e.g. an event's own
-/// info sent back), so clients may carry more than these four.
+/// info sent back), so clients may carry more than these.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventSpec {
     /// Display name, 1–200 characters.
@@ -64,6 +69,10 @@ pub struct EventSpec {
     pub starts_at: String,
     /// End, RFC 3339, after the start.
     pub ends_at: String,
+    /// The event's room settings (`RoomSettings`: missing fields default, unknown ones
+    /// are refused); absent or null: none of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<Value>,
 }
 
 /// A validated [`EventSpec`].
@@ -77,6 +86,8 @@ pub struct ValidEventSpec {
     pub starts_at: Millis,
     /// End.
     pub ends_at: Millis,
+    /// The event's own room settings, validated.
+    pub room: Option<RoomSettings>,
 }
 
 /// `Retry-After` of a paused sale's answer: a pause is an operator's decision, not a
@@ -108,11 +119,17 @@ impl EventSpec {
         if ends_at <= starts_at {
             return Err("ends_at must be after starts_at".into());
         }
+        let room = self
+            .room
+            .as_ref()
+            .map(RoomSettings::from_json)
+            .transpose()?;
         Ok(ValidEventSpec {
             name: name.to_owned(),
             stock: self.stock,
             starts_at,
             ends_at,
+            room,
         })
     }
 }

@@ -125,6 +125,7 @@ fn event_spec_validation() {
         stock,
         starts_at: s.into(),
         ends_at: e.into(),
+        room: None,
     };
     assert!(spec(10, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
         .validate()
@@ -148,6 +149,47 @@ fn event_spec_validation() {
     assert!(serde_json::from_value::<EventSpec>(json!({"name": "Phone"})).is_err());
 }
 
+#[test]
+fn an_event_spec_carries_its_room_settings() {
+    let spec = |room| -> EventSpec {
+        serde_json::from_value(json!({"name": "Phone", "stock": 3,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z",
+            "room": room}))
+        .expect("a spec")
+    };
+    assert_eq!(spec(json!(null)).validate().expect("valid").room, None);
+    let valid = spec(json!({"admit_per_second": 50}))
+        .validate()
+        .expect("valid");
+    let room = valid.room.expect("room settings");
+    assert_eq!((room.admit_per_second, room.prequeue_ms), (50, 300_000));
+    let err = spec(json!({"admit_per_second": 0}))
+        .validate()
+        .expect_err("out of bounds");
+    assert!(err.starts_with("room.admit_per_second: "), "{err}");
+    let err = spec(json!({"speed": 1})).validate().expect_err("unknown");
+    assert!(err.starts_with("room.speed: unknown field"), "{err}");
+}
+
+#[test]
+fn event_info_shows_room_settings_only_when_the_event_has_them() {
+    let mut info: EventInfo = serde_json::from_value(json!({"event_id": "e", "name": "E",
+        "stock_total": 1, "stock_left": 1, "starts_at": "2026-01-01T00:00:00Z",
+        "ends_at": "2026-01-02T00:00:00Z", "server_time": "2026-01-01T00:00:00Z",
+        "state": "upcoming"}))
+    .expect("info without room");
+    assert_eq!(info.room, None);
+    assert!(serde_json::to_value(&info)
+        .expect("json")
+        .get("room")
+        .is_none());
+    info.room = Some(crate::room::settings::RoomSettings::default());
+    let shown = serde_json::to_value(&info).expect("json");
+    assert_eq!(shown["room"]["admit_per_second"], 2000);
+    let back: EventInfo = serde_json::from_value(shown).expect("read back");
+    assert_eq!(back, info);
+}
+
 /// Found by fuzzing: times whose UTC year leaves 0000-9999 were accepted but shown as
 /// `+10000-…` or `-0001-…`, which nothing reads back (every ticket and purchase of such
 /// an event answered 503 at the edge).
@@ -158,6 +200,7 @@ fn an_event_time_must_read_back_as_it_is_shown() {
         stock: 1,
         starts_at: s.into(),
         ends_at: e.into(),
+        room: None,
     };
     for (s, e) in [
         ("9999-12-31T23:00:00-01:00", "9999-12-31T23:30:00-01:00"),

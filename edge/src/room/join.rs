@@ -29,6 +29,7 @@ impl Cx<'_> {
             )
             .await;
             let window = window?;
+            let settings = crate::config::event_room(settings, window.as_ref());
             let t = now();
             let facts = RoomFacts {
                 window: window.as_ref().map(CachedEvent::window),

@@ -60,6 +60,7 @@ pub(crate) async fn status(cfg: &Config, env: &Env, id: &str) -> Result<Response
     let answer = async {
         let settings = cfg.room.ok_or(Outcome::NotFound)?;
         let (id, w) = event(cfg, id).await?;
+        let settings = crate::config::event_room(settings, Some(&w));
         let t = now();
         let told = super::status(ask(settings, &id, &w, t), env, t, cfg.room_cache_ms).await?;
         let sealed = told.draw.record.is_some();
@@ -101,6 +102,7 @@ pub(crate) async fn entries(cfg: &Config, env: &Env, req: &Request, id: &str) ->
         let from = number(from, "from")?;
         let shard = number(shard, "shard")?;
         let (id, w) = event(cfg, id).await?;
+        let settings = crate::config::event_room(settings, Some(&w));
         let t = now();
         let told = super::status(ask(settings, &id, &w, t), env, t, cfg.room_cache_ms).await?;
         let sealed_shards = told.draw.record.as_ref().map(|r| r.shard_roots.len());

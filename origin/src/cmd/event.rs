@@ -21,6 +21,10 @@ pub enum Action {
         /// End, RFC 3339.
         #[arg(long)]
         ends_at: String,
+        /// The event's room settings, a JSON object, e.g. '{"admit_per_second": 500}'
+        /// (fields of docs/room.md; missing ones default). Without it, the edge's vars.
+        #[arg(long, value_parser = room_json)]
+        room: Option<serde_json::Value>,
     },
     /// Print an event's counters.
     Stats {
@@ -81,9 +85,14 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
             stock,
             starts_at,
             ends_at,
-        } => http.put(format!("{base}/admin/events/{id}")).json(
-            &serde_json::json!({"name": name, "stock": stock, "starts_at": starts_at, "ends_at": ends_at}),
-        ),
+            room,
+        } => {
+            let mut spec = serde_json::json!({"name": name, "stock": stock, "starts_at": starts_at, "ends_at": ends_at});
+            if let Some(room) = room {
+                spec["room"] = room;
+            }
+            http.put(format!("{base}/admin/events/{id}")).json(&spec)
+        }
         Action::Stats { id } => http.get(format!("{base}/admin/events/{id}/stats")),
         Action::List => http.get(format!("{base}/admin/events")),
         Action::Show { id } => {
@@ -111,6 +120,12 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
         anyhow::bail!("the origin answered {status}");
     }
     Ok(())
+}
+
+/// `--room`: JSON text, checked here so a typo is named before anything is sent (the
+/// origin checks the settings themselves).
+fn room_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 /// `id`'s entry of `GET /admin/events`: its info and counters.

@@ -2,6 +2,7 @@
 
 use super::Store;
 use flashgate_core::ids::{EventId, UserId};
+use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::wire::OrderStatus;
 use flashgate_core::Millis;
 use redis::AsyncCommands;
@@ -22,6 +23,8 @@ pub struct EventMeta {
     pub ends_at: Millis,
     /// An operator paused the sale (`flashgate event pause`).
     pub paused: bool,
+    /// The event's own room settings, if its spec gave some.
+    pub room: Option<RoomSettings>,
 }
 
 /// Counters of `GET /admin/events/{id}/stats`.
@@ -68,6 +71,12 @@ impl Store {
             starts_at,
             ends_at,
             paused: num("paused").is_some_and(|p| p != 0),
+            // Written by put_event from validated settings; one that no longer reads
+            // (settings renamed since) counts as none, so the edge's defaults apply.
+            room: info
+                .get("room")
+                .and_then(|r| serde_json::from_str::<RoomSettings>(r).ok())
+                .filter(|r| r.validate().is_ok()),
         }))
     }
 

@@ -77,6 +77,16 @@ impl Store {
         self.conn()
             .sadd::<_, _, ()>(self.events_key(), id.as_str())
             .await?;
+        let room = match &w.room {
+            Some(room) => serde_json::to_string(room).map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "room settings",
+                    e.to_string(),
+                ))
+            })?,
+            None => String::new(),
+        };
         let r: String = self
             .put_event
             .key(k.info())
@@ -86,6 +96,7 @@ impl Store {
             .arg(w.stock)
             .arg(w.starts_at)
             .arg(w.ends_at)
+            .arg(room)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(match r.as_str() {

@@ -59,6 +59,7 @@ pub(crate) async fn put_event(
         starts_at: valid.starts_at,
         ends_at: valid.ends_at,
         paused: false,
+        room: valid.room,
     };
     // Read back: an upcoming event keeps a pause an operator set.
     let meta = state.redis(state.store.event(&id)).await?.unwrap_or(meta);

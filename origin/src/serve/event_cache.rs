@@ -61,6 +61,7 @@ mod tests {
             starts_at: 0,
             ends_at: 1,
             paused: false,
+            room: None,
         })
     }
 

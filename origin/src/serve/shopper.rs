@@ -45,6 +45,7 @@ pub(super) fn info(id: &EventId, m: &EventMeta, now: i64) -> EventInfo {
         server_time: wire::fmt_time(now),
         state: gate::state(m.starts_at, m.ends_at, m.stock_left, now),
         paused: m.paused,
+        room: m.room,
     }
 }
 

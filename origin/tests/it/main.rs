@@ -16,6 +16,7 @@ mod faults;
 mod purchase;
 mod redis_settings;
 mod rejections;
+mod room;
 mod servers;
 mod slow_redis;
 mod tls;

@@ -1,0 +1,143 @@
+//! The room at the origin: an event's room settings.
+
+use crate::helpers::*;
+use figment::Figment;
+use std::process::Command;
+
+impl TestApp {
+    /// `PUT /admin/events/{event}` with this body.
+    async fn put_spec(&self, event: &str, spec: &serde_json::Value) -> Reply {
+        reply(
+            self.http
+                .put(format!("{}/admin/events/{event}", self.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(spec)
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await
+    }
+}
+
+fn spec(starts_at: i64, room: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"name": "Phone", "stock": 5, "starts_at": rfc3339(starts_at),
+        "ends_at": rfc3339(starts_at + 3_600_000), "room": room})
+}
+
+#[tokio::test]
+async fn an_event_carries_its_room_settings_to_the_edge() {
+    let app = spawn_app(Figment::new()).await;
+    let later = now_ms() + 3_600_000;
+    let put = app
+        .put_spec(
+            "roomy",
+            &spec(later, serde_json::json!({"admit_per_second": 50})),
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert_eq!(put.body["room"]["admit_per_second"], 50);
+    // Missing fields take their defaults.
+    assert_eq!(put.body["room"]["session_ms"], 120_000);
+    let info = app.signed("GET", "/api/events/roomy", None, b"").await;
+    assert_eq!(info.status, 200, "{}", info.body);
+    assert_eq!(info.body["room"]["admit_per_second"], 50);
+
+    // Unknown or out of bounds: 400 naming the field, and nothing changes.
+    for (room, field) in [
+        (
+            serde_json::json!({"admit_per_sec": 5}),
+            "room.admit_per_sec",
+        ),
+        (
+            serde_json::json!({"margin_per_mille": 900}),
+            "room.margin_per_mille",
+        ),
+        (serde_json::json!({"session_ms": "long"}), "room.session_ms"),
+        (serde_json::json!(7), "room must be a JSON object"),
+    ] {
+        let bad = app.put_spec("roomy", &spec(later, room)).await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        assert_eq!(bad.body["error"], "invalid_event");
+        let message = bad.body["message"].as_str().expect("message");
+        assert!(message.contains(field), "{message}");
+    }
+    let info = app.signed("GET", "/api/events/roomy", None, b"").await;
+    assert_eq!(info.body["room"]["admit_per_second"], 50);
+
+    // A spec replaces the event's: without room settings, the edge's defaults apply.
+    let plain = app.admin_put("roomy", 5, later, later + 60_000).await;
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    assert!(plain.body.get("room").is_none(), "{}", plain.body);
+    let info = app.signed("GET", "/api/events/roomy", None, b"").await;
+    assert!(info.body.get("room").is_none(), "{}", info.body);
+
+    // Once the sale has started, its settings stay as they are.
+    app.live_event("begun", 5).await;
+    let late = app
+        .put_spec(
+            "begun",
+            &spec(now_ms() - 1000, serde_json::json!({"admit_per_second": 9})),
+        )
+        .await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    let info = app.signed("GET", "/api/events/begun", None, b"").await;
+    assert!(info.body.get("room").is_none(), "{}", info.body);
+    app.stop().await;
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while this runtime serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_puts_and_shows_room_settings() {
+    let app = spawn_app(Figment::new()).await;
+    let later = now_ms() + 3_600_000;
+    let event = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flashgate"))
+            .arg("event")
+            .args(args)
+            .args(["--origin", &app.base])
+            .env("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("flashgate runs")
+    };
+    let (starts, ends) = (rfc3339(later), rfc3339(later + 60_000));
+    let put = |room: &str| {
+        event(&[
+            "put",
+            "cli-room",
+            "--name",
+            "Phone",
+            "--stock",
+            "3",
+            "--starts-at",
+            &starts,
+            "--ends-at",
+            &ends,
+            "--room",
+            room,
+        ])
+    };
+    let ok = put(r#"{"admit_per_second": 500, "prequeue_ms": 60000}"#);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let show = event(&["show", "cli-room"]);
+    let shown: serde_json::Value =
+        serde_json::from_slice(&show.stdout).expect("show prints the event as JSON");
+    assert_eq!(shown["room"]["admit_per_second"], 500);
+    assert_eq!(shown["room"]["prequeue_ms"], 60_000);
+    // Not JSON: named before anything is sent; out of bounds: the origin's 400.
+    let typo = put("{admit_per_second: 5}");
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("not JSON"));
+    let bounds = put(r#"{"admit_per_second": 0}"#);
+    assert!(!bounds.status.success());
+    assert!(String::from_utf8_lossy(&bounds.stdout).contains("room.admit_per_second"));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&event(&["show", "cli-room"]).stdout).expect("json");
+    assert_eq!(shown["room"]["admit_per_second"], 500);
+    app.stop().await;
+}
