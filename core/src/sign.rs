@@ -3,7 +3,9 @@
 //! The edge signs `method`, `path`, the authenticated user (empty for public reads), a
 //! timestamp, a nonce of its own and the SHA-256 of the body with `EDGE_SECRET`; the
 //! origin recomputes it and refuses anything unsigned, forged, or more than
-//! [`MAX_SKEW_MS`] away from its clock. The nonce makes two identical requests of one
+//! [`MAX_SKEW_MS`] away from its clock. A purchase admitted by the room also carries its
+//! room position ([`HEADER_ROOM_POSITION`]), signed with the rest, so the origin records
+//! a position only the edge can have given. The nonce makes two identical requests of one
 //! millisecond (a double click) sign differently, so the origin's replay guard, which
 //! remembers signatures, refuses only a request sent twice.
 
@@ -21,6 +23,9 @@ pub const HEADER_NONCE: &str = "x-flashgate-nonce";
 pub const MAX_NONCE_LEN: usize = 64;
 /// Header carrying the user the edge authenticated (absent for public reads).
 pub const HEADER_USER: &str = "x-flashgate-user";
+/// Header carrying the room position the edge admitted a purchase at (absent without
+/// the room); covered by the signature.
+pub const HEADER_ROOM_POSITION: &str = "x-flashgate-room-position";
 /// Largest accepted distance between the signing time and the origin's clock.
 pub const MAX_SKEW_MS: Millis = 30_000;
 
@@ -39,12 +44,17 @@ pub struct Signed<'a> {
     pub nonce: &'a str,
     /// The exact body bytes.
     pub body: &'a [u8],
+    /// The room position the edge admitted the purchase at, if any.
+    pub room_position: Option<u64>,
 }
 
 impl Signed<'_> {
     /// The MAC of the canonical form
     /// `flashgate-edge-v2\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{hex sha256(body)}`,
-    /// fed to the MAC piece by piece: checking a request allocates nothing.
+    /// then `\n{room position}` when there is one, fed to the MAC piece by piece: checking
+    /// a request allocates nothing. The digest has a fixed length, so a request with a
+    /// position never signs like one without: adding, dropping or changing the position
+    /// header makes the signature forged.
     fn mac(&self, secret: &[u8]) -> HmacSha256 {
         let mut ts = [0u8; 20];
         let mut digest = [0u8; 64];
@@ -63,6 +73,11 @@ impl Signed<'_> {
             sha256_hex_into(self.body, &mut digest),
         ] {
             m.update(part);
+        }
+        if let Some(position) = self.room_position {
+            let mut pos = [0u8; 20];
+            m.update(b"\n");
+            m.update(unsigned_decimal(position, &mut pos));
         }
         m
     }
@@ -105,7 +120,19 @@ pub fn check_headers(timestamp: Millis, nonce: &str, now: Millis) -> Result<(), 
 
 /// `n` in decimal, written into `buf`.
 fn decimal(n: Millis, buf: &mut [u8; 20]) -> &[u8] {
-    let mut rest = n.unsigned_abs();
+    // Never a real signing time below zero, but signed and checked the same way as
+    // `format!`: the digits go last, leaving one byte for the sign.
+    let at = buf.len() - unsigned_decimal(n.unsigned_abs(), buf).len();
+    if n < 0 {
+        buf[at - 1] = b'-';
+        return &buf[at - 1..];
+    }
+    &buf[at..]
+}
+
+/// The digits of `n`, written at the end of `buf` (20 bytes hold `u64::MAX`).
+fn unsigned_decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut rest = n;
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -114,11 +141,6 @@ fn decimal(n: Millis, buf: &mut [u8; 20]) -> &[u8] {
         if rest == 0 {
             break;
         }
-    }
-    if n < 0 {
-        // Never a real signing time, but signed and checked the same way as `format!`.
-        at -= 1;
-        buf[at] = b'-';
     }
     &buf[at..]
 }
@@ -159,7 +181,47 @@ mod tests {
             timestamp: NOW,
             nonce: "n1",
             body,
+            room_position: None,
         }
+    }
+
+    #[test]
+    fn the_room_position_is_signed() {
+        let mut r = req(b"{}");
+        r.room_position = Some(42);
+        let canonical = format!(
+            "flashgate-edge-v2\n{}\n{}\n{}\n{}\n{}\n{}\n42",
+            r.method,
+            r.path,
+            r.user,
+            r.timestamp,
+            r.nonce,
+            crypto::sha256_hex(r.body)
+        );
+        let sig = r.sign(b"s");
+        assert_eq!(sig, crypto::sign_b64(b"s", canonical.as_bytes()));
+        let top = Signed {
+            room_position: Some(u64::MAX),
+            ..r
+        };
+        let canonical_top = format!("{}\n{}", &canonical[..canonical.len() - 3], u64::MAX);
+        assert_eq!(
+            top.sign(b"s"),
+            crypto::sign_b64(b"s", canonical_top.as_bytes())
+        );
+        assert_eq!(r.verify(b"s", &sig, NOW), Ok(()));
+        // Dropped, added or changed: forged.
+        for other in [None, Some(41), Some(420)] {
+            let changed = Signed {
+                room_position: other,
+                ..r
+            };
+            assert_eq!(changed.verify(b"s", &sig, NOW), Err(SignError::Forged));
+        }
+        assert_eq!(
+            r.verify(b"s", &req(b"{}").sign(b"s"), NOW),
+            Err(SignError::Forged)
+        );
     }
 
     #[test]

@@ -278,16 +278,17 @@ impl Cx<'_> {
                 guard::with(|i| *i.counters.purchase_answered.entry(status).or_insert(0) += 1);
                 respond(&o)
             }
-            Ok((s, forward, body)) => {
+            Ok((s, forward, body, position)) => {
                 guard::with(|i| i.counters.purchase_forwarded += 1);
                 let user = s.user.as_str();
-                match origin::forward(
+                match origin::forward_admitted(
                     self.cfg,
                     Method::Post,
                     &forward.path,
                     user,
                     body,
                     self.head.ray.as_deref(),
+                    position,
                 )
                 .await
                 {
@@ -312,7 +313,7 @@ impl Cx<'_> {
         &self,
         req: &mut Request,
         id: &str,
-    ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>), Outcome> {
+    ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>, Option<u64>), Outcome> {
         let body = read_body(req, self.head).await?;
         let s = self.screen(id, &body, "purchase")?;
         let window = origin::event(self.cfg, &s.event, now(), Use::Any).await?;
@@ -328,18 +329,19 @@ impl Cx<'_> {
         let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
         // The event's own room settings, else the vars'.
         let room_settings = self.cfg.room.map(|d| config::event_room(d, window.as_ref()));
+        let mut position = None;
         if let (Some(settings), Some(w)) = (room_settings, window.as_ref()) {
             let t = now();
             let ask = room::public::ask(settings, &s.event, w, t);
             let told = room::status(ask, self.env, t, self.cfg.room_cache_ms).await?;
-            admission::room(
+            position = Some(admission::room(
                 &s,
                 self.head.receipt.as_deref(),
                 self.head.user_agent.as_deref(),
                 &told.schedule,
                 &self.cfg.receipt_key(),
                 now(),
-            )?;
+            )?);
         }
         // Per user and event: a shopper's presses on one sale do not spend another's.
         let user_key = Some(format!("user:{}:{}", s.user, s.event));
@@ -352,7 +354,7 @@ impl Cx<'_> {
         if let Some(settings) = room_settings {
             room::forward(self.env, &s.event, settings, now()).await?;
         }
-        Ok((s, forward, body))
+        Ok((s, forward, body, position))
     }
 
     /// `POST /api/events/{id}/ticket`.

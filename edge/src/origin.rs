@@ -128,6 +128,20 @@ pub async fn forward(
     body: Vec<u8>,
     request_id: Option<&str>,
 ) -> Result<Response, Outcome> {
+    forward_admitted(cfg, method, path, user, body, request_id, None).await
+}
+
+/// [`forward`], with the room position the purchase was admitted at (if the room is on)
+/// in a header the signature covers: the origin records it with the order.
+pub async fn forward_admitted(
+    cfg: &Config,
+    method: Method,
+    path: &str,
+    user: &str,
+    body: Vec<u8>,
+    request_id: Option<&str>,
+    room_position: Option<u64>,
+) -> Result<Response, Outcome> {
     let now = worker::Date::now().as_millis() as Millis;
     let nonce = nonce();
     let signature = Signed {
@@ -137,6 +151,7 @@ pub async fn forward(
         timestamp: now,
         nonce: &nonce,
         body: &body,
+        room_position,
     }
     .sign(cfg.edge_secret.as_bytes());
     let headers = Headers::new();
@@ -147,6 +162,9 @@ pub async fn forward(
     set(REQUEST_ID, request_id.unwrap_or(&nonce))?;
     if !user.is_empty() {
         set(sign::HEADER_USER, user)?;
+    }
+    if let Some(position) = room_position {
+        set(sign::HEADER_ROOM_POSITION, &position.to_string())?;
     }
     if !body.is_empty() {
         set("content-type", "application/json")?;

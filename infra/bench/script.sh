@@ -34,11 +34,12 @@ instructions() { # name script-file
   sha=$(redis-cli -p "$port" script load "$(cat "$file")")
   callgrind_control -z "$pid" >/dev/null 2>&1
   # KEYS: stock orders status outbox stats, the user's window and the signature seen;
-  # ARGV: now, window ms, limit, event, replay ms, deadline, user, order (reserve.lua).
+  # ARGV: now, window ms, limit, event, replay ms, deadline, user, order, room position
+  # (none: '') (reserve.lua).
   timeout 600 redis-benchmark -p "$port" -c 8 -n "$CALLS" -r 1000000000 --csv EVALSHA "$sha" 7 \
     'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' 'fg:{bench}:outbox' \
     'fg:{bench}:stats' 'fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__' \
-    "$(date +%s)000" 1000 1 bench 65000 99999999999999 u__rand_int__ o__rand_int__ \
+    "$(date +%s)000" 1000 1 bench 65000 99999999999999 u__rand_int__ o__rand_int__ '' \
     >"$WORK/$name/benchmark.csv"
   sleep 2
   callgrind_control -d "$pid" >/dev/null 2>&1

@@ -5,7 +5,7 @@
 // origin's request counter proves which purchases never reached it.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -85,6 +85,10 @@ async function putRoomEvent(id, stock, startsInMs, room) {
   });
   assert.equal(r.status, 201, await r.text());
   return now + startsInMs;
+}
+
+function sql(query) {
+  return execFileSync('mariadb', ['--no-defaults', '-h127.0.0.1', `-P${env.MYSQL_PORT}`, '-uroot', '-N', '-B', 'flashgate', '-e', query]).toString().trim();
 }
 
 const enter = (event, user, opts = {}) => call('POST', `/api/events/${event}/room`, { token: user.token, body: {}, ...opts });
@@ -370,7 +374,7 @@ test('global pacing: two edges together forward no more than the room rate', asy
   }
 });
 
-test("an event's own room settings win over the vars", async () => {
+test("an event's own room settings win over the vars; the admitted position reaches its order", async () => {
   // The vars: registration only from the start, one admission a second.
   await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_PREQUEUE_MS: 0, ROOM_CACHE_MS: 200 });
   const event = `roomset-${run}`;
@@ -395,4 +399,9 @@ test("an event's own room settings win over the vars", async () => {
   const drawn = await Promise.all(shoppers.map((u) => enter(event, u)));
   const bought = await Promise.all(shoppers.map((u, i) => purchase(event, u, { ticket: tickets[i], receipt: drawn[i].body.receipt })));
   for (const b of bought) assert.equal(b.status, 202, JSON.stringify(b.body));
+
+  // Each order's row carries the position its purchase was admitted at.
+  const expected = shoppers.map((u, i) => `${u.id}\t${drawn[i].body.position}`).sort().join('\n');
+  await eventually('the rows with their positions', 30_000, () =>
+    sql(`SELECT user_id, room_position FROM orders WHERE event_id = '${event}' ORDER BY user_id`) === expected);
 });

@@ -139,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             event_id: event.clone(),
             user_id: format!("bench-user-{i}"),
             reserved_at: now,
+            room_position: None,
         })
         .collect();
     let pool = db::connect(&mysql).await?;

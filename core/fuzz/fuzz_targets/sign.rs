@@ -50,6 +50,7 @@ fn as_received(rest: &[u8]) {
         timestamp,
         nonce,
         body,
+        room_position: None,
     };
     if s.verify(EDGE_SECRET, sig, NOW).is_ok() {
         assert_eq!(
@@ -90,6 +91,7 @@ fn signed_by_the_edge(rest: &[u8]) {
         timestamp,
         nonce,
         body,
+        room_position: None,
     };
     let sig = s.sign(EDGE_SECRET);
     let canonical = format!(

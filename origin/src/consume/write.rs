@@ -16,6 +16,7 @@ pub struct Order {
     pub(super) event_id: EventId,
     pub(super) user_id: UserId,
     pub(super) reserved_at: chrono::NaiveDateTime,
+    pub(super) room_position: Option<u64>,
 }
 
 impl Order {
@@ -35,6 +36,7 @@ impl Order {
             event_id: EventId::parse(&m.event_id).ok()?,
             user_id: UserId::parse(&m.user_id).ok()?,
             reserved_at: chrono::DateTime::from_timestamp_millis(m.reserved_at)?.naive_utc(),
+            room_position: m.room_position,
         })
     }
 }
@@ -111,14 +113,15 @@ pub(super) fn add_failures(
 /// `INSERT IGNORE`s the orders as confirmed rows; how many were new.
 async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Result<u64> {
     let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at) ",
+        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at, room_position) ",
     );
     insert.push_values(orders, |mut row, o| {
         row.push_bind(o.order_id.as_str())
             .push_bind(o.event_id.as_str())
             .push_bind(o.user_id.as_str())
             .push_bind("confirmed")
-            .push_bind(o.reserved_at);
+            .push_bind(o.reserved_at)
+            .push_bind(o.room_position);
     });
     Ok(insert.build().execute(db).await?.rows_affected())
 }

@@ -21,6 +21,10 @@ pub struct OrderMessage {
     pub user_id: String,
     /// When stock was reserved, unix milliseconds.
     pub reserved_at: i64,
+    /// The room position the edge admitted the purchase at; absent without the room (and
+    /// in messages of relays that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_position: Option<u64>,
 }
 
 /// A client config for `brokers`.
@@ -150,6 +154,7 @@ mod tests {
             event_id: "e".into(),
             user_id: format!("u{i}"),
             reserved_at: 1,
+            room_position: None,
         }
     }
 
@@ -174,6 +179,28 @@ mod tests {
         assert_eq!(unpack(&single[0].payload).map(|v| v.len()), Some(1));
         assert_eq!(unpack(b"7"), None);
         assert_eq!(unpack(b"{not json"), None);
+    }
+
+    #[test]
+    fn a_room_position_travels_only_when_there_is_one() {
+        let plain = serde_json::to_value(order(1)).expect("json");
+        assert!(plain.get("room_position").is_none(), "{plain}");
+        let admitted = OrderMessage {
+            room_position: Some(7),
+            ..order(1)
+        };
+        let text = serde_json::to_string(&admitted).expect("json");
+        assert!(text.contains(r#""room_position":7"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<OrderMessage>(&text).expect("read back"),
+            admitted
+        );
+        // A message of a relay that predates positions still reads.
+        let old: OrderMessage = serde_json::from_str(
+            r#"{"order_id":"o1","event_id":"e","user_id":"u1","reserved_at":1}"#,
+        )
+        .expect("an older message");
+        assert_eq!(old, order(1));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Attempt {
     pub new_order: OrderId,
     /// The edge signature of the request (replay guard).
     pub signature: String,
+    /// The room position the edge admitted the purchase at, if any (goes with the order).
+    pub room_position: Option<u64>,
 }
 
 /// What every attempt of one reserve call shares.
@@ -159,7 +161,8 @@ impl Store {
             call.key(k.window(&a.user))
                 .key(k.signature(&a.signature))
                 .arg(a.user.as_str())
-                .arg(a.new_order.as_str());
+                .arg(a.new_order.as_str())
+                .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default());
         }
         let r: Vec<String> = match &self.replicas {
             None => call.invoke_async(&mut self.conn()).await?,

@@ -18,6 +18,8 @@ pub(crate) struct EdgeRequest {
     pub user: Option<UserId>,
     /// The body, at most [`MAX_BODY_BYTES`].
     pub body: Bytes,
+    /// The room position the edge admitted the request at (signed with it), if any.
+    pub room_position: Option<u64>,
     /// The request's headers, kept as they came (nothing copied out of them).
     headers: HeaderMap,
 }
@@ -46,6 +48,8 @@ static TIMESTAMP: HeaderName = HeaderName::from_static(sign::HEADER_TIMESTAMP);
 static NONCE: HeaderName = HeaderName::from_static(sign::HEADER_NONCE);
 
 static USER: HeaderName = HeaderName::from_static(sign::HEADER_USER);
+
+static ROOM_POSITION: HeaderName = HeaderName::from_static(sign::HEADER_ROOM_POSITION);
 
 pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -94,6 +98,17 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         let deadline = Duration::from_millis(state.settings.protect.body_timeout_ms);
         let body = read_body(h, body, deadline).await?;
         let user = header_str(h, &USER).unwrap_or("");
+        // The edge writes a position in plain decimal: anything else is not its request.
+        let room_position = match h.get(&ROOM_POSITION) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| unauthenticated(SignError::Forged))?,
+            ),
+        };
         let path = parts
             .uri
             .path_and_query()
@@ -106,6 +121,7 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
             timestamp,
             nonce,
             body: &body,
+            room_position,
         }
         .verify(&state.edge_secret, signature, state.clock.now_ms())
         .map_err(unauthenticated)?;
@@ -117,6 +133,7 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         Ok(EdgeRequest {
             user,
             body,
+            room_position,
             headers: parts.headers,
         })
     }

@@ -230,6 +230,9 @@ impl Relay {
                 event_id: field(e, "event_id"),
                 user_id: field(e, "user_id"),
                 reserved_at: field(e, "reserved_at").parse().unwrap_or(0),
+                room_position: e
+                    .get::<String>("room_position")
+                    .and_then(|p| p.parse().ok()),
             })
             .collect();
         let messages = pack_orders(&orders, self.pack);

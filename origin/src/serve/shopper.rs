@@ -164,6 +164,7 @@ async fn purchase_outcome(
                 user: user.clone(),
                 new_order: order,
                 signature: edge.signature().to_owned(),
+                room_position: edge.room_position,
             },
             Duration::from_millis(state.settings.redis.timeout_ms),
         ))

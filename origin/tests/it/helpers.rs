@@ -208,15 +208,36 @@ impl TestApp {
         secret: &str,
         nonce: &str,
     ) -> Reply {
-        let sig = Signed {
+        let signed = Signed {
             method,
             path,
             user: user.unwrap_or(""),
             timestamp: ts,
             nonce,
             body,
-        }
-        .sign(secret.as_bytes());
+            room_position: None,
+        };
+        self.send_signed(signed, content_type, secret).await
+    }
+
+    /// Sends `signed` as the edge does, with its signature made with `secret`.
+    pub async fn send_signed(
+        &self,
+        signed: Signed<'_>,
+        content_type: Option<&str>,
+        secret: &str,
+    ) -> Reply {
+        let Signed {
+            method,
+            path,
+            user,
+            timestamp: ts,
+            nonce,
+            body,
+            room_position,
+        } = signed;
+        let sig = signed.sign(secret.as_bytes());
+        let user = Some(user).filter(|u| !u.is_empty());
         let mut req = self
             .http
             .request(
@@ -229,6 +250,9 @@ impl TestApp {
             .body(body.to_vec());
         if let Some(u) = user {
             req = req.header(sign::HEADER_USER, u);
+        }
+        if let Some(p) = room_position {
+            req = req.header(sign::HEADER_ROOM_POSITION, p.to_string());
         }
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -250,6 +274,23 @@ impl TestApp {
             b"{}",
         )
         .await
+    }
+
+    /// A purchase the edge admitted at room `position`.
+    pub async fn purchase_at(&self, event: &str, user: &str, position: u64) -> Reply {
+        let nonce = unique("n");
+        let path = format!("/api/events/{event}/purchase");
+        let signed = Signed {
+            method: "POST",
+            path: &path,
+            user,
+            timestamp: now_ms(),
+            nonce: &nonce,
+            body: b"{}",
+            room_position: Some(position),
+        };
+        self.send_signed(signed, Some("application/json"), EDGE_SECRET)
+            .await
     }
 
     pub async fn admin_put(&self, event: &str, stock: u64, starts_at: i64, ends_at: i64) -> Reply {
@@ -356,6 +397,7 @@ pub fn message(id: &str, event: &str, user: &str) -> flashgate_origin::kafka::Or
         event_id: event.into(),
         user_id: user.into(),
         reserved_at: now_ms(),
+        room_position: None,
     }
 }
 

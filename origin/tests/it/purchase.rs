@@ -345,6 +345,7 @@ async fn one_reserve_call_decides_its_attempts_in_order() {
         user: UserId::parse(user).expect("user id"),
         new_order: OrderId::parse(order).expect("order id"),
         signature: signature.to_owned(),
+        room_position: None,
     };
     let rules = ReserveRules {
         now: app.clock.now_ms(),

@@ -1,7 +1,11 @@
-//! The room at the origin: an event's room settings.
+//! The room at the origin: an event's room settings, and the admitted position carried
+//! from the signed purchase to the order row.
 
+use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
 use figment::Figment;
+use flashgate_core::sign::{self, Signed};
+use flashgate_origin::db;
 use std::process::Command;
 
 impl TestApp {
@@ -139,5 +143,87 @@ async fn the_cli_puts_and_shows_room_settings() {
     let shown: serde_json::Value =
         serde_json::from_slice(&event(&["show", "cli-room"]).stdout).expect("json");
     assert_eq!(shown["room"]["admit_per_second"], 500);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_position_must_be_signed_by_the_edge() {
+    let app = spawn_app(Figment::new()).await;
+    app.live_event("signed-room", 5).await;
+    let path = "/api/events/signed-room/purchase";
+    let nonce = unique("n");
+    let signed = Signed {
+        method: "POST",
+        path,
+        user: "mallory",
+        timestamp: now_ms(),
+        nonce: &nonce,
+        body: b"{}",
+        room_position: None,
+    };
+    let sig = signed.sign(EDGE_SECRET.as_bytes());
+    // A position added to a request signed without one, or not a number: refused.
+    for position in ["1", "one", ""] {
+        let r = reply(
+            app.http
+                .post(format!("{}{path}", app.base))
+                .header(sign::HEADER_SIGNATURE, &sig)
+                .header(sign::HEADER_TIMESTAMP, signed.timestamp.to_string())
+                .header(sign::HEADER_NONCE, &nonce)
+                .header(sign::HEADER_USER, "mallory")
+                .header(sign::HEADER_ROOM_POSITION, position)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{position:?}: {}", r.body);
+    }
+    assert_eq!(app.stats("signed-room").await["reserved"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admitted_positions_land_in_the_orders() {
+    let db = fresh_database().await;
+    let app = spawn_app(Figment::new().merge(("user_limit", 1000))).await;
+    app.live_event("fair", 20).await;
+    app.live_event("plain", 5).await;
+    let pool = db::connect(&db).await.expect("db");
+    let running = start_consumer(&app, &pool);
+
+    // Ten winners, all among the first tenth of 100 entrants; one buyer without the room.
+    for position in 1..=10u64 {
+        let r = app
+            .purchase_at("fair", &format!("w{position}"), position)
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    assert_eq!(app.purchase("fair", "outside").await.status, 202);
+    assert_eq!(app.purchase("plain", "someone").await.status, 202);
+    eventually("orders confirmed", 60, || async {
+        order_status(&app, "fair", "outside").await["status"] == "confirmed"
+            && order_status(&app, "fair", "w10").await["status"] == "confirmed"
+            && order_status(&app, "plain", "someone").await["status"] == "confirmed"
+    })
+    .await;
+    running.stop().await;
+    let (position,): (Option<u64>,) = sqlx::query_as(
+        "SELECT room_position FROM orders WHERE event_id = 'fair' AND user_id = 'w7'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!(position, Some(7));
+    let (none,): (Option<u64>,) = sqlx::query_as(
+        "SELECT room_position FROM orders WHERE event_id = 'fair' AND user_id = 'outside'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!(none, None);
+
     app.stop().await;
 }

@@ -8,7 +8,7 @@
 --       6+2i the user's window counter, 7+2i the edge signature seen
 -- ARGV: 1 now (ms), 2 window (ms), 3 limit per window, 4 event id,
 --       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
---       then per attempt i: 7+2i user, 8+2i new order id
+--       then per attempt i: 7+3i user, 8+3i new order id, 9+3i room position ('' for none)
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out <buyers' version> |
 --   rate_limited <ms until the window opens> | replayed '' | no_event '' | late ''
@@ -34,7 +34,7 @@
 -- instructions per single-attempt call, `./dev bench script`). Counted are the tries that
 -- found no stock or no event; one refused by a full window adds nothing to it.
 local out = {}
-local n = (#ARGV - 6) / 2
+local n = (#ARGV - 6) / 3
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
   for _ = 1, n do
@@ -70,7 +70,7 @@ local function window_wait(window)
 end
 for i = 0, n - 1 do
   local window, signature = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
-  local user, order = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
+  local user, order, position = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
   local verdict, detail = nil, ''
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
     verdict = 'replayed'
@@ -102,8 +102,13 @@ for i = 0, n - 1 do
       orders[#orders + 1] = order
       statuses[#statuses + 1] = user
       statuses[#statuses + 1] = 'queued:' .. order
-      redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
-        'user_id', user, 'reserved_at', ARGV[1])
+      if position == '' then
+        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
+          'user_id', user, 'reserved_at', ARGV[1])
+      else
+        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
+          'user_id', user, 'reserved_at', ARGV[1], 'room_position', position)
+      end
       verdict, detail = 'reserved', order
     end
   end
