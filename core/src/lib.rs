@@ -18,6 +18,7 @@
 //! - [`admission`]: the edge's admission decisions (screen, purchase, ticket) in order.
 //! - [`isolate`]: what an edge isolate remembers (event windows, unknown ids, sold-out
 //!   marks, buyers), bounded.
+//! - [`report`]: the fairness report of a sale: wins by arrival decile, the χ² test.
 //! - [`reservation`]: the origin's purchase decision in order, and a reservation's answer.
 //! - [`room`]: the waiting room per event: settings, phases, the draw, its public record,
 //!   positions, pacing and receipts.
@@ -33,6 +34,7 @@ pub mod gate;
 pub mod ids;
 pub mod isolate;
 pub mod jwt;
+pub mod report;
 pub mod reservation;
 pub mod room;
 pub mod sign;

@@ -29,7 +29,8 @@ enum Command {
     Consume,
     /// Apply database migrations and create the orders topic.
     Migrate,
-    /// Create or update an event, or read its counters, through the admin API.
+    /// Create or update an event, or read its counters, through the admin API; report
+    /// the fairness of a sale from the orders table.
     Event {
         #[command(subcommand)]
         action: cmd::event::Action,

@@ -4,6 +4,7 @@ pub mod consume;
 pub mod event;
 pub mod migrate;
 pub mod reconcile;
+pub mod report;
 pub mod room;
 pub mod serve;
 pub mod users;

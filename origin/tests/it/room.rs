@@ -1,10 +1,12 @@
-//! The room at the origin: an event's room settings, and the admitted position carried
-//! from the signed purchase to the order row.
+//! The room at the origin: an event's room settings, the admitted position carried from
+//! the signed purchase to the order row, and the fairness report.
 
 use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
 use figment::Figment;
+use flashgate_core::ids::EventId;
 use flashgate_core::sign::{self, Signed};
+use flashgate_origin::cmd::report::fairness;
 use flashgate_origin::db;
 use std::process::Command;
 
@@ -185,8 +187,9 @@ async fn a_position_must_be_signed_by_the_edge() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn admitted_positions_land_in_the_orders() {
+// Multi-threaded: the CLI runs as a blocking child process while this runtime serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_positions_land_in_the_orders_and_the_report() {
     let db = fresh_database().await;
     let app = spawn_app(Figment::new().merge(("user_limit", 1000))).await;
     app.live_event("fair", 20).await;
@@ -225,5 +228,54 @@ async fn admitted_positions_land_in_the_orders() {
     .expect("row");
     assert_eq!(none, None);
 
+    let report = fairness(&pool, &EventId::parse("fair").expect("id"), Some(100))
+        .await
+        .expect("report");
+    assert_eq!((report.orders, report.with_position), (11, 10));
+    let table = report.by_decile.expect("positions");
+    let wins: Vec<u64> = table.deciles.iter().map(|d| d.wins).collect();
+    assert_eq!(wins, [10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!((table.deciles[0].from, table.deciles[0].to), (1, 10));
+    // 9²/1 in the first decile and 1²/1 in each of the nine others.
+    assert!(
+        (table.chi_square - 90.0).abs() < 1e-9,
+        "{}",
+        table.chi_square
+    );
+    assert!(table.p_value < 1e-12, "{}", table.p_value);
+
+    let report = |event: &str, json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+        cmd.args(["event", "report", event, "--entrants", "100"])
+            .env("FLASHGATE_MYSQL_URL", &db)
+            .env("RUST_LOG", "off");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("flashgate runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let printed: serde_json::Value =
+        serde_json::from_str(&report("fair", true)).expect("--json prints JSON");
+    assert_eq!(printed["with_position"], 10);
+    assert_eq!(printed["by_decile"]["deciles"][0]["wins"], 10);
+    assert_eq!(printed["by_decile"]["degrees_of_freedom"], 9);
+    let text = report("fair", false);
+    assert!(
+        text.contains("chi-square 90.00 with 9 degree(s) of freedom"),
+        "{text}"
+    );
+    assert!(text.contains("client networks are not reported"), "{text}");
+    let plain = report("plain", false);
+    assert!(
+        plain.contains("1 order(s), 0 with a room position"),
+        "{plain}"
+    );
+    assert!(plain.contains("nothing to measure"), "{plain}");
     app.stop().await;
 }
