@@ -5,7 +5,7 @@ use crate::gate::EventState;
 use crate::room::settings::RoomSettings;
 use crate::Millis;
 use chrono::{DateTime, SecondsFormat};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 /// The friendly message of every "too busy" answer (429 and 503).
@@ -53,8 +53,20 @@ pub struct EventInfo {
     pub paused: bool,
     /// The event's own room settings, absent when it has none (the edge's `ROOM_*` vars
     /// apply then).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "readable_room"
+    )]
     pub room: Option<RoomSettings>,
+}
+
+/// Room settings this version cannot read (an origin's newer ones) count as none: the
+/// event's info still reads, and the edge's defaults apply, rather than every request of
+/// the event failing.
+fn readable_room<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RoomSettings>, D::Error> {
+    let room = Option::<Value>::deserialize(d)?;
+    Ok(room.and_then(|r| serde_json::from_value(r).ok()))
 }
 
 /// `PUT /admin/events/{event_id}` body. Other fields are ignored (e.g. an event's own

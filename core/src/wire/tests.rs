@@ -186,8 +186,14 @@ fn event_info_shows_room_settings_only_when_the_event_has_them() {
     info.room = Some(crate::room::settings::RoomSettings::default());
     let shown = serde_json::to_value(&info).expect("json");
     assert_eq!(shown["room"]["admit_per_second"], 2000);
-    let back: EventInfo = serde_json::from_value(shown).expect("read back");
+    let back: EventInfo = serde_json::from_value(shown.clone()).expect("read back");
     assert_eq!(back, info);
+    // Settings this version does not know leave the info readable, without them.
+    let mut newer = shown;
+    newer["room"]["admit_per_minute"] = json!(5);
+    let read: EventInfo = serde_json::from_value(newer).expect("still read");
+    assert_eq!(read.room, None);
+    assert_eq!(read.event_id, "e");
 }
 
 /// Found by fuzzing: times whose UTC year leaves 0000-9999 were accepted but shown as
