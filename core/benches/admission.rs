@@ -12,6 +12,7 @@ use flashgate_core::admission::{self, Incoming, Limiter, PurchaseFacts, Window};
 use flashgate_core::bot::{AllowList, Client, Human, Rules, Tracker};
 use flashgate_core::bucket::TokenBucket;
 use flashgate_core::ids::UserId;
+use flashgate_core::keyring::KeyRing;
 use flashgate_core::{jwt, ticket};
 use std::hint::black_box;
 
@@ -38,6 +39,7 @@ fn client() -> Client<'static> {
 }
 
 fn bench(c: &mut Criterion) {
+    let (auth_keys, ticket_keys) = (KeyRing::single(AUTH), KeyRing::single(KEY));
     let user = UserId::parse("bench_user_000042").expect("valid");
     let auth = format!("Bearer {}", jwt::issue(&user, START / 1000 + 86_400, AUTH));
     let rules = Rules {
@@ -54,7 +56,8 @@ fn bench(c: &mut Criterion) {
         client: client(),
     };
     let mut tracker = Tracker::default();
-    let screened = admission::screen(&req, AUTH, &rules, &mut tracker, START).expect("screened");
+    let screened =
+        admission::screen(&req, &auth_keys, &rules, &mut tracker, START).expect("screened");
     let t = admission::issue_ticket(
         &screened,
         WINDOW,
@@ -78,18 +81,19 @@ fn bench(c: &mut Criterion) {
     c.bench_function("full_purchase_admitted", |b| {
         let mut bucket = TokenBucket::new(u32::MAX, u32::MAX, START);
         b.iter(|| {
-            let s = admission::screen(black_box(&req), AUTH, &rules, &mut tracker, START)
+            let s = admission::screen(black_box(&req), &auth_keys, &rules, &mut tracker, START)
                 .expect("screened");
-            let a = admission::purchase(&s, &facts(Some(&t)), KEY, START + 1).expect("admissible");
+            let a = admission::purchase(&s, &facts(Some(&t)), &ticket_keys, START + 1)
+                .expect("admissible");
             admission::limit(a, Limiter::Allowed, &mut bucket, START + 1).expect("admitted")
         })
     });
 
     c.bench_function("reject_not_started", |b| {
         b.iter(|| {
-            let s = admission::screen(black_box(&req), AUTH, &rules, &mut tracker, START - 1)
+            let s = admission::screen(black_box(&req), &auth_keys, &rules, &mut tracker, START - 1)
                 .expect("screened");
-            admission::purchase(&s, &facts(None), KEY, START - 1).expect_err("425")
+            admission::purchase(&s, &facts(None), &ticket_keys, START - 1).expect_err("425")
         })
     });
 
@@ -99,7 +103,8 @@ fn bench(c: &mut Criterion) {
             ..req
         };
         b.iter(|| {
-            admission::screen(black_box(&anon), AUTH, &rules, &mut tracker, START).expect_err("401")
+            admission::screen(black_box(&anon), &auth_keys, &rules, &mut tracker, START)
+                .expect_err("401")
         })
     });
 
@@ -112,17 +117,19 @@ fn bench(c: &mut Criterion) {
             ..req
         };
         b.iter(|| {
-            admission::screen(black_box(&curl), AUTH, &rules, &mut tracker, START).expect_err("403")
+            admission::screen(black_box(&curl), &auth_keys, &rules, &mut tracker, START)
+                .expect_err("403")
         })
     });
 }
 
 /// The parts of the decision, to see where its time goes.
 fn parts(c: &mut Criterion) {
+    let (auth_keys, ticket_keys) = (KeyRing::single(AUTH), KeyRing::single(KEY));
     let user = UserId::parse("bench_user_000042").expect("valid");
     let token = jwt::issue(&user, START / 1000 + 86_400, AUTH);
     c.bench_function("part_jwt_verify", |b| {
-        b.iter(|| jwt::verify(black_box(&token), AUTH, START).expect("valid"))
+        b.iter(|| jwt::verify(black_box(&token), &auth_keys, START).expect("valid"))
     });
     c.bench_function("part_fingerprint", |b| {
         b.iter(|| ticket::fingerprint(black_box(UA)))
@@ -145,7 +152,7 @@ fn parts(c: &mut Criterion) {
     .encode(KEY);
     c.bench_function("part_ticket_verify", |b| {
         b.iter(|| {
-            ticket::Ticket::verify(Some(black_box(&t)), KEY, &event, &user, &fp, START)
+            ticket::Ticket::verify(Some(black_box(&t)), &ticket_keys, &event, &user, &fp, START)
                 .expect("valid")
         })
     });

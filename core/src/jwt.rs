@@ -1,10 +1,13 @@
 //! HS256 shopper tokens: `Authorization: Bearer <JWT>` with claims `sub` and `exp`.
 //!
 //! Only HS256 is accepted: the algorithm is pinned here, never read from the token to
-//! choose a verifier, so `alg: none` and algorithm-confusion tokens fail.
+//! choose a verifier, so `alg: none` and algorithm-confusion tokens fail. A token is
+//! accepted under `AUTH_SECRET` or, during a rotation, the previous one (see
+//! [`crate::keyring`]).
 
 use crate::crypto::{b64, sign_b64, unb64, verify_b64};
 use crate::ids::UserId;
+use crate::keyring::KeyRing;
 use serde::Deserialize;
 
 /// The verified claims of a shopper token.
@@ -57,8 +60,8 @@ struct RawClaims {
 
 const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; // {"alg":"HS256","typ":"JWT"}
 
-/// Verifies an HS256 token at `now_ms`.
-pub fn verify(token: &str, secret: &[u8], now_ms: i64) -> Result<Claims, JwtError> {
+/// Verifies an HS256 token at `now_ms`, signed under any key of `keys`.
+pub fn verify(token: &str, keys: &KeyRing, now_ms: i64) -> Result<Claims, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -72,7 +75,10 @@ pub fn verify(token: &str, secret: &[u8], now_ms: i64) -> Result<Claims, JwtErro
         return Err(JwtError::Algorithm);
     }
     let signed = &token[..h.len() + 1 + p.len()];
-    if !verify_b64(secret, signed.as_bytes(), s) {
+    if keys
+        .find(|key| verify_b64(key, signed.as_bytes(), s))
+        .is_none()
+    {
         return Err(JwtError::Signature);
     }
     let claims: RawClaims = unb64(p)
@@ -116,6 +122,10 @@ mod tests {
     const SECRET: &[u8] = b"test-secret";
     const NOW: i64 = 1_800_000_000_000;
 
+    fn keys() -> KeyRing {
+        KeyRing::single(SECRET)
+    }
+
     fn user() -> UserId {
         UserId::parse("alice_1").expect("valid")
     }
@@ -128,7 +138,7 @@ mod tests {
     #[test]
     fn issued_token_verifies() {
         let t = issue(&user(), NOW / 1000 + 60, SECRET);
-        assert_eq!(verify(&t, SECRET, NOW).expect("valid").sub, user());
+        assert_eq!(verify(&t, &keys(), NOW).expect("valid").sub, user());
     }
 
     #[test]
@@ -141,14 +151,14 @@ mod tests {
             SECRET,
         );
         assert_eq!(t, expected);
-        assert!(verify(t, SECRET, NOW).is_ok());
+        assert!(verify(t, &keys(), NOW).is_ok());
     }
 
     #[test]
     fn expiry_is_exclusive() {
         let t = issue(&user(), NOW / 1000, SECRET);
-        assert_eq!(verify(&t, SECRET, NOW), Err(JwtError::Expired));
-        assert!(verify(&t, SECRET, NOW - 1000).is_ok());
+        assert_eq!(verify(&t, &keys(), NOW), Err(JwtError::Expired));
+        assert!(verify(&t, &keys(), NOW - 1000).is_ok());
     }
 
     #[test]
@@ -159,11 +169,11 @@ mod tests {
             b64(br#"{"alg":"none","typ":"JWT"}"#),
             b64(payload.as_bytes())
         );
-        assert_eq!(verify(&none, SECRET, NOW), Err(JwtError::Algorithm));
+        assert_eq!(verify(&none, &keys(), NOW), Err(JwtError::Algorithm));
         let hs512 = forge(r#"{"alg":"HS512"}"#, payload, SECRET);
-        assert_eq!(verify(&hs512, SECRET, NOW), Err(JwtError::Algorithm));
+        assert_eq!(verify(&hs512, &keys(), NOW), Err(JwtError::Algorithm));
         let other_key = forge(r#"{"alg":"HS256"}"#, payload, b"other");
-        assert_eq!(verify(&other_key, SECRET, NOW), Err(JwtError::Signature));
+        assert_eq!(verify(&other_key, &keys(), NOW), Err(JwtError::Signature));
     }
 
     #[test]
@@ -173,16 +183,33 @@ mod tests {
             r#"{"sub":"a b","exp":1900000000}"#,
             SECRET,
         );
-        assert_eq!(verify(&bad_sub, SECRET, NOW), Err(JwtError::Subject));
+        assert_eq!(verify(&bad_sub, &keys(), NOW), Err(JwtError::Subject));
         let no_exp = forge(r#"{"alg":"HS256"}"#, r#"{"sub":"a"}"#, SECRET);
-        assert_eq!(verify(&no_exp, SECRET, NOW), Err(JwtError::Expired));
+        assert_eq!(verify(&no_exp, &keys(), NOW), Err(JwtError::Expired));
         for junk in ["", "a.b", "a.b.c.d", "!!.!!.!!"] {
             assert_eq!(
-                verify(junk, SECRET, NOW),
+                verify(junk, &keys(), NOW),
                 Err(JwtError::Malformed),
                 "{junk}"
             );
         }
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_verify_and_a_third_does_not() {
+        let ring = KeyRing::new(b"new-secret", Some(b"old-secret".as_slice()));
+        for key in [b"new-secret".as_slice(), b"old-secret"] {
+            let t = issue(&user(), NOW / 1000 + 60, key);
+            assert_eq!(verify(&t, &ring, NOW).expect("valid").sub, user());
+        }
+        let third = issue(&user(), NOW / 1000 + 60, b"third-secret");
+        assert_eq!(verify(&third, &ring, NOW), Err(JwtError::Signature));
+        // Once the rotation is over, the old key's tokens are refused.
+        let old = issue(&user(), NOW / 1000 + 60, b"old-secret");
+        assert_eq!(
+            verify(&old, &KeyRing::single(b"new-secret"), NOW),
+            Err(JwtError::Signature)
+        );
     }
 
     #[test]

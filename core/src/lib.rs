@@ -8,6 +8,7 @@
 //!
 //! - [`ids`]: `UserId`, `EventId`, `OrderId`, built only through `parse`.
 //! - [`crypto`]: HMAC-SHA256 and base64url helpers used by the three signed things below.
+//! - [`keyring`]: a secret and the one it replaces: sign with the current, accept either.
 //! - [`jwt`]: HS256 shopper tokens (verify at the edge, issue for demo and load-test users).
 //! - [`sign`]: the edge → origin request signature.
 //! - [`ticket`]: admission tickets issued by the edge and required on purchase.
@@ -34,6 +35,7 @@ pub mod gate;
 pub mod ids;
 pub mod isolate;
 pub mod jwt;
+pub mod keyring;
 pub mod report;
 pub mod reservation;
 pub mod room;

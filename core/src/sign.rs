@@ -1,15 +1,19 @@
 //! The edge → origin request signature.
 //!
-//! The edge signs `method`, `path`, the authenticated user (empty for public reads), a
-//! timestamp, a nonce of its own and the SHA-256 of the body with `EDGE_SECRET`; the
-//! origin recomputes it and refuses anything unsigned, forged, or more than
-//! [`MAX_SKEW_MS`] away from its clock. A purchase admitted by the room also carries its
-//! room position ([`HEADER_ROOM_POSITION`]), signed with the rest, so the origin records
-//! a position only the edge can have given. The nonce makes two identical requests of one
-//! millisecond (a double click) sign differently, so the origin's replay guard, which
-//! remembers signatures, refuses only a request sent twice.
+//! The edge signs the environment it serves, `method`, `path`, the authenticated user
+//! (empty for public reads), a timestamp, a nonce of its own and the SHA-256 of the body
+//! with `EDGE_SECRET`; the origin recomputes it with its own environment and refuses
+//! anything unsigned, forged, made for another environment, or more than [`MAX_SKEW_MS`]
+//! away from its clock. The nonce makes two identical requests of one millisecond (a
+//! double click) sign differently, so the origin's replay guard, which remembers
+//! signatures, refuses only a request sent twice. The environment keeps a request
+//! captured on staging from being replayed on production when the two share a secret.
+//! A purchase admitted by the room also carries its room position
+//! ([`HEADER_ROOM_POSITION`]), signed with the rest, so the origin records a position only
+//! the edge can have given.
 
 use crate::crypto::{self, b64, sha256_hex_into, HmacSha256};
+use crate::keyring::{KeyRing, KeyUsed};
 use crate::Millis;
 use hmac::Mac;
 
@@ -28,10 +32,34 @@ pub const HEADER_USER: &str = "x-flashgate-user";
 pub const HEADER_ROOM_POSITION: &str = "x-flashgate-room-position";
 /// Largest accepted distance between the signing time and the origin's clock.
 pub const MAX_SKEW_MS: Millis = 30_000;
+/// The environment of an edge and an origin that name none (the local stack).
+pub const DEFAULT_ENVIRONMENT: &str = "dev";
+/// Longest environment name.
+pub const MAX_ENVIRONMENT_LEN: usize = 32;
+
+/// Whether `name` can name an environment: 1 to [`MAX_ENVIRONMENT_LEN`] characters of
+/// `a-z`, `0-9` and `-` (so it can never run into the next signed field).
+///
+/// ```
+/// use flashgate_core::sign::valid_environment;
+/// assert!(valid_environment("production"));
+/// assert!(!valid_environment(""));
+/// assert!(!valid_environment("Staging"));
+/// assert!(!valid_environment("dev\nPOST"));
+/// ```
+pub fn valid_environment(name: &str) -> bool {
+    (1..=MAX_ENVIRONMENT_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// What the edge signs for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
+    /// The environment the request is meant for (edge `ENVIRONMENT`, origin
+    /// `environment`), see [`valid_environment`].
+    pub environment: &'a str,
     /// HTTP method, upper case.
     pub method: &'a str,
     /// Path and query as sent to the origin.
@@ -50,7 +78,7 @@ pub struct Signed<'a> {
 
 impl Signed<'_> {
     /// The MAC of the canonical form
-    /// `flashgate-edge-v2\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{hex sha256(body)}`,
+    /// `flashgate-edge-v3\n{environment}\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{hex sha256(body)}`,
     /// then `\n{room position}` when there is one, fed to the MAC piece by piece: checking
     /// a request allocates nothing. The digest has a fixed length, so a request with a
     /// position never signs like one without: adding, dropping or changing the position
@@ -58,8 +86,10 @@ impl Signed<'_> {
     fn mac(&self, secret: &[u8]) -> HmacSha256 {
         let mut ts = [0u8; 20];
         let mut digest = [0u8; 64];
-        let mut m = crypto::mac(secret, b"flashgate-edge-v2\n");
+        let mut m = crypto::mac(secret, b"flashgate-edge-v3\n");
         for part in [
+            self.environment.as_bytes(),
+            b"\n",
             self.method.as_bytes(),
             b"\n",
             self.path.as_bytes(),
@@ -82,19 +112,22 @@ impl Signed<'_> {
         m
     }
 
-    /// The signature header value.
+    /// The signature header value, under `secret` (the edge's current key).
     pub fn sign(&self, secret: &[u8]) -> String {
         b64(&self.mac(secret).finalize().into_bytes())
     }
 
-    /// Checks `signature` and the clock skew against `now`.
-    pub fn verify(&self, secret: &[u8], signature: &str, now: Millis) -> Result<(), SignError> {
+    /// Checks the clock skew against `now`, then `signature` under each key of `keys`;
+    /// answers the key that signed it.
+    pub fn verify(
+        &self,
+        keys: &KeyRing,
+        signature: &str,
+        now: Millis,
+    ) -> Result<KeyUsed, SignError> {
         check_headers(self.timestamp, self.nonce, now)?;
-        if crypto::verify_tag(self.mac(secret), signature) {
-            Ok(())
-        } else {
-            Err(SignError::Forged)
-        }
+        keys.find(|key| crypto::verify_tag(self.mac(key), signature))
+            .ok_or(SignError::Forged)
     }
 }
 
@@ -173,8 +206,13 @@ mod tests {
 
     const NOW: Millis = 1_800_000_000_000;
 
+    fn keys(secret: &[u8]) -> KeyRing {
+        KeyRing::single(secret)
+    }
+
     fn req(body: &[u8]) -> Signed<'_> {
         Signed {
+            environment: "production",
             method: "POST",
             path: "/api/events/e1/purchase",
             user: "u1",
@@ -190,7 +228,8 @@ mod tests {
         let mut r = req(b"{}");
         r.room_position = Some(42);
         let canonical = format!(
-            "flashgate-edge-v2\n{}\n{}\n{}\n{}\n{}\n{}\n42",
+            "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n42",
+            r.environment,
             r.method,
             r.path,
             r.user,
@@ -209,17 +248,20 @@ mod tests {
             top.sign(b"s"),
             crypto::sign_b64(b"s", canonical_top.as_bytes())
         );
-        assert_eq!(r.verify(b"s", &sig, NOW), Ok(()));
+        assert_eq!(r.verify(&keys(b"s"), &sig, NOW), Ok(KeyUsed::Current));
         // Dropped, added or changed: forged.
         for other in [None, Some(41), Some(420)] {
             let changed = Signed {
                 room_position: other,
                 ..r
             };
-            assert_eq!(changed.verify(b"s", &sig, NOW), Err(SignError::Forged));
+            assert_eq!(
+                changed.verify(&keys(b"s"), &sig, NOW),
+                Err(SignError::Forged)
+            );
         }
         assert_eq!(
-            r.verify(b"s", &req(b"{}").sign(b"s"), NOW),
+            r.verify(&keys(b"s"), &req(b"{}").sign(b"s"), NOW),
             Err(SignError::Forged)
         );
     }
@@ -232,7 +274,8 @@ mod tests {
             let mut r = req(b"{\"turnstile_token\":\"x\"}");
             r.timestamp = timestamp;
             let canonical = format!(
-                "flashgate-edge-v2\n{}\n{}\n{}\n{}\n{}\n{}",
+                "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+                r.environment,
                 r.method,
                 r.path,
                 r.user,
@@ -260,7 +303,7 @@ mod tests {
             &format!("{sig}AAAA"),
         ] {
             assert_eq!(
-                req(b"{}").verify(b"s", bad, NOW),
+                req(b"{}").verify(&keys(b"s"), bad, NOW),
                 Err(SignError::Forged),
                 "{bad:?}"
             );
@@ -270,27 +313,75 @@ mod tests {
     #[test]
     fn round_trip_within_skew() {
         let sig = req(b"{}").sign(b"s");
-        assert_eq!(req(b"{}").verify(b"s", &sig, NOW + MAX_SKEW_MS), Ok(()));
-        assert_eq!(req(b"{}").verify(b"s", &sig, NOW - MAX_SKEW_MS), Ok(()));
+        assert_eq!(
+            req(b"{}").verify(&keys(b"s"), &sig, NOW + MAX_SKEW_MS),
+            Ok(KeyUsed::Current)
+        );
+        assert_eq!(
+            req(b"{}").verify(&keys(b"s"), &sig, NOW - MAX_SKEW_MS),
+            Ok(KeyUsed::Current)
+        );
     }
 
     #[test]
     fn every_signed_part_matters() {
         let sig = req(b"{}").sign(b"s");
-        assert_eq!(req(b"{ }").verify(b"s", &sig, NOW), Err(SignError::Forged));
+        assert_eq!(
+            req(b"{ }").verify(&keys(b"s"), &sig, NOW),
+            Err(SignError::Forged)
+        );
         let mut other = req(b"{}");
         other.user = "u2";
-        assert_eq!(other.verify(b"s", &sig, NOW), Err(SignError::Forged));
+        assert_eq!(other.verify(&keys(b"s"), &sig, NOW), Err(SignError::Forged));
         other = req(b"{}");
         other.path = "/api/events/e2/purchase";
-        assert_eq!(other.verify(b"s", &sig, NOW), Err(SignError::Forged));
+        assert_eq!(other.verify(&keys(b"s"), &sig, NOW), Err(SignError::Forged));
         other = req(b"{}");
         other.method = "GET";
-        assert_eq!(other.verify(b"s", &sig, NOW), Err(SignError::Forged));
+        assert_eq!(other.verify(&keys(b"s"), &sig, NOW), Err(SignError::Forged));
+        other = req(b"{}");
+        other.environment = "staging";
+        assert_eq!(other.verify(&keys(b"s"), &sig, NOW), Err(SignError::Forged));
         other = req(b"{}");
         other.nonce = "n2";
-        assert_eq!(other.verify(b"s", &sig, NOW), Err(SignError::Forged));
-        assert_eq!(req(b"{}").verify(b"t", &sig, NOW), Err(SignError::Forged));
+        assert_eq!(other.verify(&keys(b"s"), &sig, NOW), Err(SignError::Forged));
+        assert_eq!(
+            req(b"{}").verify(&keys(b"t"), &sig, NOW),
+            Err(SignError::Forged)
+        );
+    }
+
+    #[test]
+    fn a_request_signed_for_one_environment_is_refused_by_another() {
+        let mut staging = req(b"{}");
+        staging.environment = "staging";
+        let sig = staging.sign(b"shared");
+        assert_eq!(
+            staging.verify(&keys(b"shared"), &sig, NOW),
+            Ok(KeyUsed::Current)
+        );
+        // The same bytes on the wire, checked by an origin of another environment.
+        assert_eq!(
+            req(b"{}").verify(&keys(b"shared"), &sig, NOW),
+            Err(SignError::Forged)
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_verify_and_a_third_does_not() {
+        let ring = KeyRing::new(b"new", Some(b"old".as_slice()));
+        let r = req(b"{}");
+        assert_eq!(r.verify(&ring, &r.sign(b"new"), NOW), Ok(KeyUsed::Current));
+        assert_eq!(r.verify(&ring, &r.sign(b"old"), NOW), Ok(KeyUsed::Previous));
+        assert_eq!(
+            r.verify(&ring, &r.sign(b"third"), NOW),
+            Err(SignError::Forged)
+        );
+        // A stale request is stale under either key.
+        assert_eq!(
+            r.verify(&ring, &r.sign(b"old"), NOW + MAX_SKEW_MS + 1),
+            Err(SignError::Stale)
+        );
     }
 
     #[test]
@@ -300,7 +391,7 @@ mod tests {
             r.nonce = nonce;
             let sig = r.sign(b"s");
             assert_eq!(
-                r.verify(b"s", &sig, NOW),
+                r.verify(&keys(b"s"), &sig, NOW),
                 Err(SignError::Missing),
                 "{nonce:?}"
             );
@@ -311,11 +402,11 @@ mod tests {
     fn stale_beyond_skew() {
         let sig = req(b"").sign(b"s");
         assert_eq!(
-            req(b"").verify(b"s", &sig, NOW + MAX_SKEW_MS + 1),
+            req(b"").verify(&keys(b"s"), &sig, NOW + MAX_SKEW_MS + 1),
             Err(SignError::Stale)
         );
         assert_eq!(
-            req(b"").verify(b"s", &sig, NOW - MAX_SKEW_MS - 1),
+            req(b"").verify(&keys(b"s"), &sig, NOW - MAX_SKEW_MS - 1),
             Err(SignError::Stale)
         );
         // The far ends of the header's range are stale too, not an overflow.
@@ -323,7 +414,7 @@ mod tests {
             let mut r = req(b"");
             r.timestamp = timestamp;
             let sig = r.sign(b"s");
-            assert_eq!(r.verify(b"s", &sig, NOW), Err(SignError::Stale));
+            assert_eq!(r.verify(&keys(b"s"), &sig, NOW), Err(SignError::Stale));
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Admission tickets: issued by the edge at `POST /api/events/{id}/ticket`, required on
 //! purchase. A ticket binds one user, one event and one client fingerprint (a hash of the
-//! User-Agent) to a short window that opens at the event's start.
+//! User-Agent) to a short window that opens at the event's start. The ticket key derives
+//! from `EDGE_SECRET` ([`keys`]), so a ticket issued under the previous edge secret is
+//! still accepted during a rotation.
 
 use crate::crypto::{b64, sha256_hex, sign_b64, unb64, verify_b64};
 use crate::ids::{EventId, UserId};
+use crate::keyring::KeyRing;
 use crate::Millis;
 
 /// Header that carries the ticket on purchase.
@@ -71,6 +74,18 @@ pub fn window(now: Millis, starts_at: Millis, ttl: Millis) -> (Millis, Millis) {
 
 const DOMAIN: &str = "flashgate-ticket-v1\n";
 
+/// The ticket keys of the edge secrets `edge`: derived, so that the origin's signature
+/// key and the ticket key never sign the same kind of message.
+///
+/// ```
+/// use flashgate_core::keyring::KeyRing;
+/// use flashgate_core::ticket::keys;
+/// assert_eq!(keys(&KeyRing::single(b"edge-secret")).current(), b"ticket:edge-secret");
+/// ```
+pub fn keys(edge: &KeyRing) -> KeyRing {
+    edge.derive(|secret| [b"ticket:", secret].concat())
+}
+
 impl Ticket {
     fn payload(&self) -> String {
         format!(
@@ -86,10 +101,11 @@ impl Ticket {
         format!("{}.{sig}", b64(payload.as_bytes()))
     }
 
-    /// Reads and checks a ticket for this event, user and client at `now`.
+    /// Reads and checks a ticket for this event, user and client at `now`, signed under
+    /// any key of `keys`.
     pub fn verify(
         token: Option<&str>,
-        secret: &[u8],
+        keys: &KeyRing,
         event: &EventId,
         user: &UserId,
         fingerprint: &str,
@@ -103,7 +119,11 @@ impl Ticket {
         let payload = unb64(payload_b64)
             .and_then(|raw| String::from_utf8(raw).ok())
             .ok_or(TicketError::Forged)?;
-        if !verify_b64(secret, format!("{DOMAIN}{payload}").as_bytes(), sig) {
+        let signed = format!("{DOMAIN}{payload}");
+        if keys
+            .find(|key| verify_b64(key, signed.as_bytes(), sig))
+            .is_none()
+        {
             return Err(TicketError::Forged);
         }
         let ticket = Self::parse_payload(&payload).ok_or(TicketError::Forged)?;
@@ -168,7 +188,7 @@ mod tests {
 
     fn check(token: Option<&str>, now: Millis) -> Result<Ticket, TicketError> {
         let (e, u, fp) = ids();
-        Ticket::verify(token, S, &e, &u, &fp, now)
+        Ticket::verify(token, &KeyRing::single(S), &e, &u, &fp, now)
     }
 
     #[test]
@@ -187,15 +207,22 @@ mod tests {
         let other_user = UserId::parse("u2").expect("valid");
         let other_event = EventId::parse("tv").expect("valid");
         assert_eq!(
-            Ticket::verify(Some(&t), S, &e, &other_user, &fp, START),
+            Ticket::verify(Some(&t), &KeyRing::single(S), &e, &other_user, &fp, START),
             Err(TicketError::WrongUser)
         );
         assert_eq!(
-            Ticket::verify(Some(&t), S, &other_event, &u, &fp, START),
+            Ticket::verify(Some(&t), &KeyRing::single(S), &other_event, &u, &fp, START),
             Err(TicketError::WrongEvent)
         );
         assert_eq!(
-            Ticket::verify(Some(&t), S, &e, &u, &fingerprint("curl/8"), START),
+            Ticket::verify(
+                Some(&t),
+                &KeyRing::single(S),
+                &e,
+                &u,
+                &fingerprint("curl/8"),
+                START
+            ),
             Err(TicketError::WrongClient)
         );
     }
@@ -217,7 +244,39 @@ mod tests {
         );
         let (e, u, fp) = ids();
         assert_eq!(
-            Ticket::verify(Some(&t), b"other", &e, &u, &fp, START),
+            Ticket::verify(Some(&t), &KeyRing::single(b"other"), &e, &u, &fp, START),
+            Err(TicketError::Forged)
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_tickets_under_either_edge_secret_pass() {
+        let (e, u, fp) = ids();
+        let ring = keys(&KeyRing::new(b"new", Some(b"old".as_slice())));
+        let under = |edge_secret: &[u8]| {
+            let (valid_from, expires_at) = window(START, START, 60_000);
+            Ticket {
+                event: e.clone(),
+                user: u.clone(),
+                fingerprint: fp.clone(),
+                valid_from,
+                expires_at,
+            }
+            .encode(keys(&KeyRing::single(edge_secret)).current())
+        };
+        for secret in [b"new".as_slice(), b"old"] {
+            assert!(Ticket::verify(Some(&under(secret)), &ring, &e, &u, &fp, START).is_ok());
+        }
+        assert_eq!(
+            Ticket::verify(Some(&under(b"third")), &ring, &e, &u, &fp, START),
+            Err(TicketError::Forged)
+        );
+        // The edge secret itself is no ticket key.
+        let raw = Ticket::parse_payload(&format!("{e}|{u}|{fp}|{START}|{}", START + 1))
+            .expect("payload")
+            .encode(b"new");
+        assert_eq!(
+            Ticket::verify(Some(&raw), &ring, &e, &u, &fp, START),
             Err(TicketError::Forged)
         );
     }

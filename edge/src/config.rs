@@ -7,7 +7,11 @@
 
 use flashgate_core::bot::{self, AllowList, Rules};
 use flashgate_core::isolate::{CachedEvent, Ttl};
+use flashgate_core::keyring::KeyRing;
+use flashgate_core::room::receipt;
 use flashgate_core::room::settings::RoomSettings;
+use flashgate_core::sign;
+use flashgate_core::ticket;
 use flashgate_core::Millis;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,7 +20,10 @@ use worker::Env;
 /// Knobs an override may never touch: the secrets and what guards the overrides.
 pub const NOT_OVERRIDABLE: &[&str] = &[
     "AUTH_SECRET",
+    "AUTH_SECRET_PREVIOUS",
     "EDGE_SECRET",
+    "EDGE_SECRET_PREVIOUS",
+    "ENVIRONMENT",
     "STATS_TOKEN",
     "ALLOW_IPS",
     "DEV_CONTROLS",
@@ -40,10 +47,15 @@ pub fn set_overrides(new: BTreeMap<String, String>) {
 pub struct Config {
     /// Base URL of the origin, e.g. `http://127.0.0.1:8080`.
     pub origin_url: String,
-    /// HS256 secret of shopper tokens (secret).
-    pub auth_secret: String,
-    /// Shared secret with the origin (secret); tickets use a key derived from it.
-    pub edge_secret: String,
+    /// HS256 secrets of shopper tokens (secrets `AUTH_SECRET`, and
+    /// `AUTH_SECRET_PREVIOUS` during a rotation).
+    pub auth_keys: KeyRing,
+    /// Secrets shared with the origin (`EDGE_SECRET`, and `EDGE_SECRET_PREVIOUS` during a
+    /// rotation); tickets and receipts use keys derived from them.
+    pub edge_keys: KeyRing,
+    /// The environment signed into every request to the origin (`ENVIRONMENT`, default
+    /// `dev`): the origin refuses a request signed for another.
+    pub environment: String,
     /// Global purchase bucket of one isolate, requests per second.
     pub purchase_rps: u32,
     /// Ticket lifetime after the start (or after issue, if later).
@@ -126,8 +138,13 @@ impl Config {
         }
         Ok(Self {
             origin_url: get("ORIGIN_URL").ok_or("ORIGIN_URL")?,
-            auth_secret: get("AUTH_SECRET").ok_or("AUTH_SECRET")?,
-            edge_secret: get("EDGE_SECRET").ok_or("EDGE_SECRET")?,
+            auth_keys: keys(&get, "AUTH_SECRET", "AUTH_SECRET_PREVIOUS")?,
+            edge_keys: keys(&get, "EDGE_SECRET", "EDGE_SECRET_PREVIOUS")?,
+            environment: Some(
+                get("ENVIRONMENT").unwrap_or_else(|| sign::DEFAULT_ENVIRONMENT.into()),
+            )
+            .filter(|e| sign::valid_environment(e))
+            .ok_or("ENVIRONMENT")?,
             purchase_rps: number(get("PURCHASE_RPS"), 2000),
             ticket_ttl_ms: number(get("TICKET_TTL_MS"), 120_000),
             event_cache_ms: number(get("EVENT_CACHE_MS"), 1000),
@@ -159,16 +176,28 @@ impl Config {
         }
     }
 
-    /// The room's receipt signing key, derived from the edge secret.
-    pub fn receipt_key(&self) -> [u8; 32] {
-        flashgate_core::room::receipt::receipt_key(self.edge_secret.as_bytes())
+    /// The room's receipt keys, derived from the edge secrets.
+    pub fn receipt_keys(&self) -> KeyRing {
+        receipt::keys(&self.edge_keys)
     }
 
-    /// The ticket signing key, derived from the edge secret so the origin's signature
-    /// key and the ticket key never sign the same kind of message.
-    pub fn ticket_key(&self) -> String {
-        format!("ticket:{}", self.edge_secret)
+    /// The ticket keys, derived from the edge secrets.
+    pub fn ticket_keys(&self) -> KeyRing {
+        ticket::keys(&self.edge_keys)
     }
+}
+
+/// The secret `current` (required) and, during a rotation, `previous`.
+fn keys(
+    get: &dyn Fn(&str) -> Option<String>,
+    current: &'static str,
+    previous: &'static str,
+) -> Result<KeyRing, &'static str> {
+    let key = get(current).ok_or(current)?;
+    Ok(KeyRing::new(
+        key.as_bytes(),
+        get(previous).as_deref().map(str::as_bytes),
+    ))
 }
 
 /// The room settings of an event: its own, from the origin's event info, else the

@@ -249,7 +249,7 @@ impl Cx<'_> {
         let screened = guard::with(|i| {
             admission::screen(
                 &req,
-                self.cfg.auth_secret.as_bytes(),
+                &self.cfg.auth_keys,
                 &self.cfg.bot,
                 &mut i.tracker,
                 now(),
@@ -326,9 +326,12 @@ impl Cx<'_> {
             ticket: self.head.ticket.as_deref(),
             user_agent: self.head.user_agent.as_deref(),
         };
-        let admissible = admission::purchase(&s, &facts, self.cfg.ticket_key().as_bytes(), t)?;
+        let admissible = admission::purchase(&s, &facts, &self.cfg.ticket_keys(), t)?;
         // The event's own room settings, else the vars'.
-        let room_settings = self.cfg.room.map(|d| config::event_room(d, window.as_ref()));
+        let room_settings = self
+            .cfg
+            .room
+            .map(|d| config::event_room(d, window.as_ref()));
         let mut position = None;
         if let (Some(settings), Some(w)) = (room_settings, window.as_ref()) {
             let t = now();
@@ -339,7 +342,7 @@ impl Cx<'_> {
                 self.head.receipt.as_deref(),
                 self.head.user_agent.as_deref(),
                 &told.schedule,
-                &self.cfg.receipt_key(),
+                &self.cfg.receipt_keys(),
                 now(),
             )?);
         }
@@ -396,7 +399,7 @@ impl Cx<'_> {
             human,
             self.head.user_agent.as_deref(),
             self.cfg.ticket_ttl_ms,
-            self.cfg.ticket_key().as_bytes(),
+            self.cfg.ticket_keys().current(),
             now(),
         )
     }

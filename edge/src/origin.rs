@@ -145,6 +145,7 @@ pub async fn forward_admitted(
     let now = worker::Date::now().as_millis() as Millis;
     let nonce = nonce();
     let signature = Signed {
+        environment: &cfg.environment,
         method: method.as_ref(),
         path,
         user,
@@ -153,7 +154,7 @@ pub async fn forward_admitted(
         body: &body,
         room_position,
     }
-    .sign(cfg.edge_secret.as_bytes());
+    .sign(cfg.edge_keys.current());
     let headers = Headers::new();
     let set = |k: &str, v: &str| headers.set(k, v).map_err(|_| busy());
     set(sign::HEADER_SIGNATURE, &signature)?;

@@ -27,6 +27,7 @@ pub type CounterSpec = (&'static str, &'static [(&'static str, &'static str)]);
 pub const SERVE_COUNTERS: &[CounterSpec] = &[
     ("flashgate_relay_orders_total", &[]),
     ("flashgate_reservations_unreplicated_total", &[]),
+    ("flashgate_signature_previous_key_total", &[]),
 ];
 
 /// The same for `flashgate consume`.

@@ -8,7 +8,7 @@
 use flashgate_core::crypto::{b64, sign_b64};
 use flashgate_core::ids::UserId;
 use flashgate_core::jwt::{self, JwtError};
-use flashgate_core_fuzz::{fields, text, AUTH_SECRET, NOW};
+use flashgate_core_fuzz::{fields, ring, text, AUTH_SECRET, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -30,10 +30,10 @@ fn token(rest: &[u8]) {
     if let Some(t) = jwt::bearer(raw) {
         assert!(!t.is_empty() && t == t.trim() && raw.contains(t));
     }
-    if let Ok(claims) = jwt::verify(raw, AUTH_SECRET, NOW) {
+    if let Ok(claims) = jwt::verify(raw, &ring(AUTH_SECRET), NOW) {
         assert!(NOW / 1000 < claims.exp, "expired token accepted: {raw:?}");
         assert_eq!(
-            jwt::verify(raw, b"another-secret", NOW),
+            jwt::verify(raw, &ring(b"another-secret"), NOW),
             Err(JwtError::Signature)
         );
     }
@@ -50,7 +50,7 @@ fn signed(rest: &[u8]) {
         "{signing_input}.{}",
         sign_b64(AUTH_SECRET, signing_input.as_bytes())
     );
-    let verified = jwt::verify(&token, AUTH_SECRET, NOW);
+    let verified = jwt::verify(&token, &ring(AUTH_SECRET), NOW);
     let Ok(claims) = verified else { return };
     assert!(NOW / 1000 < claims.exp);
     // Fields other than `alg`, `sub` and `exp` are skipped unread, invalid UTF-8 in their
@@ -80,7 +80,7 @@ fn issued(rest: &[u8]) {
     };
     let Ok(sub) = UserId::parse(sub) else { return };
     let token = jwt::issue(&sub, exp, AUTH_SECRET);
-    match jwt::verify(&token, AUTH_SECRET, NOW) {
+    match jwt::verify(&token, &ring(AUTH_SECRET), NOW) {
         Ok(claims) => {
             assert!(NOW / 1000 < exp);
             assert_eq!((claims.sub, claims.exp), (sub, exp));

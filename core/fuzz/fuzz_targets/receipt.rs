@@ -12,7 +12,7 @@ use flashgate_core::crypto::{b64, sign_b64};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::receipt::{self, receipt_key, Receipt, ReceiptError};
 use flashgate_core::ticket::{fingerprint, Ticket, TicketError};
-use flashgate_core_fuzz::{fields, text, EDGE_SECRET, NOW, TICKET_KEY};
+use flashgate_core_fuzz::{fields, ring, text, EDGE_SECRET, NOW, TICKET_KEY};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -31,15 +31,23 @@ fuzz_target!(|data: &[u8]| {
                 format!("flashgate-room-receipt-v1\n{payload}").as_bytes(),
             );
             let token = format!("{}.{sig}", b64(payload.as_bytes()));
-            accepted(&token, receipt::verify(&token, &key, &event, &user, &fp));
+            accepted(
+                &token,
+                receipt::verify(&token, &ring(&key), &event, &user, &fp),
+            );
         }
         b'R' => round_trip(rest),
         _ => {
             let Some(token) = text(rest) else { return };
-            if accepted(token, receipt::verify(token, &key, &event, &user, &fp)).is_some() {
+            if accepted(
+                token,
+                receipt::verify(token, &ring(&key), &event, &user, &fp),
+            )
+            .is_some()
+            {
                 let other = receipt_key(b"another-secret");
                 assert_eq!(
-                    receipt::verify(token, &other, &event, &user, &fp),
+                    receipt::verify(token, &ring(&other), &event, &user, &fp),
                     Err(ReceiptError::Forged)
                 );
             }
@@ -56,13 +64,13 @@ fn accepted(token: &str, verified: Result<Receipt, ReceiptError>) -> Option<Rece
     let key = receipt_key(EDGE_SECRET);
     let again = receipt::issue(&key, &r);
     assert_eq!(
-        receipt::verify(&again, &key, &r.event, &r.user, &r.fingerprint).as_ref(),
+        receipt::verify(&again, &ring(&key), &r.event, &r.user, &r.fingerprint).as_ref(),
         Ok(&r)
     );
     assert_eq!(
         Ticket::verify(
             Some(token),
-            TICKET_KEY,
+            &ring(TICKET_KEY),
             &r.event,
             &r.user,
             &r.fingerprint,
@@ -97,17 +105,23 @@ fn round_trip(rest: &[u8]) {
     let key = receipt_key(EDGE_SECRET);
     let token = receipt::issue(&key, &r);
     assert_eq!(
-        receipt::verify(&token, &key, &r.event, &r.user, &r.fingerprint).as_ref(),
+        receipt::verify(&token, &ring(&key), &r.event, &r.user, &r.fingerprint).as_ref(),
         Ok(&r)
     );
     let other = UserId::parse(if r.user.as_str() == "u2" { "u3" } else { "u2" }).expect("valid");
     assert_eq!(
-        receipt::verify(&token, &key, &r.event, &other, &r.fingerprint),
+        receipt::verify(&token, &ring(&key), &r.event, &other, &r.fingerprint),
         Err(ReceiptError::WrongUser)
     );
     if r.fingerprint != fingerprint("curl/8") {
         assert_eq!(
-            receipt::verify(&token, &key, &r.event, &r.user, &fingerprint("curl/8")),
+            receipt::verify(
+                &token,
+                &ring(&key),
+                &r.event,
+                &r.user,
+                &fingerprint("curl/8")
+            ),
             Err(ReceiptError::WrongClient)
         );
     }

@@ -14,7 +14,7 @@ use flashgate_core::bot::{AllowList, Client, Rules, Tracker};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::jwt;
 use flashgate_core::wire::{self, Outcome};
-use flashgate_core_fuzz::{fields, header, text, AUTH_SECRET, NOW};
+use flashgate_core_fuzz::{fields, header, ring, text, AUTH_SECRET, NOW};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 
@@ -75,11 +75,11 @@ fuzz_target!(|data: &[u8]| {
     for r in 0..i64::from(repeats) {
         let now = NOW + r;
         let mut oracle = tracker.clone();
-        let got = screen(&req, AUTH_SECRET, &rules, &mut tracker, now);
+        let got = screen(&req, &ring(AUTH_SECRET), &rules, &mut tracker, now);
         // The documented order, restated: 401, then 413/415/400, then 404, then 403.
         let user = authorization
             .and_then(jwt::bearer)
-            .and_then(|t| jwt::verify(t, AUTH_SECRET, now).ok());
+            .and_then(|t| jwt::verify(t, &ring(AUTH_SECRET), now).ok());
         let Some(claims) = user else {
             assert_eq!(got.map(|_| ()), Err(Outcome::Unauthenticated));
             continue;

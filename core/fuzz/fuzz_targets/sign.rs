@@ -1,5 +1,6 @@
 //! `Signed::verify`, the origin's check of the edge signature headers
-//! (`x-flashgate-signature`, `-timestamp`, `-nonce`, `-user`) over method, path and body.
+//! (`x-flashgate-signature`, `-timestamp`, `-nonce`, `-user`) over the environment,
+//! method, path and body.
 //!
 //! Modes (first byte): `V` method `\0` path `\0` user `\0` nonce `\0` skew ms `\0` body,
 //! signed by the edge at now + skew then checked by the origin at now; anything else:
@@ -8,8 +9,9 @@
 #![no_main]
 
 use flashgate_core::crypto::{sha256_hex, sign_b64};
+use flashgate_core::keyring::KeyUsed;
 use flashgate_core::sign::{SignError, Signed, MAX_NONCE_LEN, MAX_SKEW_MS};
-use flashgate_core_fuzz::{fields, text, EDGE_SECRET, NOW};
+use flashgate_core_fuzz::{fields, ring, text, EDGE_SECRET, ENVIRONMENT, NOW};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -44,6 +46,7 @@ fn as_received(rest: &[u8]) {
         return;
     };
     let s = Signed {
+        environment: ENVIRONMENT,
         method,
         path,
         user,
@@ -52,7 +55,7 @@ fn as_received(rest: &[u8]) {
         body,
         room_position: None,
     };
-    if s.verify(EDGE_SECRET, sig, NOW).is_ok() {
+    if s.verify(&ring(EDGE_SECRET), sig, NOW).is_ok() {
         assert_eq!(
             sig,
             s.sign(EDGE_SECRET),
@@ -60,7 +63,7 @@ fn as_received(rest: &[u8]) {
         );
         assert!(nonce_ok(nonce) && NOW.abs_diff(timestamp) <= MAX_SKEW_MS.unsigned_abs());
         assert_eq!(
-            s.verify(b"another-secret", sig, NOW),
+            s.verify(&ring(b"another-secret"), sig, NOW),
             Err(SignError::Forged)
         );
     }
@@ -85,6 +88,7 @@ fn signed_by_the_edge(rest: &[u8]) {
         return;
     };
     let s = Signed {
+        environment: ENVIRONMENT,
         method,
         path,
         user,
@@ -95,7 +99,7 @@ fn signed_by_the_edge(rest: &[u8]) {
     };
     let sig = s.sign(EDGE_SECRET);
     let canonical = format!(
-        "flashgate-edge-v2\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{}",
+        "flashgate-edge-v3\n{ENVIRONMENT}\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{}",
         sha256_hex(body)
     );
     assert_eq!(sig, sign_b64(EDGE_SECRET, canonical.as_bytes()));
@@ -104,15 +108,15 @@ fn signed_by_the_edge(rest: &[u8]) {
     } else if skew.unsigned_abs() > MAX_SKEW_MS.unsigned_abs() {
         Err(SignError::Stale)
     } else {
-        Ok(())
+        Ok(KeyUsed::Current)
     };
-    assert_eq!(s.verify(EDGE_SECRET, &sig, NOW), expected);
+    assert_eq!(s.verify(&ring(EDGE_SECRET), &sig, NOW), expected);
     if expected.is_ok() {
         let mut longer = body.to_vec();
         longer.push(b' ');
         let changed = Signed { body: &longer, ..s };
         assert_eq!(
-            changed.verify(EDGE_SECRET, &sig, NOW),
+            changed.verify(&ring(EDGE_SECRET), &sig, NOW),
             Err(SignError::Forged)
         );
         let other_user = format!("{user}x");
@@ -121,7 +125,15 @@ fn signed_by_the_edge(rest: &[u8]) {
             ..s
         };
         assert_eq!(
-            changed.verify(EDGE_SECRET, &sig, NOW),
+            changed.verify(&ring(EDGE_SECRET), &sig, NOW),
+            Err(SignError::Forged)
+        );
+        let changed = Signed {
+            environment: "staging",
+            ..s
+        };
+        assert_eq!(
+            changed.verify(&ring(EDGE_SECRET), &sig, NOW),
             Err(SignError::Forged)
         );
     }

@@ -10,7 +10,7 @@
 use flashgate_core::crypto::{b64, sign_b64};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::ticket::{fingerprint, Ticket, TicketError};
-use flashgate_core_fuzz::{fields, text, NOW, TICKET_KEY};
+use flashgate_core_fuzz::{fields, ring, text, NOW, TICKET_KEY};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             let token = format!("{}.{sig}", b64(payload.as_bytes()));
             accepted(Ticket::verify(
                 Some(&token),
-                TICKET_KEY,
+                &ring(TICKET_KEY),
                 &event,
                 &user,
                 &fp,
@@ -40,11 +40,11 @@ fuzz_target!(|data: &[u8]| {
         b'R' => round_trip(rest),
         _ => {
             let Some(token) = text(rest) else { return };
-            let verified = Ticket::verify(Some(token), TICKET_KEY, &event, &user, &fp, NOW);
+            let verified = Ticket::verify(Some(token), &ring(TICKET_KEY), &event, &user, &fp, NOW);
             if accepted(verified).is_some() {
                 // Accepted tokens were signed with the ticket key, never with another.
                 assert_eq!(
-                    Ticket::verify(Some(token), b"other", &event, &user, &fp, NOW),
+                    Ticket::verify(Some(token), &ring(b"other"), &event, &user, &fp, NOW),
                     Err(TicketError::Forged)
                 );
             }
@@ -63,7 +63,7 @@ fn accepted(verified: Result<Ticket, TicketError>) -> Option<Ticket> {
     assert_eq!(
         Ticket::verify(
             Some(&again),
-            TICKET_KEY,
+            &ring(TICKET_KEY),
             &t.event,
             &t.user,
             &t.fingerprint,
@@ -101,7 +101,7 @@ fn round_trip(rest: &[u8]) {
     let at = |now| {
         Ticket::verify(
             Some(&token),
-            TICKET_KEY,
+            &ring(TICKET_KEY),
             &t.event,
             &t.user,
             &t.fingerprint,
@@ -128,7 +128,7 @@ fn round_trip(rest: &[u8]) {
     assert_eq!(
         Ticket::verify(
             Some(&token),
-            TICKET_KEY,
+            &ring(TICKET_KEY),
             &t.event,
             &other,
             &t.fingerprint,
@@ -140,7 +140,7 @@ fn round_trip(rest: &[u8]) {
         assert_eq!(
             Ticket::verify(
                 Some(&token),
-                TICKET_KEY,
+                &ring(TICKET_KEY),
                 &t.event,
                 &t.user,
                 &fingerprint("curl/8"),

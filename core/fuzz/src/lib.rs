@@ -12,6 +12,14 @@ pub const AUTH_SECRET: &[u8] = b"fuzz-auth-secret-0123456789";
 pub const EDGE_SECRET: &[u8] = b"fuzz-edge-secret-0123456789";
 /// The ticket key, derived as the edge derives it (`edge/src/config.rs`).
 pub const TICKET_KEY: &[u8] = b"ticket:fuzz-edge-secret-0123456789";
+/// The environment the edge signs for and the origin checks.
+pub const ENVIRONMENT: &str = "production";
+
+/// `secret` alone as a key ring (no rotation under way).
+pub fn ring(secret: &[u8]) -> flashgate_core::keyring::KeyRing {
+    flashgate_core::keyring::KeyRing::single(secret)
+}
+
 /// "Now" of every check: 2027-01-15T08:00:00Z. The clock is not an input an attacker
 /// controls, so it stays fixed (or moves a little) rather than taking any i64.
 pub const NOW: i64 = 1_800_000_000_000;

@@ -25,6 +25,7 @@ use crate::bucket::TokenBucket;
 use crate::gate::{self, Phase};
 use crate::ids::{EventId, UserId};
 use crate::jwt;
+use crate::keyring::KeyRing;
 use crate::room::schedule::{self, Schedule};
 use crate::room::settings::RoomSettings;
 use crate::room::{draw, receipt};
@@ -68,7 +69,7 @@ pub struct Screened {
 /// same for the ticket, purchase and order endpoints).
 pub fn screen(
     req: &Incoming<'_>,
-    auth_secret: &[u8],
+    auth: &KeyRing,
     rules: &Rules,
     tracker: &mut Tracker,
     now: Millis,
@@ -77,7 +78,7 @@ pub fn screen(
         .authorization
         .and_then(jwt::bearer)
         .ok_or(Outcome::Unauthenticated)?;
-    let user = jwt::verify(token, auth_secret, now)
+    let user = jwt::verify(token, auth, now)
         .map_err(|_| Outcome::Unauthenticated)?
         .sub;
     let body = wire::check_json_body(req.content_type, req.body)?;
@@ -173,7 +174,7 @@ fn limited(limiter: Limiter) -> Result<(), Outcome> {
 pub fn purchase(
     s: &Screened,
     facts: &PurchaseFacts<'_>,
-    ticket_key: &[u8],
+    ticket_keys: &KeyRing,
     now: Millis,
 ) -> Result<Admissible, Outcome> {
     live(facts.window, now)?;
@@ -182,7 +183,7 @@ pub fn purchase(
     }
     Ticket::verify(
         facts.ticket,
-        ticket_key,
+        ticket_keys,
         &s.event,
         &s.user,
         &ticket::fingerprint(facts.user_agent.unwrap_or_default()),
@@ -228,6 +229,7 @@ pub fn limit(
 ///
 /// ```
 /// use flashgate_core::admission::room;
+/// use flashgate_core::keyring::KeyRing;
 /// use flashgate_core::room::schedule::Schedule;
 /// use flashgate_core::wire::Outcome;
 /// # let s = flashgate_core::admission::Screened {
@@ -238,7 +240,7 @@ pub fn limit(
 /// # };
 /// let schedule = Schedule { opened_at: 0, admit_per_second: 10, admitted_through: 0, as_of: 0 };
 /// assert_eq!(
-///     room(&s, None, None, &schedule, b"key", 0),
+///     room(&s, None, None, &schedule, &KeyRing::single(b"key"), 0),
 ///     Err(Outcome::Forbidden { reason: "receipt_missing".into() })
 /// );
 /// ```
@@ -247,7 +249,7 @@ pub fn room(
     receipt: Option<&str>,
     user_agent: Option<&str>,
     schedule: &Schedule,
-    receipt_key: &[u8],
+    receipt_keys: &KeyRing,
     now: Millis,
 ) -> Result<u64, Outcome> {
     let forbidden = |reason: &str| Outcome::Forbidden {
@@ -255,7 +257,7 @@ pub fn room(
     };
     let token = receipt.ok_or_else(|| forbidden("receipt_missing"))?;
     let fingerprint = ticket::fingerprint(user_agent.unwrap_or_default());
-    let r = receipt::verify(token, receipt_key, &s.event, &s.user, &fingerprint)
+    let r = receipt::verify(token, receipt_keys, &s.event, &s.user, &fingerprint)
         .map_err(|e| forbidden(e.reason()))?;
     if !draw::holds_position(r.issued_at, schedule.opened_at) {
         // A registration for the draw: its position comes with the seal, at the opening.

@@ -8,6 +8,10 @@ const AUTH: &[u8] = b"auth-secret-for-tests";
 const KEY: &[u8] = b"ticket:edge-secret";
 const START: Millis = 1_800_000_000_000;
 const END: Millis = START + 3_600_000;
+fn ticket_keys() -> KeyRing {
+    KeyRing::single(KEY)
+}
+
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
 
 fn token(user: &str) -> String {
@@ -52,7 +56,7 @@ fn screened(user: &str) -> Screened {
     let auth = token(user);
     screen(
         &incoming(Some(&auth), b"{}"),
-        AUTH,
+        &KeyRing::single(AUTH),
         &rules(),
         &mut Tracker::default(),
         START,
@@ -94,7 +98,7 @@ fn facts(ticket: Option<&str>) -> PurchaseFacts<'_> {
 /// The whole decision after the screen, with an allowing limiter and a full bucket.
 fn buy(facts: PurchaseFacts<'_>, now: Millis) -> Result<Forward, Outcome> {
     let mut bucket = TokenBucket::new(100, 100, now);
-    let a = purchase(&screened("alice"), &facts, KEY, now)?;
+    let a = purchase(&screened("alice"), &facts, &ticket_keys(), now)?;
     limit(a, Limiter::Allowed, &mut bucket, now)
 }
 
@@ -109,7 +113,9 @@ fn reason(o: Result<impl std::fmt::Debug, Outcome>) -> String {
 fn screen_refuses_in_contract_order() {
     let mut t = Tracker::default();
     let r = rules();
-    let go = |req: Incoming<'_>, t: &mut Tracker| screen(&req, AUTH, &r, t, START).map(|_| ());
+    let go = |req: Incoming<'_>, t: &mut Tracker| {
+        screen(&req, &KeyRing::single(AUTH), &r, t, START).map(|_| ())
+    };
     // 401 comes first, whatever else is wrong.
     let mut curl = incoming(None, b"[");
     curl.client.user_agent = Some("curl/8");
@@ -168,7 +174,14 @@ fn loopback_load_tests_pass_the_bot_rules() {
         user_agent: Some("k6/1.1.0"),
         ..Client::default()
     };
-    let s = screen(&req, AUTH, &rules(), &mut Tracker::default(), START).expect("allow-listed");
+    let s = screen(
+        &req,
+        &KeyRing::single(AUTH),
+        &rules(),
+        &mut Tracker::default(),
+        START,
+    )
+    .expect("allow-listed");
     assert!(s.verdict.allow_listed);
 }
 
@@ -249,7 +262,7 @@ fn limiters_come_last_and_spend_nothing_on_refusals() {
     let t = ticket_for("alice", START);
     let s = screened("alice");
     let mut bucket = TokenBucket::new(1, 1, START);
-    let admissible = || purchase(&s, &facts(Some(&t)), KEY, START).expect("admissible");
+    let admissible = || purchase(&s, &facts(Some(&t)), &ticket_keys(), START).expect("admissible");
     assert_eq!(
         limit(admissible(), Limiter::Refused, &mut bucket, START),
         Err(Outcome::RateLimited {
@@ -275,11 +288,11 @@ fn limiters_come_last_and_spend_nothing_on_refusals() {
 #[test]
 fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
     use crate::room::receipt::{issue, receipt_key, Receipt};
-    let key = receipt_key(b"edge-secret");
+    let key = KeyRing::single(&receipt_key(b"edge-secret"));
     let alice = screened("alice");
     let receipt_at = |user: &str, ua: &str, position: u64, issued_at| {
         issue(
-            &key,
+            key.current(),
             &Receipt {
                 event: alice.event.clone(),
                 user: UserId::parse(user).expect("valid"),
@@ -424,11 +437,11 @@ proptest! {
             && (valid_from..expires_at).contains(&now)
             && !refused
             && tokens > 0;
-        let forwarded = purchase(&screened("alice"), &f, KEY, now)
+        let forwarded = purchase(&screened("alice"), &f, &ticket_keys(), now)
             .and_then(|a| limit(a, limiter, &mut bucket, now));
         prop_assert_eq!(forwarded.is_ok(), expected);
         if live && paused {
-            prop_assert_eq!(purchase(&screened("alice"), &f, KEY, now), Err(Outcome::Paused));
+            prop_assert_eq!(purchase(&screened("alice"), &f, &ticket_keys(), now), Err(Outcome::Paused));
         }
     }
 }

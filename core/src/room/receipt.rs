@@ -3,12 +3,15 @@
 //! the room (or, before the draw, an arrival), so the page can come back for its turn.
 //!
 //! The token has a ticket's shape: `base64url(payload).base64url(HMAC)`, the payload's
-//! fields joined by `|`, signed under its own domain and its own key.
+//! fields joined by `|`, signed under its own domain and its own key, derived from
+//! `EDGE_SECRET` ([`keys`]): during a rotation, a receipt issued under the previous edge
+//! secret is still accepted.
 //!
 //! [`ticket::fingerprint`]: crate::ticket::fingerprint
 
 use crate::crypto::{b64, mac, sign_b64, unb64, verify_b64};
 use crate::ids::{EventId, UserId};
+use crate::keyring::KeyRing;
 use crate::Millis;
 use hmac::Mac;
 
@@ -72,6 +75,11 @@ pub fn receipt_key(edge_secret: &[u8]) -> [u8; 32] {
         .into()
 }
 
+/// The receipt keys of the edge secrets `edge` (see [`receipt_key`]).
+pub fn keys(edge: &KeyRing) -> KeyRing {
+    edge.derive(receipt_key)
+}
+
 impl Receipt {
     fn payload(&self) -> String {
         format!(
@@ -97,8 +105,9 @@ impl Receipt {
 ///
 /// ```
 /// use flashgate_core::ids::{EventId, UserId};
-/// use flashgate_core::room::receipt::{issue, receipt_key, verify, Receipt};
-/// let key = receipt_key(b"edge-secret");
+/// use flashgate_core::keyring::KeyRing;
+/// use flashgate_core::room::receipt::{issue, keys, verify, Receipt};
+/// let keys = keys(&KeyRing::single(b"edge-secret"));
 /// let r = Receipt {
 ///     event: EventId::parse("phone").expect("a slug"),
 ///     user: UserId::parse("u1").expect("a user id"),
@@ -106,8 +115,8 @@ impl Receipt {
 ///     position_or_arrival: 42,
 ///     issued_at: 1_800_000_000_000,
 /// };
-/// let token = issue(&key, &r);
-/// assert_eq!(verify(&token, &key, &r.event, &r.user, "0123456789abcdef"), Ok(r));
+/// let token = issue(keys.current(), &r);
+/// assert_eq!(verify(&token, &keys, &r.event, &r.user, "0123456789abcdef"), Ok(r));
 /// ```
 pub fn issue(key: &[u8], receipt: &Receipt) -> String {
     let payload = receipt.payload();
@@ -136,10 +145,11 @@ pub fn read_unverified(token: &str) -> Option<Receipt> {
     Receipt::parse_payload(&String::from_utf8(unb64(payload_b64)?).ok()?)
 }
 
-/// Reads and checks a receipt for this event, user and client.
+/// Reads and checks a receipt for this event, user and client, signed under any key of
+/// `keys`.
 pub fn verify(
     token: &str,
-    key: &[u8],
+    keys: &KeyRing,
     event: &EventId,
     user: &UserId,
     fingerprint: &str,
@@ -148,7 +158,11 @@ pub fn verify(
     let payload = unb64(payload_b64)
         .and_then(|raw| String::from_utf8(raw).ok())
         .ok_or(ReceiptError::Forged)?;
-    if !verify_b64(key, format!("{DOMAIN}{payload}").as_bytes(), sig) {
+    let signed = format!("{DOMAIN}{payload}");
+    if keys
+        .find(|key| verify_b64(key, signed.as_bytes(), sig))
+        .is_none()
+    {
         return Err(ReceiptError::Forged);
     }
     let receipt = Receipt::parse_payload(&payload).ok_or(ReceiptError::Forged)?;
@@ -185,7 +199,7 @@ mod tests {
         let r = receipt();
         verify(
             token,
-            &receipt_key(SECRET),
+            &keys(&KeyRing::single(SECRET)),
             &r.event,
             &r.user,
             &r.fingerprint,
@@ -217,9 +231,9 @@ mod tests {
 
     #[test]
     fn bound_to_event_user_and_client() {
-        let key = receipt_key(SECRET);
+        let key = keys(&KeyRing::single(SECRET));
         let r = receipt();
-        let token = issue(&key, &r);
+        let token = issue(key.current(), &r);
         let other_event = EventId::parse("tv").expect("valid");
         let other_user = UserId::parse("u2").expect("valid");
         assert_eq!(
@@ -262,15 +276,27 @@ mod tests {
         // Same edge secret, same fields where they overlap: neither passes for the other.
         let token = issue(&receipt_key(SECRET), &receipt());
         let r = receipt();
-        let ticket_key = format!("ticket:{}", std::str::from_utf8(SECRET).expect("utf8"));
         assert!(Ticket::verify(
             Some(&token),
-            ticket_key.as_bytes(),
+            &ticket::keys(&KeyRing::single(SECRET)),
             &r.event,
             &r.user,
             &r.fingerprint,
             r.issued_at
         )
         .is_err());
+    }
+
+    #[test]
+    fn during_a_rotation_receipts_under_either_edge_secret_pass() {
+        let ring = keys(&KeyRing::new(b"new", Some(b"old".as_slice())));
+        let r = receipt();
+        let check = |token: &str| verify(token, &ring, &r.event, &r.user, &r.fingerprint);
+        assert_eq!(check(&issue(&receipt_key(b"new"), &r)), Ok(r.clone()));
+        assert_eq!(check(&issue(&receipt_key(b"old"), &r)), Ok(r.clone()));
+        assert_eq!(
+            check(&issue(&receipt_key(b"third"), &r)),
+            Err(ReceiptError::Forged)
+        );
     }
 }

@@ -59,7 +59,7 @@ impl Cx<'_> {
                 });
             };
             let token = receipt::issue(
-                &self.cfg.receipt_key(),
+                self.cfg.receipt_keys().current(),
                 &Receipt {
                     event: s.event.clone(),
                     user: s.user.clone(),

@@ -66,8 +66,12 @@ mod tests {
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0], "userId,authToken");
         let (user, token) = rows[3].split_once(',').expect("two columns");
-        let claims =
-            flashgate_core::jwt::verify(token, b"0123456789abcdef", 1_000_000).expect("valid");
+        let claims = flashgate_core::jwt::verify(
+            token,
+            &flashgate_core::keyring::KeyRing::single(b"0123456789abcdef"),
+            1_000_000,
+        )
+        .expect("valid");
         assert_eq!((user, claims.sub.as_str()), ("u3", "u3"));
     }
 

@@ -6,6 +6,7 @@ mod strength;
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use flashgate_core::keyring::KeyRing;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -16,6 +17,9 @@ use std::net::SocketAddr;
 pub struct Settings {
     /// HTTP listen address of `serve`.
     pub listen: SocketAddr,
+    /// The deployment this origin serves (`dev`, `staging`, `production`, …): the edge
+    /// signs it into each request, and a request signed for another is refused.
+    pub environment: String,
     /// Redis: where, its key prefix, deadlines and replica waits.
     #[serde(flatten)]
     pub redis: RedisSettings,
@@ -118,6 +122,8 @@ pub struct Secrets {
     pub auth_secret: Option<SecretString>,
     /// Shared secret of the edge signature.
     pub edge_secret: Option<SecretString>,
+    /// The edge secret being rotated out: signatures under it are still accepted.
+    pub edge_secret_previous: Option<SecretString>,
     /// Bearer token of the admin API.
     pub admin_token: Option<SecretString>,
 }
@@ -229,6 +235,7 @@ impl Default for AdaptiveSettings {
 #[derive(Serialize)]
 struct Defaults {
     listen: &'static str,
+    environment: &'static str,
     redis_url: &'static str,
     redis_cluster: bool,
     mysql_url: &'static str,
@@ -307,6 +314,7 @@ const MAX_RESERVE_BATCH: usize = 1024;
 fn defaults() -> Defaults {
     Defaults {
         listen: "127.0.0.1:8080",
+        environment: flashgate_core::sign::DEFAULT_ENVIRONMENT,
         redis_url: "redis://127.0.0.1:6379",
         redis_cluster: false,
         mysql_url: "mysql://root@127.0.0.1:3306/flashgate",
@@ -396,6 +404,12 @@ impl Settings {
             .merge(overrides)
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if !flashgate_core::sign::valid_environment(&settings.environment) {
+            bail!(
+                "configuration: environment must be 1 to {} characters of a-z, 0-9 and -",
+                flashgate_core::sign::MAX_ENVIRONMENT_LEN
+            );
+        }
         if settings.purchase.user_limit == 0 || settings.purchase.user_window_ms == 0 {
             bail!("configuration: user_limit and user_window_ms must be positive");
         }
@@ -450,27 +464,42 @@ impl Settings {
         field: &'a Option<SecretString>,
         name: &str,
     ) -> anyhow::Result<&'a [u8]> {
-        let value = field
-            .as_ref()
-            .with_context(|| {
-                format!(
-                    "configuration: FLASHGATE_{0} (or {0}) is not set",
-                    name.to_uppercase()
-                )
-            })?
-            .expose_secret()
-            .as_bytes();
-        if value.len() < MIN_SECRET_LEN {
-            bail!(
-                "configuration: FLASHGATE_{} must be at least {MIN_SECRET_LEN} characters",
+        let value = field.as_ref().with_context(|| {
+            format!(
+                "configuration: FLASHGATE_{0} (or {0}) is not set",
                 name.to_uppercase()
-            );
-        }
-        if let Some(why) = strength::weakness(value) {
-            bail!("configuration: FLASHGATE_{} {why}", name.to_uppercase());
-        }
-        Ok(value)
+            )
+        })?;
+        fit_secret(value, name)
     }
+
+    /// The edge secrets: `edge_secret`, and `edge_secret_previous` during a rotation, each
+    /// held to the rules of [`Settings::secret`].
+    pub fn edge_keys(&self) -> anyhow::Result<KeyRing> {
+        let current = self.secret(&self.secrets.edge_secret, "edge_secret")?;
+        let previous = self
+            .secrets
+            .edge_secret_previous
+            .as_ref()
+            .map(|p| fit_secret(p, "edge_secret_previous"))
+            .transpose()?;
+        Ok(KeyRing::new(current, previous))
+    }
+}
+
+/// `secret`'s bytes when it is fit to guard a sale; else an error naming `name`'s variable.
+fn fit_secret<'a>(secret: &'a SecretString, name: &str) -> anyhow::Result<&'a [u8]> {
+    let value = secret.expose_secret().as_bytes();
+    if value.len() < MIN_SECRET_LEN {
+        bail!(
+            "configuration: FLASHGATE_{} must be at least {MIN_SECRET_LEN} characters",
+            name.to_uppercase()
+        );
+    }
+    if let Some(why) = strength::weakness(value) {
+        bail!("configuration: FLASHGATE_{} {why}", name.to_uppercase());
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

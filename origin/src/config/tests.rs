@@ -53,7 +53,12 @@ fn flat_environment_keys_fill_the_groups() {
 fn the_deployment_files_set_only_real_settings() {
     let defaults = serde_json::to_value(defaults()).expect("defaults serialize");
     // Read from the environment only, or settings without a default.
-    let elsewhere = ["CONFIG", "KAFKA_DEBUG", "KAFKA_OPTIONS"];
+    let elsewhere = [
+        "CONFIG",
+        "KAFKA_DEBUG",
+        "KAFKA_OPTIONS",
+        "EDGE_SECRET_PREVIOUS",
+    ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = vec![root.join("infra/docker/Dockerfile")];
     let mut dirs = vec![root.join("infra/k8s")];
@@ -88,6 +93,44 @@ fn the_deployment_files_set_only_real_settings() {
         }
     }
     assert!(seen > 5, "the deployment files set {seen} settings");
+}
+
+#[test]
+fn a_previous_edge_secret_is_optional_and_held_to_the_same_rules() {
+    let with = |previous: Option<&str>| {
+        let mut f = Figment::new().merge(("edge_secret", "test-edge-secret-0123456789"));
+        if let Some(p) = previous {
+            f = f.merge(("edge_secret_previous", p));
+        }
+        Settings::from_figment(f).expect("valid").edge_keys()
+    };
+    assert_eq!(with(None).expect("one key").previous(), None);
+    let ring = with(Some("old-edge-secret-9876543210")).expect("two keys");
+    assert_eq!(ring.current(), b"test-edge-secret-0123456789");
+    assert_eq!(
+        ring.previous(),
+        Some(b"old-edge-secret-9876543210".as_slice())
+    );
+    for weak in ["short", "change-me-edge-to-origin-hmac-secret"] {
+        let err = with(Some(weak)).expect_err("weak").to_string();
+        assert!(err.contains("FLASHGATE_EDGE_SECRET_PREVIOUS"), "{err}");
+    }
+}
+
+#[test]
+fn an_environment_is_a_short_lowercase_name() {
+    let with = |env: &str| Settings::from_figment(Figment::new().merge(("environment", env)));
+    assert_eq!(with("production").expect("valid").environment, "production");
+    assert_eq!(
+        Settings::from_figment(Figment::new())
+            .expect("valid")
+            .environment,
+        "dev"
+    );
+    for bad in ["", "Production", "prod\nPOST", &"e".repeat(33)] {
+        let err = with(bad).expect_err("invalid").to_string();
+        assert!(err.contains("environment"), "{bad:?}: {err}");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap, HeaderName};
 use flashgate_core::ids::UserId;
+use flashgate_core::keyring::KeyUsed;
 use flashgate_core::sign::{self, SignError, Signed};
 use flashgate_core::wire::{bad, Outcome, MAX_BODY_BYTES};
 use std::sync::Arc;
@@ -114,7 +115,8 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        Signed {
+        let key = Signed {
+            environment: &state.settings.environment,
             method: parts.method.as_str(),
             path,
             user,
@@ -123,8 +125,12 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
             body: &body,
             room_position,
         }
-        .verify(&state.edge_secret, signature, state.clock.now_ms())
+        .verify(&state.edge_keys, signature, state.clock.now_ms())
         .map_err(unauthenticated)?;
+        if key == KeyUsed::Previous {
+            // While this counts, an edge still signs with the secret being rotated out.
+            metrics::counter!("flashgate_signature_previous_key_total").increment(1);
+        }
         let user = if user.is_empty() {
             None
         } else {

@@ -66,9 +66,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let edge_secret = settings
-            .secret(&settings.secrets.edge_secret, "edge_secret")?
-            .to_vec();
+        let edge_keys = settings.edge_keys()?;
         let admin_token = settings
             .secret(&settings.secrets.admin_token, "admin_token")?
             .to_vec();
@@ -131,7 +129,7 @@ impl Application {
         let state = Arc::new(AppState {
             settings,
             store,
-            edge_secret,
+            edge_keys,
             admin_token,
             clock,
             events: Default::default(),

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::redis::Store;
 use crate::telemetry::Counters;
 use flashgate_core::ids::EventId;
+use flashgate_core::keyring::KeyRing;
 use governor::DefaultDirectRateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -24,8 +25,8 @@ pub struct AppState {
     pub(crate) settings: Settings,
     /// Redis.
     pub(crate) store: Store,
-    /// Edge signature secret.
-    pub(crate) edge_secret: Vec<u8>,
+    /// Edge signature secrets (the current one, and the previous during a rotation).
+    pub(crate) edge_keys: KeyRing,
     /// Admin bearer token.
     pub(crate) admin_token: Vec<u8>,
     /// Time source.

@@ -2,6 +2,7 @@
 
 use crate::helpers::*;
 use figment::Figment;
+use flashgate_core::keyring::KeyRing;
 use std::process::{Command, Output};
 
 fn flashgate(args: &[&str], env: &[(&str, String)]) -> Output {
@@ -164,7 +165,7 @@ async fn the_stack_env_names_work_as_in_dev_env() {
     };
     let claims = flashgate_core::jwt::verify(
         &token(&[("AUTH_SECRET", AUTH_SECRET.into())]),
-        AUTH_SECRET.as_bytes(),
+        &KeyRing::single(AUTH_SECRET.as_bytes()),
         now_ms(),
     )
     .expect("a token signed with AUTH_SECRET");
@@ -175,7 +176,12 @@ async fn the_stack_env_names_work_as_in_dev_env() {
         ("AUTH_SECRET", AUTH_SECRET.to_owned()),
         ("FLASHGATE_AUTH_SECRET", OTHER.to_owned()),
     ];
-    assert!(flashgate_core::jwt::verify(&token(&both), OTHER.as_bytes(), now_ms()).is_ok());
+    assert!(flashgate_core::jwt::verify(
+        &token(&both),
+        &KeyRing::single(OTHER.as_bytes()),
+        now_ms()
+    )
+    .is_ok());
     let stats = flashgate(
         &["event", "stats", "no-such-event"],
         &[
@@ -275,7 +281,7 @@ async fn run_where_dev_up_wrote_its_env_the_stack_names_come_from_that_file() {
         first_token(users, "fileuser")
     };
     let verify = |token: &str, secret: &str| {
-        flashgate_core::jwt::verify(token, secret.as_bytes(), now_ms()).is_ok()
+        flashgate_core::jwt::verify(token, &KeyRing::single(secret.as_bytes()), now_ms()).is_ok()
     };
     assert!(verify(&token_in_checkout(&[]), FROM_FILE));
     // The environment wins over the file.

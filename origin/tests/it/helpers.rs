@@ -208,7 +208,62 @@ impl TestApp {
         secret: &str,
         nonce: &str,
     ) -> Reply {
+        let environment = self.settings.environment.clone();
+        self.signed_for(
+            &environment,
+            method,
+            path,
+            user,
+            body,
+            content_type,
+            ts,
+            secret,
+            nonce,
+        )
+        .await
+    }
+
+    /// A purchase as an edge of `environment` holding `secret` sends it.
+    pub async fn purchase_as(
+        &self,
+        environment: &str,
+        secret: &str,
+        event: &str,
+        user: &str,
+    ) -> Reply {
+        let path = format!("/api/events/{event}/purchase");
+        let json = Some("application/json");
+        let nonce = unique("n");
+        self.signed_for(
+            environment,
+            "POST",
+            &path,
+            Some(user),
+            b"{}",
+            json,
+            now_ms(),
+            secret,
+            &nonce,
+        )
+        .await
+    }
+
+    /// A request as an edge of `environment` sends it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn signed_for(
+        &self,
+        environment: &str,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        ts: i64,
+        secret: &str,
+        nonce: &str,
+    ) -> Reply {
         let signed = Signed {
+            environment,
             method,
             path,
             user: user.unwrap_or(""),
@@ -235,6 +290,7 @@ impl TestApp {
             nonce,
             body,
             room_position,
+            ..
         } = signed;
         let sig = signed.sign(secret.as_bytes());
         let user = Some(user).filter(|u| !u.is_empty());
@@ -281,6 +337,7 @@ impl TestApp {
         let nonce = unique("n");
         let path = format!("/api/events/{event}/purchase");
         let signed = Signed {
+            environment: &self.settings.environment,
             method: "POST",
             path: &path,
             user,

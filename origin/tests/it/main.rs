@@ -13,6 +13,7 @@ mod cluster;
 mod consumer;
 mod consumer_crash;
 mod faults;
+mod keys;
 mod purchase;
 mod redis_settings;
 mod rejections;

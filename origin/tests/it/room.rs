@@ -155,6 +155,7 @@ async fn a_position_must_be_signed_by_the_edge() {
     let path = "/api/events/signed-room/purchase";
     let nonce = unique("n");
     let signed = Signed {
+        environment: &app.settings.environment,
         method: "POST",
         path,
         user: "mallory",

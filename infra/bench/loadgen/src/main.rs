@@ -4,7 +4,8 @@
 //! answer, and sends the next, until `--duration` seconds have passed (or `--max-requests`
 //! were sent). Requests can carry the edge's signature (the canonical string of
 //! `core/src/sign.rs`, HMAC-SHA256 under the secret in the environment variable named by
-//! `--sign-env`), for a new user per request (`--user-prefix`). Prints one JSON line:
+//! `--sign-env`, for the origin's `--environment`, default `dev`), for a new user per
+//! request (`--user-prefix`). Prints one JSON line:
 //! requests, rps, statuses, errors and latency percentiles of the measured window.
 //!
 //! With `--backoff`, a connection answered 429 or 503 waits the answer's `Retry-After`
@@ -24,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "fg-load --addr HOST:PORT --path PATH [--method GET] [--body STR] \
-[--sign-env VAR --user-prefix P] [--connections 64] [--duration 10] [--warmup 2] \
+[--sign-env VAR --user-prefix P] [--environment dev] [--connections 64] [--duration 10] [--warmup 2] \
 [--max-requests N] [--timeout-ms 5000] [--backoff]";
 
 struct Opts {
@@ -33,6 +34,7 @@ struct Opts {
     path: String,
     body: Vec<u8>,
     secret: Option<Vec<u8>>,
+    environment: String,
     user_prefix: String,
     connections: usize,
     duration: Duration,
@@ -51,6 +53,7 @@ fn parse() -> Result<Opts, String> {
         path: String::new(),
         body: Vec::new(),
         secret: None,
+        environment: "dev".into(),
         user_prefix: String::new(),
         connections: 64,
         duration: Duration::from_secs(10),
@@ -81,6 +84,7 @@ fn parse() -> Result<Opts, String> {
                         .into_bytes(),
                 );
             }
+            "--environment" => o.environment = value()?,
             "--user-prefix" => o.user_prefix = value()?,
             "--connections" => o.connections = value()?.parse().map_err(|e| format!("{e}"))?,
             "--duration" => o.duration = secs(value()?)?,
@@ -146,8 +150,8 @@ fn request(o: &Opts, conn: usize, seq: u64) -> Vec<u8> {
         let ts = now_ms();
         let nonce = format!("{conn}x{seq}");
         let canonical = format!(
-            "flashgate-edge-v2\n{}\n{}\n{}\n{}\n{}\n{}",
-            o.method, o.path, user, ts, nonce, o.body_sha
+            "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            o.environment, o.method, o.path, user, ts, nonce, o.body_sha
         );
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
