@@ -94,14 +94,19 @@ stop_all() { # stop everything with a PID file under $DIR/run, newest first
 }
 
 # The stack's settings file: dir redis mysql kafka origin edge consumer (ports); secrets
-# are made once per dir and kept.
+# are made once per dir and kept. The stack runs as in the middle of a rotation
+# (docs/runbook.md, "Rotating a secret"): the edge and the origin also hold a previous
+# AUTH_SECRET and EDGE_SECRET, so what was signed under them is tested to pass.
 write_env() { # dir redis mysql kafka origin edge consumer
-  local dir=$1 secrets="$1/secrets"
+  local dir=$1 secrets="$1/secrets" name
   if [ ! -f "$secrets" ]; then
     (umask 077
       { echo "AUTH_SECRET=$(openssl rand -hex 24)"; echo "EDGE_SECRET=$(openssl rand -hex 24)"
         echo "ADMIN_TOKEN=$(openssl rand -hex 24)"; } >"$secrets")
   fi
+  for name in AUTH_SECRET_PREVIOUS EDGE_SECRET_PREVIOUS; do
+    grep -q "^$name=" "$secrets" || echo "$name=$(openssl rand -hex 24)" >>"$secrets"
+  done
   # The file holds the secrets: readable by its owner only.
   (umask 077; { echo "EDGE_URL=http://127.0.0.1:$6"; echo "ORIGIN_URL=http://127.0.0.1:$5"
     echo "CONSUMER_URL=http://127.0.0.1:$7"
@@ -117,8 +122,8 @@ write_env() { # dir redis mysql kafka origin edge consumer
 # The edge's settings for `wrangler dev --env-file` (secrets stay off command lines,
 # where `ps` shows them to every user): writes $1/edge.vars, readable by its owner only.
 edge_vars() { # dir
-  (umask 077; printf 'ORIGIN_URL=%s\nAUTH_SECRET=%s\nEDGE_SECRET=%s\n' \
-    "$ORIGIN_URL" "$AUTH_SECRET" "$EDGE_SECRET" >"$1/edge.vars")
+  (umask 077; printf 'ORIGIN_URL=%s\nAUTH_SECRET=%s\nAUTH_SECRET_PREVIOUS=%s\nEDGE_SECRET=%s\nEDGE_SECRET_PREVIOUS=%s\n' \
+    "$ORIGIN_URL" "$AUTH_SECRET" "$AUTH_SECRET_PREVIOUS" "$EDGE_SECRET" "$EDGE_SECRET_PREVIOUS" >"$1/edge.vars")
   echo "$1/edge.vars"
 }
 

@@ -11,6 +11,7 @@
 // documentation ranges: `wrangler dev` keeps a client's header, Cloudflare never does.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 
 import { env, run, users as mint, putEvent as put, eventually } from './stack.mjs';
 import * as turnstile from './turnstile.mjs';
@@ -638,4 +639,37 @@ test('the edge endpoints are closed to the public', async () => {
   assert.equal(secret.status, 400);
   const s = await stats();
   for (const f of ['bot', 'purchase', 'limiters', 'tickets_issued']) assert.ok(f in s, f);
+});
+
+// A ticket as an edge holding `edgeSecret` issues it (core/src/ticket.rs), for this
+// browser, valid from a second ago for a minute.
+function ticketUnder(edgeSecret, event, user) {
+  const fp = createHash('sha256').update(BROWSER['user-agent']).digest('hex').slice(0, 16);
+  const now = Date.now();
+  const payload = `${event}|${user.id}|${fp}|${now - 1000}|${now + 60_000}`;
+  const sig = createHmac('sha256', `ticket:${edgeSecret}`).update(`flashgate-ticket-v1\n${payload}`).digest('base64url');
+  return `${Buffer.from(payload).toString('base64url')}.${sig}`;
+}
+
+test('during a rotation, a token under the previous AUTH_SECRET and a ticket under the previous EDGE_SECRET still buy; a third key is refused at the edge', async () => {
+  // The stack holds a previous AUTH_SECRET and EDGE_SECRET (infra/dev/services.sh).
+  assert.ok(env.AUTH_SECRET_PREVIOUS && env.EDGE_SECRET_PREVIOUS, 'the stack has previous secrets');
+  const event = await putEvent(`edge-${run}-rotation`, 5, -1000, 3_600_000);
+  const [before] = mint(1, 'edgeprev', env.AUTH_SECRET_PREVIOUS);
+  const ticket = await ticketFor(event, before);
+  const bought = await purchase(event, { token: before.token, ticket });
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  const [bob] = users(1);
+  const older = await purchase(event, { token: bob.token, ticket: ticketUnder(env.EDGE_SECRET_PREVIOUS, event, bob) });
+  assert.equal(older.status, 202, JSON.stringify(older.body));
+  const [mallory] = mint(1, 'edgethird', randomBytes(24).toString('hex'));
+  const [carol] = users(1);
+  await withoutOrigin('third keys', async () => {
+    const t = await call('POST', `/api/events/${event}/ticket`, { token: mallory.token, body: {} });
+    assert.equal(t.status, 401, JSON.stringify(t.body));
+    assert.equal(t.body.error, 'unauthenticated');
+    const p = await purchase(event, { token: carol.token, ticket: ticketUnder(randomBytes(24).toString('hex'), event, carol) });
+    assert.equal(p.status, 403, JSON.stringify(p.body));
+    assert.equal(p.body.reason, 'ticket_invalid');
+  });
 });

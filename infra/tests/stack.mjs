@@ -27,11 +27,11 @@ export const run = `${Date.now().toString(36)}${process.pid.toString(36)}`;
 
 let batch = 0;
 
-/** `count` fresh users `{id, token}`, minted by `flashgate users`. */
-export function users(count, tag = 'u') {
+/** `count` fresh users `{id, token}`, minted by `flashgate users` (under `secret`). */
+export function users(count, tag = 'u', secret = env.AUTH_SECRET) {
   batch += 1;
   const csv = execFileSync(`${root}/target/debug/flashgate`, ['users', '--count', String(count), '--prefix', `${tag}${run}n${batch}u`], {
-    env: { ...process.env, FLASHGATE_AUTH_SECRET: env.AUTH_SECRET },
+    env: { ...process.env, FLASHGATE_AUTH_SECRET: secret },
   }).toString();
   return csv.trim().split('\n').slice(1).map((row) => {
     const [id, token] = row.split(',');
