@@ -140,11 +140,7 @@ impl Config {
             origin_url: get("ORIGIN_URL").ok_or("ORIGIN_URL")?,
             auth_keys: keys(&get, "AUTH_SECRET", "AUTH_SECRET_PREVIOUS")?,
             edge_keys: keys(&get, "EDGE_SECRET", "EDGE_SECRET_PREVIOUS")?,
-            environment: Some(
-                get("ENVIRONMENT").unwrap_or_else(|| sign::DEFAULT_ENVIRONMENT.into()),
-            )
-            .filter(|e| sign::valid_environment(e))
-            .ok_or("ENVIRONMENT")?,
+            environment: environment(&get)?,
             purchase_rps: number(get("PURCHASE_RPS"), 2000),
             ticket_ttl_ms: number(get("TICKET_TTL_MS"), 120_000),
             event_cache_ms: number(get("EVENT_CACHE_MS"), 1000),
@@ -198,6 +194,17 @@ fn keys(
         key.as_bytes(),
         get(previous).as_deref().map(str::as_bytes),
     ))
+}
+
+/// `ENVIRONMENT`, `dev` when unset; a name that [`sign::valid_environment`] refuses is an
+/// error, never a request signed for an environment no origin serves.
+fn environment(get: &dyn Fn(&str) -> Option<String>) -> Result<String, &'static str> {
+    let name = get("ENVIRONMENT").unwrap_or_else(|| sign::DEFAULT_ENVIRONMENT.into());
+    if sign::valid_environment(&name) {
+        Ok(name)
+    } else {
+        Err("ENVIRONMENT")
+    }
 }
 
 /// The room settings of an event: its own, from the origin's event info, else the
