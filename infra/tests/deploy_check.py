@@ -13,12 +13,14 @@
 
 The schemas are checked by kubernetes-validate and the Dockerfile by hadolint; this adds
 what neither can know: that probes, ports, labels, names, commands, generated names,
-network policies and the Prometheus Operator's objects line up.
+network policies and the Prometheus Operator's objects line up, and that each overlay's
+origins serve the environment their edge (wrangler.toml) signs for.
 """
 
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 try:
@@ -73,6 +75,10 @@ RULE = "infra/k8s/components/monitoring/prometheusrule.yaml"
 SECRETS_EXAMPLE = "infra/k8s/base/secrets.env.example"
 SECRET = "flashgate-secrets"
 CONFIG = "flashgate-config"
+# The wrangler.toml environment of the edge in front of each overlay's origins.
+EDGE_OF_OVERLAY = {"production": "production", "staging": "dev"}
+# What an edge or an origin that names no environment signs for (core/src/sign.rs).
+DEFAULT_ENVIRONMENT = "dev"
 # Kinds no Kubernetes schema knows: the Prometheus Operator's, checked here instead.
 OPERATOR_KINDS = {"PodMonitor", "PrometheusRule"}
 
@@ -170,6 +176,22 @@ def secret_keys(root):
     }
 
 
+def environments(root, name, config):
+    """The overlay's origins and the edge in front of them name one environment: the edge
+    signs it into every request, and an origin of another refuses them all."""
+    overlay_name = Path(name).name
+    edge = EDGE_OF_OVERLAY.get(overlay_name)
+    if edge is None:
+        problem(name, "no wrangler.toml environment is known to front it (EDGE_OF_OVERLAY)")
+        return
+    with open(root / "wrangler.toml", "rb") as f:
+        vars_ = tomllib.load(f).get("env", {}).get(edge, {}).get("vars", {})
+    signs = vars_.get("ENVIRONMENT", DEFAULT_ENVIRONMENT)
+    serves = config.get("FLASHGATE_ENVIRONMENT", DEFAULT_ENVIRONMENT)
+    if signs != serves:
+        problem(name, f"its origins serve environment {serves!r}, but [env.{edge}] of wrangler.toml signs for {signs!r}")
+
+
 def render(kubectl, directory):
     """The objects kustomize makes of `directory`, as `kubectl apply -k` would apply them."""
     run = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
@@ -224,6 +246,7 @@ def overlay(root, name, app, migrate, keys, subcommands):
     if len(maps) == 2 and maps[""] != maps["/migrate"]:
         problem(f"{name}/migrate", "reads another ConfigMap than the application (settings/ differs)")
     config = dict(maps.get("", {}).get("data", {}))
+    environments(root, name, config)
     for key in ("FLASHGATE_AUTH_SECRET", "FLASHGATE_EDGE_SECRET", "FLASHGATE_ADMIN_TOKEN"):
         if key in config:
             problem(f"{name} ConfigMap", f"{key} is a secret: it belongs in the Secret")
