@@ -25,24 +25,12 @@ W="$DIR/edge-bench"
 mkdir -p "$W"
 
 # 1. size
-wasm="$ROOT/edge/build/index_bg.wasm"
-if [ ! -f "$wasm" ]; then
-  say "building the edge worker"
-  bash "$ROOT/infra/edge/build.sh" >"$DIR/logs/edge-build.log" 2>&1 \
-    || { tail -20 "$DIR/logs/edge-build.log" >&2; die "edge build failed"; }
-fi
-raw=$(stat -c %s "$wasm")
-gz=$(gzip -9c "$wasm" | wc -c)
-kib() { python3 -c "print(round($1 / 1024, 1))"; }
-say "edge wasm: $raw bytes raw, $gz gzip"
+bench_wasm_size
+say "edge wasm: $WASM_RAW bytes raw, $WASM_GZ gzip"
 
 # 2. criterion (its results land in target/criterion/<bench>/new/estimates.json)
 say "criterion: the admission decision in core"
-(cd "$ROOT" && cargo bench -q -p flashgate-core --bench admission -- \
-  --warm-up-time 1 --measurement-time "$CRIT" >"$DIR/logs/edge-criterion.log" 2>&1) \
-  || { tail -20 "$DIR/logs/edge-criterion.log" >&2; die "cargo bench failed"; }
-median_us() { python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['median']['point_estimate'] / 1000, 3))" \
-  "$ROOT/target/criterion/$1/new/estimates.json"; }
+bench_criterion admission "$CRIT"
 
 # 3. rejection paths under wrangler dev
 bench_start_origin
@@ -101,10 +89,10 @@ curl -s "$EDGE_URL/__edge/stats" >"$W/edge-stats.json" || true
 rate() { json_get "$W/edge-$1.json" metrics.http_reqs.rate | python3 -c 'import sys; print(round(float(sys.stdin.read())))'; }
 p99() { json_get "$W/edge-$1.json" 'metrics.http_req_duration.p(99)' | python3 -c 'import sys; print(round(float(sys.stdin.read()), 1))'; }
 floor=$(rate page)
-bench_record "edge wasm size, raw" "$(kib "$raw")" KiB "" ""
-bench_record "edge wasm size, gzip" "$(kib "$gz")" KiB "" "<1024"
-bench_record "edge admission decision, admitted purchase (native)" "$(median_us full_purchase_admitted)" µs "" "<5"
-bench_record "edge admission decision, 425 (native)" "$(median_us reject_not_started)" µs "" ""
+bench_record "edge wasm size, raw" "$(bench_kib "$WASM_RAW")" KiB "" ""
+bench_record "edge wasm size, gzip" "$(bench_kib "$WASM_GZ")" KiB "" "<1024"
+bench_record "edge admission decision, admitted purchase (native)" "$(bench_median_us full_purchase_admitted)" µs "" "<5"
+bench_record "edge admission decision, 425 (native)" "$(bench_median_us reject_not_started)" µs "" ""
 bench_record "edge static asset rps (floor)" "$floor" rps "" ""
 for p in unauthenticated bot not_started sold_out; do
   bench_record "edge $p rps (answered at the edge)" "$(rate $p)" rps "$floor" ">=$MIN_RATIO"
@@ -114,11 +102,11 @@ bench_record "edge not_started p99" "$(p99 not_started)" ms "$(p99 page)" ""
 {
   echo "### edge"
   echo
-  echo "- wasm: $raw bytes raw, $gz bytes gzip -9 ($wasm)"
+  echo "- wasm: $WASM_RAW bytes raw, $WASM_GZ bytes gzip -9 ($WASM)"
   echo "- criterion medians (µs, native, this machine):"
   for b in full_purchase_admitted reject_not_started reject_bot_automation_agent reject_unauthenticated \
     part_jwt_verify part_ticket_verify part_fingerprint part_bot_assess; do
-    echo "  - $b: $(median_us "$b")"
+    echo "  - $b: $(bench_median_us "$b")"
   done
   echo "- k6 under wrangler dev, $VUS VUs × ${SECS}s per path; the edge's own counts afterwards:"
   echo

@@ -7,9 +7,13 @@
 #   bench_migrate [ENV=value...]        migrations and the orders topic (e.g. a topic of its own)
 #   bench_start_origin [ENV=value...]   release `flashgate serve` (ENV: extra FLASHGATE_* settings)
 #   bench_start_consumer [ENV=value...] release `flashgate consume`
-#   bench_start_edge                    wrangler dev on the built worker (no rebuild on edits)
+#   bench_start_edge [VAR=value...]     wrangler dev on the built worker (no rebuild on edits;
+#                                       VAR: extra worker vars, e.g. ROOM_ENABLED=true)
 #   bench_stop NAME                     stop one of them (serve, consume, edge)
 #   bench_record NAME VALUE UNIT FLOOR TARGET   append one row of the report (see below)
+#   bench_wasm_size                     the release wasm (built when missing): WASM, WASM_RAW, WASM_GZ
+#   bench_criterion BENCH SECONDS       run core's criterion bench BENCH (core/benches/BENCH.rs)
+#   bench_median_us NAME / bench_median_ms NAME   a criterion bench's median
 #
 # A row: FLOOR is the comparable figure measured in the same run ("" when none); TARGET is
 # "" (no target), ">=X" or "<=X" on the ratio value/floor when there is a floor, or
@@ -57,7 +61,8 @@ bench_start_consumer() { # [ENV=value...]
 
 # wrangler dev on a copy of the built worker and the static files, from a config without
 # the [build] step: edits to edge/, core/ or static/ by others during a run change nothing.
-bench_start_edge() {
+# Each VAR=value goes to the worker's vars file, over wrangler.toml's [vars].
+bench_start_edge() { # [VAR=value...]
   running edge && return 0
   need_port "$EDGE_PORT" edge
   [ -f "$ROOT/edge/build/index.js" ] || die "no built worker in edge/build (bash infra/edge/build.sh)"
@@ -73,14 +78,49 @@ src = re.sub(r'(?m)^main\s*=.*$', 'main = "build/index.js"', src)
 src = re.sub(r'(?m)^directory\s*=.*$', 'directory = "./static"', src)
 open(sys.argv[2], "w", encoding="utf-8").write(src)
 PY
+  local vars
+  vars=$(edge_vars "$DIR")
+  for kv in "$@"; do printf '%s\n' "${kv?}" >>"$vars"; done
   spawn edge "$DIR/edge" bash -c ". '$ROOT/infra/edge/env.sh' && exec wrangler dev --local --ip 127.0.0.1 \
     --port $EDGE_PORT --config '$DIR/edge/wrangler.toml' --persist-to '$DIR/wrangler' \
     --show-interactive-dev-session=false --log-level warn \
-    --env-file '$(edge_vars "$DIR")'"
+    --env-file '$vars'"
   wait_for "edge worker (wrangler dev)" 180 curl -fsS "$EDGE_URL/"
 }
 
 bench_stop() { stop_one "$1"; } # name
+
+# The release wasm of the edge, built when missing: sets WASM (its path), WASM_RAW and
+# WASM_GZ (bytes, raw and gzip -9).
+bench_wasm_size() {
+  WASM="$ROOT/edge/build/index_bg.wasm"
+  if [ ! -f "$WASM" ]; then
+    say "building the edge worker"
+    bash "$ROOT/infra/edge/build.sh" >"$DIR/logs/edge-build.log" 2>&1 \
+      || { tail -20 "$DIR/logs/edge-build.log" >&2; die "edge build failed"; }
+  fi
+  WASM_RAW=$(stat -c %s "$WASM")
+  WASM_GZ=$(gzip -9c "$WASM" | wc -c)
+}
+
+# Bytes to KiB, one decimal.
+bench_kib() { python3 -c "print(round($1 / 1024, 1))"; }
+
+# Runs core's criterion bench BENCH (core/benches/BENCH.rs) for SECONDS measured per
+# function, after a second of warm-up; its log goes to $DIR/logs/criterion-BENCH.log.
+bench_criterion() { # bench seconds
+  (cd "$ROOT" && cargo bench -q -p flashgate-core --bench "$1" -- \
+    --warm-up-time 1 --measurement-time "$2" >"$DIR/logs/criterion-$1.log" 2>&1) \
+    || { tail -20 "$DIR/logs/criterion-$1.log" >&2; die "cargo bench $1 failed"; }
+}
+
+# The median of a criterion bench function (target/criterion/NAME/new/estimates.json).
+bench_median_us() { bench_median "$1" 1000 3; }
+bench_median_ms() { bench_median "$1" 1000000 2; }
+bench_median() { # name ns-per-unit digits
+  python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['median']['point_estimate'] / $2, $3))" \
+    "$ROOT/target/criterion/$1/new/estimates.json"
+}
 
 bench_pid() { cat "$DIR/run/$1.pid"; }
 
