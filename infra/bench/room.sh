@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# the edge room: wasm size, the draw of 100,000 and the purchase check (native), registrations vs the static asset floor
+# edge room: registrations vs the static asset floor, the draw of 100,000 and the purchase check (native)
 #
 #   1. The release wasm (edge/build/index_bg.wasm, the worker with its room; built when
 #      missing): gzip -9. Target: < 1 MiB, as for the edge suite.
