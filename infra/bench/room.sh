@@ -51,7 +51,7 @@ ua='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrom
 
 # The first join creates the room's object and its seed: once, outside the measure.
 first=$(tail -1 "$W/users.csv" | cut -d, -f2)
-code=$(curl -s -o "$W/first.json" -w '%{http_code}' -X POST "$EDGE_URL/api/events/$event/room" \
+code=$(curl -s --max-time 10 -o "$W/first.json" -w '%{http_code}' -X POST "$EDGE_URL/api/events/$event/room" \
   -H "authorization: Bearer $first" -H "user-agent: $ua" -H 'content-type: application/json' -d '{}')
 [ "$code" = 200 ] || die "the first join answered $code: $(cat "$W/first.json")"
 [ -z "$(json_get "$W/first.json" position)" ] || die "the first join holds a position: the room is not registering"
@@ -102,11 +102,11 @@ phase join join
 phase page_after page
 
 # Every answered registration must be in the room (plus the first one).
-curl -fsS "$EDGE_URL/api/events/$event/room" >"$W/room.json" || die "GET …/room failed"
+curl -fsS --max-time 10 "$EDGE_URL/api/events/$event/room" >"$W/room.json" || die "GET …/room failed"
 queued=$(json_get "$W/room.json" queued)
 joined=$(json_get "$W/room-join.json" metrics.checks.passes)
 missing=$(python3 -c "print(abs($queued - ($joined + 1)))")
-curl -s "$EDGE_URL/__edge/stats" >"$W/edge-stats.json" || true
+curl -s --max-time 10 "$EDGE_URL/__edge/stats" >"$W/edge-stats.json" || true
 
 metric() { # phase key digits
   json_get "$W/room-$1.json" "metrics.$2" | python3 -c "import sys; print(round(float(sys.stdin.read()), $3))"
