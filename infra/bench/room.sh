@@ -43,7 +43,10 @@ bench_start_origin
 bench_start_edge ROOM_ENABLED=true ROOM_PREQUEUE_MS=5400000
 stamp=$(date +%s)
 event=bench-room-$stamp
-bench_put_event "$event" 100 3600 86400
+# The start comes after the three phases: then the room seals its draw, and its count
+# of entrants is the check that every answered registration is in it.
+starts_in=$((3 * SECS + 90))
+bench_put_event "$event" 100 "$starts_in" 86400
 FLASHGATE_AUTH_SECRET="$AUTH_SECRET" "$BENCH_BIN" users --count "$((USERS + 1))" --prefix "benchroom${stamp}u" \
   | sed 1d >"$W/users.csv"
 [ "$(wc -l <"$W/users.csv")" -eq "$((USERS + 1))" ] || die "flashgate users wrote $(wc -l <"$W/users.csv") users"
@@ -101,9 +104,16 @@ phase page_before page
 phase join join
 phase page_after page
 
-# Every answered registration must be in the room (plus the first one).
-curl -fsS --max-time 10 "$EDGE_URL/api/events/$event/room" >"$W/room.json" || die "GET …/room failed"
-queued=$(json_get "$W/room.json" queued)
+# Every answered registration must be in the room (plus the first one): once the draw
+# is sealed, at the start, the room counts its entrants.
+say "waiting for the start, when the room seals its draw"
+for _ in $(seq 1 $((starts_in + 60))); do
+  curl -fsS --max-time 10 "$EDGE_URL/api/events/$event/room" >"$W/room.json" || die "GET …/room failed"
+  [ "$(json_get "$W/room.json" draw.sealed)" = True ] && break
+  sleep 1
+done
+[ "$(json_get "$W/room.json" draw.sealed)" = True ] || die "the room did not seal its draw"
+queued=$(json_get "$W/room.json" draw.entrants)
 joined=$(json_get "$W/room-join.json" metrics.checks.passes)
 missing=$(python3 -c "print(abs($queued - ($joined + 1)))")
 curl -s --max-time 10 "$EDGE_URL/__edge/stats" >"$W/edge-stats.json" || true
