@@ -262,7 +262,7 @@ test('fair start: a delay in the window does not buy a better place, and anyone 
   assert.ok(Date.now() < drawAt, `registrations took ${Date.now() - startsAt} ms, past the ${fairStartMs} ms window`);
   for (const r of registered) assert.equal(r.position, null);
 
-  await eventually('the draw to close', 10_000, () => Date.now() >= drawAt + 50, 50);
+  await eventually('the draw to close', fairStartMs + 10_000, () => Date.now() >= drawAt + 50, 50);
   // A later arrival queues behind everyone in the draw.
   const [late] = mint(1, 'fairlate');
   const lateJoin = await enter(event, late);
