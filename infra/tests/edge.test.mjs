@@ -13,7 +13,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 
-import { env, run, users as mint, putEvent as put, eventually } from './stack.mjs';
+import { env, run, users as mint, putEvent as put, eventually, overrides } from './stack.mjs';
 import * as turnstile from './turnstile.mjs';
 
 const BROWSER = {
@@ -53,14 +53,6 @@ const ticketFor = async (event, user, opts = {}) => {
   return t.body.ticket;
 };
 
-async function overrides(knobs) {
-  const r = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
-    method: knobs ? 'PUT' : 'DELETE',
-    headers: { 'content-type': 'application/json' },
-    body: knobs ? JSON.stringify(knobs) : undefined,
-  });
-  assert.equal(r.status, 200, await r.text());
-}
 after(() => overrides(null));
 
 async function stats() {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import { chromium } from 'playwright-core';
 
-import { env, root, run, users as mint, putEvent as put, eventually } from './stack.mjs';
+import { env, root, run, users as mint, putEvent as put, eventually, overrides } from './stack.mjs';
 import * as turnstile from './turnstile.mjs';
 
 const shots = join(root, 'target', 'page-screenshots');
@@ -264,15 +264,7 @@ test('a 429 shows the busy message, then the page retries after Retry-After and 
 
 // ---- the edge room, a paused sale, Turnstile -------------------------------------------
 // Pages below ask for Chinese (?lang=zh): the test above left English chosen in this profile.
-// Knobs of the running worker (as room.test.mjs and edge.test.mjs set them), always cleared.
-async function overrides(knobs) {
-  const r = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
-    method: knobs ? 'PUT' : 'DELETE',
-    headers: { 'content-type': 'application/json' },
-    body: knobs ? JSON.stringify(knobs) : undefined,
-  });
-  assert.equal(r.status, 200, await r.text());
-}
+// Knobs of the running worker (stack.mjs's overrides), always cleared.
 after(() => overrides(null));
 
 // Another shopper, straight to the edge API with one browser-like client (a receipt is

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { env, root, run, users as mint, putEvent, eventually } from './stack.mjs';
+import { env, root, run, users as mint, putEvent, eventually, overrides } from './stack.mjs';
 import { startSecondEdge } from './second-edge.mjs';
 
 // How an entrant is named in the published entries (core::room::draw::entrant).
@@ -52,14 +52,6 @@ async function callAt(base, method, path, { token, ticket, receipt, ua = UA, bod
   return { status: r.status, body: json, headers: r.headers };
 }
 
-async function overrides(knobs) {
-  const r = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
-    method: knobs ? 'PUT' : 'DELETE',
-    headers: { 'content-type': 'application/json' },
-    body: knobs ? JSON.stringify(knobs) : undefined,
-  });
-  assert.equal(r.status, 200, await r.text());
-}
 after(() => overrides(null));
 
 // Purchases the origin has seen, whatever their answer.

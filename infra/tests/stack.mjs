@@ -54,6 +54,19 @@ export async function putEvent(id, stock, startsInMs, endsInMs, name = `e2e ${id
   return now + startsInMs;
 }
 
+/**
+ * Sets knobs of the running worker through its dev-only `/__edge/dev/overrides` (vars
+ * by name), or clears them all with `null`.
+ */
+export async function overrides(knobs) {
+  const r = await fetch(`${env.EDGE_URL}/__edge/dev/overrides`, {
+    method: knobs ? 'PUT' : 'DELETE',
+    headers: { 'content-type': 'application/json' },
+    body: knobs ? JSON.stringify(knobs) : undefined,
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+
 /** Polls `fn` until it returns something truthy (returned), or fails after `ms`. */
 export async function eventually(what, ms, fn, every = 200) {
   const deadline = Date.now() + ms;
