@@ -23,12 +23,13 @@
       signedInAs: '已登录: {user}', signedOutNow: '未登录', lang: 'English',
       btnLoading: '加载中…', btnSoon: '即将开始', btnBuy: '立即抢购', btnSignin: '登录后抢购',
       btnWorking: '抢购中…', btnWait: '{s} 秒后自动重试', btnQueued: '订单处理中', btnBought: '已抢到',
-      btnSoldOut: '已售罄', btnEnded: '已结束', btnAgain: '再试一次', btnNone: '活动不存在',
+      btnSoldOut: '已售罄', btnEnded: '已结束', btnPassed: '已过号', btnAgain: '再试一次', btnNone: '活动不存在',
       msgSignin: '请先登录 (演示: 粘贴用户 token)', msgBusy: '活动火爆, 请稍后再试',
       msgBusyWait: '活动火爆, 请稍后再试 · 稍后自动重试', msgQueued: '抢购成功, 订单处理中',
       msgConfirmed: '订单已确认, 订单号 {id}', msgFailed: '订单未能创建, 库存已退回',
       msgAlready: '您已抢购成功, 请勿重复提交 (订单号 {id})', msgSoldOut: '很遗憾, 已售罄',
       msgNotStarted: '活动尚未开始, 请稍候', msgEnded: '活动已结束', msgBlocked: '请求被拒绝 ({reason})',
+      msgTurnPassed: '您的抢购时段已过, 名额已顺延给后面的用户',
       msgSignedOut: '登录已失效, 请重新登录', msgError: '出错了, 请稍后再试 ({code})',
       msgSlow: '订单仍在处理中, 请稍后刷新查看', msgNotFound: '活动不存在', msgSignedIn: '已登录: {user}',
       msgBadToken: 'token 格式不对', msgExpiredToken: 'token 已过期', msgOffline: '网络不稳定, 正在重试',
@@ -46,7 +47,7 @@
       save: 'Sign in', signout: 'Sign out', signedInAs: 'Signed in: {user}', signedOutNow: 'Not signed in',
       lang: '中文', btnLoading: 'Loading…', btnSoon: 'Coming soon', btnBuy: 'Buy now',
       btnSignin: 'Sign in to buy', btnWorking: 'Buying…', btnWait: 'Retrying in {s}s',
-      btnQueued: 'Processing order', btnBought: 'Got it', btnSoldOut: 'Sold out', btnEnded: 'Ended',
+      btnQueued: 'Processing order', btnBought: 'Got it', btnSoldOut: 'Sold out', btnEnded: 'Ended', btnPassed: 'Turn passed',
       btnAgain: 'Try again', btnNone: 'No such sale', msgSignin: 'Please sign in first (demo: paste a user token)',
       msgBusy: 'So many shoppers right now, please try again shortly',
       msgBusyWait: 'So many shoppers right now · retrying shortly',
@@ -55,6 +56,7 @@
       msgAlready: 'You already got one, no need to submit again (order no. {id})',
       msgSoldOut: 'Sorry, sold out', msgNotStarted: 'Not started yet, please wait',
       msgEnded: 'This sale has ended', msgBlocked: 'Request refused ({reason})',
+      msgTurnPassed: 'Your turn has passed; your place went to the next in line',
       msgSignedOut: 'Your sign-in is no longer valid, please sign in again',
       msgError: 'Something went wrong, please try again ({code})',
       msgSlow: 'Your order is still being processed; check back later', msgNotFound: 'No such sale',
@@ -151,6 +153,7 @@
     const message = {
       busy_gave_up: ['msgBusy', 'warn'], failed: ['msgFailed', 'error'], sold_out: ['msgSoldOut', 'error'],
       not_started: ['msgNotStarted', 'warn'], ended: ['msgEnded', 'error'], blocked: ['msgBlocked', 'error'],
+      turn_passed: ['msgTurnPassed', 'error'],
       signed_out: ['msgSignedOut', 'error'], signin: ['msgSignin', 'warn'], error: ['msgError', 'error'],
       offline: ['msgOffline', 'warn'], signed_in: ['msgSignedIn', ''], bad_token: ['msgBadToken', 'error'],
       expired_token: ['msgExpiredToken', 'error'], paused: ['msgPaused', 'warn'], resumed: ['msgResumed', 'ok'],
@@ -170,6 +173,7 @@
     else if (p === 'loading') button = 'btnLoading';
     else if (p === 'upcoming') button = 'btnSoon';
     else if (p === 'ended' || o.name === 'ended') button = 'btnEnded';
+    else if (o.name === 'turn_passed') button = 'btnPassed';
     else if (soldOut) button = 'btnSoldOut';
     else if (!token()) button = 'btnSignin';
     else if (['failed', 'busy_gave_up', 'error', 'blocked', 'offline'].includes(o.name)) button = 'btnAgain';
@@ -407,7 +411,11 @@
       case 409: setOutcome('sold_out'); room.markSoldOut(); if (info) info = { ...info, stock_left: 0, state: 'sold_out' }; refreshSoon(); break;
       case 410: setOutcome('ended'); break;
       case 401: signOut('signed_out'); break;
-      case 403: setOutcome('blocked', { reason: r.body.reason || r.body.error || '403' }); break;
+      case 403:
+        // An admission that expired: the place went to the next in line (docs/room.md).
+        if (r.body.reason === 'receipt_expired') setOutcome('turn_passed');
+        else setOutcome('blocked', { reason: r.body.reason || r.body.error || '403' });
+        break;
       default: setOutcome('error', { code: r.body.error || r.body.status || r.status });
     }
   }

@@ -17,6 +17,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashgate_core::admission::{self, Screened};
 use flashgate_core::ids::{EventId, UserId};
+use flashgate_core::keyring::KeyRing;
 use flashgate_core::room::chain::{Entry, ShardChain};
 use flashgate_core::room::draw::{entrant, Drawn};
 use flashgate_core::room::receipt::{self, Receipt};
@@ -90,10 +91,10 @@ fn purchase(c: &mut Criterion) {
     let record = SealRecord::seal(&event(), &[chain], &SEED, None).expect("sealed");
     let drawn = Drawn::of(&record).expect("a valid seed");
     let user = UserId::parse("bench_user_000042").expect("valid");
-    let key = receipt::receipt_key(b"0123456789abcdef0123456789abcdef");
+    let keys = receipt::keys(&KeyRing::single(b"0123456789abcdef0123456789abcdef"));
     let now = START + 60_000;
     let token = receipt::issue(
-        &key,
+        keys.current(),
         &Receipt {
             event: event(),
             user: user.clone(),
@@ -114,9 +115,10 @@ fn purchase(c: &mut Criterion) {
         admit_per_second: 2_000,
         admitted_through: ENTRANTS,
         as_of: now,
+        expired_through: 0,
     };
     let admit = |token: &str| {
-        admission::room(&s, Some(token), Some(UA), &schedule, &key, now).expect("admitted")
+        admission::room(&s, Some(token), Some(UA), &schedule, &keys, now).expect("admitted")
     };
     c.bench_function("room_admission", |b| b.iter(|| admit(black_box(&token))));
     let mut k = 0;

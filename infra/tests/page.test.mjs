@@ -407,6 +407,29 @@ test('the room: a shopper waiting in line sees the sell-out at once', async () =
   await page.close();
 });
 
+test('the room: a shopper who lets the turn pass is told the place went to the next in line', async () => {
+  // Admissions last a second (the shortest allowed).
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 100, ROOM_CACHE_MS: 200, ROOM_SESSION_MS: 1000, ROOM_FAIR_START_MS: 0 });
+  const event = `page-${run}-roompass`;
+  const startsAt = await putEvent(event, 5, 1500, 3_600_000);
+  const [hana] = users(1, 'h');
+  await eventually('the start', 15000, () => Date.now() >= startsAt + 100, 100);
+  const page = await open(`/?event=${event}&lang=zh`);
+  await signIn(page, hana.token);
+  await roomState(page, 'turn', 15000);
+  // The shopper waits past the admission's second: the room passes the place on.
+  await eventually('the admission to expire', 10000, async () => {
+    const r = await api('GET', `/api/events/${event}/room`);
+    return r.body.schedule?.expired_through >= 1;
+  }, 200);
+  await page.click('#buy');
+  await page.waitForSelector('main[data-outcome="turn_passed"]', { timeout: 15000 });
+  assert.equal(await text(page, '#status'), '您的抢购时段已过, 名额已顺延给后面的用户');
+  assert.equal(await text(page, '#buy'), '已过号');
+  assert.equal(await page.locator('#buy').isDisabled(), true);
+  await page.close();
+});
+
 async function pauseSale(event, paused) {
   const r = await fetch(`${env.ORIGIN_URL}/admin/events/${event}/${paused ? 'pause' : 'resume'}`, {
     method: 'POST', headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` },

@@ -397,3 +397,28 @@ test("an event's own room settings win over the vars; the admitted position reac
   await eventually('the rows with their positions', 30_000, () =>
     sql(`SELECT user_id, room_position FROM orders WHERE event_id = '${event}' ORDER BY user_id`) === expected);
 });
+
+test('an expired admission: its receipt is refused, and nothing reaches the origin', async () => {
+  // Admissions last a second (the shortest allowed).
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 100, ROOM_CACHE_MS: 200, ROOM_SESSION_MS: 1_000 });
+  const event = `expire-${run}`;
+  const startsAt = await putEvent(event, 5, 1_500, 3_600_000, `expire ${event}`);
+  const [slow] = mint(1, 'expire');
+  const ticket = await ticketFor(event, slow);
+  await eventually('the sale to start', 10_000, () => Date.now() >= startsAt + 50, 50);
+  // After the draw: the first place behind its (empty) draw.
+  const joined = await enter(event, slow);
+  assert.equal(joined.status, 200, JSON.stringify(joined.body));
+  assert.equal(joined.body.position, 1);
+  // Admitted, then the admission passes its second: the schedule says so.
+  const later = await eventually('the admission to expire', 10_000, async () => {
+    const r = await call('GET', `/api/events/${event}/room`);
+    return r.body.schedule?.expired_through >= 1 && r.body;
+  }, 200);
+  assert.ok(later.schedule.admitted_through >= 1);
+  const before = await originPurchases();
+  const r = await purchase(event, slow, { ticket, receipt: joined.body.receipt });
+  assert.equal(r.status, 403, JSON.stringify(r.body));
+  assert.deepEqual([r.body.error, r.body.reason], ['forbidden', 'receipt_expired']);
+  assert.equal(await originPurchases(), before, 'an expired receipt reached the origin');
+});

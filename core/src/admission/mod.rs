@@ -225,6 +225,8 @@ pub fn limit(
 /// `Retry-After` until its [`schedule::estimated_turn`], at least a second). A receipt
 /// issued before the room opened holds a registration for the draw, not a position
 /// ([`draw::holds_position`]): 429 until the opening, when the room tells its position.
+/// A position whose admission expired (at most `schedule.expired_through`) is 403
+/// `receipt_expired`: its place passed to the next positions.
 /// Answers the position.
 ///
 /// ```
@@ -238,7 +240,7 @@ pub fn limit(
 /// #     body: serde_json::json!({}),
 /// #     verdict: Default::default(),
 /// # };
-/// let schedule = Schedule { opened_at: 0, admit_per_second: 10, admitted_through: 0, as_of: 0 };
+/// let schedule = Schedule { opened_at: 0, admit_per_second: 10, admitted_through: 0, as_of: 0, expired_through: 0 };
 /// assert_eq!(
 ///     room(&s, None, None, &schedule, &KeyRing::single(b"key"), 0),
 ///     Err(Outcome::Forbidden { reason: "receipt_missing".into() })
@@ -267,6 +269,10 @@ pub fn room(
         });
     }
     let position = r.position_or_arrival;
+    if position <= schedule.expired_through {
+        // Its admission lasted `session_ms` and passed to the next positions.
+        return Err(forbidden("receipt_expired"));
+    }
     if !schedule::admitted(position, schedule) {
         let wait_ms = schedule::estimated_turn(schedule, position).saturating_sub(now);
         return Err(Outcome::RateLimited {

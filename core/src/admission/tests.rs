@@ -309,6 +309,7 @@ fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
         admit_per_second: 100,
         admitted_through: 5,
         as_of: START + 10,
+        expired_through: 0,
     };
     let gate = |token: Option<&str>, now| room(&alice, token, Some(UA), &schedule, &key, now);
     assert_eq!(gate(Some(&receipt("alice", UA, 5)), START + 10), Ok(5));
@@ -341,6 +342,31 @@ fn room_receipts_missing_forged_someone_elses_or_not_yet_admitted() {
         Err(Outcome::RateLimited {
             retry_after_secs: 1
         })
+    );
+    // Position 3's admission expired: refused, whatever the schedule admitted since.
+    let later = Schedule {
+        expired_through: 3,
+        ..schedule
+    };
+    let expired = room(
+        &alice,
+        Some(&receipt("alice", UA, 3)),
+        Some(UA),
+        &later,
+        &key,
+        START + 10,
+    );
+    assert_eq!(reason(expired), "receipt_expired");
+    assert_eq!(
+        room(
+            &alice,
+            Some(&receipt("alice", UA, 4)),
+            Some(UA),
+            &later,
+            &key,
+            START + 10
+        ),
+        Ok(4)
     );
     // Issued before the opening: a registration for the draw (arrival 1), not position
     // 1; it waits for the opening, however far the schedule has admitted.

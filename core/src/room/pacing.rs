@@ -23,6 +23,10 @@ pub struct Pacing {
     /// In thousandths of an admission, so the refill is exact at any rate.
     tokens_milli: u64,
     refilled_at: Millis,
+    /// The highest position whose admission expired: admissions are handed out in
+    /// order and each lasts `session_ms`, so the expired ones are a prefix.
+    #[serde(default)]
+    expired_through: u64,
 }
 
 /// Positions `first_position..first_position + count` admitted together, valid until
@@ -58,6 +62,7 @@ impl Pacing {
             live: 0,
             tokens_milli: burst(settings) * 1_000,
             refilled_at: now,
+            expired_through: 0,
         }
     }
 
@@ -80,6 +85,29 @@ impl Pacing {
     /// each later arrival.
     pub fn joined(&mut self, count: u64) {
         self.queued = self.queued.saturating_add(count);
+    }
+
+    /// The highest position whose admission expired (0: none).
+    pub fn expired_through(&self) -> u64 {
+        self.expired_through
+    }
+
+    /// Records that the admissions of positions up to `last_position`, `count` of them
+    /// still live, expired.
+    ///
+    /// ```
+    /// use flashgate_core::room::pacing::{lease, Pacing};
+    /// use flashgate_core::room::settings::RoomSettings;
+    /// let s = RoomSettings::default();
+    /// let mut p = Pacing::new(&s, 0);
+    /// p.joined(10);
+    /// let l = lease(&mut p, 5, 0, &s, 100);
+    /// p.expire(l.first_position + l.count - 1, l.count);
+    /// assert_eq!((p.expired_through(), p.live()), (5, 0));
+    /// ```
+    pub fn expire(&mut self, last_position: u64, count: u64) {
+        self.expired_through = self.expired_through.max(last_position);
+        self.ended(count);
     }
 
     /// Records `count` admissions that ended: used for a purchase, or expired unused (the

@@ -47,6 +47,10 @@ pub struct Schedule {
     pub admitted_through: u64,
     /// When `admitted_through` was read.
     pub as_of: Millis,
+    /// The highest position whose admission expired (0: none): a receipt of a position
+    /// up to it is refused, its place has passed to the next.
+    #[serde(default)]
+    pub expired_through: u64,
 }
 
 impl Schedule {
@@ -57,6 +61,7 @@ impl Schedule {
             admit_per_second: settings.admit_per_second,
             admitted_through: pacing.admitted(),
             as_of: now,
+            expired_through: pacing.expired_through(),
         }
     }
 }
@@ -65,7 +70,7 @@ impl Schedule {
 ///
 /// ```
 /// use flashgate_core::room::schedule::{admitted, Schedule};
-/// let s = Schedule { opened_at: 0, admit_per_second: 10, admitted_through: 5, as_of: 0 };
+/// let s = Schedule { opened_at: 0, admit_per_second: 10, admitted_through: 5, as_of: 0, expired_through: 0 };
 /// assert!(admitted(5, &s));
 /// assert!(!admitted(6, &s));
 /// ```
@@ -93,6 +98,7 @@ fn admission_time(count: u64, rate: u32) -> Millis {
 ///     admit_per_second: 1_000,
 ///     admitted_through: 2_000,
 ///     as_of: opened_at + 5_000,
+///     expired_through: 0,
 /// };
 /// // Position 4000 is 2000 behind: about two seconds later, 20:00:07.
 /// assert_eq!(estimated_turn(&s, 4_000), opened_at + 7_000);
@@ -136,6 +142,7 @@ mod tests {
             admit_per_second: 100,
             admitted_through: 0,
             as_of: 0,
+            expired_through: 0,
         };
         assert_eq!(estimated_turn(&s, 1), 10_010);
         assert_eq!(estimated_turn(&s, 101), 11_010);
@@ -149,6 +156,7 @@ mod tests {
             admit_per_second: 100,
             admitted_through: 200,
             as_of: 5_000,
+            expired_through: 0,
         };
         assert_eq!(estimated_turn(&s, 300), 6_000);
         assert!(admitted(200, &s));
@@ -172,7 +180,7 @@ mod tests {
             rate in 1u32..5_000, through in 0u64..100_000, as_of in 0i64..100_000,
             a in 1u64..200_000, b in 1u64..200_000
         ) {
-            let s = Schedule { opened_at: 1_000, admit_per_second: rate, admitted_through: through, as_of };
+            let s = Schedule { opened_at: 1_000, admit_per_second: rate, admitted_through: through, as_of, expired_through: 0 };
             let (first, second) = (a.min(b), a.max(b));
             prop_assert!(estimated_turn(&s, first) <= estimated_turn(&s, second));
         }

@@ -47,8 +47,9 @@ const SCHEMA: &[&str] = &[
     // can undo it, so it lapses unless seen again).
     "CREATE TABLE IF NOT EXISTS sold_out (id INTEGER PRIMARY KEY CHECK (id = 1), \
      until INTEGER NOT NULL)",
-    // Admissions handed out and not yet expired, as batches.
-    "CREATE TABLE IF NOT EXISTS leases (expires_at INTEGER NOT NULL, count INTEGER NOT NULL)",
+    // Admissions handed out and not yet expired, as batches of positions first..=last.
+    "CREATE TABLE IF NOT EXISTS admissions (last INTEGER NOT NULL, count INTEGER NOT NULL, \
+     expires_at INTEGER NOT NULL)",
     // A shard: its chain, whether it closed, and its entries in arrival order.
     "CREATE TABLE IF NOT EXISTS chain (id INTEGER PRIMARY KEY CHECK (id = 1), \
      state TEXT NOT NULL, closed INTEGER NOT NULL)",
@@ -98,7 +99,8 @@ struct Stored {
 }
 
 #[derive(Deserialize)]
-struct Sum {
+struct Expired {
+    last: u64,
     n: u64,
 }
 
@@ -287,14 +289,17 @@ impl Room {
         }
         let expired = sql
             .exec(
-                "SELECT COALESCE(SUM(count), 0) AS n FROM leases WHERE expires_at <= ?",
+                "SELECT COALESCE(MAX(last), 0) AS last, COALESCE(SUM(count), 0) AS n \
+                 FROM admissions WHERE expires_at <= ?",
                 vec![now.into()],
             )?
-            .one::<Sum>()?
-            .n;
-        if expired > 0 {
-            sql.exec("DELETE FROM leases WHERE expires_at <= ?", vec![now.into()])?;
-            pacing.ended(expired);
+            .one::<Expired>()?;
+        if expired.n > 0 {
+            sql.exec(
+                "DELETE FROM admissions WHERE expires_at <= ?",
+                vec![now.into()],
+            )?;
+            pacing.expire(expired.last, expired.n);
         }
         if ask.sold_out {
             sql.exec(
@@ -340,8 +345,12 @@ impl Room {
         let lease = pacing::advance(&mut pacing, draw_at, now, &ask.settings, ask.unsold);
         if lease.count > 0 {
             sql.exec(
-                "INSERT INTO leases (expires_at, count) VALUES (?, ?)",
-                vec![lease.expires_at.into(), int(lease.count)],
+                "INSERT INTO admissions (last, count, expires_at) VALUES (?, ?, ?)",
+                vec![
+                    int(lease.first_position + lease.count - 1),
+                    int(lease.count),
+                    lease.expires_at.into(),
+                ],
             )?;
         }
         sql.exec(
