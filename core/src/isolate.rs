@@ -18,6 +18,7 @@
 
 use crate::admission::Window;
 use crate::bounded::Bounded;
+use crate::buyers::BuyerFilter;
 use crate::ids::{EventId, UserId};
 use crate::wire::EventInfo;
 use crate::Millis;
@@ -91,6 +92,8 @@ pub struct Memory {
     sold_out: Bounded<EventId, Millis>,
     buyers: Bounded<u64, ()>,
     buyer_key: RandomState,
+    /// The origin's filter of a sold-out event's buyers, until when it holds.
+    buyer_filters: Bounded<EventId, (Millis, BuyerFilter)>,
 }
 
 impl Default for Memory {
@@ -121,6 +124,7 @@ impl Memory {
             sold_out: Bounded::new(sold_out),
             buyers: Bounded::new(buyers),
             buyer_key: RandomState::new(),
+            buyer_filters: Bounded::new(sold_out),
         }
     }
 
@@ -189,10 +193,49 @@ impl Memory {
         self.buyers.insert(key, (), |_| false);
     }
 
-    /// Whether the isolate saw the origin give `user` an order for `id`.
+    /// Whether the isolate saw the origin give `user` an order for `id`, or the origin's
+    /// filter of the sold-out event's buyers (see [`Memory::remember_buyers`]) may hold
+    /// them.
     pub fn holds_order(&mut self, id: &EventId, user: &UserId) -> bool {
         let key = self.buyer(id, user);
         self.buyers.get(&key).is_some()
+            || self
+                .buyer_filters
+                .peek(id)
+                .is_some_and(|(_, f)| f.holds(user))
+    }
+
+    /// Keeps the origin's filter of `id`'s buyers until `until` (the sold-out mark's
+    /// end), so a buyer whose order another isolate saw is forwarded, not told sold out.
+    ///
+    /// ```
+    /// use flashgate_core::buyers::BuyerFilter;
+    /// use flashgate_core::ids::{EventId, UserId};
+    /// use flashgate_core::isolate::Memory;
+    /// let (e, u) = (EventId::parse("phone").unwrap(), UserId::parse("alice").unwrap());
+    /// let mut m = Memory::default();
+    /// assert!(!m.holds_order(&e, &u));
+    /// m.remember_buyers(&e, BuyerFilter::of(["alice"]), 2_000, 1_000);
+    /// assert!(m.holds_order(&e, &u));
+    /// assert!(!m.wants_buyers(&e, 1_500));
+    /// assert!(m.wants_buyers(&e, 2_000));
+    /// ```
+    pub fn remember_buyers(
+        &mut self,
+        id: &EventId,
+        filter: BuyerFilter,
+        until: Millis,
+        now: Millis,
+    ) {
+        self.buyer_filters
+            .insert(id.clone(), (until, filter), |(until, _)| now >= *until);
+    }
+
+    /// Whether the isolate has no current filter of `id`'s buyers at `now`.
+    pub fn wants_buyers(&self, id: &EventId, now: Millis) -> bool {
+        self.buyer_filters
+            .peek(id)
+            .is_none_or(|(until, _)| now >= *until)
     }
 
     /// How many entries each map holds.

@@ -30,6 +30,7 @@ pub mod admission;
 pub mod bot;
 pub mod bounded;
 pub mod bucket;
+pub mod buyers;
 pub mod crypto;
 pub mod gate;
 pub mod ids;

@@ -297,7 +297,9 @@ impl Cx<'_> {
                             200 | 202 => origin::record_buyer(&s.event, &s.user),
                             409 => {
                                 let t = now();
-                                origin::mark_sold_out(&s.event, t + self.cfg.sold_out_cache_ms, t)
+                                let until = t + self.cfg.sold_out_cache_ms;
+                                origin::mark_sold_out(&s.event, until, t);
+                                origin::learn_buyers(self.cfg, &s.event, until).await;
                             }
                             _ => {}
                         }

@@ -3,6 +3,8 @@
 //! [`flashgate_core::isolate`], every map bounded).
 
 use crate::config::Config;
+use crate::now;
+use flashgate_core::buyers::BuyerFilter;
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::isolate::{Memory, Recall, Use};
 use flashgate_core::sign::{self, Signed};
@@ -40,6 +42,31 @@ pub fn holds_order(id: &EventId, user: &UserId) -> bool {
 /// Remembers that `id` is sold out until `until`.
 pub fn mark_sold_out(id: &EventId, until: Millis, now: Millis) {
     memory(|m| m.mark_sold_out(id, until, now));
+}
+
+/// Fetches the origin's filter of `id`'s buyers, once per sold-out mark, and keeps it
+/// until `until`: a buyer whose order another isolate saw is then forwarded (the origin
+/// answers `already_purchased`), not told sold out. Without it (the origin busy, or too
+/// many buyers), only the buyers this isolate saw are.
+pub async fn learn_buyers(cfg: &Config, id: &EventId, until: Millis) {
+    if !memory(|m| m.wants_buyers(id, now())) {
+        return;
+    }
+    let path = format!("/api/events/{id}/buyers");
+    let Ok(mut resp) = forward(cfg, Method::Get, &path, "", Vec::new(), None).await else {
+        return;
+    };
+    if resp.status_code() != 200 {
+        return;
+    }
+    let filter = resp
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["filter"].as_str().and_then(BuyerFilter::decode));
+    if let Some(filter) = filter {
+        memory(|m| m.remember_buyers(id, filter, until, now()));
+    }
 }
 
 /// Whether the edge should answer sold_out for `id` itself.

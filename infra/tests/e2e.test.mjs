@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash, createHmac } from 'node:crypto';
 
 import { env, run, users, putEvent, eventually } from './stack.mjs';
 
@@ -95,4 +96,46 @@ test('the edge answers gating, identity and shape errors itself', async () => {
   assert.equal((await call('DELETE', `/api/events/${soon}/purchase`, { token: carol.token })).status, 405);
   const big = await call('POST', `/api/events/${soon}/purchase`, { token: carol.token, body: { pad: 'x'.repeat(5000) } });
   assert.equal(big.status, 413);
+});
+
+// A purchase straight to the origin, signed as the edge signs it (core/src/sign.rs): what
+// an edge isolate that never reported back to this one would have sent.
+async function purchaseAtOrigin(event, user) {
+  const path = `/api/events/${event}/purchase`;
+  const body = '{}';
+  const ts = Date.now();
+  const nonce = `e2e-${run}-${Math.random().toString(36).slice(2)}`;
+  const digest = createHash('sha256').update(body).digest('hex');
+  const canonical = `flashgate-edge-v3\ndev\nPOST\n${path}\n${user}\n${ts}\n${nonce}\n${digest}`;
+  const sig = createHmac('sha256', env.EDGE_SECRET).update(canonical).digest('base64url');
+  const r = await fetch(`${env.ORIGIN_URL}${path}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json', 'x-flashgate-signature': sig, 'x-flashgate-timestamp': String(ts),
+      'x-flashgate-nonce': nonce, 'x-flashgate-user': user,
+    },
+    body,
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+test('a buyer whose order the edge never saw is told already_purchased after the sell-out, not sold_out', async () => {
+  const event = `e2e-${run}-holder`;
+  await putEvent(event, 1, -1000, 3_600_000);
+  const [holder, late] = users(2, 'holder');
+  const tHolder = await call('POST', `/api/events/${event}/ticket`, { token: holder.token, body: {} });
+  const tLate = await call('POST', `/api/events/${event}/ticket`, { token: late.token, body: {} });
+  assert.equal(tHolder.status, 200, JSON.stringify(tHolder.body));
+  // The holder's purchase reached the origin through another isolate (or its answer came
+  // back too late): this edge never saw the 202.
+  const bought = await purchaseAtOrigin(event, holder.id);
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  // The next shopper gets sold_out, and the edge now answers sold_out itself.
+  const soldOut = await call('POST', `/api/events/${event}/purchase`, { token: late.token, ticket: tLate.body.ticket, body: {} });
+  assert.equal(soldOut.status, 409, JSON.stringify(soldOut.body));
+  // The holder asks again through the edge: their order, not sold_out.
+  const again = await call('POST', `/api/events/${event}/purchase`, { token: holder.token, ticket: tHolder.body.ticket, body: {} });
+  assert.equal(again.status, 200, JSON.stringify(again.body));
+  assert.equal(again.body.status, 'already_purchased');
+  assert.equal(again.body.order_id, bought.body.order_id);
 });

@@ -15,10 +15,11 @@ use tracing::Instrument;
 
 /// The routes of the origin.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 12] = [
+    let routes: [(&'static str, MethodRouter<Arc<AppState>>); 13] = [
         ("/api/events/{event_id}", get(shopper::get_event)),
         ("/api/events/{event_id}/purchase", post(shopper::purchase)),
         ("/api/events/{event_id}/order", get(shopper::order)),
+        ("/api/events/{event_id}/buyers", get(shopper::buyers)),
         ("/admin/events/{event_id}", put(admin::put_event)),
         ("/admin/events", get(admin::list_events)),
         ("/admin/events/{event_id}/stats", get(admin::stats)),

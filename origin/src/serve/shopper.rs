@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flashgate_core::admission::Window;
+use flashgate_core::buyers::BuyerFilter;
 use flashgate_core::gate;
 use flashgate_core::ids::{EventId, OrderId};
 use flashgate_core::reservation::{self, Held};
@@ -212,5 +213,29 @@ pub(crate) async fn order(
     Ok(respond(&match found {
         Some((status, order_id)) => Outcome::Order { status, order_id },
         None => Outcome::NoOrder,
+    }))
+}
+
+/// `GET /api/events/{event_id}/buyers` (the edge only, signed without a user): a filter
+/// of the event's buyers (`flashgate_core::buyers`), which the edge keeps with its
+/// sold-out mark so a buyer whose order another isolate saw is answered
+/// `already_purchased` by the origin, not `sold_out` by the edge. `filter` is `null`
+/// past [`MAX_BUYERS_KEPT`](super::sold_out::MAX_BUYERS_KEPT) buyers.
+pub(crate) async fn buyers(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _edge: EdgeRequest,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_event(&id)?;
+    let found = state
+        .redis(state.store.buyers(&id, super::sold_out::MAX_BUYERS_KEPT))
+        .await?;
+    Ok(Json(match found {
+        Some((_, buyers)) => serde_json::json!({
+            "event_id": id.as_str(),
+            "buyers": buyers.len(),
+            "filter": BuyerFilter::of(buyers.keys().map(String::as_str)).encode(),
+        }),
+        None => serde_json::json!({"event_id": id.as_str(), "buyers": null, "filter": null}),
     }))
 }
