@@ -8,6 +8,7 @@
 mod join;
 mod object;
 pub(crate) mod public;
+mod shard;
 
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::{shard_of, Entry};
@@ -277,7 +278,9 @@ pub async fn join(
         ttl,
     )
     .await?;
-    let shard = shard_of(user, a.settings.shards);
+    // The room's own count, fixed on its first call: a later change of the setting
+    // never sends a user to another shard.
+    let shard = shard_of(user, told.draw.shards);
     let enter = Enter {
         event: a.event.clone(),
         shard,

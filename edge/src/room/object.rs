@@ -13,12 +13,9 @@
 //! registers nobody more once closed), then stores the record once, whichever of two
 //! concurrent seals gets there first (both computed the same one).
 
-use super::{
-    shard_name, Ask, Call, Closed, Draw, Enter, Entered, EntriesPage, Granted, Told, BINDING,
-    MAX_PAGE,
-};
-use flashgate_core::ids::{EventId, UserId};
-use flashgate_core::room::chain::{Entry, ShardChain};
+use super::{shard_name, Ask, Call, Closed, Draw, Granted, Told, BINDING};
+use flashgate_core::ids::EventId;
+use flashgate_core::room::chain::ShardChain;
 use flashgate_core::room::draw;
 use flashgate_core::room::forward::Forwards;
 use flashgate_core::room::pacing::{self, Pacing};
@@ -35,10 +32,29 @@ use worker::{
 /// How long a sold-out an isolate reported holds in the room.
 const SOLD_OUT_MS: Millis = 5_000;
 
+/// The version of [`SCHEMA`]: an object whose storage has another drops its tables and
+/// starts afresh (rooms are short-lived: a room older than the worker's code is not
+/// carried across a change of its tables).
+const SCHEMA_VERSION: i64 = 3;
+
+/// Every table the versions of [`SCHEMA`] have had.
+const TABLES: &[&str] = &[
+    "draw",
+    "late",
+    "pacing",
+    "forwards",
+    "sold_out",
+    "leases",
+    "admissions",
+    "chain",
+    "entries",
+];
+
 const SCHEMA: &[&str] = &[
     // The event object: the draw (seed, record, shard sizes) and the later arrivals.
     "CREATE TABLE IF NOT EXISTS draw (id INTEGER PRIMARY KEY CHECK (id = 1), \
-     seed TEXT NOT NULL, record TEXT, sizes TEXT, late INTEGER NOT NULL)",
+     seed TEXT NOT NULL, shards INTEGER NOT NULL, record TEXT, sizes TEXT, \
+     late INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS late (user TEXT PRIMARY KEY, idx INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pacing (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS forwards (id INTEGER PRIMARY KEY CHECK (id = 1), \
@@ -68,29 +84,10 @@ pub struct Room {
 #[derive(Deserialize)]
 struct StoredDraw {
     seed: String,
+    shards: u32,
     record: Option<String>,
     sizes: Option<String>,
     late: u64,
-}
-
-#[derive(Deserialize)]
-struct StoredChain {
-    state: String,
-    closed: i64,
-}
-
-#[derive(Deserialize)]
-struct StoredEntry {
-    idx: u64,
-    at: Millis,
-}
-
-#[derive(Deserialize)]
-struct StoredEntrant {
-    entrant: String,
-    fingerprint: String,
-    idx: u64,
-    at: Millis,
 }
 
 #[derive(Deserialize)]
@@ -125,16 +122,19 @@ fn error(e: impl std::fmt::Display) -> worker::Error {
 /// The event object's draw: the seed (hex), the record and shard sizes once sealed.
 struct DrawState {
     seed_hex: String,
+    /// The shards registrations go to, fixed on the room's first call.
+    shards: u32,
     record: Option<SealRecord>,
     sizes: Vec<u64>,
     late: u64,
 }
 
 impl DrawState {
-    fn load(sql: &SqlStorage) -> Result<Self> {
+    /// The stored draw; on the room's first call, a new one over `shards` shards.
+    fn load(sql: &SqlStorage, shards: u32) -> Result<Self> {
         let stored = sql
             .exec(
-                "SELECT seed, record, sizes, late FROM draw WHERE id = 1",
+                "SELECT seed, shards, record, sizes, late FROM draw WHERE id = 1",
                 None,
             )?
             .to_array::<StoredDraw>()?
@@ -142,6 +142,7 @@ impl DrawState {
         if let Some(d) = stored {
             return Ok(Self {
                 seed_hex: d.seed,
+                shards: d.shards,
                 record: d.record.map(|r| serde_json::from_str(&r)).transpose()?,
                 sizes: d
                     .sizes
@@ -155,6 +156,7 @@ impl DrawState {
         let seed: [u8; 32] = crate::random::bytes()?;
         let d = Self {
             seed_hex: seed.iter().map(|b| format!("{b:02x}")).collect(),
+            shards,
             record: None,
             sizes: Vec::new(),
             late: 0,
@@ -169,11 +171,12 @@ impl DrawState {
             None => worker::SqlStorageValue::Null,
         };
         sql.exec(
-            "INSERT INTO draw (id, seed, record, sizes, late) VALUES (1, ?, ?, ?, ?) \
+            "INSERT INTO draw (id, seed, shards, record, sizes, late) VALUES (1, ?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET record = excluded.record, \
              sizes = excluded.sizes, late = excluded.late",
             vec![
                 self.seed_hex.as_str().into(),
+                i64::from(self.shards).into(),
                 record,
                 serde_json::to_string(&self.sizes)?.into(),
                 int(self.late),
@@ -189,41 +192,15 @@ impl DrawState {
             .collect()
     }
 
-    fn public(&self, draw_at: Millis, shards: u32) -> Draw {
+    fn public(&self, draw_at: Millis) -> Draw {
         Draw {
             draw_at,
             commitment: seal::commitment(&self.seed()),
-            shards,
+            shards: self.shards,
             record: self.record.clone(),
             sizes: self.sizes.clone(),
         }
     }
-}
-
-/// A shard's chain and whether it closed.
-fn load_chain(sql: &SqlStorage, event: &EventId, shard: u32) -> Result<(ShardChain, bool)> {
-    Ok(
-        match sql
-            .exec("SELECT state, closed FROM chain WHERE id = 1", None)?
-            .to_array::<StoredChain>()?
-            .pop()
-        {
-            Some(c) => (serde_json::from_str(&c.state)?, c.closed != 0),
-            None => (ShardChain::new(event, shard), false),
-        },
-    )
-}
-
-fn save_chain(sql: &SqlStorage, chain: &ShardChain, closed: bool) -> Result<()> {
-    sql.exec(
-        "INSERT INTO chain (id, state, closed) VALUES (1, ?, ?) \
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, closed = excluded.closed",
-        vec![
-            serde_json::to_string(chain)?.into(),
-            i64::from(closed).into(),
-        ],
-    )?;
-    Ok(())
 }
 
 impl Room {
@@ -259,19 +236,16 @@ impl Room {
     /// The event object: seals when due, joins a later arrival, advances the admissions.
     async fn ask(&self, ask: &Ask) -> Result<Told> {
         let draw_at = ask.settings.draw_at(ask.starts_at);
-        let shards = ask.settings.shards;
-        let sealed = DrawState::load(&self.state.storage().sql())?
-            .record
-            .is_some();
-        let chains = if draw::seals_now(sealed, draw_at, crate::now()) {
-            Some(self.close_shards(&ask.event, shards).await?)
+        let first = DrawState::load(&self.state.storage().sql(), ask.settings.shards)?;
+        let chains = if draw::seals_now(first.record.is_some(), draw_at, crate::now()) {
+            Some(self.close_shards(&ask.event, first.shards).await?)
         } else {
             None
         };
         // From here on no await: the rest is atomic.
         let now = crate::now();
         let sql = self.state.storage().sql();
-        let mut d = DrawState::load(&sql)?;
+        let mut d = DrawState::load(&sql, ask.settings.shards)?;
         let mut pacing = match sql
             .exec("SELECT state FROM pacing WHERE id = 1", None)?
             .to_array::<Stored>()?
@@ -364,60 +338,9 @@ impl Room {
             issued_at: position.map(|_| now),
             queued: pacing.queued(),
             schedule: Schedule::of(&ask.settings, &pacing, draw_at, now),
-            draw: d.public(draw_at, shards),
+            draw: d.public(draw_at),
             sold_out: now < sold_out_until,
         })
-    }
-
-    /// A shard: the user's entry in the draw, registering it while the shard is open
-    /// and before `draw_at`; `None` for a user who came later.
-    fn enter(&self, e: &Enter, now: Millis) -> Result<Entered> {
-        let sql = self.state.storage().sql();
-        let found = sql
-            .exec(
-                "SELECT idx, at FROM entries WHERE user = ?",
-                vec![e.user.as_str().into()],
-            )?
-            .to_array::<StoredEntry>()?
-            .pop();
-        if let Some(f) = found {
-            return Ok(Entered {
-                index: Some(f.idx),
-                at: f.at,
-            });
-        }
-        let (mut chain, closed) = load_chain(&sql, &e.event, e.shard)?;
-        if closed || now >= e.draw_at {
-            return Ok(Entered {
-                index: None,
-                at: now,
-            });
-        }
-        let entrant = draw::entrant(&e.event, &e.user);
-        let entry = chain.register(entrant.clone(), e.fingerprint.clone(), now);
-        save_chain(&sql, &chain, false)?;
-        sql.exec(
-            "INSERT INTO entries (user, idx, entrant, fingerprint, at) VALUES (?, ?, ?, ?, ?)",
-            vec![
-                e.user.as_str().into(),
-                int(entry.arrival_index_in_shard),
-                entrant.as_str().into(),
-                e.fingerprint.as_str().into(),
-                now.into(),
-            ],
-        )?;
-        Ok(Entered {
-            index: Some(entry.arrival_index_in_shard),
-            at: now,
-        })
-    }
-
-    /// A shard: closes it (idempotent) and answers its chain.
-    fn close(&self, event: &EventId, shard: u32) -> Result<Closed> {
-        let sql = self.state.storage().sql();
-        let (chain, _) = load_chain(&sql, event, shard)?;
-        save_chain(&sql, &chain, true)?;
-        Ok(Closed { chain })
     }
 
     /// The event object: up to `want` forwards from its bucket.
@@ -439,51 +362,46 @@ impl Room {
         )?;
         Ok(Granted { count })
     }
+}
 
-    /// A shard: a page of its entries in chain order, once closed (none before).
-    fn entries(&self, event: &EventId, shard: u32, from: u64, limit: u64) -> Result<EntriesPage> {
-        let sql = self.state.storage().sql();
-        let (_, closed) = load_chain(&sql, event, shard)?;
-        let limit = limit.clamp(1, MAX_PAGE);
-        let entries = if closed {
-            sql.exec(
-                "SELECT entrant, fingerprint, idx, at FROM entries WHERE idx >= ? \
-                 ORDER BY idx LIMIT ?",
-                vec![int(from), int(limit)],
-            )?
-            .to_array::<StoredEntrant>()?
-            .into_iter()
-            .map(|e| {
-                Ok(Entry {
-                    user: UserId::parse(&e.entrant)
-                        .map_err(|_| error("a stored entrant is not an id"))?,
-                    fingerprint_hash: e.fingerprint,
-                    shard,
-                    arrival_index_in_shard: e.idx,
-                    registered_at: e.at,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
-        };
-        let next = (entries.len() as u64 == limit).then(|| from + limit);
-        Ok(EntriesPage {
-            sealed: closed,
-            shard,
-            entries,
-            next,
-        })
+#[derive(Deserialize)]
+struct Version {
+    version: i64,
+}
+
+/// Creates the tables of [`SCHEMA_VERSION`], dropping those of another version first.
+fn prepare(sql: &SqlStorage) -> Result<()> {
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS schema (id INTEGER PRIMARY KEY CHECK (id = 1), \
+         version INTEGER NOT NULL)",
+        None,
+    )?;
+    let version = sql
+        .exec("SELECT version FROM schema WHERE id = 1", None)?
+        .to_array::<Version>()?
+        .pop()
+        .map(|v| v.version);
+    if version == Some(SCHEMA_VERSION) {
+        return Ok(());
     }
+    for table in TABLES {
+        sql.exec(&format!("DROP TABLE IF EXISTS {table}"), None)?;
+    }
+    for ddl in SCHEMA {
+        sql.exec(ddl, None)?;
+    }
+    sql.exec(
+        "INSERT INTO schema (id, version) VALUES (1, ?) \
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+        vec![SCHEMA_VERSION.into()],
+    )?;
+    Ok(())
 }
 
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        for ddl in SCHEMA {
-            if let Err(e) = sql.exec(ddl, None) {
-                worker::console_error!("room schema: {e}");
-            }
+        if let Err(e) = prepare(&state.storage().sql()) {
+            worker::console_error!("room schema: {e}");
         }
         Self { state, env }
     }
@@ -491,8 +409,16 @@ impl DurableObject for Room {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.json::<Call>().await? {
             Call::Ask(ask) => Response::from_json(&self.ask(&ask).await?),
-            Call::Enter(e) => Response::from_json(&self.enter(&e, crate::now())?),
-            Call::Close { event, shard } => Response::from_json(&self.close(&event, shard)?),
+            Call::Enter(e) => Response::from_json(&super::shard::enter(
+                &self.state.storage().sql(),
+                &e,
+                crate::now(),
+            )?),
+            Call::Close { event, shard } => Response::from_json(&super::shard::close(
+                &self.state.storage().sql(),
+                &event,
+                shard,
+            )?),
             Call::Forwards { settings, want } => {
                 Response::from_json(&self.forwards(&settings, want, crate::now())?)
             }
@@ -501,7 +427,13 @@ impl DurableObject for Room {
                 shard,
                 from,
                 limit,
-            } => Response::from_json(&self.entries(&event, shard, from, limit)?),
+            } => Response::from_json(&super::shard::entries(
+                &self.state.storage().sql(),
+                &event,
+                shard,
+                from,
+                limit,
+            )?),
         }
     }
 }

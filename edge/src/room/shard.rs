@@ -1,0 +1,151 @@
+//! A shard of a room: it takes the draw's registrations of its users and chains them
+//! (`core::room::chain`), closes when the event's object seals the draw, and pages its
+//! entries for anyone verifying the draw.
+
+use super::{Closed, Enter, Entered, EntriesPage, MAX_PAGE};
+use flashgate_core::ids::{EventId, UserId};
+use flashgate_core::room::chain::{Entry, ShardChain};
+use flashgate_core::room::draw;
+use flashgate_core::Millis;
+use serde::Deserialize;
+use worker::{Result, SqlStorage};
+
+#[derive(Deserialize)]
+struct StoredChain {
+    state: String,
+    closed: i64,
+}
+
+#[derive(Deserialize)]
+struct StoredEntry {
+    idx: u64,
+    at: Millis,
+}
+
+#[derive(Deserialize)]
+struct StoredEntrant {
+    entrant: String,
+    fingerprint: String,
+    idx: u64,
+    at: Millis,
+}
+
+fn int(v: u64) -> worker::SqlStorageValue {
+    worker::SqlStorageValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// A shard's chain and whether it closed.
+fn load_chain(sql: &SqlStorage, event: &EventId, shard: u32) -> Result<(ShardChain, bool)> {
+    Ok(
+        match sql
+            .exec("SELECT state, closed FROM chain WHERE id = 1", None)?
+            .to_array::<StoredChain>()?
+            .pop()
+        {
+            Some(c) => (serde_json::from_str(&c.state)?, c.closed != 0),
+            None => (ShardChain::new(event, shard), false),
+        },
+    )
+}
+
+fn save_chain(sql: &SqlStorage, chain: &ShardChain, closed: bool) -> Result<()> {
+    sql.exec(
+        "INSERT INTO chain (id, state, closed) VALUES (1, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, closed = excluded.closed",
+        vec![
+            serde_json::to_string(chain)?.into(),
+            i64::from(closed).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A shard: the user's entry in the draw, registering it while the shard is open
+/// and before `draw_at`; `None` for a user who came later.
+pub(super) fn enter(sql: &SqlStorage, e: &Enter, now: Millis) -> Result<Entered> {
+    let found = sql
+        .exec(
+            "SELECT idx, at FROM entries WHERE user = ?",
+            vec![e.user.as_str().into()],
+        )?
+        .to_array::<StoredEntry>()?
+        .pop();
+    if let Some(f) = found {
+        return Ok(Entered {
+            index: Some(f.idx),
+            at: f.at,
+        });
+    }
+    let (mut chain, closed) = load_chain(sql, &e.event, e.shard)?;
+    if closed || now >= e.draw_at {
+        return Ok(Entered {
+            index: None,
+            at: now,
+        });
+    }
+    let entrant = draw::entrant(&e.event, &e.user);
+    let entry = chain.register(entrant.clone(), e.fingerprint.clone(), now);
+    save_chain(sql, &chain, false)?;
+    sql.exec(
+        "INSERT INTO entries (user, idx, entrant, fingerprint, at) VALUES (?, ?, ?, ?, ?)",
+        vec![
+            e.user.as_str().into(),
+            int(entry.arrival_index_in_shard),
+            entrant.as_str().into(),
+            e.fingerprint.as_str().into(),
+            now.into(),
+        ],
+    )?;
+    Ok(Entered {
+        index: Some(entry.arrival_index_in_shard),
+        at: now,
+    })
+}
+
+/// A shard: closes it (idempotent) and answers its chain.
+pub(super) fn close(sql: &SqlStorage, event: &EventId, shard: u32) -> Result<Closed> {
+    let (chain, _) = load_chain(sql, event, shard)?;
+    save_chain(sql, &chain, true)?;
+    Ok(Closed { chain })
+}
+
+/// A shard: a page of its entries in chain order, once closed (none before).
+pub(super) fn entries(
+    sql: &SqlStorage,
+    event: &EventId,
+    shard: u32,
+    from: u64,
+    limit: u64,
+) -> Result<EntriesPage> {
+    let (_, closed) = load_chain(sql, event, shard)?;
+    let limit = limit.clamp(1, MAX_PAGE);
+    let entries = if closed {
+        sql.exec(
+            "SELECT entrant, fingerprint, idx, at FROM entries WHERE idx >= ? \
+             ORDER BY idx LIMIT ?",
+            vec![int(from), int(limit)],
+        )?
+        .to_array::<StoredEntrant>()?
+        .into_iter()
+        .map(|e| {
+            Ok(Entry {
+                user: UserId::parse(&e.entrant)
+                    .map_err(|_| worker::Error::from("a stored entrant is not an id"))?,
+                fingerprint_hash: e.fingerprint,
+                shard,
+                arrival_index_in_shard: e.idx,
+                registered_at: e.at,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let next = (entries.len() as u64 == limit).then(|| from + limit);
+    Ok(EntriesPage {
+        sealed: closed,
+        shard,
+        entries,
+        next,
+    })
+}
