@@ -26,8 +26,8 @@ pub struct Verify {
     /// Event id (slug).
     #[arg(long)]
     pub event: String,
-    /// The edge's base URL to read the record and entries from.
-    #[arg(long, env = "EDGE_URL", conflicts_with = "from")]
+    /// The edge's base URL to read the record and entries from (unused with `--from`).
+    #[arg(long, env = "EDGE_URL")]
     pub edge: Option<String>,
     /// Read `record.json` and `entries.json` from this directory instead.
     #[arg(long)]
