@@ -163,6 +163,7 @@
     const idle = ['none', 'signed_in', 'resumed'].includes(o.name);
     if (p === 'paused') return { button: 'btnPaused', msg: 'msgPaused', tone: 'warn' };
     if (p === 'sold_out' && idle && room.receipt) return { button: 'btnSoldOut', msg: 'msgSoldOut', tone: 'error' }; // sold out while in line
+    if (idle && line === 'passed') return { button: 'btnPassed', msg: 'msgTurnPassed', tone: 'error' }; // the admission expired
     if (idle && ['upcoming', 'live'].includes(p) && ['registered', 'waiting', 'turn'].includes(line)) {
       const msg = line === 'registered' ? 'msgRegistered' : line === 'turn' && p === 'live' ? 'msgTurn' : 'msgInLine';
       const button = p === 'upcoming' ? 'btnSoon' : { registered: 'btnDraw', waiting: 'btnInLine', turn: 'btnTurn' }[line];
@@ -354,7 +355,7 @@
   async function buy() {
     if (working) return;
     if (!token()) { setOutcome('signin'); $('signin').open = true; $('token').focus(); return; }
-    if (phase() !== 'live' || ['waiting', 'registered'].includes(room.state())) return;
+    if (phase() !== 'live' || ['waiting', 'registered', 'passed'].includes(room.state())) return;
     working = true;
     const mine = gen;
     let gaveUp = false;

@@ -58,10 +58,11 @@
       if (!room.schedule || s.as_of >= room.schedule.as_of) room.schedule = s;
     }
 
-    /** Where this shopper stands: off, idle (not in line), registered, waiting, turn or sold_out. */
+    /** Where this shopper stands: off, idle (not in line), registered, waiting, turn, passed (the admission expired) or sold_out. */
     room.state = () => {
       if (!room.on) return 'off';
       if (room.soldOut) return 'sold_out';
+      if (room.position && room.receipt && room.position <= (room.schedule?.expired_through ?? 0)) return 'passed';
       if (room.position && room.receipt) return room.turnAt() <= now() || room.position <= (room.schedule?.admitted_through ?? 0) ? 'turn' : 'waiting';
       if (room.drawAt && room.receipt) return 'registered';
       return 'idle';
