@@ -32,7 +32,7 @@ use config::{Config, Guard};
 use flashgate_core::admission::{self, Incoming, PurchaseFacts, Screened, TicketFacts};
 use flashgate_core::bot::Client;
 use flashgate_core::ids::EventId;
-use flashgate_core::isolate::Use;
+use flashgate_core::isolate::{CachedEvent, Use};
 use flashgate_core::room::receipt;
 use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
 use flashgate_core::{gate, ticket, Millis};
@@ -373,13 +373,17 @@ impl Cx<'_> {
         }
     }
 
-    async fn issue_ticket(
+    /// What a ticket request and a room join start with: the body read and screened
+    /// (`what` names the endpoint, as [`Cx::screen`] takes it), then the per-IP ticket limiter and the
+    /// event, looked up together.
+    async fn screen_per_ip(
         &self,
         req: &mut Request,
         id: &str,
-    ) -> std::result::Result<TicketAnswer, Outcome> {
+        what: &str,
+    ) -> std::result::Result<(Screened, admission::Limiter, Option<CachedEvent>), Outcome> {
         let body = read_body(req, self.head).await?;
-        let s = self.screen(id, &body, "ticket")?;
+        let s = self.screen(id, &body, what)?;
         let (limiter, window) = join(
             guard::limit(
                 self.env,
@@ -389,8 +393,17 @@ impl Cx<'_> {
             origin::event(self.cfg, &s.event, now(), Use::Any),
         )
         .await;
+        Ok((s, limiter, window?))
+    }
+
+    async fn issue_ticket(
+        &self,
+        req: &mut Request,
+        id: &str,
+    ) -> std::result::Result<TicketAnswer, Outcome> {
+        let (s, limiter, window) = self.screen_per_ip(req, id, "ticket").await?;
         let facts = TicketFacts {
-            window: window?.as_ref().map(origin::CachedEvent::window),
+            window: window.as_ref().map(origin::CachedEvent::window),
             limiter,
         };
         let w = admission::ticket_gate(&facts, now())?;

@@ -2,13 +2,12 @@
 //! request is, and gets a signed receipt of their registration or position.
 
 use super::public;
-use crate::{guard, json, now, origin, read_body, respond, Cx};
+use crate::{json, now, origin, respond, Cx};
 use flashgate_core::admission::{self, RoomFacts};
-use flashgate_core::isolate::{CachedEvent, Use};
+use flashgate_core::isolate::CachedEvent;
 use flashgate_core::room::receipt::{self, Receipt};
 use flashgate_core::ticket;
 use flashgate_core::wire::{self, Outcome};
-use futures_util::future::join;
 use worker::{Request, Response, Result};
 
 impl Cx<'_> {
@@ -17,18 +16,7 @@ impl Cx<'_> {
     pub(crate) async fn room_join(&self, req: &mut Request, id: &str) -> Result<Response> {
         let answer = async {
             let settings = self.cfg.room.ok_or(Outcome::NotFound)?;
-            let body = read_body(req, self.head).await?;
-            let s = self.screen(id, &body, "room")?;
-            let (limiter, window) = join(
-                guard::limit(
-                    self.env,
-                    guard::TICKET_LIMITER,
-                    guard::ip_key(self.cfg, self.head.ip),
-                ),
-                origin::event(self.cfg, &s.event, now(), Use::Any),
-            )
-            .await;
-            let window = window?;
+            let (s, limiter, window) = self.screen_per_ip(req, id, "room").await?;
             let settings = crate::config::event_room(settings, window.as_ref());
             let t = now();
             let facts = RoomFacts {
