@@ -9,12 +9,9 @@ use flashgate_origin::cmd::reconcile::reconcile;
 use flashgate_origin::config::Settings;
 use flashgate_origin::db;
 use flashgate_origin::redis::Store;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::Message;
 use redis::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Test settings with the cluster's nodes as `redis_url`.
 fn cluster_settings(extra: Figment) -> Settings {
@@ -120,36 +117,7 @@ async fn on_a_cluster_concurrent_attempts_sell_exactly_each_events_stock_once() 
 
     // Every reservation of every event reaches the topic.
     let all: HashSet<String> = queued.values().flatten().cloned().collect();
-    let consumer: StreamConsumer =
-        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
-            .set("group.id", unique("check-"))
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .create()
-            .expect("consumer");
-    consumer
-        .subscribe(&[&app.settings.kafka.orders_topic])
-        .expect("subscribe");
-    let mut seen = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < all.len() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {} orders reached Kafka",
-            seen.len(),
-            all.len()
-        );
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            for msg in orders_in(m.payload()) {
-                assert!(
-                    all.contains(&msg.order_id),
-                    "unknown order {}",
-                    msg.order_id
-                );
-                seen.insert(msg.order_id);
-            }
-        }
-    }
+    every_order_reaches_the_topic(&app, &all).await;
     let app = Arc::try_unwrap(app).ok().expect("no other owners");
     app.stop().await;
 }

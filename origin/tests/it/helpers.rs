@@ -440,6 +440,43 @@ pub async fn fresh_database() -> String {
 
 /// An order message as the relay writes it.
 /// The orders one message of the orders topic carries (the relay packs several).
+/// Waits (up to a minute) until every order of `ids` is on the orders topic, and no other
+/// order is.
+pub async fn every_order_reaches_the_topic(app: &TestApp, ids: &std::collections::HashSet<String>) {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let consumer: StreamConsumer =
+        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
+            .set("group.id", unique("check-"))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer");
+    consumer
+        .subscribe(&[&app.settings.kafka.orders_topic])
+        .expect("subscribe");
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < ids.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} orders reached Kafka",
+            seen.len(),
+            ids.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            for msg in orders_in(m.payload()) {
+                assert!(
+                    ids.contains(&msg.order_id),
+                    "unknown order {}",
+                    msg.order_id
+                );
+                seen.insert(msg.order_id);
+            }
+        }
+    }
+}
+
 pub fn orders_in(payload: Option<&[u8]>) -> Vec<flashgate_origin::kafka::OrderMessage> {
     flashgate_origin::kafka::unpack(payload.expect("payload"))
         .expect("an order message")

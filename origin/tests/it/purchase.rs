@@ -2,11 +2,8 @@
 
 use crate::helpers::*;
 use figment::Figment;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::Message;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[tokio::test]
 async fn one_order_per_user_and_never_more_than_the_stock() {
@@ -107,36 +104,7 @@ async fn concurrent_attempts_sell_exactly_the_stock_and_each_reaches_kafka_once(
     );
 
     // Every reservation reaches the topic; duplicates (if a relay retried) carry the same id.
-    let consumer: StreamConsumer =
-        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
-            .set("group.id", unique("check-"))
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .create()
-            .expect("consumer");
-    consumer
-        .subscribe(&[&app.settings.kafka.orders_topic])
-        .expect("subscribe");
-    let mut seen = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < queued.len() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {} orders reached Kafka",
-            seen.len(),
-            queued.len()
-        );
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            for msg in orders_in(m.payload()) {
-                assert!(
-                    queued.contains(&msg.order_id),
-                    "unknown order {}",
-                    msg.order_id
-                );
-                seen.insert(msg.order_id);
-            }
-        }
-    }
+    every_order_reaches_the_topic(&app, &queued).await;
     let app = Arc::try_unwrap(app).ok().expect("no other owners");
     app.stop().await;
 }
