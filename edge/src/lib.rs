@@ -39,7 +39,7 @@ use flashgate_core::{gate, ticket, Millis};
 use futures_util::future::join;
 use futures_util::StreamExt;
 use std::net::IpAddr;
-use worker::{event, Context, Env, Headers, Method, Request, Response, Result};
+use worker::{event, Context, Env, Headers, Method, Request, Response, Result, Url};
 
 pub(crate) fn now() -> Millis {
     worker::Date::now().as_millis() as Millis
@@ -116,7 +116,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             cx.room_join(&mut req, id).await
         }
         (["api", "events", id, "room"], Method::Get | Method::Head) if cfg.room.is_some() => {
-            room::public::status(&cfg, &env, id).await
+            room::public::status(&cfg, &env, &req, id).await
         }
         (["api", "events", id, "room", "entries"], Method::Get | Method::Head)
             if cfg.room.is_some() =>
@@ -272,7 +272,8 @@ impl Cx<'_> {
     /// `POST /api/events/{id}/purchase`: everything the edge can refuse is refused here;
     /// the rest is forwarded.
     async fn purchase(&self, req: &mut Request, id: &str) -> Result<Response> {
-        match self.admit_purchase(req, id).await {
+        let site = req.url()?;
+        match self.admit_purchase(req, &site, id).await {
             Err(o) => {
                 let status = o.answer().status;
                 guard::with(|i| *i.counters.purchase_answered.entry(status).or_insert(0) += 1);
@@ -314,6 +315,7 @@ impl Cx<'_> {
     async fn admit_purchase(
         &self,
         req: &mut Request,
+        site: &Url,
         id: &str,
     ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>, Option<u64>), Outcome> {
         let body = read_body(req, self.head).await?;
@@ -338,7 +340,8 @@ impl Cx<'_> {
         if let (Some(settings), Some(w)) = (room_settings, window.as_ref()) {
             let t = now();
             let ask = room::public::ask(settings, &s.event, w, t);
-            let told = room::status(ask, self.env, t, self.cfg.room_cache_ms).await?;
+            let ttl = self.cfg.room_cache_ms;
+            let (told, _) = room::status(ask, self.env, site, t, ttl, false).await?;
             position = Some(admission::room(
                 &s,
                 self.head.receipt.as_deref(),

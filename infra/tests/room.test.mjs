@@ -98,6 +98,27 @@ test('the room is off by default: its path is unknown', async () => {
   assert.equal(r.body.error, 'not_found');
 });
 
+test('the public state is the location\'s copy: one object read per ROOM_CACHE_MS', async () => {
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 3_000, ROOM_FAIR_START_MS: 0 });
+  const event = `room-copy-${run}`;
+  await putEvent(event, 5, 60_000, 3_600_000, `room ${event}`);
+  const source = (r) => r.headers.get('x-flashgate-room-source');
+  // A new room: no copy anywhere yet, so the object answers and fills the location's.
+  const first = await call('GET', `/api/events/${event}/room`);
+  assert.equal(first.status, 200, JSON.stringify(first.body));
+  assert.equal(source(first), 'room');
+  // Every later answer within ROOM_CACHE_MS is that copy, the same state.
+  const copies = await Promise.all(Array.from({ length: 5 }, () => call('GET', `/api/events/${event}/room`)));
+  for (const c of copies) {
+    assert.equal(c.status, 200, JSON.stringify(c.body));
+    assert.equal(source(c), 'location');
+    assert.equal(c.body.draw.commitment, first.body.draw.commitment);
+  }
+  // Once it is older than ROOM_CACHE_MS, the next answer reads the object again.
+  await sleep(3_100);
+  assert.equal(source(await call('GET', `/api/events/${event}/room`)), 'room');
+});
+
 test('registrations before the start are drawn; receipts gate the purchase until admitted', async () => {
   // One admission a second, so positions 2.. wait; a short schedule cache keeps it quick.
   await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_CACHE_MS: 200, ROOM_FAIR_START_MS: 0 });
@@ -303,7 +324,9 @@ test('fair start: a delay in the window does not buy a better place, and anyone 
 });
 
 test('global pacing: two edges together forward no more than the room rate', async () => {
-  const RATE = 20;
+  // Well under what the shoppers below ask for, even when wrangler dev is slow on a
+  // loaded machine: the lower bound then measures the pacing, not the load.
+  const RATE = 10;
   const knobs = { ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: RATE, ROOM_CACHE_MS: 200, ROOM_FAIR_START_MS: 0 };
   await overrides(knobs);
   const b = await startSecondEdge(`flashgate-edge-b-${run}`, Object.fromEntries(Object.entries(knobs).map(([k, v]) => [k, String(v)])));
@@ -338,9 +361,10 @@ test('global pacing: two edges together forward no more than the room rate', asy
     });
     const elapsed = Date.now() - t0;
     const came = (await originPurchases()) - from;
-    // The rate over the window, one burst (100 ms worth) and a grant left in each of the
-    // two isolates (a twentieth of a second's worth each).
-    const allowed = Math.ceil(RATE * (elapsed / 1000) * 1.05) + Math.ceil(RATE / 10) + 2 * Math.max(1, Math.floor(RATE / 20));
+    // The rate over the window, one burst (100 ms worth, at least 5) and a grant left in
+    // each of the two isolates (a twentieth of a second's worth each).
+    const burst = Math.max(5, Math.ceil(RATE / 10));
+    const allowed = Math.ceil(RATE * (elapsed / 1000) * 1.05) + burst + 2 * Math.max(1, Math.floor(RATE / 20));
     assert.ok(came <= allowed, `${came} purchases reached the origin in ${elapsed} ms; at most ${allowed} allowed`);
     assert.ok(came >= RATE * (elapsed / 1000) * 0.5, `only ${came} purchases reached the origin in ${elapsed} ms`);
     assert.ok(forwarded[0] > 0 && forwarded[1] > 0, `both edges forwarded: ${forwarded}`);

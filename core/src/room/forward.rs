@@ -2,7 +2,7 @@
 //! many isolates send them.
 //!
 //! The room keeps one bucket of forwards per event, refilled at `admit_per_second` and
-//! holding [`super::pacing::BURST_MS`] worth. An isolate asks it for a small batch
+//! holding [`super::pacing::BURST_MS`] worth, at least [`MIN_BURST`]. An isolate asks it for a small batch
 //! ([`batch`]) and spends it on admitted purchases for at most [`GRANT_MS`]; what is left
 //! then is dropped, never carried. The origin therefore receives at most the rate (plus
 //! one burst) from the whole edge, retries and double clicks included, while the room's
@@ -24,8 +24,13 @@ pub struct Forwards {
     refilled_at: Millis,
 }
 
+/// The fewest forwards the bucket holds. A bucket of one or two (a low rate's 100 ms)
+/// is full most of the time that isolates do not ask, and its refill is lost: admitted
+/// shoppers would be refused while the origin idles.
+pub const MIN_BURST: u64 = 5;
+
 fn capacity_milli(settings: &RoomSettings) -> u64 {
-    (u64::from(settings.admit_per_second) * BURST_MS).max(1_000)
+    (u64::from(settings.admit_per_second) * BURST_MS).max(MIN_BURST * 1_000)
 }
 
 /// How many forwards an isolate asks for at once: a twentieth of a second's worth, at

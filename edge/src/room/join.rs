@@ -14,6 +14,7 @@ impl Cx<'_> {
     /// `POST /api/events/{id}/room`: joins the event's room (once per user) and answers
     /// the position, its signed receipt for this client, and the public schedule.
     pub(crate) async fn room_join(&self, req: &mut Request, id: &str) -> Result<Response> {
+        let site = req.url()?;
         let answer = async {
             let settings = self.cfg.room.ok_or(Outcome::NotFound)?;
             let (s, limiter, window) = self.screen_per_ip(req, id, "room").await?;
@@ -34,6 +35,7 @@ impl Cx<'_> {
                 &s.user,
                 &fingerprint,
                 self.env,
+                &site,
                 t,
                 self.cfg.room_cache_ms,
             )

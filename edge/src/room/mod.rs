@@ -6,6 +6,7 @@
 //! event cache. docs/room.md explains the room to an operator.
 
 mod join;
+mod location;
 mod object;
 pub(crate) mod public;
 mod shard;
@@ -21,7 +22,7 @@ use flashgate_core::wire::Outcome;
 use flashgate_core::{bounded::Bounded, Millis};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use worker::{Env, Method, Request, RequestInit};
+use worker::{Env, Method, Request, RequestInit, Url};
 
 /// The Durable Object binding (wrangler.toml `[[durable_objects.bindings]]`).
 pub const BINDING: &str = "ROOM";
@@ -221,38 +222,106 @@ async fn call<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn remember(event: &EventId, told: &Told, now: Millis, ttl: Millis) {
+/// The public answer's header naming its copy's [`Source`].
+pub const SOURCE_HEADER: &str = "x-flashgate-room-source";
+
+/// Where a copy of the room's public state came from (the answer's
+/// `X-Flashgate-Room-Source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This isolate's memory.
+    Isolate,
+    /// The location's cache, filled by another request there.
+    Location,
+    /// The event's object, read now.
+    Room,
+}
+
+impl Source {
+    /// The header's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Isolate => "isolate",
+            Self::Location => "location",
+            Self::Room => "room",
+        }
+    }
+}
+
+/// The room's public part of `told`: what any shopper may see, without the asking
+/// user's own fields.
+fn public_part(told: &Told) -> Told {
+    Told {
+        position: None,
+        arrival: None,
+        issued_at: None,
+        ..told.clone()
+    }
+}
+
+/// Keeps `told`, read from the object at `at`, in this isolate until `at + ttl`.
+fn remember(event: &EventId, told: &Told, at: Millis, ttl: Millis) {
     TOLD.with(|c| {
         c.borrow_mut()
-            .insert(event.clone(), (now, told.clone()), |(at, _)| {
-                now - at >= ttl
+            .insert(event.clone(), (at, public_part(told)), |(then, _)| {
+                at - then >= ttl
             })
     });
 }
 
+/// This isolate's copy of `event`'s room, if younger than `ttl`.
+fn remembered(event: &EventId, now: Millis, ttl: Millis) -> Option<Told> {
+    TOLD.with(|c| {
+        c.borrow_mut()
+            .get(event)
+            .filter(|(at, _)| now - at < ttl)
+            .map(|(_, t)| t.clone())
+    })
+}
+
 /// Asks the event's object (sealing when due; placing `a.user` behind the draw when
-/// named) and refreshes the isolate's copy of the room's public state.
-async fn ask(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
+/// named) and refreshes the isolate's and the location's copies of the room's public
+/// state.
+async fn ask(a: Ask, env: &Env, site: &Url, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
     let event = a.event.clone();
     let told: Told = call(env, &event, event.as_str(), &Call::Ask(a)).await?;
     remember(&event, &told, now, ttl);
+    location::put(site, &event, &public_part(&told), now, ttl).await;
     Ok(told)
 }
 
-/// The room's public state, from the isolate's memory when younger than `ttl`, else
-/// from the event's object (which advances its admissions, and seals its draw when
-/// due, then): about one object read per isolate per `ttl`, however many shoppers ask.
-pub async fn status(a: Ask, env: &Env, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
-    let cached = TOLD.with(|c| {
-        c.borrow_mut()
-            .get(&a.event)
-            .filter(|(at, _)| now - at < ttl)
-            .map(|(_, t)| t.clone())
-    });
-    if let Some(told) = cached {
-        return Ok(told);
+/// The room's public state, from a copy younger than `ttl` when there is one, else from
+/// the event's object (which advances its admissions, and seals its draw when due,
+/// then): about one object read per location per `ttl`, however many shoppers ask.
+/// `shared` reads the location's copy before the isolate's, so that every isolate of a
+/// location answers the same state (the public answer); otherwise the isolate's own
+/// copy saves a cache read (a purchase's gate). A copy that has not seen the sale sold
+/// out is not taken from an isolate that has: the room learns it from that isolate.
+pub async fn status(
+    a: Ask,
+    env: &Env,
+    site: &Url,
+    now: Millis,
+    ttl: Millis,
+    shared: bool,
+) -> Result<(Told, Source), Outcome> {
+    let usable = |t: &Told| t.sold_out || !a.sold_out;
+    let isolate = || remembered(&a.event, now, ttl).filter(usable);
+    if !shared {
+        if let Some(told) = isolate() {
+            return Ok((told, Source::Isolate));
+        }
     }
-    ask(Ask { user: None, ..a }, env, now, ttl).await
+    let located = location::get(site, &a.event, now, ttl).await;
+    if let Some((at, told)) = located.filter(|(_, t)| usable(t)) {
+        remember(&a.event, &told, at, ttl);
+        return Ok((told, Source::Location));
+    }
+    if let Some(told) = isolate() {
+        return Ok((told, Source::Isolate));
+    }
+    let told = ask(Ask { user: None, ..a }, env, site, now, ttl).await?;
+    Ok((told, Source::Room))
 }
 
 /// Joins `user` to the room of `a.event` (once; every call answers the same entry): in
@@ -264,20 +333,16 @@ pub async fn join(
     user: &UserId,
     fingerprint: &str,
     env: &Env,
+    site: &Url,
     now: Millis,
     ttl: Millis,
 ) -> Result<Told, Outcome> {
     // The event's object first: its commitment exists before any registration.
-    let mut told = status(
-        Ask {
-            user: None,
-            ..a.clone()
-        },
-        env,
-        now,
-        ttl,
-    )
-    .await?;
+    let public = Ask {
+        user: None,
+        ..a.clone()
+    };
+    let (mut told, _) = status(public, env, site, now, ttl, false).await?;
     // The room's own count, fixed on its first call: a later change of the setting
     // never sends a user to another shard.
     let shard = shard_of(user, told.draw.shards);
@@ -303,6 +368,7 @@ pub async fn join(
                 ..a
             },
             env,
+            site,
             crate::now(),
             ttl,
         )
@@ -310,7 +376,7 @@ pub async fn join(
     };
     if told.draw.record.is_none() && crate::now() >= told.draw.draw_at {
         // Due to seal, and this isolate's copy is older: ask (and seal) now.
-        told = ask(Ask { user: None, ..a }, env, crate::now(), ttl).await?;
+        told = ask(Ask { user: None, ..a }, env, site, crate::now(), ttl).await?;
     }
     match &told.draw.record {
         Some(record) => {

@@ -55,14 +55,19 @@ async fn event(cfg: &Config, id: &str) -> std::result::Result<(EventId, CachedEv
 }
 
 /// `GET /api/events/{id}/room`: the room's public state, without identity, from the
-/// isolate's copy (about one object read per isolate per `ROOM_CACHE_MS`).
-pub(crate) async fn status(cfg: &Config, env: &Env, id: &str) -> Result<Response> {
+/// location's copy (about one object read per location per `ROOM_CACHE_MS`);
+/// `X-Flashgate-Room-Source` says where the copy came from.
+pub(crate) async fn status(cfg: &Config, env: &Env, req: &Request, id: &str) -> Result<Response> {
+    let site = req.url()?;
+    let mut source = None;
     let answer = async {
         let settings = cfg.room.ok_or(Outcome::NotFound)?;
         let (id, w) = event(cfg, id).await?;
         let settings = crate::config::event_room(settings, Some(&w));
         let t = now();
-        let told = super::status(ask(settings, &id, &w, t), env, t, cfg.room_cache_ms).await?;
+        let ask = ask(settings, &id, &w, t);
+        let (told, from) = super::status(ask, env, &site, t, cfg.room_cache_ms, true).await?;
+        source = Some(from);
         let sealed = told.draw.record.is_some();
         let phase = room_settings::phase(&settings, w.starts_at, w.ends_at, t, sealed);
         Ok(serde_json::json!({
@@ -75,10 +80,15 @@ pub(crate) async fn status(cfg: &Config, env: &Env, id: &str) -> Result<Response
             "server_time": wire::fmt_time(t),
         }))
     };
-    match answer.await {
-        Ok(body) => json(&body),
-        Err(o) => respond(&o),
+    let answered = answer.await;
+    let resp = match answered {
+        Ok(body) => json(&body)?,
+        Err(o) => respond(&o)?,
+    };
+    if let Some(from) = source {
+        resp.headers().set(super::SOURCE_HEADER, from.as_str())?;
     }
+    Ok(resp)
 }
 
 /// `GET /api/events/{id}/room/entries?shard=K&from=N`: a page of a sealed shard's
@@ -93,6 +103,7 @@ pub(crate) async fn entries(cfg: &Config, env: &Env, req: &Request, id: &str) ->
         })
     };
     let (shard, from) = (query("shard"), query("from"));
+    let site = req.url()?;
     let answer = async {
         let settings = cfg.room.ok_or(Outcome::NotFound)?;
         let number = |v: Option<String>, what: &str| {
@@ -104,7 +115,8 @@ pub(crate) async fn entries(cfg: &Config, env: &Env, req: &Request, id: &str) ->
         let (id, w) = event(cfg, id).await?;
         let settings = crate::config::event_room(settings, Some(&w));
         let t = now();
-        let told = super::status(ask(settings, &id, &w, t), env, t, cfg.room_cache_ms).await?;
+        let ask = ask(settings, &id, &w, t);
+        let (told, _) = super::status(ask, env, &site, t, cfg.room_cache_ms, true).await?;
         let sealed_shards = told.draw.record.as_ref().map(|r| r.shard_roots.len());
         let Some(count) = sealed_shards else {
             return Err(Outcome::NotStarted {
