@@ -7,7 +7,7 @@
 //! the uniform law). The same measure applied to plain arrival order must reject, which
 //! shows the test can see a dependence when there is one.
 //!
-//! `FLASHGATE_LONG_STATS=1` runs the full size (1,000 draws of 10,000 entrants for 500
+//! `FLASHGATE_LONG=1` runs the full size (1,000 draws of 10,000 entrants for 500
 //! units, best with `--release`); the default is a short run that still passes and
 //! rejects as stated.
 
@@ -93,7 +93,7 @@ struct Size {
 }
 
 fn size() -> Size {
-    if std::env::var("FLASHGATE_LONG_STATS").is_ok_and(|v| v == "1") {
+    if std::env::var("FLASHGATE_LONG").is_ok_and(|v| v == "1") {
         Size {
             draws: 1_000,
             entrants: 10_000,

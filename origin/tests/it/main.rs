@@ -14,6 +14,7 @@ mod consumer;
 mod consumer_crash;
 mod faults;
 mod keys;
+mod memory;
 mod purchase;
 mod redis_settings;
 mod rejections;

@@ -245,3 +245,30 @@ impl Drop for Killed {
         self.kill();
     }
 }
+
+/// `flashgate serve` as a process of its own, on a free port, with `settings`' Redis,
+/// broker, topic, key prefix and secrets, plus `extra` variables.
+pub fn serve_binary(
+    settings: &flashgate_origin::config::Settings,
+    extra: &[(&str, &str)],
+) -> (u16, Killed) {
+    use secrecy::ExposeSecret;
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .arg("serve")
+        .env("FLASHGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLASHGATE_REDIS_URL", settings.redis.url.expose_secret())
+        .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka.brokers)
+        .env("FLASHGATE_ORDERS_TOPIC", &settings.kafka.orders_topic)
+        .env("FLASHGATE_KEY_PREFIX", &settings.redis.key_prefix)
+        .env("FLASHGATE_EDGE_SECRET", crate::helpers::EDGE_SECRET)
+        .env("FLASHGATE_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .envs(extra.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flashgate serve starts");
+    (port, Killed(child))
+}
