@@ -52,6 +52,10 @@ pub fn stats(req: &Request, guard: &Guard, ip: Option<IpAddr>) -> Result<Respons
             },
             "tickets_issued": i.counters.tickets_issued,
             "limiters": i.counters.limiters,
+            "analytics": {
+                "points": i.counters.analytics_points,
+                "failed": i.counters.analytics_failed,
+            },
             "memory": memory,
         })
     });

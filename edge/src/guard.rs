@@ -31,6 +31,10 @@ pub struct Counters {
     pub tickets_issued: u64,
     /// Rate-limit binding answers, by binding and outcome.
     pub limiters: BTreeMap<String, u64>,
+    /// Data points written to Analytics Engine.
+    pub analytics_points: u64,
+    /// Analytics Engine writes that failed.
+    pub analytics_failed: u64,
 }
 
 /// Shortest time between two log lines of bot verdicts from one isolate.

@@ -17,10 +17,12 @@
 //! - [`guard`]: the isolate's bucket, bot tracker and counters; rate-limit bindings;
 //!   Turnstile.
 //! - [`control`]: the edge's own `/__edge/` endpoints (stats, dev overrides).
+//! - [`analytics`]: a Workers Analytics Engine data point per shopper answer.
 //! - [`room`]: the event's room (behind `ROOM_ENABLED`): its Durable Object, and the
-//!   isolate's copy of its public schedule; docs/room.md.
+//!   location's and the isolate's copies of its public state; docs/room.md.
 #![deny(unsafe_code)]
 
+mod analytics;
 mod config;
 mod control;
 mod guard;
@@ -100,12 +102,29 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         env: &env,
         head: &head,
     };
-    match (segments.as_slice(), method) {
-        (["api", "page"], Method::Get | Method::Head) => json(&guard::PageSettings::of(&cfg)),
+    let answered = route(&mut req, &env, &cx, &segments, method).await;
+    if let (["api", "events", event, rest @ ..], Ok(resp)) = (segments.as_slice(), &answered) {
+        let endpoint = rest.first().copied().unwrap_or("event");
+        analytics::record(&env, event, endpoint, resp.status_code());
+    }
+    answered
+}
+
+/// The shopper API and the activity page.
+async fn route(
+    req: &mut Request,
+    env: &Env,
+    cx: &Cx<'_>,
+    segments: &[&str],
+    method: Method,
+) -> Result<Response> {
+    let cfg = cx.cfg;
+    match (segments, method) {
+        (["api", "page"], Method::Get | Method::Head) => json(&guard::PageSettings::of(cfg)),
         (["api", "page"], _) => not_allowed("GET, HEAD"),
-        (["api", "events", id], Method::Get | Method::Head) => event_info(&cfg, id).await,
-        (["api", "events", id, "ticket"], Method::Post) => cx.ticket(&mut req, id).await,
-        (["api", "events", id, "purchase"], Method::Post) => cx.purchase(&mut req, id).await,
+        (["api", "events", id], Method::Get | Method::Head) => event_info(cfg, id).await,
+        (["api", "events", id, "ticket"], Method::Post) => cx.ticket(req, id).await,
+        (["api", "events", id, "purchase"], Method::Post) => cx.purchase(req, id).await,
         // A HEAD is answered as the GET (the runtime sends no body).
         (["api", "events", id, "order"], Method::Get | Method::Head) => cx.order(id).await,
         (["api", "events", _], _) => not_allowed("GET, HEAD"),
@@ -113,21 +132,21 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (["api", "events", _, "ticket" | "purchase"], _) => not_allowed("POST"),
         // Without the room, its path is unknown, as it always was.
         (["api", "events", id, "room"], Method::Post) if cfg.room.is_some() => {
-            cx.room_join(&mut req, id).await
+            cx.room_join(req, id).await
         }
         (["api", "events", id, "room"], Method::Get | Method::Head) if cfg.room.is_some() => {
-            room::public::status(&cfg, &env, &req, id).await
+            room::public::status(cfg, env, req, id).await
         }
         (["api", "events", id, "room", "entries"], Method::Get | Method::Head)
             if cfg.room.is_some() =>
         {
-            room::public::entries(&cfg, &env, &req, id).await
+            room::public::entries(cfg, env, req, id).await
         }
         (["api", "events", _, "room", "entries"], _) if cfg.room.is_some() => {
             not_allowed("GET, HEAD")
         }
         (["api", "events", _, "room"], _) if cfg.room.is_some() => not_allowed("GET, HEAD, POST"),
-        (["e", id], Method::Get | Method::Head) => activity_page(&env, id).await,
+        (["e", id], Method::Get | Method::Head) => activity_page(env, id).await,
         _ => respond(&Outcome::NotFound),
     }
 }

@@ -3,7 +3,7 @@
 # stack is up): the top level of wrangler.toml (local: loopback allow-listed, dev
 # controls on) has a name of its own and refuses to be deployed or uploaded without
 # `--env`; for the dev and production environments the custom build runs, the bundle is
-# written, the rate-limit bindings and the assets are there, production allow-lists
+# written, the rate-limit and Analytics Engine bindings and the assets are there, production allow-lists
 # nobody with dev controls off, and the wasm stays within Cloudflare's size limit (3 MiB
 # gzip on the free plan; flashgate's target is 1 MiB).
 set -euo pipefail
@@ -49,7 +49,7 @@ for env in dev production; do
     echo "edge-deploy: wrangler deploy --dry-run --env $env failed" >&2
     exit 1
   fi
-  for want in PURCHASE_LIMITER TICKET_LIMITER "--dry-run: exiting now"; do
+  for want in PURCHASE_LIMITER TICKET_LIMITER ANALYTICS "--dry-run: exiting now"; do
     grep -q -- "$want" "$log" || { cat "$log" >&2; echo "edge-deploy: $env: '$want' not in the output" >&2; exit 1; }
   done
   if grep -q 'not inherited by environments' "$log"; then

@@ -110,6 +110,22 @@ test('202, 200 (at once and after the sell-out) and 409 through the edge; a sold
   }
 });
 
+test('every shopper answer about an event is one Analytics Engine data point', async () => {
+  // The local binding keeps nothing (wrangler dev); the isolate counts its writes.
+  const event = await putEvent(`edge-${run}-points`, 1, 3_600_000, 7_200_000);
+  const before = (await stats()).analytics;
+  const answers = [
+    await call('GET', `/api/events/${event}`),
+    await call('GET', `/api/events/${event}-none`),
+    await call('POST', `/api/events/${event}/purchase`, { body: {} }),
+  ];
+  assert.deepEqual(answers.map((a) => a.status), [200, 404, 401]);
+  // Not about an event: no point.
+  assert.equal((await call('GET', '/api/page')).status, 200);
+  const after = (await stats()).analytics;
+  assert.deepEqual([after.points - before.points, after.failed - before.failed], [3, 0]);
+});
+
 async function soldOutRows(event, [alice, bob, carol], [ta, tb, tc]) {
   const before = await originCounts();
   const bought = await purchase(event, { token: alice.token, ticket: ta });
