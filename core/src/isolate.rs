@@ -65,6 +65,9 @@ pub enum Use {
 }
 
 /// What the isolate knows about an event id.
+// Returned once per request and matched at once: boxing the window would allocate on
+// every request for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recall {
     /// A fresh window.

@@ -234,7 +234,6 @@ fn room_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<RoomSettings, &
         session_ms: read(get, "ROOM_SESSION_MS", d.session_ms)?,
         fair_start_ms: read(get, "ROOM_FAIR_START_MS", d.fair_start_ms)?,
         shards: read(get, "ROOM_SHARDS", d.shards)?,
-        ..d
     };
     s.validate().map_err(|e| match e.field {
         "admit_per_second" => "ROOM_ADMIT_PER_SECOND",

@@ -21,12 +21,6 @@ pub struct RoomSettings {
     pub margin_per_mille: u32,
     /// How long an admission stays valid (default 120 000: two minutes).
     pub session_ms: Millis,
-    /// Whether every shopper goes through the room even when nobody waits ahead of them
-    /// (default false: the room stands aside while it has capacity to spare). Not the
-    /// sale's kill switch: that is the event's pause. Not read or written as JSON yet:
-    /// with the room on, every purchase goes through it today.
-    #[serde(skip)]
-    pub queue_when_idle: bool,
     /// How many shard objects take the draw's registrations (default 4), each a few
     /// hundred a second at most; fixed for an event once registration has opened.
     pub shards: u32,
@@ -40,7 +34,6 @@ impl Default for RoomSettings {
             prequeue_ms: 300_000,
             margin_per_mille: 1_100,
             session_ms: 120_000,
-            queue_when_idle: false,
             shards: 4,
         }
     }
@@ -263,7 +256,7 @@ mod tests {
         assert!(bounds.contains("from 1000 to 2000"), "{bounds}");
         assert!(err(serde_json::json!([1])).contains("JSON object"));
         // The kill switch is the pause, not a room setting.
-        assert!(err(serde_json::json!({"queue_when_idle": true})).contains("unknown field"));
+        assert!(err(serde_json::json!({"queue_all": true})).contains("unknown field"));
         assert_eq!(
             RoomSettings::from_json(&serde_json::json!({})),
             Ok(RoomSettings::default())

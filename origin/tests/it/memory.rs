@@ -1,5 +1,7 @@
 //! A client cannot grow the origin's memory with event ids that do not exist: each is
 //! answered 404 and forgotten past the event cache's bound, while purchases go on.
+//! Purchases' p99 under those ids and under requests for a known event are
+//! printed side by side.
 
 use crate::helpers::*;
 use crate::servers::serve_binary;
@@ -8,14 +10,17 @@ use std::time::{Duration, Instant};
 
 /// Distinct unknown ids asked, a warm-up that fills the cache once included;
 /// `FLASHGATE_LONG=1` asks 200,000.
-const UNKNOWN: usize = 60_000;
+const UNKNOWN: usize = 80_000;
 const UNKNOWN_LONG: usize = 200_000;
 const WARM_UP: usize = 20_000;
+/// Requests for the known event, while the control purchases run.
+const CONTROL: usize = 20_000;
 /// Requests in flight.
 const WIDTH: usize = 32;
-/// Most the origin's RSS may grow over the flood after the warm-up. Kept, the ids would
-/// take about 130 bytes each (5 MB for 40,000, 23 MB for 180,000).
-const GROWTH_BOUND_KIB: u64 = 2 * 1024;
+/// Most the origin's RSS may grow over the flood after the warm-up: the allocator and a
+/// cache of bounded size move it by up to about 2 MiB. Kept, the ids would take about
+/// 130 bytes each (7.8 MB for these 60,000, 23 MB for 180,000).
+const GROWTH_BOUND_KIB: u64 = 4 * 1024;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -26,20 +31,26 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// Asks for every id in `ids` (none exists); each must be 404.
-async fn flood(app: &TestApp, run: &str, ids: std::ops::Range<usize>) {
-    let asked = futures::stream::iter(ids)
+/// Asks `n` times for an event: `known`'s, or made-up ids numbered from `from` (each
+/// must then be 404).
+async fn flood(app: &TestApp, run: &str, known: Option<&str>, from: usize, n: usize) {
+    let asked = futures::stream::iter(from..from + n)
         .map(|i| async move {
-            app.signed("GET", &format!("/api/events/{run}-x{i}"), None, b"")
+            let id = known.map_or_else(|| format!("{run}-x{i}"), str::to_owned);
+            app.signed("GET", &format!("/api/events/{id}"), None, b"")
                 .await
                 .status
         })
         .buffer_unordered(WIDTH);
     let statuses: Vec<u16> = asked.collect().await;
+    // 503 is the origin shedding load on a busy machine (the adaptive limit); anything
+    // else is wrong, and most must be answered.
+    let want = if known.is_some() { 200 } else { 404 };
+    let answered = statuses.iter().filter(|s| **s == want).count();
     assert!(
-        statuses.iter().all(|s| *s == 404),
-        "an unknown id answered other than 404: {:?}",
-        statuses.iter().find(|s| **s != 404)
+        statuses.iter().all(|s| *s == want || *s == 503) && answered >= n * 9 / 10,
+        "{answered} of {n} event infos answered {want}; another answer: {:?}",
+        statuses.iter().find(|s| **s != want)
     );
 }
 
@@ -79,25 +90,33 @@ async fn unknown_event_ids_leave_the_origins_memory_bounded() {
     } else {
         UNKNOWN
     };
-    flood(&app, &run, 0..WARM_UP).await;
-    let quiet = buy(&app, &event, "quiet", 200).await;
+    // The warm-up fills the cache once and the allocator's pools with both kinds of work.
+    tokio::join!(
+        flood(&app, &run, None, 0, WARM_UP),
+        buy(&app, &event, "warm", 200)
+    );
+    let n = unknown - WARM_UP;
     let before = rss_kib(pid);
     let (_, during) = tokio::join!(
-        flood(&app, &run, WARM_UP..unknown),
+        flood(&app, &run, None, WARM_UP, n),
         buy(&app, &event, "busy", 400)
     );
     let after = rss_kib(pid);
-    // Purchases' latency is information (no timing assertion on a shared machine).
+    // The same load of a known id, for comparison: purchases' p99 under the unknown ids
+    // against this, printed (no timing assertion on a shared machine).
+    let (_, control) = tokio::join!(
+        flood(&app, &run, Some(&event), 0, CONTROL),
+        buy(&app, &event, "control", 400)
+    );
     eprintln!(
-        "memory: RSS {before} → {after} KiB over {} unknown ids; purchase p99 {quiet:?} quiet, {during:?} during",
-        unknown - WARM_UP
+        "memory: RSS {before} → {after} KiB over {n} unknown ids; purchase p99 {during:?} \
+         under them, {control:?} under requests for a known event at the same pace"
     );
     assert!(
         after.saturating_sub(before) < GROWTH_BOUND_KIB,
-        "the origin's RSS grew {} KiB over {} unknown ids (bound {GROWTH_BOUND_KIB} KiB)",
+        "the origin's RSS grew {} KiB over {n} unknown ids (bound {GROWTH_BOUND_KIB} KiB)",
         after - before,
-        unknown - WARM_UP
     );
     let stats = app.stats(&event).await;
-    assert_eq!(stats["stock_left"], 10_000 - 600, "{stats}");
+    assert_eq!(stats["stock_left"], 10_000 - 1_000, "{stats}");
 }
