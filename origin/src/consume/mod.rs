@@ -21,9 +21,11 @@
 //! - `read`: batches from Kafka, with backpressure.
 //! - [`write`]: a batch into MariaDB, idempotently (`Fate` of each order).
 //! - `settle`: Redis told what became of each order; offsets committed after.
-//! - `lag`, `stalls`: what the consumer reports and the rejoin of orphaned partitions.
+//! - `lag`, `stalls`: what the consumer reports and the rejoin of orphaned partitions;
+//!   `group`: the group's view of who owns which partition, which that rejoin goes by.
 //! - `retry`: backoff and the connections kept between batches.
 
+mod group;
 mod lag;
 mod read;
 mod retry;
@@ -143,7 +145,7 @@ impl Consumer {
         {
             tracing::warn!(error = %format!("{e:#}"), "dead-letter topic not ready; poison messages will wait");
         }
-        let (stalled_tx, stalled) = watch::channel(Vec::new());
+        let (stalled_tx, stalled) = watch::channel(Default::default());
         let stall_after = Duration::from_millis(this.settings.stall_rejoin_ms);
         let stalls = (!stall_after.is_zero()).then(|| {
             tokio::spawn(watch_stalls(

@@ -1,6 +1,7 @@
 //! Reading batches from Kafka, with backpressure: the reader pauses its partitions
 //! rather than buffering while the writer is behind.
 
+use super::stalls::Stalled;
 use super::write::{Lookup, Order};
 use super::Consumer;
 use crate::shutdown::Shutdown;
@@ -53,7 +54,7 @@ impl Consumer {
     pub(super) async fn read(
         self: Arc<Self>,
         tx: tokio::sync::mpsc::Sender<Batch>,
-        mut stalled: watch::Receiver<Vec<i32>>,
+        mut stalled: watch::Receiver<Stalled>,
         mut shutdown: Shutdown,
     ) -> anyhow::Result<()> {
         let flush = Duration::from_millis(self.settings.flush_ms);
@@ -70,7 +71,7 @@ impl Consumer {
                 return Ok(());
             }
             let stuck = stalled.borrow_and_update().clone();
-            if stuck.is_empty() {
+            if stuck.stuck.is_empty() {
                 rejoin_after = stall_after;
                 empty_since = None;
             } else if last_rejoin.is_none_or(|at| at.elapsed() >= rejoin_after)

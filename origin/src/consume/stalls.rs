@@ -1,6 +1,7 @@
 //! Partitions nobody reads: found from the group's view, answered by a rejoin. See
 //! docs/operations.md for the broker behaviour this works around.
 
+use super::group::Owners;
 use super::Consumer;
 use crate::kafka::client_config;
 use crate::shutdown::Shutdown;
@@ -12,45 +13,68 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Whether a member that holds `mine` should leave and rejoin the group for the `stuck`
-/// partitions (see [`Consumer::rejoin_if_orphaned`]): none of them is its own, and
-/// it holds something, or has held nothing since `stall_after` before `now`.
+/// Partitions with a backlog and no progress for the stall time, and who owns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Stalled {
+    pub(super) stuck: Vec<i32>,
+    /// The group's view of their owners, asked only while something is stuck.
+    pub(super) owners: Owners,
+}
+
+/// Whether a member that holds `mine` should leave and rejoin the group for the stuck
+/// partitions (see [`Consumer::rejoin_if_orphaned`]). Never when one of them is its own
+/// (the trouble is here: a rebalance would not cure it). Otherwise it goes by the group's
+/// view: where the coordinator reports assignments, only for a partition no live member
+/// owns in a stable group (a correct coordinator is never fought); where it reports
+/// none (tansu 0.6), when the member holds something, or has held nothing since
+/// `stall_after` before `now`.
 fn orphaned(
     mine: &HashSet<i32>,
-    stuck: &[i32],
+    stalled: &Stalled,
     empty_since: &mut Option<Instant>,
     now: Instant,
     stall_after: Duration,
 ) -> bool {
-    if mine.is_empty() {
-        let since = *empty_since.get_or_insert(now);
-        if now.duration_since(since) < stall_after {
-            return false;
-        }
-    } else if stuck.iter().any(|p| mine.contains(p)) {
+    let stuck = &stalled.stuck;
+    if stuck.is_empty() || stuck.iter().any(|p| mine.contains(p)) {
         *empty_since = None;
         return false;
     }
-    *empty_since = None;
-    true
+    match &stalled.owners {
+        Owners::Unknown => false,
+        Owners::Reported { stable, owned } => {
+            *empty_since = None;
+            *stable && stuck.iter().any(|p| !owned.contains(p))
+        }
+        Owners::NotReported => {
+            if mine.is_empty() {
+                let since = *empty_since.get_or_insert(now);
+                if now.duration_since(since) < stall_after {
+                    return false;
+                }
+            }
+            *empty_since = None;
+            true
+        }
+    }
 }
 
 /// Every 2 s, looks for partitions of `topic` that have a backlog (high watermark past the
 /// group's committed offset) and whose committed offset has not moved for `stall_after`,
-/// and publishes them (a plain client of the group that never joins it, off the consuming
-/// path).
+/// and publishes them with the group's view of their owners (a plain client of the group
+/// that never joins it, off the consuming path).
 ///
-/// Why: a group coordinator can leave a dead member's partitions assigned to it (seen
-/// with tansu 0.6; docs/operations.md, "Partitions nobody reads"), and nothing on the client
-/// side reports it. `Consumer::read` answers a stall on a partition it does not own by
-/// leaving and rejoining the group. The number of stuck partitions is the gauge
+/// Why: a group coordinator can leave a dead member's partitions assigned to it (tansu
+/// 0.6; docs/operations.md, "Partitions nobody reads"), and nothing on the client side
+/// reports it. `Consumer::read` answers a stall on a partition that no live member owns
+/// by leaving and rejoining the group. The number of stuck partitions is the gauge
 /// `flashgate_consumer_stalled_partitions`.
 pub(super) async fn watch_stalls(
     brokers: String,
     group: String,
     topic: String,
     stall_after: Duration,
-    stalled: watch::Sender<Vec<i32>>,
+    stalled: watch::Sender<Stalled>,
     mut shutdown: Shutdown,
 ) {
     let Ok(client) = client_config(&brokers)
@@ -65,6 +89,8 @@ pub(super) async fn watch_stalls(
     // Per partition: the committed position last seen and since when it has not moved.
     let mut seen: HashMap<i32, (i64, Instant)> = HashMap::new();
     let mut answered_at = Instant::now();
+    // Whether the coordinator has ever reported the members' assignments.
+    let mut reported = false;
     const OUTAGE: Duration = Duration::from_secs(10);
     loop {
         tokio::select! {
@@ -131,29 +157,70 @@ pub(super) async fn watch_stalls(
         // The group's view, the same in every member: a member left without partitions
         // reports no lag of its own, so this is what shows orders nobody reads.
         metrics::gauge!("flashgate_consumer_stalled_partitions").set(stuck.len() as f64);
+        let owners = if stuck.is_empty() {
+            Owners::Unknown
+        } else {
+            match owners(&client, &group, &topic).await {
+                Some(owners) => {
+                    reported |= matches!(owners, Owners::Reported { .. });
+                    owners
+                }
+                // A coordinator that has reported assignments before is only away for a
+                // moment; one that never answers (librdkafka's group listing fails against
+                // tansu 0.6) gets the rule for a view without assignments.
+                None if reported => Owners::Unknown,
+                None => Owners::NotReported,
+            }
+        };
+        if !stuck.is_empty() {
+            tracing::debug!(stuck = ?stuck, owners = ?owners, "the group's view of stuck partitions");
+        }
+        let now_stalled = Stalled { stuck, owners };
         // Said again every round while something is stuck, so that an idle consumer
         // whose last rejoin did not help tries again once `stall_after` has passed.
         stalled.send_if_modified(|old| {
-            let changed = !stuck.is_empty() || *old != stuck;
-            *old = stuck;
+            let changed = !now_stalled.stuck.is_empty() || *old != now_stalled;
+            *old = now_stalled;
             changed
         });
     }
 }
 
+/// The group's view of who owns the partitions of `topic` (ListGroups, DescribeGroups);
+/// `None` when it could not be had.
+async fn owners(
+    client: &Arc<rdkafka::consumer::BaseConsumer>,
+    group: &str,
+    topic: &str,
+) -> Option<Owners> {
+    let (c, g, t) = (client.clone(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let list = c.fetch_group_list(Some(&g), Duration::from_secs(2));
+        let list = list
+            .inspect_err(|e| tracing::debug!(error = %e, "the group's view could not be had"))
+            .ok()?;
+        let info = list.groups().iter().find(|i| i.name() == g)?;
+        Some(Owners::of(info, &t))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 impl Consumer {
-    /// `stuck` partitions have a backlog and no progress; if none of them is this
-    /// consumer's, leaves the group and joins it again (see [`watch_stalls`]). One of our
-    /// own stuck means the trouble is here (e.g. the database), which a rebalance would
-    /// not cure.
+    /// `stalled` partitions have a backlog and no progress; if no live member owns them
+    /// (as far as the group's view tells), leaves the group and joins it again (see
+    /// [`watch_stalls`] and [`orphaned`]). One of our own stuck means the trouble is here
+    /// (e.g. the database), which a rebalance would not cure.
     ///
-    /// An empty assignment is a rebalance under way for a moment; held for `stall_after`
-    /// (tracked in `empty_since`) while partitions are stuck, it is this member left out:
-    /// a consumer restarted after a kill -9 can join a group whose coordinator still
-    /// gives every partition to the dead member, and nothing would ever read them.
+    /// Where the coordinator does not report assignments, an empty assignment is a
+    /// rebalance under way for a moment; held for `stall_after` (tracked in
+    /// `empty_since`) while partitions are stuck, it is this member left out: a consumer
+    /// restarted after a kill -9 can join a group whose coordinator still gives every
+    /// partition to the dead member, and nothing would ever read them.
     pub(super) fn rejoin_if_orphaned(
         &self,
-        stuck: &[i32],
+        stalled: &Stalled,
         stall_after: Duration,
         empty_since: &mut Option<Instant>,
     ) -> anyhow::Result<bool> {
@@ -166,7 +233,13 @@ impl Consumer {
                 .collect(),
             Err(_) => return Ok(false),
         };
-        if !orphaned(&mine, stuck, empty_since, Instant::now(), stall_after) {
+        let stuck = &stalled.stuck;
+        if !orphaned(&mine, stalled, empty_since, Instant::now(), stall_after) {
+            let ours: Vec<i32> = stuck.iter().copied().filter(|p| mine.contains(p)).collect();
+            // Another live member's partitions: that member speaks for them.
+            if ours.is_empty() && stalled.owners != Owners::NotReported {
+                return Ok(false);
+            }
             // Our own partitions stuck (or an empty assignment not yet old enough to
             // rejoin): say so once per stall time while it lasts, so that a consumer that
             // stopped making progress is never silent about it.
@@ -175,7 +248,6 @@ impl Consumer {
                 return Ok(false);
             }
             *warned = Some(Instant::now());
-            let ours: Vec<i32> = stuck.iter().copied().filter(|p| mine.contains(p)).collect();
             tracing::warn!(
                 stuck = ?stuck,
                 ours = ?ours,
@@ -189,7 +261,7 @@ impl Consumer {
             partitions = ?stuck,
             assigned = ?mine,
             stalled_for_ms = stall_after.as_millis() as u64,
-            "partitions with a backlog made no progress and are not ours; leaving and rejoining the group for a fresh assignment"
+            "partitions with a backlog made no progress and no live member owns them; leaving and rejoining the group for a fresh assignment"
         );
         metrics::counter!("flashgate_consumer_forced_rejoins_total").increment(1);
         self.consumer.unsubscribe();
@@ -206,6 +278,13 @@ mod tests {
     use std::collections::HashSet;
     use std::time::{Duration, Instant};
 
+    fn stalled(stuck: &[i32], owners: Owners) -> Stalled {
+        Stalled {
+            stuck: stuck.to_vec(),
+            owners,
+        }
+    }
+
     #[test]
     fn a_member_rejoins_for_stuck_partitions_it_does_not_hold() {
         let stall = Duration::from_secs(20);
@@ -213,9 +292,51 @@ mod tests {
         let mine: HashSet<i32> = [0].into();
         let mut since = None;
         // Its own partition is stuck: the trouble is here, a rebalance would not help.
-        assert!(!orphaned(&mine, &[0, 1], &mut since, t0, stall));
+        let own = stalled(&[0, 1], Owners::NotReported);
+        assert!(!orphaned(&mine, &own, &mut since, t0, stall));
         // Only others' partitions are stuck: a fresh assignment may give them to it.
-        assert!(orphaned(&mine, &[1, 2], &mut since, t0, stall));
+        let others = stalled(&[1, 2], Owners::NotReported);
+        assert!(orphaned(&mine, &others, &mut since, t0, stall));
+        // Unless the group's view could not be had this round: nothing is done on a guess.
+        let unknown = stalled(&[1, 2], Owners::Unknown);
+        assert!(!orphaned(&mine, &unknown, &mut since, t0, stall));
+    }
+
+    #[test]
+    fn a_correct_coordinator_is_never_fought() {
+        let stall = Duration::from_secs(20);
+        let t0 = Instant::now();
+        let reported = |stable, owned: &[i32]| Owners::Reported {
+            stable,
+            owned: owned.iter().copied().collect(),
+        };
+        for mine in [HashSet::from([0]), HashSet::new()] {
+            let mut since = None;
+            // Another live member owns the stuck partitions (its database is slow, say):
+            // quiet, however long it lasts, with partitions or without.
+            let owned = stalled(&[1, 2], reported(true, &[0, 1, 2]));
+            for later in [0, 1, 2, 10] {
+                assert!(!orphaned(
+                    &mine,
+                    &owned,
+                    &mut since,
+                    t0 + stall * later,
+                    stall
+                ));
+            }
+            // A rebalance under way: the coordinator is at work.
+            let moving = stalled(&[1, 2], reported(false, &[0]));
+            assert!(!orphaned(
+                &mine,
+                &moving,
+                &mut since,
+                t0 + stall * 20,
+                stall
+            ));
+            // A stable group in which no live member owns partition 2: rejoin.
+            let orphan = stalled(&[1, 2], reported(true, &[0, 1]));
+            assert!(orphaned(&mine, &orphan, &mut since, t0, stall));
+        }
     }
 
     #[test]
@@ -223,36 +344,26 @@ mod tests {
         let stall = Duration::from_secs(20);
         let t0 = Instant::now();
         let none = HashSet::new();
+        let all = stalled(&[0, 1, 2], Owners::NotReported);
+        let first = stalled(&[0], Owners::NotReported);
         let mut since = None;
         // Empty for a moment: a rebalance under way.
-        assert!(!orphaned(&none, &[0, 1, 2], &mut since, t0, stall));
-        assert!(!orphaned(
-            &none,
-            &[0, 1, 2],
-            &mut since,
-            t0 + stall / 2,
-            stall
-        ));
+        assert!(!orphaned(&none, &all, &mut since, t0, stall));
+        assert!(!orphaned(&none, &all, &mut since, t0 + stall / 2, stall));
         // Empty as long as a stall: left out while every partition waits.
-        assert!(orphaned(&none, &[0, 1, 2], &mut since, t0 + stall, stall));
+        assert!(orphaned(&none, &all, &mut since, t0 + stall, stall));
         // The rejoin starts the count again.
-        assert!(!orphaned(
-            &none,
-            &[0, 1, 2],
-            &mut since,
-            t0 + stall * 2,
-            stall
-        ));
+        assert!(!orphaned(&none, &all, &mut since, t0 + stall * 2, stall));
         // A member that got something in between counts from its next empty spell.
         let mut since = None;
-        assert!(!orphaned(&none, &[0], &mut since, t0, stall));
+        assert!(!orphaned(&none, &first, &mut since, t0, stall));
         assert!(!orphaned(
             &[0].into(),
-            &[0],
+            &first,
             &mut since,
             t0 + stall / 2,
             stall
         ));
-        assert!(!orphaned(&none, &[0], &mut since, t0 + stall, stall));
+        assert!(!orphaned(&none, &first, &mut since, t0 + stall, stall));
     }
 }
