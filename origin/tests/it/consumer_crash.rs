@@ -11,7 +11,7 @@ fn spawn_consumer(settings: &flashgate_origin::config::Settings, mysql_url: &str
     spawn_consumer_with(settings, mysql_url, &[])
 }
 
-fn spawn_consumer_with(
+pub fn spawn_consumer_with(
     settings: &flashgate_origin::config::Settings,
     mysql_url: &str,
     extra: &[(&str, String)],
@@ -96,7 +96,7 @@ async fn stop_gracefully(consumer: &mut Killed) {
     assert!(status.success(), "{status}");
 }
 
-async fn wait_rows(url: &str, at_least: i64, secs: u64) {
+pub async fn wait_rows(url: &str, at_least: i64, secs: u64) {
     eventually(&format!("{at_least} rows"), secs, || async {
         rows(url).await.is_some_and(|n| n >= at_least)
     })
@@ -243,10 +243,20 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// `n` orders of event `bulk` (ids `ord-<i>`, one user each) on a topic of `partitions`,
 /// packed as the relay packs them.
 async fn produce_bulk(s: &flashgate_origin::config::Settings, partitions: i32, n: usize) {
+    produce_orders(s, partitions, 0..n).await;
+}
+
+/// The orders `ord-<i>` of event `bulk` for `ids` (one user each) on a topic of
+/// `partitions`, packed as the relay packs them.
+pub async fn produce_orders(
+    s: &flashgate_origin::config::Settings,
+    partitions: i32,
+    ids: std::ops::Range<usize>,
+) {
     flashgate_origin::kafka::ensure_topic(&s.kafka.brokers, &s.kafka.orders_topic, partitions)
         .await
         .expect("topic");
-    let orders: Vec<_> = (0..n)
+    let orders: Vec<_> = ids
         .map(|i| message(&format!("ord-{i}"), "bulk", &format!("user-{i}")))
         .collect();
     let payloads =
@@ -258,7 +268,7 @@ async fn produce_bulk(s: &flashgate_origin::config::Settings, partitions: i32, n
 }
 
 /// Exactly `n` rows, one per user, and no failure: every order written once.
-async fn every_order_once(url: &str, n: usize) {
+pub async fn every_order_once(url: &str, n: usize) {
     let pool = db::connect(url).await.expect("db");
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, n as i64);
     assert_eq!(

@@ -15,6 +15,8 @@ mod consumer_crash;
 mod faults;
 mod keys;
 mod memory;
+mod netns;
+mod partition;
 mod purchase;
 mod redis_settings;
 mod rejections;

@@ -2,6 +2,7 @@
 //! restart, and child processes killed when dropped.
 
 use crate::helpers::{service, unique};
+use crate::netns::Netns;
 use std::time::Duration;
 
 /// A free loopback port.
@@ -14,6 +15,8 @@ pub fn free_port() -> u16 {
 
 /// A server process of the test's own (Redis or the broker) that it can stop and restart.
 pub struct OwnServer {
+    /// Where it listens: loopback, or its namespace's address (see `crate::netns`).
+    pub host: std::net::Ipv4Addr,
     pub port: u16,
     dir: std::path::PathBuf,
     program: String,
@@ -47,6 +50,12 @@ impl OwnServer {
 
     /// A Redis with AOF on, and these arguments besides.
     pub fn redis_with(tls: bool, extra: &[String]) -> Self {
+        Self::redis_in(None, tls, extra)
+    }
+
+    /// A [`OwnServer::redis_with`] inside `ns` (on loopback without one).
+    pub fn redis_in(ns: Option<&Netns>, tls: bool, extra: &[String]) -> Self {
+        let host = ns.map_or(std::net::Ipv4Addr::LOCALHOST, Netns::inner);
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("fg-redis-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -57,7 +66,10 @@ impl OwnServer {
         };
         let mut args = [
             "--bind",
-            "127.0.0.1",
+            &host.to_string(),
+            // Reached from the root namespace, not from loopback; nothing else can.
+            "--protected-mode",
+            if ns.is_some() { "no" } else { "yes" },
             "--port",
             &plain.to_string(),
             "--tls-port",
@@ -78,15 +90,21 @@ impl OwnServer {
         .map(str::to_owned)
         .to_vec();
         args.extend_from_slice(extra);
-        Self::start(port, dir, "redis-server".into(), args)
+        Self::start_in(ns, host, port, dir, "redis-server".into(), args)
     }
 
     /// A tansu broker with sqlite storage, in its own temp dir.
     pub fn broker() -> Self {
+        Self::broker_in(None)
+    }
+
+    /// A [`OwnServer::broker`] inside `ns` (on loopback without one).
+    pub fn broker_in(ns: Option<&Netns>) -> Self {
+        let host = ns.map_or(std::net::Ipv4Addr::LOCALHOST, Netns::inner);
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("fg-kafka-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = format!("tcp://{host}:{port}");
         let args = [
             "broker",
             "--listener-url",
@@ -98,7 +116,14 @@ impl OwnServer {
         ]
         .map(str::to_owned)
         .to_vec();
-        Self::start(port, dir, service("FLASHGATE_TEST_TANSU_BIN"), args)
+        Self::start_in(
+            ns,
+            host,
+            port,
+            dir,
+            service("FLASHGATE_TEST_TANSU_BIN"),
+            args,
+        )
     }
 
     /// A MariaDB with its own data dir; `url()` names database `flashgate`.
@@ -170,7 +195,30 @@ impl OwnServer {
     }
 
     fn start(port: u16, dir: std::path::PathBuf, program: String, args: Vec<String>) -> Self {
+        let host = std::net::Ipv4Addr::LOCALHOST;
+        Self::start_in(None, host, port, dir, program, args)
+    }
+
+    /// Starts `program` inside `ns` (with `ip netns exec`, which becomes the program, so
+    /// that its pid is the server's) or, without one, here.
+    fn start_in(
+        ns: Option<&Netns>,
+        host: std::net::Ipv4Addr,
+        port: u16,
+        dir: std::path::PathBuf,
+        program: String,
+        args: Vec<String>,
+    ) -> Self {
+        let (program, args) = match ns {
+            Some(ns) => {
+                let (ip, mut exec) = ns.exec(&program);
+                exec.extend(args);
+                (ip, exec)
+            }
+            None => (program, args),
+        };
         let mut s = Self {
+            host,
             port,
             dir,
             program,
@@ -193,7 +241,7 @@ impl OwnServer {
             .expect("server starts");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.host, self.port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{} did not open its port",
