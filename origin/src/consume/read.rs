@@ -70,12 +70,12 @@ impl Consumer {
             if shutdown.is_shutdown() {
                 return Ok(());
             }
-            let stuck = stalled.borrow_and_update().clone();
-            if stuck.stuck.is_empty() {
+            let latest = stalled.borrow_and_update().clone();
+            if latest.stuck.is_empty() {
                 rejoin_after = stall_after;
                 empty_since = None;
             } else if last_rejoin.is_none_or(|at| at.elapsed() >= rejoin_after)
-                && self.rejoin_if_orphaned(&stuck, stall_after, &mut empty_since)?
+                && self.rejoin_if_orphaned(&latest, stall_after, &mut empty_since)?
             {
                 if last_rejoin.is_some() {
                     rejoin_after = (rejoin_after * 2).min(stall_after * 16);
