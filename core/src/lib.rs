@@ -15,6 +15,8 @@
 //! - [`gate`]: an event's phase and state from its window, its stock and the time.
 //! - [`bucket`]: a token bucket with injected time (edge global limiter).
 //! - [`bot`]: the edge's bot-scoring rules, allow-list, burst counters and Turnstile check.
+//! - [`fence`]: unit numbers: which unit a reservation holds, why the database refuses an
+//!   order and whether its unit goes back, Redis's units rebuilt from the database.
 //! - [`bounded`]: a capped map that evicts stale, then least recently used, entries.
 //! - [`admission`]: the edge's admission decisions (screen, purchase, ticket) in order.
 //! - [`isolate`]: what an edge isolate remembers (event windows, unknown ids, sold-out
@@ -32,6 +34,7 @@ pub mod bounded;
 pub mod bucket;
 pub mod buyers;
 pub mod crypto;
+pub mod fence;
 pub mod gate;
 pub mod ids;
 pub mod isolate;
