@@ -25,6 +25,10 @@ use crate::Millis;
 pub enum Reservation {
     /// Stock reserved under this new order.
     Reserved(OrderId),
+    /// Stock reserved under this new order, but no Redis replica acknowledged it in time
+    /// (strict mode): answered 503 busy, as a failover could lose it. It stands on the
+    /// master (a retry gets it back as already purchased) unless a failover loses it.
+    Unreplicated(OrderId),
     /// The user already holds this order.
     AlreadyPurchased(String),
     /// No stock left; the version of the event's buyers (see the origin's `reserve.lua`).
@@ -151,6 +155,8 @@ pub fn limits<P>(
 /// use flashgate_core::wire::Outcome;
 /// assert_eq!(answer(&Reservation::RateLimited(1_200)), Outcome::RateLimited { retry_after_secs: 2 });
 /// assert_eq!(answer(&Reservation::Replayed), Outcome::Unauthenticated);
+/// let order = flashgate_core::ids::OrderId::parse("o1").expect("an order id");
+/// assert_eq!(answer(&Reservation::Unreplicated(order)), Outcome::Busy { retry_after_secs: 1 });
 /// ```
 pub fn answer(verdict: &Reservation) -> Outcome {
     match verdict {
@@ -159,6 +165,10 @@ pub fn answer(verdict: &Reservation) -> Outcome {
         },
         Reservation::AlreadyPurchased(order_id) => Outcome::AlreadyPurchased {
             order_id: order_id.clone(),
+        },
+        // Not known to survive a failover: no 202 for it.
+        Reservation::Unreplicated(_) => Outcome::Busy {
+            retry_after_secs: 1,
         },
         Reservation::SoldOut(_) => Outcome::SoldOut,
         Reservation::RateLimited(ms) => Outcome::RateLimited {
@@ -229,7 +239,8 @@ mod tests {
     fn verdicts() -> impl Strategy<Value = Reservation> {
         let order = OrderId::parse("0190a0b0c0d0e0f0a0b0c0d0e0f0a0b0").expect("an order id");
         prop_oneof![
-            Just(Reservation::Reserved(order)),
+            Just(Reservation::Reserved(order.clone())),
+            Just(Reservation::Unreplicated(order)),
             Just(Reservation::AlreadyPurchased("o1".into())),
             Just(Reservation::SoldOut("v1".into())),
             (1u64..10_000).prop_map(Reservation::RateLimited),

@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
             user_id: format!("bench-user-{i}"),
             reserved_at: now,
             room_position: None,
+            unit_no: None,
         })
         .collect();
     let pool = db::connect(&mysql).await?;

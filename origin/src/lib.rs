@@ -14,7 +14,7 @@
 //! - [`serve`]: the API process: application, state, router, handlers, protections, relay.
 //! - [`consume`]: the consumer process: read, write, settle, lag, stalls, retry.
 //! - [`redis`]: the `Store` (over one Redis or a Redis Cluster): keys, the Lua scripts
-//!   (`redis/lua/`), replicas, clock sync, durability checks.
+//!   (`redis/lua/`), replicas and strict mode, repair, clock sync, durability checks.
 //! - [`kafka`]: client configs, the orders topic and message.
 //! - [`db`]: MariaDB's pool and migrations.
 //! - [`config`]: typed, layered settings (defaults < file < `FLASHGATE_*`).

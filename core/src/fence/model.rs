@@ -70,7 +70,7 @@ impl Redis {
 
     /// `compensate.lua`: fails the order once; its unit goes back only when this Redis
     /// counted it (the buyer's mark is this order) and `gives_back`. A buyer who holds
-    /// another row (`holder`) is shown that order.
+    /// another row (`holder`) is shown that order, unless another of theirs is pending.
     fn compensate(&mut self, m: Message, gives_back: bool, holder: Option<Order>) {
         if self.status.get(&m.user) == Some(&(Status::Confirmed, m.order)) {
             return;
@@ -82,6 +82,7 @@ impl Redis {
         if known {
             self.orders.remove(&m.user);
         }
+        let unknown = !self.status.contains_key(&m.user);
         if self.status.get(&m.user) == Some(&(Status::Queued, m.order)) {
             self.status.insert(m.user, (Status::Failed, m.order));
         }
@@ -89,7 +90,7 @@ impl Redis {
             self.stock += 1;
             self.given_back.push(m.unit);
         }
-        if let Some(holder) = holder {
+        if let Some(holder) = holder.filter(|_| known || unknown) {
             self.orders.insert(m.user, holder);
             self.status.insert(m.user, (Status::Confirmed, holder));
         }

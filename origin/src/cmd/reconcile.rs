@@ -1,17 +1,22 @@
 //! `flashgate reconcile --event E`: compares what Redis says was sold with what the orders
 //! table holds, and names every mismatch (oversell, duplicate, a reservation with no order
-//! after a grace period, a failed order whose unit was not given back).
+//! after a grace period, a failed order whose unit was not given back, and what a Redis
+//! failover changed: rows Redis no longer knows, units sold twice and refused, sold units
+//! on sale again). `--repair` re-publishes missing reservations and restores Redis's view
+//! from the orders table (`reconcile/repair.rs`).
+
+mod repair;
 
 use crate::config::Settings;
 use crate::kafka::OrderMessage;
-use crate::redis::Store;
+use crate::redis::{Counted, Store};
 use crate::{db, kafka};
 use flashgate_core::ids::EventId;
 use flashgate_core::Millis;
 use redis::AsyncCommands;
 use secrecy::ExposeSecret;
 use sqlx::mysql::MySqlPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 
 /// The outcome of a reconciliation.
@@ -23,6 +28,26 @@ pub struct Report {
     pub problems: Vec<String>,
     /// Reservations with no order past the grace period (what `--repair` re-publishes).
     pub missing: Vec<OrderMessage>,
+    /// What the orders table holds, for `--repair`.
+    pub db: Held,
+}
+
+/// What the orders table holds of an event, and whether Redis has orders on their way.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// `(user, order)` of each row.
+    pub rows: Vec<(String, String)>,
+    /// The rows' unit numbers.
+    pub units: BTreeSet<u64>,
+    /// Rows without a unit number (written before unit numbers).
+    pub unnumbered: usize,
+    /// Orders Redis holds that have neither a row nor a failure yet, and outbox entries.
+    pub on_their_way: usize,
+    /// The event's units.
+    pub stock_total: u64,
+    /// Redis's counters, read before everything else: a restock checks that they did not
+    /// change since.
+    pub counted: Option<Counted>,
 }
 
 impl Report {
@@ -70,22 +95,33 @@ pub async fn reconcile(
             .push(format!("UNKNOWN: no event {event} in Redis"));
         return Ok(r);
     };
+    let counted = store.counted(event).await?;
     let k = store.keys(event);
     let mut conn = store.conn();
     let stock_raw: i64 = conn.get(k.stock()).await?;
     let held: HashMap<String, String> = conn.hgetall(k.orders()).await?;
     let compensated: HashSet<String> = conn.smembers(k.compensated()).await?;
     let backlog: u64 = conn.xlen(k.outbox()).await?;
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT order_id, user_id FROM orders WHERE event_id = ?")
+    let given_back = store.given_back(event).await?;
+    let numbered: Vec<(String, String, Option<u64>)> =
+        sqlx::query_as("SELECT order_id, user_id, unit_no FROM orders WHERE event_id = ?")
             .bind(event.as_str())
             .fetch_all(pool)
             .await?;
-    let failed: Vec<(String, String)> =
-        sqlx::query_as("SELECT order_id, user_id FROM failed_orders WHERE event_id = ?")
-            .bind(event.as_str())
-            .fetch_all(pool)
-            .await?;
+    let refused: Vec<(String, String, String, Option<u64>)> = sqlx::query_as(
+        "SELECT order_id, user_id, reason, unit_no FROM failed_orders WHERE event_id = ?",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await?;
+    let rows: Vec<(String, String)> = numbered
+        .iter()
+        .map(|(o, u, _)| (o.clone(), u.clone()))
+        .collect();
+    let failed: Vec<(String, String)> = refused
+        .iter()
+        .map(|(o, u, _, _)| (o.clone(), u.clone()))
+        .collect();
 
     r.summary.push(format!("stock_total {}", meta.stock_total));
     r.summary.push(format!("stock_left {stock_raw} (Redis)"));
@@ -155,6 +191,7 @@ pub async fn reconcile(
                 reserved_at: minted_at(order).unwrap_or(now),
                 // The outbox entry is gone: its position with it.
                 room_position: None,
+                unit_no: None,
             });
         }
     }
@@ -165,11 +202,25 @@ pub async fn reconcile(
             ));
         }
     }
+    let pending = held
+        .values()
+        .filter(|o| !in_db.contains(o.as_str()) && !failed_ids.contains(o.as_str()))
+        .count();
+    r.db = Held {
+        units: numbered.iter().filter_map(|(_, _, u)| *u).collect(),
+        unnumbered: numbered.iter().filter(|(_, _, u)| u.is_none()).count(),
+        rows: rows.iter().map(|(o, u)| (u.clone(), o.clone())).collect(),
+        on_their_way: pending + backlog as usize,
+        stock_total: meta.stock_total,
+        counted: Some(counted),
+    };
+    repair::failover_findings(&mut r, stock_raw, &given_back, &refused, &numbered);
     Ok(r)
 }
 
 /// Reconciles `event` and prints the report; with `repair`, re-publishes the
-/// reservations that have no order. Fails on any mismatch.
+/// reservations that have no order and restores Redis's view from the orders table
+/// (`reconcile/repair.rs`). Fails on any mismatch.
 pub async fn run(
     settings: Settings,
     event: &str,
@@ -192,6 +243,9 @@ pub async fn run(
             "repair: re-published {n} reservation(s) to {}",
             settings.kafka.orders_topic
         );
+    }
+    if repair {
+        print!("{}", repair::restore(&store, &event, &report.db).await?);
     }
     if report.clean() {
         Ok(())

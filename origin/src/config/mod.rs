@@ -68,6 +68,11 @@ pub struct RedisSettings {
     /// How long a reservation waits for those replicas at most, milliseconds.
     #[serde(rename = "redis_wait_timeout_ms")]
     pub wait_timeout_ms: u64,
+    /// Strict mode: a reservation no replica acknowledged in time is answered 503 busy
+    /// instead of 202, and the relay sends only what the replicas hold, so a failover to
+    /// one of them loses no 202 (docs/operations.md).
+    #[serde(rename = "redis_wait_strict")]
+    pub wait_strict: bool,
 }
 
 /// MariaDB settings.
@@ -250,6 +255,7 @@ struct Defaults {
     redis_timeout_ms: u64,
     redis_wait_replicas: u32,
     redis_wait_timeout_ms: u64,
+    redis_wait_strict: bool,
     reserve_batch: usize,
     reserve_inflight: usize,
     event_cache_ms: u64,
@@ -329,6 +335,7 @@ fn defaults() -> Defaults {
         redis_timeout_ms: 500,
         redis_wait_replicas: 0,
         redis_wait_timeout_ms: 100,
+        redis_wait_strict: false,
         reserve_batch: 64,
         reserve_inflight: 2,
         event_cache_ms: 500,
@@ -432,6 +439,9 @@ impl Settings {
                 "configuration: redis_wait_timeout_ms must be between 1 and \
                  {MAX_WAIT_TIMEOUT_MS} (a reservation's whole call has 2 s)"
             );
+        }
+        if settings.redis.wait_strict && settings.redis.wait_replicas == 0 {
+            bail!("configuration: redis_wait_strict needs redis_wait_replicas of 1 or more");
         }
         if settings.redis.key_prefix.contains(['{', '}']) {
             // The event's `{E}` must be the first hash tag of each of its keys, or a

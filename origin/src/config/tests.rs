@@ -167,6 +167,20 @@ fn a_replica_wait_needs_a_bounded_timeout() {
 }
 
 #[test]
+fn strict_mode_needs_a_replica_to_wait_for() {
+    let strict = |replicas: u32| {
+        Settings::from_figment(
+            Figment::new()
+                .merge(("redis_wait_strict", true))
+                .merge(("redis_wait_replicas", replicas)),
+        )
+    };
+    let err = strict(0).expect_err("refused").to_string();
+    assert!(err.contains("redis_wait_strict"), "{err}");
+    assert!(strict(1).is_ok());
+}
+
+#[test]
 fn the_dev_stacks_file_reads_as_key_value_lines() {
     let vars = parse_env_file(
         "EDGE_URL=http://127.0.0.1:8787\nAUTH_SECRET=abc=def\n# NOTE=x\n\n\

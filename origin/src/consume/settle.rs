@@ -5,8 +5,10 @@ use super::read::Batch;
 use super::retry::retrying;
 use super::write::{Fate, Order};
 use super::Consumer;
+use crate::redis::Refused;
 use crate::shutdown::Shutdown;
 use anyhow::Context;
+use flashgate_core::fence::Refusal;
 use flashgate_core::ids::{EventId, UserId};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::producer::FutureRecord;
@@ -86,12 +88,10 @@ impl Consumer {
     }
 
     /// Tells Redis what became of each order: confirmed, or failed with its unit given back
-    /// (both idempotent, so a replayed batch changes nothing).
-    async fn settle(
-        &self,
-        orders: &[Order],
-        fates: &HashMap<String, Fate>,
-    ) -> redis::RedisResult<()> {
+    /// unless another order holds it (both idempotent, so a replayed batch changes
+    /// nothing).
+    async fn settle(&self, orders: &[Order], fates: &HashMap<String, Fate>) -> anyhow::Result<()> {
+        let holders = self.holders(orders, fates).await.context("mariadb")?;
         let mut confirmed: HashMap<&EventId, Vec<(&UserId, &str)>> = HashMap::new();
         for o in orders {
             match fates.get(o.order_id.as_str()) {
@@ -100,19 +100,28 @@ impl Consumer {
                     .or_default()
                     .push((&o.user_id, o.order_id.as_str())),
                 Some(Fate::Failed(reason)) => {
-                    let given_back = self
+                    let give_back = Refusal::parse(reason).is_none_or(Refusal::gives_back);
+                    let holder = holders.get(&(o.event_id.as_str(), o.user_id.as_str()));
+                    let refused = Refused {
+                        unit: o.unit_no,
+                        give_back,
+                        holder: holder.map(String::as_str),
+                    };
+                    let failed_now = self
                         .redis
                         .compensate(
                             &o.event_id,
                             &o.user_id,
                             o.order_id.as_str(),
+                            refused,
                             self.user_window_ms,
                         )
-                        .await?;
-                    if given_back {
+                        .await
+                        .context("redis")?;
+                    if failed_now {
                         metrics::counter!("flashgate_compensations_total", "reason" => *reason)
                             .increment(1);
-                        tracing::warn!(order = %o.order_id, user = %o.user_id, reason, "order failed; stock given back");
+                        tracing::warn!(order = %o.order_id, user = %o.user_id, reason, give_back, "order failed");
                     }
                 }
                 None => {}
@@ -123,9 +132,50 @@ impl Consumer {
             .iter()
             .map(|(event, list)| self.redis.confirm_many(event, list));
         for r in futures::future::join_all(calls).await {
-            r?;
+            r.context("redis")?;
         }
         Ok(())
+    }
+
+    /// The orders the buyers of a batch's failed orders hold in the database, by (event,
+    /// user): a buyer refused as a duplicate is shown the order they hold. One query, and
+    /// none for a batch without failures.
+    async fn holders<'a>(
+        &self,
+        orders: &'a [Order],
+        fates: &HashMap<String, Fate>,
+    ) -> sqlx::Result<HashMap<(&'a str, &'a str), String>> {
+        let failed: Vec<&Order> = orders
+            .iter()
+            .filter(|o| matches!(fates.get(o.order_id.as_str()), Some(Fate::Failed(_))))
+            .collect();
+        if failed.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut q: sqlx::QueryBuilder<sqlx::MySql> = sqlx::QueryBuilder::new(
+            "SELECT event_id, user_id, order_id FROM orders WHERE (event_id, user_id) IN (",
+        );
+        let mut sep = q.separated(", ");
+        for o in &failed {
+            sep.push("(")
+                .push_bind_unseparated(o.event_id.as_str())
+                .push_unseparated(", ")
+                .push_bind_unseparated(o.user_id.as_str())
+                .push_unseparated(")");
+        }
+        q.push(")");
+        let rows: Vec<(String, String, String)> = q.build_query_as().fetch_all(&self.pool).await?;
+        let mut holders = HashMap::new();
+        for (event, user, order) in rows {
+            // Borrow the batch's own strings for the key.
+            if let Some(o) = failed
+                .iter()
+                .find(|o| o.event_id.as_str() == event && o.user_id.as_str() == user)
+            {
+                holders.insert((o.event_id.as_str(), o.user_id.as_str()), order);
+            }
+        }
+        Ok(holders)
     }
 
     /// Settles each order in Redis, retrying transient failures with backoff (both
@@ -139,9 +189,6 @@ impl Consumer {
         if orders.is_empty() {
             return Ok(());
         }
-        retrying(shutdown, || async {
-            self.settle(orders, fates).await.context("redis")
-        })
-        .await
+        retrying(shutdown, || async { self.settle(orders, fates).await }).await
     }
 }

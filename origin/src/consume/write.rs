@@ -3,6 +3,7 @@
 use super::Consumer;
 use crate::kafka::OrderMessage;
 use anyhow::Context;
+use flashgate_core::fence;
 use flashgate_core::ids::{EventId, OrderId, UserId};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{Connection, MySql, QueryBuilder};
@@ -17,6 +18,7 @@ pub struct Order {
     pub(super) user_id: UserId,
     pub(super) reserved_at: chrono::NaiveDateTime,
     pub(super) room_position: Option<u64>,
+    pub(super) unit_no: Option<u64>,
 }
 
 impl Order {
@@ -37,6 +39,7 @@ impl Order {
             user_id: UserId::parse(&m.user_id).ok()?,
             reserved_at: chrono::DateTime::from_timestamp_millis(m.reserved_at)?.naive_utc(),
             room_position: m.room_position,
+            unit_no: m.unit_no,
         })
     }
 }
@@ -46,7 +49,8 @@ impl Order {
 pub enum Fate {
     /// A row in `orders`.
     Confirmed,
-    /// Refused, recorded in `failed_orders`; its unit goes back to stock.
+    /// Refused, recorded in `failed_orders` with this reason (`core::fence::Refusal`);
+    /// its unit goes back to stock unless another order holds it.
     Failed(&'static str),
 }
 
@@ -113,7 +117,7 @@ pub(super) fn add_failures(
 /// `INSERT IGNORE`s the orders as confirmed rows; how many were new.
 async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Result<u64> {
     let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at, room_position) ",
+        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at, room_position, unit_no) ",
     );
     insert.push_values(orders, |mut row, o| {
         row.push_bind(o.order_id.as_str())
@@ -121,7 +125,8 @@ async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Res
             .push_bind(o.user_id.as_str())
             .push_bind("confirmed")
             .push_bind(o.reserved_at)
-            .push_bind(o.room_position);
+            .push_bind(o.room_position)
+            .push_bind(o.unit_no);
     });
     Ok(insert.build().execute(db).await?.rows_affected())
 }
@@ -217,28 +222,33 @@ async fn write_in_transaction(
             fates.insert(id, Fate::Confirmed);
         }
     }
-    let failed: Vec<(&Order, &'static str)> = fresh
+    let refused: Vec<&Order> = fresh
         .iter()
+        .copied()
         .filter(|o| !fates.contains_key(o.order_id.as_str()))
+        .collect();
+    let taken = units_taken(&mut tx, &refused).await?;
+    let failed: Vec<(&Order, &'static str)> = refused
+        .into_iter()
         .map(|o| {
-            let reason = if blocked.contains(o.user_id.as_str()) {
-                "blocked"
-            } else {
-                "duplicate"
-            };
-            (*o, reason)
+            let unit_taken = o
+                .unit_no
+                .is_some_and(|u| taken.contains(&(o.event_id.as_str().to_owned(), u)));
+            let reason = fence::refusal(unit_taken, blocked.contains(o.user_id.as_str()));
+            (o, reason.reason())
         })
         .collect();
     if !failed.is_empty() {
         let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT IGNORE INTO failed_orders (order_id, event_id, user_id, reason, reserved_at) ",
+            "INSERT IGNORE INTO failed_orders (order_id, event_id, user_id, reason, reserved_at, unit_no) ",
         );
         insert.push_values(&failed, |mut row, (o, reason)| {
             row.push_bind(o.order_id.as_str())
                 .push_bind(o.event_id.as_str())
                 .push_bind(o.user_id.as_str())
                 .push_bind(*reason)
-                .push_bind(o.reserved_at);
+                .push_bind(o.reserved_at)
+                .push_bind(o.unit_no);
         });
         insert.build().execute(&mut *tx).await?;
         for (o, reason) in failed {
@@ -249,12 +259,37 @@ async fn write_in_transaction(
     Ok(fates)
 }
 
+/// The units of `orders` that rows hold (event, unit): none of these orders is a row, so
+/// another order holds each (the unit fence; a locking read, as for the rows above).
+async fn units_taken(
+    tx: &mut MySqlConnection,
+    orders: &[&Order],
+) -> sqlx::Result<HashSet<(String, u64)>> {
+    let numbered: Vec<(&str, u64)> = orders
+        .iter()
+        .filter_map(|o| Some((o.event_id.as_str(), o.unit_no?)))
+        .collect();
+    if numbered.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut q: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT event_id, unit_no FROM orders WHERE (event_id, unit_no) IN (");
+    let mut sep = q.separated(", ");
+    for (event, unit) in &numbered {
+        sep.push("(")
+            .push_bind_unseparated(*event)
+            .push_unseparated(", ")
+            .push_bind_unseparated(*unit)
+            .push_unseparated(")");
+    }
+    q.push(") LOCK IN SHARE MODE");
+    let rows: Vec<(String, u64)> = q.build_query_as().fetch_all(tx).await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The reason of a failure read back from `failed_orders`.
 fn failure_reason(stored: &str) -> &'static str {
-    match stored {
-        "blocked" => "blocked",
-        _ => "duplicate",
-    }
+    fence::Refusal::parse(stored).map_or("duplicate", fence::Refusal::reason)
 }
 
 impl Consumer {

@@ -25,6 +25,10 @@ pub struct OrderMessage {
     /// in messages of relays that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room_position: Option<u64>,
+    /// Which of the event's units the order holds (`core::fence`); absent in messages of
+    /// relays that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_no: Option<u64>,
 }
 
 /// A client config for `brokers`.
@@ -155,6 +159,7 @@ mod tests {
             user_id: format!("u{i}"),
             reserved_at: 1,
             room_position: None,
+            unit_no: None,
         }
     }
 

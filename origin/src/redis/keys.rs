@@ -36,6 +36,11 @@ impl EventKeys {
     pub fn stats(&self) -> String {
         self.key("stats")
     }
+    /// List: unit numbers given back by failed orders, taken before the never-sold ones
+    /// (`core::fence`).
+    pub fn given_back(&self) -> String {
+        self.key("given_back")
+    }
     /// Set: order ids already compensated.
     pub fn compensated(&self) -> String {
         self.key("compensated")

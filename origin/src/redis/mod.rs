@@ -9,7 +9,8 @@
 //! - `keys`: the keys of one event.
 //! - `scripts`: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
 //! - `reads`: what the API and the admin read: an event, a buyer's order, counters.
-//! - `replicas`: reserve calls that wait for replicas (`WAIT`).
+//! - `replicas`: reserve calls that wait for replicas (`WAIT`), and strict mode.
+//! - `repair`: an event's view restored from the orders table (`reconcile --repair`).
 //! - `clock_sync`: Redis's clock against ours, for the reserve call's deadline.
 //! - `durability`: Redis settings that could oversell or lose orders, refused or named.
 
@@ -18,6 +19,7 @@ mod conn;
 mod durability;
 mod keys;
 mod reads;
+mod repair;
 mod replicas;
 mod scripts;
 
@@ -26,7 +28,8 @@ pub use conn::Conn;
 pub use durability::Durability;
 pub use keys::EventKeys;
 pub use reads::{EventMeta, Stats};
-pub use scripts::{Attempt, EndOutcome, PutOutcome, Reservation, ReserveRules};
+pub use repair::{Counted, Repaired};
+pub use scripts::{Attempt, EndOutcome, PutOutcome, Refused, Reservation, ReserveRules};
 
 use anyhow::Context;
 use clock_sync::NOT_MEASURED;

@@ -12,6 +12,9 @@ pub(super) struct Replicas {
     count: u32,
     /// The longest wait, ms.
     timeout_ms: u64,
+    /// Strict mode: a reservation not acknowledged in time is answered 503, and the relay
+    /// sends only what the replicas hold.
+    pub(super) strict: bool,
     /// Idle connections of the reserve calls' own: a call takes one (or opens one when
     /// none is idle) and gives it back once answered, so a `WAIT`, which blocks the
     /// connection it is sent on, holds up no other call and nothing else of the process. A
@@ -84,10 +87,15 @@ impl Replicas {
     }
 
     /// Records how a wait of `timeout_ms` went: `acked` replicas (an error counts as
-    /// none) for `reserved` reservations. Only a whole wait that fell short makes the
-    /// next ones short (a 1 ms one sent before the replicas were found back proves
-    /// nothing); any that succeeds ends that.
-    pub(super) fn record(&self, acked: &redis::RedisResult<u32>, reserved: usize, timeout_ms: u64) {
+    /// none) for `reserved` reservations; true when enough acknowledged. Only a whole wait
+    /// that fell short makes the next ones short (a 1 ms one sent before the replicas were
+    /// found back proves nothing); any that succeeds ends that.
+    pub(super) fn record(
+        &self,
+        acked: &redis::RedisResult<u32>,
+        reserved: usize,
+        timeout_ms: u64,
+    ) -> bool {
         let enough = acked.as_ref().is_ok_and(|n| *n >= self.count);
         if !enough {
             metrics::counter!("flashgate_reservations_unreplicated_total")
@@ -101,9 +109,10 @@ impl Replicas {
                     acked = ?acked,
                     replicas = self.count,
                     timeout_ms = self.timeout_ms,
+                    strict = self.strict,
                     "Redis replicas did not acknowledge reservations in time; answering them \
-                     anyway (flashgate_reservations_unreplicated_total) and waiting 1 ms until \
-                     they catch up"
+                     anyway (503 busy in strict mode; flashgate_reservations_unreplicated_total) \
+                     and waiting 1 ms until they catch up"
                 );
                 *short = Some((mono_ms(), mono_ms()));
             }
@@ -116,21 +125,57 @@ impl Replicas {
             }
             _ => {}
         }
+        enough
+    }
+
+    /// Whether the replicas acknowledged every write made so far on `conn` (`WAIT`): the
+    /// relay's check, in strict mode, that the entries it read survive a failover.
+    pub(super) async fn hold(&self, conn: &mut Conn) -> redis::RedisResult<bool> {
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(self.count)
+            .arg(self.next_timeout())
+            .query_async(conn)
+            .await?;
+        Ok(acked >= self.count)
     }
 }
 
 impl Store {
+    /// In strict mode, a connection of the reserve calls' own for the relay's reads of
+    /// one outbox, so that [`Store::replicas_hold`] counts what they read; `None` outside
+    /// strict mode.
+    pub async fn strict_conn(&self) -> redis::RedisResult<Option<Conn>> {
+        match &self.replicas {
+            Some(r) if r.strict => r.take(&self.client).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the replicas hold every write made on `conn` (taken by
+    /// [`Store::strict_conn`]) that read `entries` entries (no wait for none); the
+    /// connection goes back to the idle ones once answered.
+    pub async fn replicas_hold(&self, mut conn: Conn, entries: usize) -> redis::RedisResult<bool> {
+        let Some(replicas) = &self.replicas else {
+            return Ok(true);
+        };
+        let held = entries == 0 || replicas.hold(&mut conn).await?;
+        replicas.give_back(conn);
+        Ok(held)
+    }
+
     /// Makes every reserve call wait (Redis `WAIT`, in one pipeline with the script, on a
     /// connection of the reserve calls' own; `connections` of them opened now) until `replicas` replicas have its writes, or
     /// `timeout_ms` passed, before its verdicts are answered: a 202 then survives a
     /// failover to one of them. A reservation that was not acknowledged in time is still
-    /// answered (it is real on the primary) and counted in
+    /// answered (it is real on the primary), 202, or in `strict` mode 503 busy
+    /// ([`Reservation::Unreplicated`](super::Reservation::Unreplicated)), and counted in
     /// `flashgate_reservations_unreplicated_total`; while that goes on, calls wait 1 ms
     /// only (see `Replicas`). `0` waits for none.
     pub async fn wait_for_replicas(
         mut self,
         replicas: u32,
         timeout_ms: u64,
+        strict: bool,
         connections: usize,
     ) -> redis::RedisResult<Self> {
         if replicas == 0 {
@@ -167,6 +212,7 @@ impl Store {
         self.replicas = Some(Arc::new(Replicas {
             count: replicas,
             timeout_ms,
+            strict,
             idle: std::sync::Mutex::new(idle),
             short_since: std::sync::Mutex::new(None),
         }));
@@ -183,6 +229,7 @@ mod tests {
         let replicas = Replicas {
             count: 1,
             timeout_ms: 100,
+            strict: false,
             idle: Default::default(),
             short_since: Default::default(),
         };

@@ -40,6 +40,17 @@ pub struct ReserveRules {
     pub replay_window_ms: u64,
 }
 
+/// What the database said of a refused order ([`Store::compensate`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Refused<'a> {
+    /// The order's unit number, if it has one.
+    pub unit: Option<u64>,
+    /// Whether its unit goes back (`core::fence::Refusal::gives_back`).
+    pub give_back: bool,
+    /// The buyer's order in the database, if they hold one.
+    pub holder: Option<&'a str>,
+}
+
 /// Result of `end_event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndOutcome {
@@ -151,6 +162,7 @@ impl Store {
             .key(k.status())
             .key(k.outbox())
             .key(k.stats())
+            .key(k.given_back())
             .arg(rules.now)
             .arg(rules.window_ms)
             .arg(rules.limit)
@@ -164,6 +176,7 @@ impl Store {
                 .arg(a.new_order.as_str())
                 .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default());
         }
+        let mut unreplicated = false;
         let r: Vec<String> = match &self.replicas {
             None => call.invoke_async(&mut self.conn()).await?,
             Some(replicas) => {
@@ -191,7 +204,8 @@ impl Store {
                 let r = r?;
                 let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
                 if reserved > 0 {
-                    replicas.record(&acked, reserved, timeout_ms);
+                    unreplicated =
+                        !replicas.record(&acked, reserved, timeout_ms) && replicas.strict;
                 }
                 r
             }
@@ -219,6 +233,7 @@ impl Store {
         Ok(r.chunks(2)
             .zip(attempts)
             .map(|(v, a)| match v[0].as_str() {
+                "reserved" if unreplicated => Reservation::Unreplicated(a.new_order.clone()),
                 "reserved" => Reservation::Reserved(a.new_order.clone()),
                 "already_purchased" => Reservation::AlreadyPurchased(v[1].clone()),
                 "sold_out" => Reservation::SoldOut(v[1].clone()),
@@ -260,20 +275,23 @@ impl Store {
         }
         let k = self.keys(event);
         let mut inv = self.confirm_many.key(k.status());
-        inv.key(k.stats());
+        inv.key(k.stats()).key(k.orders());
         for (user, order) in orders {
             inv.arg(user.as_str()).arg(*order);
         }
         inv.invoke_async(&mut self.conn()).await
     }
 
-    /// Fails an order and gives its unit back, once per order id; true when it did. The
-    /// order's try then counts in the user's window of `window_ms`.
+    /// Fails an order, once per order id; true when it did. Its unit (`unit`, when the
+    /// order has one) goes back to stock if `give_back` and this Redis counted the order
+    /// (`lua/compensate.lua`); a buyer who holds another order in the database (`holder`)
+    /// is shown it. The order's try then counts in the user's window of `window_ms`.
     pub async fn compensate(
         &self,
         event: &EventId,
         user: &UserId,
         order: &str,
+        refused: Refused<'_>,
         window_ms: u64,
     ) -> redis::RedisResult<bool> {
         let k = self.keys(event);
@@ -285,9 +303,13 @@ impl Store {
             .key(k.stats())
             .key(k.compensated())
             .key(k.window(user))
+            .key(k.given_back())
             .arg(user.as_str())
             .arg(order)
             .arg(window_ms)
+            .arg(refused.unit.map(|u| u.to_string()).unwrap_or_default())
+            .arg(u8::from(refused.give_back))
+            .arg(refused.holder.unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(changed == 1)

@@ -76,6 +76,7 @@ impl Application {
             .wait_for_replicas(
                 settings.redis.wait_replicas,
                 settings.redis.wait_timeout_ms,
+                settings.redis.wait_strict,
                 settings.purchase.reserve_inflight,
             )
             .await

@@ -187,6 +187,10 @@ impl Relay {
                 // Kafka is away: entries wait in the outbox until a probe succeeds.
                 return Ok(moved);
             }
+            // In strict mode the reads go on a connection of their own, so that a WAIT on it
+            // counts them (and with them the reservations they read).
+            let strict = self.store.strict_conn().await?;
+            let mut reads = strict.clone().unwrap_or_else(|| conn.clone());
             let mut entries: Vec<StreamId> = Vec::new();
             if claim {
                 let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -197,15 +201,25 @@ impl Relay {
                     .arg("0-0")
                     .arg("COUNT")
                     .arg(BATCH)
-                    .query_async(&mut conn)
+                    .query_async(&mut reads)
                     .await?;
                 entries.extend(reply.claimed);
             }
             let opts = StreamReadOptions::default()
                 .group(GROUP, &self.consumer)
                 .count(BATCH);
-            let reply: StreamReadReply = conn.xread_options(&[&outbox], &[">"], &opts).await?;
+            let reply: StreamReadReply = reads.xread_options(&[&outbox], &[">"], &opts).await?;
             entries.extend(reply.keys.into_iter().flat_map(|k| k.ids));
+            if let Some(strict) = strict {
+                if !self.store.replicas_hold(strict, entries.len()).await? {
+                    // A failover could lose these reservations, and their rows would hold
+                    // units the promoted replica sells again: they stay pending, to be
+                    // claimed and sent once the replicas have them.
+                    metrics::counter!("flashgate_relay_held_back_total")
+                        .increment(entries.len() as u64);
+                    continue;
+                }
+            }
             if !entries.is_empty() && self.stall {
                 tracing::warn!(
                     entries = entries.len(),
@@ -233,6 +247,7 @@ impl Relay {
                 room_position: e
                     .get::<String>("room_position")
                     .and_then(|p| p.parse().ok()),
+                unit_no: e.get::<String>("unit_no").and_then(|u| u.parse().ok()),
             })
             .collect();
         let messages = pack_orders(&orders, self.pack);

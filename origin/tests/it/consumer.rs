@@ -166,6 +166,7 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
             &EventId::parse("sale").expect("id"),
             &UserId::parse("buyer").expect("id"),
             &order_id,
+            GIVE_BACK,
             app.settings.purchase.user_window_ms,
         )
         .await
@@ -210,6 +211,7 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
             &sale,
             &shady,
             &failed_order,
+            GIVE_BACK,
             app.settings.purchase.user_window_ms
         )
         .await

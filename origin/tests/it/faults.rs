@@ -106,7 +106,13 @@ async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_k
     let user = UserId::parse("alice").expect("user");
     assert!(app
         .store
-        .compensate(&event, &user, order, app.settings.purchase.user_window_ms)
+        .compensate(
+            &event,
+            &user,
+            order,
+            GIVE_BACK,
+            app.settings.purchase.user_window_ms
+        )
         .await
         .expect("redis"));
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod consumer;
 mod consumer_crash;
+mod failover;
 mod faults;
 mod keys;
 mod memory;

@@ -161,7 +161,13 @@ async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_
     let order = first.body["order_id"].as_str().expect("order id");
     assert!(app
         .store
-        .compensate(&event, &alice, order, app.settings.purchase.user_window_ms)
+        .compensate(
+            &event,
+            &alice,
+            order,
+            GIVE_BACK,
+            app.settings.purchase.user_window_ms
+        )
         .await
         .expect("redis"));
     let held = app.purchase("again", "alice").await;

@@ -4,14 +4,19 @@
 -- The origin coalesces the attempts that arrive while a call is in flight into the next
 -- call (see serve/reserver.rs); one attempt is a batch of one.
 -- KEYS: 1 stock, 2 orders (user -> order id), 3 status (user -> "status:order id"),
---       4 outbox stream, 5 stats hash, then per attempt i (from 0):
---       6+2i the user's window counter, 7+2i the edge signature seen
+--       4 outbox stream, 5 stats hash, 6 units given back (list), then per attempt i
+--       (from 0): 7+2i the user's window counter, 8+2i the edge signature seen
 -- ARGV: 1 now (ms), 2 window (ms), 3 limit per window, 4 event id,
 --       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
 --       then per attempt i: 7+3i user, 8+3i new order id, 9+3i room position ('' for none)
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out <buyers' version> |
 --   rate_limited <ms until the window opens> | replayed '' | no_event '' | late ''
+--
+-- Each reservation takes a unit number (core::fence): a unit given back first, else the
+-- highest never sold, which is the stock counter itself (stock = never sold + given back).
+-- It goes with the order to the orders table, whose unique key on (event, unit) refuses a
+-- unit sold twice after a failover.
 --
 -- A call that runs after its deadline changes nothing and answers late to every attempt:
 -- the origin stops waiting for an answer soon after the deadline and tells the shoppers
@@ -46,6 +51,8 @@ end
 local stock = tonumber(redis.call('GET', KEYS[1]))
 local limit = tonumber(ARGV[3])
 local taken = 0
+local back = 0
+if stock and stock > 0 then back = redis.call('LLEN', KEYS[6]) end
 local orders, statuses, mine = {}, {}, {}
 local buyers_version = nil
 -- The user's counted tries in the current window (a read: an attempt that reserves is
@@ -69,7 +76,7 @@ local function window_wait(window)
   return ttl
 end
 for i = 0, n - 1 do
-  local window, signature = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
+  local window, signature = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
   local user, order, position = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
   local verdict, detail = nil, ''
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
@@ -95,6 +102,11 @@ for i = 0, n - 1 do
         redis.call('HLEN', KEYS[2]) + taken
       detail = buyers_version
     else
+      local unit = stock
+      if back > 0 then
+        unit = redis.call('RPOP', KEYS[6])
+        back = back - 1
+      end
       stock = stock - 1
       taken = taken + 1
       mine[user] = order
@@ -104,10 +116,10 @@ for i = 0, n - 1 do
       statuses[#statuses + 1] = 'queued:' .. order
       if position == '' then
         redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
-          'user_id', user, 'reserved_at', ARGV[1])
+          'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit)
       else
         redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
-          'user_id', user, 'reserved_at', ARGV[1], 'room_position', position)
+          'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit, 'room_position', position)
       end
       verdict, detail = 'reserved', order
     end
