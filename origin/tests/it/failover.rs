@@ -318,3 +318,82 @@ async fn strict_mode_answers_no_202_a_failover_loses() {
     assert_eq!(failed, 0);
     second.stop().await;
 }
+
+#[tokio::test]
+async fn reconcile_repairs_what_a_failover_changed() {
+    let (mut master, replica) = master_and_replica().await;
+    let db_url = fresh_database().await;
+    let pool = db::connect(&db_url).await.expect("db");
+    let sale = sale_settings();
+    let first = spawn_app(shared(master.port, &sale)).await;
+    first.live_event("sale", STOCK).await;
+    buy(&first, (0..10).map(|i| format!("u{i}"))).await;
+    replicated(&master).await;
+    promote(&replica).await;
+    buy(&first, (10..16).map(|i| format!("u{i}"))).await;
+    eventually("the master relays its sales", 30, || outbox_empty(&first)).await;
+    first.stop().await;
+    master.kill();
+
+    // Every order is written; the promoted replica still offers the six lost units.
+    let second = spawn_app(shared(replica.port, &sale)).await;
+    let consumer = start_consumer(&second, &pool);
+    eventually("every order written", 60, || async {
+        rows(&pool).await.len() == 16 && outbox_empty(&second).await
+    })
+    .await;
+    let id = EventId::parse("sale").expect("id");
+    let report = reconcile(&second.store, &pool, &id, now_ms(), 0)
+        .await
+        .expect("reconcile");
+    let text = report.render(&id);
+    assert_eq!(text.matches("RESOLD").count(), 6, "{text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args([
+            "reconcile",
+            "--event",
+            "sale",
+            "--grace-secs",
+            "0",
+            "--repair",
+        ])
+        .env(
+            "FLASHGATE_REDIS_URL",
+            format!("redis://127.0.0.1:{}", replica.port),
+        )
+        .env("FLASHGATE_KEY_PREFIX", &second.settings.redis.key_prefix)
+        .env("FLASHGATE_MYSQL_URL", &db_url)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("units for sale set to the 4 no order holds"),
+        "{printed}"
+    );
+    let report = reconcile(&second.store, &pool, &id, now_ms(), 0)
+        .await
+        .expect("reconcile");
+    assert!(report.clean(), "{}", report.render(&id));
+
+    // The four units left sell once each, and nothing is refused.
+    let after = buy(&second, (0..6).map(|i| format!("w{i}"))).await;
+    let sold: Vec<&str> = after
+        .iter()
+        .filter(|(_, s, _)| *s == 202)
+        .map(|(_, _, o)| o.as_str())
+        .collect();
+    assert_eq!(sold.len(), 4, "{after:?}");
+    all_settled(&pool, &sold).await;
+    consumer.stop().await;
+    let rows = rows(&pool).await;
+    assert_fenced(&rows);
+    assert_eq!(rows.len() as u64, STOCK);
+    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM failed_orders")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(failed, 0);
+    second.stop().await;
+}
