@@ -9,7 +9,9 @@
 # stock that never runs out), then 2 s for the per-user windows to expire; counted is what
 # Redis executed from the first call to the end of those 2 s. The floor is the same call to
 # a script that only returns (`return 1`): what any EVALSHA of that size costs.
-# BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, for an A/B.
+# BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, for an A/B (a
+# script from before unit numbers reads the given-back list's key as the user's window and
+# the window's as the signature: both still new per call or never written, as its own).
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/infra/bench/lib.sh"
@@ -33,12 +35,12 @@ instructions() { # name script-file
   redis-cli -p "$port" set 'fg:{bench}:stock' 1000000000 >/dev/null
   sha=$(redis-cli -p "$port" script load "$(cat "$file")")
   callgrind_control -z "$pid" >/dev/null 2>&1
-  # KEYS: stock orders status outbox stats, the user's window and the signature seen;
+  # KEYS: stock orders status outbox stats given_back, the user's window and the signature seen;
   # ARGV: now, window ms, limit, event, replay ms, deadline, user, order, room position
   # (none: '') (reserve.lua).
-  timeout 600 redis-benchmark -p "$port" -c 8 -n "$CALLS" -r 1000000000 --csv EVALSHA "$sha" 7 \
+  timeout 600 redis-benchmark -p "$port" -c 8 -n "$CALLS" -r 1000000000 --csv EVALSHA "$sha" 8 \
     'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' 'fg:{bench}:outbox' \
-    'fg:{bench}:stats' 'fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__' \
+    'fg:{bench}:stats' 'fg:{bench}:given_back' 'fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__' \
     "$(date +%s)000" 1000 1 bench 65000 99999999999999 u__rand_int__ o__rand_int__ '' \
     >"$WORK/$name/benchmark.csv"
   sleep 2
