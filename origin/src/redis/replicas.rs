@@ -128,10 +128,16 @@ impl Replicas {
         enough
     }
 
-    /// Whether the replicas acknowledged every write made so far on `conn` (`WAIT`): the
-    /// relay's check, in strict mode, that the entries it read survive a failover.
-    pub(super) async fn hold(&self, conn: &mut Conn) -> redis::RedisResult<bool> {
-        let acked: u32 = redis::cmd("WAIT")
+    /// Whether the replicas acknowledged every write made so far on `conn` to the master
+    /// of `key` (`WAIT`): the relay's check, in strict mode, that the entries it read
+    /// survive a failover. The `WAIT` goes in one pipeline with a read of `key`, so that
+    /// on a cluster it goes to that master alone (alone, a cluster client sends it to
+    /// every master).
+    pub(super) async fn hold(&self, conn: &mut Conn, key: &str) -> redis::RedisResult<bool> {
+        let (_, acked): (u64, u32) = redis::pipe()
+            .cmd("XLEN")
+            .arg(key)
+            .cmd("WAIT")
             .arg(self.count)
             .arg(self.next_timeout())
             .query_async(conn)
@@ -152,13 +158,18 @@ impl Store {
     }
 
     /// Whether the replicas hold every write made on `conn` (taken by
-    /// [`Store::strict_conn`]) that read `entries` entries (no wait for none); the
-    /// connection goes back to the idle ones once answered.
-    pub async fn replicas_hold(&self, mut conn: Conn, entries: usize) -> redis::RedisResult<bool> {
+    /// [`Store::strict_conn`]) that read `entries` entries of `outbox` (no wait for none);
+    /// the connection goes back to the idle ones once answered.
+    pub async fn replicas_hold(
+        &self,
+        mut conn: Conn,
+        outbox: &str,
+        entries: usize,
+    ) -> redis::RedisResult<bool> {
         let Some(replicas) = &self.replicas else {
             return Ok(true);
         };
-        let held = entries == 0 || replicas.hold(&mut conn).await?;
+        let held = entries == 0 || replicas.hold(&mut conn, outbox).await?;
         replicas.give_back(conn);
         Ok(held)
     }

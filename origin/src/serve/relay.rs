@@ -211,7 +211,11 @@ impl Relay {
             let reply: StreamReadReply = reads.xread_options(&[&outbox], &[">"], &opts).await?;
             entries.extend(reply.keys.into_iter().flat_map(|k| k.ids));
             if let Some(strict) = strict {
-                if !self.store.replicas_hold(strict, entries.len()).await? {
+                if !self
+                    .store
+                    .replicas_hold(strict, &outbox, entries.len())
+                    .await?
+                {
                     // A failover could lose these reservations, and their rows would hold
                     // units the promoted replica sells again: they stay pending, to be
                     // claimed and sent once the replicas have them.

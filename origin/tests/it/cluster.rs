@@ -227,3 +227,36 @@ async fn on_a_cluster_each_events_orders_become_rows_and_refused_ones_give_their
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn on_a_cluster_strict_mode_relays_each_events_orders_once_replicated() {
+    // The relay's WAIT follows its reads of each event's outbox on that event's master.
+    let app = spawn_with_settings(cluster_settings(
+        generous()
+            .merge(("redis_wait_replicas", 1))
+            .merge(("redis_wait_timeout_ms", 500))
+            .merge(("redis_wait_strict", true)),
+    ))
+    .await;
+    let events = events_on_different_masters(&app.store, 3).await;
+    let mut orders = HashSet::new();
+    for e in &events {
+        app.live_event(e, 5).await;
+        for u in 0..5 {
+            let user = format!("u{u}");
+            let mut r = app.purchase(e, &user).await;
+            // A 503 (no replica in time on a loaded machine) stands for an order the
+            // buyer's retry gets back.
+            for _ in 0..20 {
+                if r.status != 503 {
+                    break;
+                }
+                r = app.purchase(e, &user).await;
+            }
+            assert!(matches!(r.status, 200 | 202), "{}: {}", r.status, r.body);
+            orders.insert(r.body["order_id"].as_str().expect("order").to_owned());
+        }
+    }
+    every_order_reaches_the_topic(&app, &orders).await;
+    app.stop().await;
+}
