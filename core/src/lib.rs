@@ -10,6 +10,8 @@
 //! - [`crypto`]: HMAC-SHA256 and base64url helpers used by the three signed things below.
 //! - [`keyring`]: a secret and the one it replaces: sign with the current, accept either.
 //! - [`jwt`]: HS256 shopper tokens (verify at the edge, issue for demo and load-test users).
+//! - [`stock_buckets`]: a hot event's stock split over slots: a user's home stock bucket,
+//!   each stock bucket's units, the order a purchase spills over them.
 //! - [`sign`]: the edge → origin request signature.
 //! - [`ticket`]: admission tickets issued by the edge and required on purchase.
 //! - [`gate`]: an event's phase and state from its window, its stock and the time.
@@ -44,6 +46,7 @@ pub mod report;
 pub mod reservation;
 pub mod room;
 pub mod sign;
+pub mod stock_buckets;
 pub mod ticket;
 pub mod wire;
 
