@@ -57,6 +57,53 @@ pub async fn order_status(app: &TestApp, event: &str, user: &str) -> serde_json:
     .body
 }
 
+fn numbered(id: &str, event: &str, user: &str, unit: u64) -> Order {
+    let m = flashgate_origin::kafka::OrderMessage {
+        unit_no: Some(unit),
+        ..message(id, event, user)
+    };
+    Order::parse(&serde_json::to_vec(&m).expect("json")).expect("valid order")
+}
+
+#[tokio::test]
+async fn a_unit_sold_twice_is_refused_as_taken_and_keeps_that_fate() {
+    let pool = db::connect(&fresh_database().await).await.expect("db");
+    let mut db = pool.acquire().await.expect("connection");
+    let first = write_batch(&mut db, &[numbered("o1", "e", "a", 7)])
+        .await
+        .expect("write");
+    assert_eq!(first["o1"], Fate::Confirmed);
+    // Unit 7 again (a promoted replica sold it again), in a batch with a fresh unit, and
+    // by its own holder's second order: refused as taken (its unit stays sold), whoever
+    // the buyer; another event's unit 7 is another unit.
+    let batch = [
+        numbered("o2", "e", "b", 7),
+        numbered("o3", "e", "c", 6),
+        numbered("o4", "e", "a", 7),
+        numbered("o5", "f", "b", 7),
+    ];
+    let fates = write_batch(&mut db, &batch).await.expect("write");
+    assert_eq!(fates["o2"], Fate::Failed("unit_taken"));
+    assert_eq!(fates["o3"], Fate::Confirmed);
+    assert_eq!(fates["o4"], Fate::Failed("unit_taken"));
+    assert_eq!(fates["o5"], Fate::Confirmed);
+    // A buyer's second order on a free unit is a duplicate (its unit goes back).
+    let dup = write_batch(&mut db, &[numbered("o6", "e", "c", 5)])
+        .await
+        .expect("write");
+    assert_eq!(dup["o6"], Fate::Failed("duplicate"));
+    assert_eq!(write_batch(&mut db, &batch).await.expect("replay"), fates);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 3);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM failed_orders WHERE reason = 'unit_taken'"
+        )
+        .await,
+        2
+    );
+}
+
 #[tokio::test]
 async fn batches_are_idempotent_and_keep_their_fate() {
     let pool = db::connect(&fresh_database().await).await.expect("db");
