@@ -12,6 +12,13 @@
 //! (1 s without one) before its next request, as the activity page does, instead of
 //! asking again at once.
 //!
+//! With `--bearer-env VAR`, each request carries a shopper's `Authorization: Bearer`
+//! HS256 token for its user, made under the secret in `VAR` (as a browser sends it to the
+//! edge; the peer of `./dev bench peer` checks it).
+//!
+//! Besides the measured window's figures, `statuses_all` counts every answer from the
+//! start (warm-up included), to divide a phase's CPU time by.
+//!
 //! It runs on one thread, so it leaves the other core to what it measures.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "fg-load --addr HOST:PORT --path PATH [--method GET] [--body STR] \
-[--sign-env VAR --user-prefix P] [--environment dev] [--connections 64] [--duration 10] [--warmup 2] \
+[--sign-env VAR] [--bearer-env VAR] [--user-prefix P] [--environment dev] [--connections 64] [--duration 10] [--warmup 2] \
 [--max-requests N] [--timeout-ms 5000] [--backoff]";
 
 struct Opts {
@@ -34,6 +41,7 @@ struct Opts {
     path: String,
     body: Vec<u8>,
     secret: Option<Vec<u8>>,
+    bearer: Option<Vec<u8>>,
     environment: String,
     user_prefix: String,
     connections: usize,
@@ -53,6 +61,7 @@ fn parse() -> Result<Opts, String> {
         path: String::new(),
         body: Vec::new(),
         secret: None,
+        bearer: None,
         environment: "dev".into(),
         user_prefix: String::new(),
         connections: 64,
@@ -79,6 +88,14 @@ fn parse() -> Result<Opts, String> {
             "--sign-env" => {
                 let var = value()?;
                 o.secret = Some(
+                    std::env::var(&var)
+                        .map_err(|_| format!("{var} is not set"))?
+                        .into_bytes(),
+                );
+            }
+            "--bearer-env" => {
+                let var = value()?;
+                o.bearer = Some(
                     std::env::var(&var)
                         .map_err(|_| format!("{var} is not set"))?
                         .into_bytes(),
@@ -141,12 +158,18 @@ fn request(o: &Opts, conn: usize, seq: u64) -> Vec<u8> {
             o.body.len()
         ));
     }
+    let user = if o.user_prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}{conn}x{seq}", o.user_prefix)
+    };
+    if let Some(secret) = &o.bearer {
+        head.push_str(&format!(
+            "authorization: Bearer {}\r\n",
+            token(secret, &user)
+        ));
+    }
     if let Some(secret) = &o.secret {
-        let user = if o.user_prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}{conn}x{seq}", o.user_prefix)
-        };
         let ts = now_ms();
         let nonce = format!("{conn}x{seq}");
         let canonical = format!(
@@ -168,6 +191,21 @@ fn request(o: &Opts, conn: usize, seq: u64) -> Vec<u8> {
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(&o.body);
     bytes
+}
+
+/// A shopper's HS256 token for `user`, valid for an hour (core/src/jwt.rs).
+fn token(secret: &[u8], user: &str) -> String {
+    // {"alg":"HS256","typ":"JWT"}
+    const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+    let exp = now_ms() / 1000 + 3600;
+    let claims = URL_SAFE_NO_PAD.encode(format!("{{\"sub\":\"{user}\",\"exp\":{exp}}}"));
+    let signed = format!("{HEADER}.{claims}");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -240,6 +278,8 @@ struct Tally {
     latencies_us: Vec<u32>,
     by_status: BTreeMap<u16, Vec<u32>>,
     statuses: BTreeMap<u16, u64>,
+    /// Every answer, warm-up included.
+    statuses_all: BTreeMap<u16, u64>,
     errors: u64,
     sent: u64,
 }
@@ -279,6 +319,7 @@ async fn connection(
             }
             match answer {
                 Ok(Ok(a)) => {
+                    *t.statuses_all.entry(a.status).or_default() += 1;
                     if measured {
                         let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
                         t.latencies_us.push(us);
@@ -344,12 +385,16 @@ async fn main() {
         .max(1e-9);
     let mut lat: Vec<u32> = Vec::new();
     let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut statuses_all: BTreeMap<u16, u64> = BTreeMap::new();
     let mut by_status: BTreeMap<u16, Vec<u32>> = BTreeMap::new();
     let (mut errors, mut sent) = (0, 0);
     for t in tallies {
         lat.extend(t.latencies_us);
         for (k, v) in t.statuses {
             *statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in t.statuses_all {
+            *statuses_all.entry(k).or_default() += v;
         }
         for (k, v) in t.by_status {
             by_status.entry(k).or_default().extend(v);
@@ -365,10 +410,12 @@ async fn main() {
         let i = ((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
         lat[i] as f64 / 1000.0
     }
-    let statuses_json: Vec<String> = statuses
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":{v}"))
-        .collect();
+    let counts = |m: &BTreeMap<u16, u64>| -> String {
+        m.iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let latency_json: Vec<String> = by_status
         .iter_mut()
         .map(|(k, v)| {
@@ -382,11 +429,12 @@ async fn main() {
         })
         .collect();
     println!(
-        "{{\"cpu_s\":{:.2},\"requests\":{},\"sent\":{sent},\"errors\":{errors},\"seconds\":{window:.3},\"rps\":{:.1},\"statuses\":{{{}}},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"by_status\":{{{}}},\"connections\":{}}}",
+        "{{\"cpu_s\":{:.2},\"requests\":{},\"sent\":{sent},\"errors\":{errors},\"seconds\":{window:.3},\"rps\":{:.1},\"statuses\":{{{}}},\"statuses_all\":{{{}}},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"by_status\":{{{}}},\"connections\":{}}}",
         cpu_seconds(),
         lat.len(),
         lat.len() as f64 / window,
-        statuses_json.join(","),
+        counts(&statuses),
+        counts(&statuses_all),
         pct(&lat, 0.50),
         pct(&lat, 0.90),
         pct(&lat, 0.99),
