@@ -20,7 +20,7 @@ export ROOT
 ORDER="origin consumer edge fullstack"
 describe() {
   case $1 in
-    origin) echo "origin purchase path: purchase and sold-out rps vs /healthz, Redis EVALSHA floor, p50/p99, RSS" ;;
+    origin) echo "origin purchase path: CPU per 202 and per 409 vs per /healthz, rates, batch sizes, p50/p99, RSS" ;;
     consumer) echo "order consumer: orders/s into MariaDB" ;;
     edge) echo "edge worker" ;;
     fullstack) echo "k6 through the edge: page floor, event info, mixed scenario with invariants, HTML report" ;;
@@ -59,9 +59,9 @@ started=$SECONDS
 # dir, so two runs at once (a shared machine) cannot mix their rows.
 REPORT_DIR=${BENCH_REPORT_DIR:-$ROOT/target/bench}
 
-say "building the release origin and the load generator"
+say "building the release origin, the peer and the load generator"
 t=$SECONDS
-cargo build -q --release -p flashgate-origin
+cargo build -q --release -p flashgate-origin -p flashgate-peer
 (cd infra/bench/loadgen && cargo build -q --release --target-dir "$ROOT/target/loadgen")
 build_s=$((SECONDS - t))
 say "built in ${build_s}s"
@@ -100,7 +100,7 @@ for s in "${suites[@]}"; do
     say "suite $s failed (logs in $DIR/logs; BENCH_KEEP=1 keeps them)"
   fi
   # A clean slate for the next suite: only the services stay.
-  for name in edge consume serve; do bench_stop "$name"; done
+  for name in edge consume serve peer; do bench_stop "$name"; done
   say "suite $s took $((SECONDS - t))s"
 done
 
