@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# origin purchase path: purchase and sold-out rps vs /healthz, Redis EVALSHA floor, p50/p99, RSS
+# origin purchase path: CPU per 202 and per 409 vs per /healthz, rates, batch sizes, p50/p99, RSS
 #
 # The release `flashgate serve` alone (relay on, no consumer, its own topic), driven by
 # fg-load (infra/bench/loadgen: one thread, keep-alive, edge-signed requests, a new user per
@@ -11,7 +11,12 @@
 #      path length): what the request's size alone costs (the size floor)
 #   4. redis-benchmark of the origin's own EVALSHA of reserve.lua (captured with MONITOR,
 #      new user per call), BENCH_REDIS_REQUESTS (200000) calls: the Redis floor.
-# Targets (issue 5): purchase >= 0.6 x HTTP floor, sold-out >= 0.9 x, p99 < 20 ms, RSS < 100 MB.
+# Targets: the origin's own CPU (from /proc/<pid>/stat over the phase) per 202 <= 2 x its
+# CPU per /healthz answer and per sold-out 409 <= 1.2 x (issue 24: ratios of CPU per
+# answer hold on a shared machine, where the rates measure what else runs); p99 < 20 ms,
+# RSS < 100 MB. The rates against the /healthz rate stay, as information.
+# The reserve calls' batch sizes in each purchase phase (`flashgate_reserve_batch_size`)
+# are in the notes: they decide what a reservation costs Redis (`./dev bench script`).
 # BENCH_ORIGIN_ENV="FLASHGATE_X=y ..." passes settings to the origin.
 # BENCH_PURCHASE_CONNECTIONS ("8 $BENCH_CONNECTIONS") lists the purchase phases' connection
 # counts; BENCH_PURCHASE_BACKOFF=1 makes their clients wait out a 429's or 503's Retry-After.
@@ -55,6 +60,7 @@ redis_cpu() { python3 -c 'import sys; print(round(sum(map(float, sys.argv[1:])),
 cpu_all() { echo "$(cpu_s "$pid") $(redis_cpu) $(cpu_s "$(bench_pid kafka)")"; }
 load() { # name fg-load args...
   local name=$1 before after; shift
+  curl -fsS "$ORIGIN_URL/metrics" >"$DIR/logs/metrics-before.txt" || true
   before=$(cpu_all)
   "$BENCH_LOAD" --addr "127.0.0.1:$ORIGIN_PORT" --connections "$CONN" --duration "$SECS" \
     --warmup "$WARM" "$@" >"$BENCH_OUT/origin-$name.json"
@@ -63,6 +69,9 @@ load() { # name fg-load args...
   python3 -c 'import json,sys; b,a=[list(map(float,x.split())) for x in sys.argv[1:3]]
 print(json.dumps(dict(zip(["origin","redis","broker"],[round(y-x,2) for x,y in zip(b,a)]))))' \
     "$before" "$after" >"$BENCH_OUT/origin-cpu-$name.json"
+  curl -fsS "$ORIGIN_URL/metrics" >"$DIR/logs/metrics-after.txt" || true
+  python3 "$ROOT/infra/bench/batch_sizes.py" "$DIR/logs/metrics-before.txt" "$DIR/logs/metrics-after.txt" \
+    >"$BENCH_OUT/origin-batch-$name.json"
   say "origin $name: $(cat "$BENCH_OUT/origin-$name.json") cpu $(cat "$BENCH_OUT/origin-cpu-$name.json")"
 }
 signed=(--method POST --body '{}' --sign-env EDGE_SECRET)
@@ -129,9 +138,9 @@ ok = lambda run, code: run["statuses"].get(code, 0) / run["seconds"]
 lat = lambda run, code, q: (lambda v: "" if v is None else f"{v:.2f}")(run["by_status"].get(code, {}).get(q))
 print("|".join(["origin /healthz rps (HTTP floor)", f"{floor_rps:.0f}", "rps", "", ""]))
 print("|".join(["Redis EVALSHA reserve rps (Redis floor)", f"{redis_rps:.0f}", "rps", "", ""]))
-print("|".join(["origin purchase rps (unique users, 202)", f"{ok(buy, '202'):.0f}", "rps", f"{floor_rps:.0f}", ">=0.6"]))
+print("|".join(["origin purchase rps (unique users, 202)", f"{ok(buy, '202'):.0f}", "rps", f"{floor_rps:.0f}", ""]))
 print("|".join(["origin purchase rps vs Redis floor", f"{ok(buy, '202'):.0f}", "rps", f"{redis_rps:.0f}", ""]))
-print("|".join(["origin sold-out rps (409)", f"{ok(sold, '409'):.0f}", "rps", f"{floor_rps:.0f}", ">=0.9"]))
+print("|".join(["origin sold-out rps (409)", f"{ok(sold, '409'):.0f}", "rps", f"{floor_rps:.0f}", ""]))
 # How much of the gap to the floor is the request's size (read, parsed, body) and how much
 # the sold-out answer's own work (signature check, event and sold-out lookups).
 print("|".join(["origin /healthz rps, sent as a sold-out purchase (size floor)", f"{ok(sized, '200'):.0f}", "rps", f"{floor_rps:.0f}", ""]))
@@ -144,18 +153,30 @@ print("|".join(["origin peak RSS", rss, "MB", "", "<100"]))
 # What one answer costs the whole machine (µs of CPU, every process of the path): on
 # shared cores a phase can go at most as fast as its cost allows, so purchase/healthz
 # cost bounds the purchase/healthz rate.
-def cost(name, run):
+def cost(name, run, code):
     cpu = json.load(open(f"{out}/origin-cpu-{name}.json"))
     cpu["load generator"] = run.get("cpu_s", 0.0)
-    n = run["rps"] * (run["seconds"] + float(os.environ.get("WARM", "2")))
+    # Every answer of the phase's own status, warm-up included (as the CPU time is).
+    n = run.get("statuses_all", {}).get(code) or run["rps"] * (run["seconds"] + float(os.environ.get("WARM", "2")))
     return {k: v * 1e6 / n for k, v in cpu.items()} if n else {}
 # A purchase's cost from the run with the largest share of 202s (429s cost little, so a
 # run that sheds load would understate it).
 pure = max(runs, key=lambda x: x["statuses"].get("202", 0) / max(1, sum(x["statuses"].values())))
 share = 100 * pure["statuses"].get("202", 0) / max(1, sum(pure["statuses"].values()))
-costs = {"/healthz": cost("healthz-1", h1), "purchase": cost(f"purchase-c{pure['connections']}", pure),
-         "sold-out": cost("soldout", sold), "size floor": cost("sized", sized)}
+costs = {"/healthz": cost("healthz-1", h1, "200"), "purchase": cost(f"purchase-c{pure['connections']}", pure, "202"),
+         "sold-out": cost("soldout", sold, "409"), "size floor": cost("sized", sized, "200")}
 total = {k: sum(v.values()) for k, v in costs.items()}
+# The targets: the origin's own CPU per answer against its CPU per /healthz answer.
+health = costs["/healthz"].get("origin")
+print("|".join(["origin CPU per 202 (purchase) vs per /healthz answer", f"{costs['purchase'].get('origin', 0):.1f}",
+                "µs", f"{health:.1f}", "<=2"]))
+print("|".join(["origin CPU per 409 (sold-out) vs per /healthz answer", f"{costs['sold-out'].get('origin', 0):.1f}",
+                "µs", f"{health:.1f}", "<=1.2"]))
+batches = {x["connections"]: json.load(open(f"{out}/origin-batch-purchase-c{x['connections']}.json")) for x in runs
+           if os.path.exists(f"{out}/origin-batch-purchase-c{x['connections']}.json")}
+for c, b in sorted(batches.items()):
+    print("|".join([f"reserve call batch size, mean attempts per call (purchase at {c} connections)",
+                    "" if b["mean"] is None else f"{b['mean']}", "attempts", "", ""]))
 print("|".join(["CPU per /healthz answer, all processes", f"{total['/healthz']:.1f}", "µs", "", ""]))
 print("|".join([f"CPU per purchase ({pure['connections']} connections, {share:.0f} % 202), all processes",
                 f"{total['purchase']:.1f}", "µs", f"{total['/healthz']:.1f}", ""]))
@@ -177,6 +198,9 @@ notes = [
     f"- latency by answer (ms), sold-out: {sold['by_status']}",
     f"- Redis floor: redis-benchmark, {r['rps']} calls/s, p50 {r['p50_latency_ms']} ms, p99 {r['p99_latency_ms']} ms",
 ]
+notes += [f"- reserve calls at {c} connections (`flashgate_reserve_batch_size`): {b['calls']} calls, "
+          f"{b['attempts']} attempts, mean {b['mean']}; calls by attempts per call (bucket upper bound): {b['buckets']}"
+          for c, b in sorted(batches.items())]
 notes += ["", "- CPU per answer by process (µs; user + system, warm-up included):", "",
           "| phase | " + " | ".join(costs["/healthz"]) + " | all |",
           "|---|" + "---:|" * (len(costs["/healthz"]) + 1),
