@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# reserve.lua's cost in Redis, in instructions (callgrind): per call, against a bare script call
+# reserve.lua's cost in Redis, in instructions (callgrind): per call, per reservation by batch size, vs DECR
 #
 # Instruction counts do not move with what else the shared machine is doing, so a change to
 # the script can be judged on them where requests per second would drown in noise. Each
 # variant gets a fresh redis-server under `valgrind --tool=callgrind` (AOF on, everysec, as
-# the stack runs it) and BENCH_SCRIPT_CALLS (5000) single-attempt calls from redis-benchmark
-# (8 clients, a new user, order id and signature per call, the key layout the origin uses,
-# stock that never runs out), then 2 s for the per-user windows to expire; counted is what
-# Redis executed from the first call to the end of those 2 s. The floor is the same call to
-# a script that only returns (`return 1`): what any EVALSHA of that size costs.
+# the stack runs it) and about BENCH_SCRIPT_CALLS (5000) attempts from redis-benchmark
+# (8 clients, a new user, order id and signature per attempt, the key layout the origin
+# uses, stock that never runs out), then 2 s for the per-user windows to expire; counted is
+# what Redis executed from the first call to the end of those 2 s.
+#   - single-attempt calls, against the same call to a script that only returns
+#     (`return 1`): what any EVALSHA of that size costs;
+#   - calls of BENCH_SCRIPT_BATCHES ("4 16 64") attempts each, as the origin coalesces
+#     them under load: instructions per reservation, against the original design's
+#     reservation, one DECR (infra/bench/peer), measured the same way. Target (issue 24):
+#     at most as many.
 # BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, for an A/B (a
 # script from before unit numbers reads the given-back list's key as the user's window and
 # the window's as the signature: both still new per call or never written, as its own).
@@ -21,9 +26,10 @@ CALLS=${BENCH_SCRIPT_CALLS:-5000}
 WORK="$DIR/script"
 mkdir -p "$WORK"
 
-# Instructions Redis executes for CALLS calls of the script in file $1.
-instructions() { # name script-file
-  local name=$1 file=$2 port pid sha
+# Instructions Redis executes per call for CALLS calls of a redis-benchmark command, each
+# `SCRIPT` in it standing for the SHA of the script in file $SCRIPT_FILE (loaded first).
+instructions() { # name calls command...
+  local name=$1 calls=$2 port pid sha; shift 2
   port=$(free_port)
   rm -rf "$WORK/$name" && mkdir -p "$WORK/$name"
   (cd "$WORK/$name" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/$name/cg.out" \
@@ -33,21 +39,16 @@ instructions() { # name script-file
   pid=$!
   wait_for "redis under callgrind (logs in $WORK/$name)" 40 redis-cli -p "$port" ping
   redis-cli -p "$port" set 'fg:{bench}:stock' 1000000000 >/dev/null
-  sha=$(redis-cli -p "$port" script load "$(cat "$file")")
+  redis-cli -p "$port" set 'peer:{bench}:stock' 1000000000 >/dev/null
+  sha=$(redis-cli -p "$port" script load "$(cat "${SCRIPT_FILE:-$WORK/bare.lua}")")
   callgrind_control -z "$pid" >/dev/null 2>&1
-  # KEYS: stock orders status outbox stats given_back, the user's window and the signature seen;
-  # ARGV: now, window ms, limit, event, replay ms, deadline, user, order, room position
-  # (none: '') (reserve.lua).
-  timeout 600 redis-benchmark -p "$port" -c 8 -n "$CALLS" -r 1000000000 --csv EVALSHA "$sha" 8 \
-    'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' 'fg:{bench}:outbox' \
-    'fg:{bench}:stats' 'fg:{bench}:given_back' 'fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__' \
-    "$(date +%s)000" 1000 1 bench 65000 99999999999999 u__rand_int__ o__rand_int__ '' \
+  timeout 600 redis-benchmark -p "$port" -c 8 -n "$calls" -r 1000000000 --csv "${@/#SCRIPT/$sha}" \
     >"$WORK/$name/benchmark.csv"
   sleep 2
   callgrind_control -d "$pid" >/dev/null 2>&1
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait "$pid" || true
-  python3 - "$WORK/$name" "$CALLS" <<'PY'
+  python3 - "$WORK/$name" "$calls" <<'PY'
 import glob, sys
 d, calls = sys.argv[1], int(sys.argv[2])
 # The dump made after zeroing (cg.out.1) holds just the measured interval.
@@ -63,17 +64,52 @@ else:
 PY
 }
 
+# The origin's reserve call for N attempts (KEYS: stock orders status outbox stats
+# given_back, then per attempt the user's window and the signature seen; ARGV: now,
+# window ms, limit, event, replay ms, deadline, then per attempt user, order, room
+# position (none: ''); see reserve.lua), a new user, order id and signature per attempt.
+reserve_call() { # attempts
+  local i keys=() args=()
+  for ((i = 0; i < $1; i++)); do
+    keys+=('fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__')
+    args+=(u__rand_int__ o__rand_int__ '')
+  done
+  printf '%s\0' EVALSHA SCRIPT $((6 + 2 * $1)) 'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' \
+    'fg:{bench}:outbox' 'fg:{bench}:stats' 'fg:{bench}:given_back' "${keys[@]}" \
+    "$(date +%s)000" 1000 1 bench 65000 99999999999999 "${args[@]}"
+}
+# Instructions per call of reserve.lua in file $1 with $2 attempts per call, over about
+# CALLS attempts in all.
+reserve_instructions() { # name file attempts
+  local call
+  mapfile -d '' call < <(reserve_call "$3")
+  SCRIPT_FILE=$2 instructions "$1" $(((CALLS + $3 - 1) / $3)) "${call[@]}"
+}
+
 printf 'return 1\n' >"$WORK/bare.lua"
+script="$ROOT/origin/src/redis/lua/reserve.lua"
 say "callgrind: $CALLS calls of a bare script"
-bare=$(instructions bare "$WORK/bare.lua")
+bare=$(reserve_instructions bare "$WORK/bare.lua" 1)
 say "callgrind: $CALLS calls of reserve.lua"
-now=$(instructions reserve "$ROOT/origin/src/redis/lua/reserve.lua")
+now=$(reserve_instructions reserve "$script" 1)
 bench_record "Redis instructions per reserve call (callgrind)" "$now" instr "$bare" ""
+# The original design's reservation: one DECR per purchase (infra/bench/peer).
+say "callgrind: $CALLS DECR calls (the peer's reservation)"
+decr=$(instructions decr "$CALLS" DECR 'peer:{bench}:stock')
+bench_record "Redis instructions per DECR call (the peer's reservation)" "$decr" instr "" ""
+# Per reservation at the batch sizes the coalescer makes under load (`./dev bench origin`
+# and `peer` report them): the target is the peer's DECR.
+for n in ${BENCH_SCRIPT_BATCHES:-4 16 64}; do
+  say "callgrind: reserve.lua with $n attempts per call, $CALLS attempts"
+  per_call=$(reserve_instructions "reserve-$n" "$script" "$n")
+  per_reservation=$((per_call / n))
+  bench_record "Redis instructions per reservation, $n attempts per call" "$per_reservation" instr "$decr" "<=1.0"
+done
 if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
   # The script moved to origin/src/redis/lua/ on 2026-12-02; older revisions have it in src/lua/.
   git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/redis/lua/reserve.lua" >"$WORK/base.lua" 2>/dev/null \
     || git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/lua/reserve.lua" >"$WORK/base.lua"
   say "callgrind: $CALLS calls of reserve.lua at $BENCH_SCRIPT_BASE"
-  base=$(instructions base "$WORK/base.lua")
+  base=$(reserve_instructions base "$WORK/base.lua" 1)
   bench_record "Redis instructions per reserve call, against reserve.lua at $BENCH_SCRIPT_BASE" "$now" instr "$base" ""
 fi
