@@ -1,7 +1,14 @@
 // Shared parts of flashgate's k6 scenarios: settings, users, the shopper's requests,
 // checks of every documented answer (../../shared API contract), and the metrics that the
 // thresholds and the after-run invariant check (check-invariants.py) read.
+//
+// AS_EDGE=1: k6 plays the edge and sends the shopper's requests to ORIGIN_URL itself,
+// each signed with EDGE_SECRET for ENVIRONMENT (dev) as core/src/sign.rs signs them, for
+// the user the edge would have read from the token; what only the edge does (the page,
+// its assets, tickets) is left out. It tests the origin at a scale `wrangler dev` cannot
+// carry here.
 import http from 'k6/http';
+import crypto from 'k6/crypto';
 import exec from 'k6/execution';
 import { check, sleep, fail } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
@@ -13,6 +20,11 @@ export const num = (name, fallback) => Number(env(name, fallback));
 export const EDGE_URL = env('EDGE_URL', 'http://127.0.0.1:8787');
 export const ORIGIN_URL = env('ORIGIN_URL', 'http://127.0.0.1:8080');
 export const EVENT = env('EVENT', `k6-${Date.now().toString(36)}`);
+export const AS_EDGE = env('AS_EDGE', '') === '1';
+const EDGE_SECRET = env('EDGE_SECRET', '');
+const ENVIRONMENT = env('ENVIRONMENT', 'dev');
+// Where the shopper's requests go: the edge, or the origin with k6 as the edge.
+const BASE = AS_EDGE ? ORIGIN_URL : EDGE_URL;
 // Every request carries one browser-like User-Agent: tickets are bound to it.
 export const USER_AGENT = env('USER_AGENT', 'Mozilla/5.0 (X11; Linux x86_64) flashgate-k6/1');
 const MAX_TRIES = num('PURCHASE_TRIES', 8);
@@ -144,10 +156,43 @@ const params = (name, token, ticket) => {
   if (ticket) headers['x-ticket'] = ticket;
   return { headers, tags: { name }, timeout: REQUEST_TIMEOUT };
 };
-const postParams = (name, token, ticket) => {
-  const p = params(name, token, ticket);
-  p.headers['content-type'] = 'application/json';
-  return p;
+
+let nonces = 0;
+// The edge's headers for one request to the origin (core/src/sign.rs, v3): the HMAC-SHA256
+// of `flashgate-edge-v3\n{environment}\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{hex
+// sha256(body)}` under EDGE_SECRET, base64url without padding. The nonce is this VU's own
+// count, so no two requests of a run sign alike.
+export function edgeHeaders(method, path, user, body) {
+  if (!EDGE_SECRET) fail('AS_EDGE=1 needs EDGE_SECRET');
+  nonces += 1;
+  const ts = String(Date.now());
+  const nonce = `k6v${exec.vu.idInTest}n${nonces}`;
+  const canonical = ['flashgate-edge-v3', ENVIRONMENT, method, path, user, ts, nonce,
+    crypto.sha256(body, 'hex')].join('\n');
+  const headers = {
+    'x-flashgate-signature': crypto.hmac('sha256', EDGE_SECRET, canonical, 'base64rawurl'),
+    'x-flashgate-timestamp': ts,
+    'x-flashgate-nonce': nonce,
+  };
+  if (user) headers['x-flashgate-user'] = user;
+  return headers;
+}
+
+// A shopper's request of `name` to `path`: through the edge with the user's token (and
+// ticket), or, with AS_EDGE, to the origin signed as the edge signs it for that user.
+const shopper = (name, method, path, body, user, ticket) => {
+  const p = params(name, AS_EDGE ? null : user && user.token, AS_EDGE ? null : ticket);
+  if (method === 'POST') p.headers['content-type'] = 'application/json';
+  if (AS_EDGE) Object.assign(p.headers, edgeHeaders(method, path, user ? user.id : '', body || ''));
+  return [`${BASE}${path}`, p];
+};
+const get = (name, path, user) => {
+  const [url, p] = shopper(name, 'GET', path, '', user);
+  return http.get(url, p);
+};
+const post = (name, path, user, ticket) => {
+  const [url, p] = shopper(name, 'POST', path, '{}', user, ticket);
+  return http.post(url, '{}', p);
 };
 
 const retryAfter = (r) => Math.min(Math.max(Number(r.headers['Retry-After']) || 1, 0.2), 5);
@@ -158,7 +203,9 @@ export function browse(assets) {
   return eventInfo();
 }
 
+// The page and its assets are the edge's: with AS_EDGE there is nothing to load.
 export function loadPage(assets) {
+  if (AS_EDGE) return;
   const page = timed(http.get(`${EDGE_URL}/?event=${EVENT}`, params('page')), 'page');
   m.transport.add(page.status === 0);
   if (page.status >= 500 && page.status !== 503) m.serverErrors.add(1, { name: 'page' });
@@ -174,13 +221,15 @@ export function loadPage(assets) {
 }
 
 export function eventInfo() {
-  const r = http.get(`${EDGE_URL}/api/events/${EVENT}`, params('event'));
+  const r = get('event', `/api/events/${EVENT}`, null);
   return observe(r, 'event', ANSWERS.event);
 }
 
 export function ticket(user) {
+  // The edge's own admission; the origin asks for none.
+  if (AS_EDGE) return 'issued by the edge';
   for (let i = 0; i < MAX_TRIES; i += 1) {
-    const r = http.post(`${EDGE_URL}/api/events/${EVENT}/ticket`, '{}', postParams('ticket', user.token));
+    const r = post('ticket', `/api/events/${EVENT}/ticket`, user);
     const b = observe(r, 'ticket', ANSWERS.ticket);
     if (r.status === 200 && b) return b.ticket;
     if (r.status !== 429 && r.status !== 503 && r.status !== 0) return null;
@@ -197,7 +246,7 @@ export function buy(user, opts = {}) {
   let orderId = null;
   let outcome = null;
   for (let i = 0; t && i < MAX_TRIES && !outcome; i += 1) {
-    const r = http.post(`${EDGE_URL}/api/events/${EVENT}/purchase`, '{}', postParams('purchase', user.token, t));
+    const r = post('purchase', `/api/events/${EVENT}/purchase`, user, t);
     const b = observe(r, 'purchase', ANSWERS.purchase);
     switch (r.status) {
       case 202:
@@ -246,7 +295,7 @@ export function buy(user, opts = {}) {
   else m.unresolved.add(1);
   if (orderId) pollOrder(user, orderId, outcome === 'queued' ? Date.now() : null);
   else if (outcome === 'sold_out') {
-    const r = http.get(`${EDGE_URL}/api/events/${EVENT}/order`, params('order', user.token));
+    const r = get('order', `/api/events/${EVENT}/order`, user);
     observe(r, 'order', ANSWERS.order);
     check(r, { 'sold-out buyer holds no order': (x) => x.status === 404 || x.status === 503 });
   }
@@ -255,7 +304,7 @@ export function buy(user, opts = {}) {
 
 function pollOrder(user, orderId, queuedAt) {
   for (let i = 0; i < ORDER_POLLS; i += 1) {
-    const r = http.get(`${EDGE_URL}/api/events/${EVENT}/order`, params('order', user.token));
+    const r = get('order', `/api/events/${EVENT}/order`, user);
     const b = observe(r, 'order', ANSWERS.order);
     if (r.status === 200 && b) {
       check(b, { 'order id is the purchase answer': (x) => x.order_id === orderId });
@@ -305,6 +354,7 @@ export function putEvent(stock, startsInMs, endsInMs) {
 
 // The page's local assets, so browsing loads what a browser loads.
 export function pageAssets() {
+  if (AS_EDGE) return [];
   const r = http.get(`${EDGE_URL}/?event=${EVENT}`, params('page'));
   if (r.status !== 200) fail(`the activity page answered ${r.status}`);
   const found = [];

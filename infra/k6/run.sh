@@ -9,12 +9,14 @@
 # $FLASHGATE_DEV_DIR/env (default .dev/env). Scenario knobs are environment variables
 # documented at the top of each script (PEAK_VUS, RAMP_UP, STOCK, FLASH_USERS, ...).
 # Set K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT=report.html for k6's HTML report.
+# AS_EDGE=1 makes k6 play the edge: the shopper's requests go to ORIGIN_URL, signed with
+# EDGE_SECRET as the edge signs them (infra/k6/lib.js).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/infra/versions.env"
 . "$ROOT/infra/dev/paths.sh"
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 scenario=${1:-}
 case $scenario in
   mixed | flash | soak | smoke | chaos) shift ;;
@@ -38,7 +40,7 @@ if [ -z "${EDGE_URL:-}" ]; then
   [ -f "$envfile" ] || { echo "k6: no stack settings (EDGE_URL unset, no $envfile); run ./dev up" >&2; exit 2; }
   set -a; . "$envfile"; set +a
 fi
-for v in EDGE_URL ORIGIN_URL ADMIN_TOKEN AUTH_SECRET REDIS_PORT MYSQL_PORT; do
+for v in EDGE_URL ORIGIN_URL ADMIN_TOKEN AUTH_SECRET REDIS_PORT MYSQL_PORT ${AS_EDGE:+EDGE_SECRET}; do
   [ -n "${!v:-}" ] || { echo "k6: $v is not set" >&2; exit 2; }
 done
 K6="$FG_K6_ROOT/bin/k6"
