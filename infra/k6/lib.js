@@ -173,6 +173,8 @@ export function edgeHeaders(method, path, user, body) {
     'x-flashgate-signature': crypto.hmac('sha256', EDGE_SECRET, canonical, 'base64rawurl'),
     'x-flashgate-timestamp': ts,
     'x-flashgate-nonce': nonce,
+    // The edge names every request it forwards (its CF-Ray, else its nonce).
+    'x-request-id': nonce,
   };
   if (user) headers['x-flashgate-user'] = user;
   return headers;

@@ -4,8 +4,8 @@
 //! answer, and sends the next, until `--duration` seconds have passed (or `--max-requests`
 //! were sent). Requests can carry the edge's signature (the canonical string of
 //! `core/src/sign.rs`, HMAC-SHA256 under the secret in the environment variable named by
-//! `--sign-env`, for the origin's `--environment`, default `dev`), for a new user per
-//! request (`--user-prefix`). Prints one JSON line:
+//! `--sign-env`, for the origin's `--environment`, default `dev`, with the request id the
+//! edge sends), for a new user per request (`--user-prefix`). Prints one JSON line:
 //! requests, rps, statuses, errors and latency percentiles of the measured window.
 //!
 //! With `--backoff`, a connection answered 429 or 503 waits the answer's `Retry-After`
@@ -180,8 +180,9 @@ fn request(o: &Opts, conn: usize, seq: u64) -> Vec<u8> {
             <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(canonical.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        // The edge names every request it forwards (its CF-Ray, else its nonce).
         head.push_str(&format!(
-            "x-flashgate-signature: {sig}\r\nx-flashgate-timestamp: {ts}\r\nx-flashgate-nonce: {nonce}\r\n"
+            "x-flashgate-signature: {sig}\r\nx-flashgate-timestamp: {ts}\r\nx-flashgate-nonce: {nonce}\r\nx-request-id: {nonce}\r\n"
         ));
         if !user.is_empty() {
             head.push_str(&format!("x-flashgate-user: {user}\r\n"));
