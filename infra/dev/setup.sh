@@ -44,6 +44,7 @@ cargo_tool "$FG_WORKER_BUILD_ROOT" worker-build worker-build "$WORKER_BUILD_VERS
 cargo_tool "$FG_TANSU_ROOT" tansu tansu "$TANSU_VERSION" --locked --features "$TANSU_FEATURES"
 cargo_tool "$FG_CARGO_FUZZ_ROOT" cargo-fuzz cargo-fuzz "$CARGO_FUZZ_VERSION" --locked
 cargo_tool "$FG_CARGO_DENY_ROOT" cargo-deny cargo-deny "$CARGO_DENY_VERSION" --locked
+cargo_tool "$FG_INFERNO_ROOT" inferno-flamegraph inferno "$INFERNO_VERSION" --locked --no-default-features --features cli
 
 if [ ! -x "$FG_NODE22_BIN/node" ]; then
   say "npm: node $NODE22_VERSION (wrangler needs Node >= 22)"
