@@ -39,6 +39,7 @@ pub const CONSUMER_COUNTERS: &[CounterSpec] = &[
     ("flashgate_consumer_pauses_total", &[]),
     ("flashgate_compensations_total", &[("reason", "blocked")]),
     ("flashgate_compensations_total", &[("reason", "duplicate")]),
+    ("flashgate_compensations_total", &[("reason", "unit_taken")]),
 ];
 
 /// Shows `counters` from the start, at 0 until they count (their values are kept if they
