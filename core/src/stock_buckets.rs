@@ -6,6 +6,9 @@
 //! so a unit number stays unique within the event and the orders table's key on
 //! `(event_id, unit_no)` still refuses a unit twice.
 //!
+//! The origin does not split an event's stock yet: this module is the protocol it is to
+//! run, with its model; docs/scaling.md says what one event can sell without it.
+//!
 //! A purchase, each step one atomic script on one slot:
 //!
 //! 1. **Home** ([`home`]: a hash of the user): the user's one-order mark lives here. A
