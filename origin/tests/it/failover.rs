@@ -45,14 +45,19 @@ async fn info(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A connection to a Redis of the test's own.
+async fn conn(server: &OwnServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{}", server.port))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis of the test's own")
+}
+
 /// Waits until the replica holds every write the master took so far: a write of its own,
 /// then `WAIT` (replicas apply writes in order).
 async fn replicated(master: &OwnServer) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", master.port)).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("master");
+    let mut conn = conn(master).await;
     let _: () = redis::cmd("SET")
         .arg(unique("sync-"))
         .arg(1)
@@ -70,11 +75,7 @@ async fn replicated(master: &OwnServer) {
 
 /// Promotes the replica: from now on it takes no more of the master's writes.
 async fn promote(replica: &OwnServer) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", replica.port)).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("replica");
+    let mut conn = conn(replica).await;
     let _: () = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")

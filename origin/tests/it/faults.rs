@@ -274,25 +274,12 @@ async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
 async fn an_order_reserved_by_a_killed_server_still_reaches_kafka() {
     let settings = settings(generous());
     let spawn = |stall: bool| {
-        let port = free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-            .arg("serve")
-            .env("FLASHGATE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FLASHGATE_REDIS_URL", settings.redis.url.expose_secret())
-            .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka.brokers)
-            .env("FLASHGATE_ORDERS_TOPIC", &settings.kafka.orders_topic)
-            .env("FLASHGATE_KEY_PREFIX", &settings.redis.key_prefix)
-            .env("FLASHGATE_EDGE_SECRET", EDGE_SECRET)
-            .env("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("FLASHGATE_USER_LIMIT", "1000")
-            .env("FLASHGATE_FAULTS__RELAY_STALL", stall.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("flashgate serve starts");
-        (port, Killed(child))
+        let stall = stall.to_string();
+        let extra = [
+            ("FLASHGATE_USER_LIMIT", "1000"),
+            ("FLASHGATE_FAULTS__RELAY_STALL", stall.as_str()),
+        ];
+        crate::servers::serve_binary(&settings, &extra)
     };
     let (port, mut first) = spawn(true);
     let app = TestApp::remote(format!("http://127.0.0.1:{port}"), settings.clone()).await;
