@@ -246,9 +246,9 @@ function ks(a, b) {
   return { d, p: Math.min(1, Math.max(0, p)) };
 }
 
-// FLASHGATE_LONG_STATS=1 runs the full size (2,000 shoppers); the default keeps
+// FLASHGATE_LONG=1 runs the full size (2,000 shoppers); the default keeps
 // ./dev test short.
-const SHOPPERS = process.env.FLASHGATE_LONG_STATS === '1' ? 2_000 : 300;
+const SHOPPERS = process.env.FLASHGATE_LONG === '1' ? 2_000 : 300;
 
 test('fair start: a delay in the window does not buy a better place, and anyone can verify the draw', async () => {
   // The window is long enough for every registration (about 120 a second here, fewer

@@ -70,7 +70,13 @@ async fn events_on_different_masters(store: &Store, n: usize) -> Vec<String> {
 async fn on_a_cluster_concurrent_attempts_sell_exactly_each_events_stock_once() {
     let app = Arc::new(spawn_with_settings(cluster_settings(generous())).await);
     let events = events_on_different_masters(&app.store, 3).await;
-    let (stock, users, attempts_each) = (200u64, 1000usize, 3usize);
+    // 9,000 attempts over three events; 50,004 with FLASHGATE_LONG=1.
+    let long = std::env::var("FLASHGATE_LONG").is_ok_and(|v| v == "1");
+    let (stock, users, attempts_each) = if long {
+        (1_000u64, 5_556usize, 3usize)
+    } else {
+        (200u64, 1_000usize, 3usize)
+    };
     for e in &events {
         app.live_event(e, stock).await;
     }
