@@ -18,7 +18,9 @@
 # answer is that CPU over every answer of the documented status, warm-up included.
 # Targets (issue 24): flashgate's purchase rate >= 1.0 x the peer's and its CPU per 202,
 # all processes, <= 1.0 x the peer's; its sold-out rate >= 1.0 x the peer's.
-# BENCH_ORIGIN_ENV="FLASHGATE_X=y ..." passes settings to the origin.
+# BENCH_ORIGIN_ENV="FLASHGATE_X=y ..." passes settings to the origin; BENCH_PEER_BACKOFF=1
+# makes the clients of both wait out a 429's or 503's Retry-After, as the activity page
+# does (only flashgate answers them: its adaptive limit).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/infra/bench/lib.sh"
@@ -70,6 +72,7 @@ phase() { # system scenario round
     pid=$(bench_pid peer) port=$peer_port args=(--bearer-env AUTH_SECRET)
   fi
   before=$(cpu_all "$pid")
+  [ -n "${BENCH_PEER_BACKOFF:-}" ] && args+=(--backoff)
   "$BENCH_LOAD" --addr "127.0.0.1:$port" --connections "$CONN" --duration "$SECS" --warmup "$WARM" \
     --method POST --body '{}' "${args[@]}" --path "/api/events/$event/purchase" \
     --user-prefix "${system:0:1}${scenario:0:1}${round}x$stamp" >"$BENCH_OUT/peer-$name.json"
