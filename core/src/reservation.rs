@@ -25,9 +25,10 @@ use crate::Millis;
 pub enum Reservation {
     /// Stock reserved under this new order.
     Reserved(OrderId),
-    /// Stock reserved under this new order, but no Redis replica acknowledged it in time
-    /// (strict mode): answered 503 busy, as a failover could lose it. It stands on the
-    /// master (a retry gets it back as already purchased) unless a failover loses it.
+    /// Stock reserved under this order (new, or the user's held one), but no Redis
+    /// replica acknowledged it in time (strict mode): answered 503 busy, as a failover
+    /// could lose it. It stands on the master (a retry, once a replica holds it, gets it
+    /// back as already purchased) unless a failover loses it.
     Unreplicated(OrderId),
     /// The user already holds this order.
     AlreadyPurchased(String),

@@ -86,6 +86,11 @@ impl Replicas {
         Ok((verdicts, acked))
     }
 
+    /// Whether a `WAIT` that answered `acked` saw enough replicas.
+    pub(super) fn enough(&self, acked: &redis::RedisResult<u32>) -> bool {
+        acked.as_ref().is_ok_and(|n| *n >= self.count)
+    }
+
     /// Records how a wait of `timeout_ms` went: `acked` replicas (an error counts as
     /// none) for `reserved` reservations; true when enough acknowledged. Only a whole wait
     /// that fell short makes the next ones short (a 1 ms one sent before the replicas were
@@ -96,7 +101,7 @@ impl Replicas {
         reserved: usize,
         timeout_ms: u64,
     ) -> bool {
-        let enough = acked.as_ref().is_ok_and(|n| *n >= self.count);
+        let enough = self.enough(acked);
         if !enough {
             metrics::counter!("flashgate_reservations_unreplicated_total")
                 .increment(reserved as u64);

@@ -202,10 +202,16 @@ impl Store {
                 replicas.give_back(conn);
                 let (r, acked) = answer;
                 let r = r?;
-                let reserved = r.iter().step_by(2).filter(|v| *v == "reserved").count();
+                let count = |verdict: &str| r.iter().step_by(2).filter(|v| *v == verdict).count();
+                let reserved = count("reserved");
                 if reserved > 0 {
                     unreplicated =
                         !replicas.record(&acked, reserved, timeout_ms) && replicas.strict;
+                } else if replicas.strict && count("already_purchased") > 0 {
+                    // A holder's order may be one no replica holds yet (its 202 was a
+                    // 503): busy again until a replica does, so no success a failover
+                    // could take back is ever reported.
+                    unreplicated = !replicas.enough(&acked);
                 }
                 r
             }
@@ -235,6 +241,11 @@ impl Store {
             .map(|(v, a)| match v[0].as_str() {
                 "reserved" if unreplicated => Reservation::Unreplicated(a.new_order.clone()),
                 "reserved" => Reservation::Reserved(a.new_order.clone()),
+                "already_purchased" if unreplicated => {
+                    // The holder's order id, as the script wrote it (else this attempt's).
+                    let held = OrderId::parse(&v[1]).unwrap_or_else(|_| a.new_order.clone());
+                    Reservation::Unreplicated(held)
+                }
                 "already_purchased" => Reservation::AlreadyPurchased(v[1].clone()),
                 "sold_out" => Reservation::SoldOut(v[1].clone()),
                 "rate_limited" => Reservation::RateLimited(v[1].parse().unwrap_or(1000)),
