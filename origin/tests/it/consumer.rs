@@ -213,7 +213,7 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
             &EventId::parse("sale").expect("id"),
             &UserId::parse("buyer").expect("id"),
             &order_id,
-            GIVE_BACK,
+            give_back(1),
             app.settings.purchase.user_window_ms,
         )
         .await
@@ -258,7 +258,7 @@ async fn purchases_become_rows_and_refused_orders_give_their_unit_back() {
             &sale,
             &shady,
             &failed_order,
-            GIVE_BACK,
+            give_back(1),
             app.settings.purchase.user_window_ms
         )
         .await

@@ -100,8 +100,9 @@ async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_k
     assert_eq!(app.purchase("back", "bob").await.status, 409);
     buyers_loaded(&app, "back").await;
     let event = EventId::parse("back").expect("id");
-    // Alice's order fails downstream and her unit comes back (what the consumer does),
-    // then Carol buys it, well within the 10 s the memo keeps its buyers.
+    // Alice's order (unit 1, the only one) fails downstream and her unit comes back (what
+    // the consumer does), then Carol buys it, well within the 10 s the memo keeps its
+    // buyers.
     let order = alice.body["order_id"].as_str().expect("order id");
     let user = UserId::parse("alice").expect("user");
     assert!(app
@@ -110,7 +111,7 @@ async fn a_unit_given_back_and_sold_again_changes_the_buyers_the_sold_out_memo_k
             &event,
             &user,
             order,
-            GIVE_BACK,
+            give_back(1),
             app.settings.purchase.user_window_ms
         )
         .await

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub const EDGE_SECRET: &str = "test-edge-secret-0123456789";
-/// What the consumer tells Redis of an order refused for its buyer (its unit goes back),
-/// for tests that settle an order themselves.
-pub const GIVE_BACK: flashgate_origin::redis::Refused<'static> = flashgate_origin::redis::Refused {
-    unit: None,
-    give_back: true,
-    holder: None,
-};
+/// What the consumer tells Redis of an order refused for its buyer, whose unit `unit`
+/// goes back, for tests that settle an order themselves.
+pub fn give_back(unit: u64) -> flashgate_origin::redis::Refused<'static> {
+    flashgate_origin::redis::Refused {
+        unit: Some(unit),
+        give_back: true,
+        holder: None,
+    }
+}
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A service URL from the environment `./dev test` sets.

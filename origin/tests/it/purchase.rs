@@ -134,6 +134,41 @@ async fn the_per_user_window_allows_one_attempt_per_second_but_never_hides_an_or
 }
 
 #[tokio::test]
+async fn an_order_without_a_unit_number_gives_nothing_back() {
+    // Orders from before unit numbers, or published again by reconcile, carry none: the
+    // counter alone would hand out a unit already sold, so their unit stays unsold.
+    let app = spawn_app(generous()).await;
+    app.live_event("nounit", 2).await;
+    let alice = app.purchase("nounit", "alice").await;
+    assert_eq!(alice.status, 202, "{}", alice.body);
+    let order = alice.body["order_id"].as_str().expect("order id");
+    let unnumbered = flashgate_origin::redis::Refused {
+        unit: None,
+        give_back: true,
+        holder: None,
+    };
+    let event = flashgate_core::ids::EventId::parse("nounit").expect("id");
+    let user = flashgate_core::ids::UserId::parse("alice").expect("user");
+    let window = app.settings.purchase.user_window_ms;
+    let changed = app
+        .store
+        .compensate(&event, &user, order, unnumbered, window);
+    assert!(changed.await.expect("redis"), "the order is marked failed");
+    let stats = app.stats("nounit").await;
+    assert_eq!(
+        (stats["stock_left"].as_u64(), stats["compensated"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
+    let lookup = crate::consumer::order_status(&app, "nounit", "alice").await;
+    assert_eq!(lookup["status"], "failed");
+    // Unit 1 sells once; nothing else is offered.
+    assert_eq!(app.purchase("nounit", "bob").await.status, 202);
+    assert_eq!(app.purchase("nounit", "carol").await.status, 409);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_back() {
     use flashgate_core::ids::{EventId, UserId};
     // A window of a minute, so that no try counted in it can age out during the test.
@@ -156,8 +191,9 @@ async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_
         .expect("redis");
     assert!(!window, "a reservation left a window counter");
     assert_eq!(app.purchase("again", "alice").await.status, 200);
-    // Her order fails downstream and its unit comes back: that try now counts, so a
-    // buyer whose orders keep failing (a blocked one) reserves at most once per window.
+    // Her order (unit 2: the first sold of two) fails downstream and its unit comes back:
+    // that try now counts, so a buyer whose orders keep failing (a blocked one) reserves
+    // at most once per window.
     let order = first.body["order_id"].as_str().expect("order id");
     assert!(app
         .store
@@ -165,7 +201,7 @@ async fn a_reservation_counts_in_the_buyers_window_only_once_its_order_is_given_
             &event,
             &alice,
             order,
-            GIVE_BACK,
+            give_back(2),
             app.settings.purchase.user_window_ms
         )
         .await

@@ -28,9 +28,12 @@ if status == 'queued:' .. ARGV[2] then
   redis.call('HSET', KEYS[3], ARGV[1], 'failed:' .. ARGV[2])
 end
 redis.call('HINCRBY', KEYS[4], 'failed', 1)
-if known and ARGV[5] == '1' then
+-- An order without a unit number (from before unit numbers, or published again by
+-- reconcile) gives nothing back: the counter without the number would hand out a unit
+-- already sold. The unit stays unsold (an undersell that reconcile reports).
+if known and ARGV[5] == '1' and ARGV[4] ~= '' then
   redis.call('INCR', KEYS[1])
-  if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[7], ARGV[4]) end
+  redis.call('RPUSH', KEYS[7], ARGV[4])
   redis.call('HINCRBY', KEYS[4], 'compensated', 1)
 end
 if ARGV[6] ~= '' and (known or not status) then
