@@ -96,9 +96,13 @@ impl TestApp {
 }
 
 /// The HTTP client of every test: a deadline, and enough idle connections for storms.
+/// An idle connection is dropped after 500 ms, before the origin closes it (after
+/// `header_timeout_ms`, 1 s in the shortest test): reusing one the origin is closing
+/// would fail the request with a reset.
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_millis(500))
         .pool_max_idle_per_host(256)
         .build()
         .expect("client")
