@@ -9,6 +9,8 @@
 // Run it with infra/k6/run.sh, which writes the users and checks the invariants after.
 import { num, thresholds, putEvent, eventInfo, buy, buyer, iteration, needUsers } from './lib.js';
 
+export { handleSummary } from './summary.js';
+
 const rate = num('CHAOS_RATE', 15);
 const seconds = num('CHAOS_SECONDS', 60);
 const buyers = rate * seconds;

@@ -8,6 +8,8 @@
 import exec from 'k6/execution';
 import { num, env, thresholds, putEvent, pageAssets, loadPage, eventInfo, ticket, buy, users, sleep, needUsers } from './lib.js';
 
+export { handleSummary } from './summary.js';
+
 const crowd = num('FLASH_USERS', 1000);
 
 export const options = {

@@ -27,6 +27,19 @@ const ENVIRONMENT = env('ENVIRONMENT', 'dev');
 const BASE = AS_EDGE ? ORIGIN_URL : EDGE_URL;
 // Every request carries one browser-like User-Agent: tickets are bound to it.
 export const USER_AGENT = env('USER_AGENT', 'Mozilla/5.0 (X11; Linux x86_64) flashgate-k6/1');
+// What a browser sends besides: an edge that scores bots (docs/edge.md) refuses requests
+// without Accept and Accept-Language, and any sent from another site.
+const BROWSER_HEADERS = {
+  'user-agent': USER_AGENT,
+  accept: 'application/json, text/plain, */*',
+  'accept-language': env('ACCEPT_LANGUAGE', 'zh-CN,zh;q=0.9,en;q=0.8'),
+  'sec-fetch-site': 'same-origin',
+  'sec-fetch-mode': 'cors',
+};
+// PUBLIC_CLIENT_IPS=N (a local edge under `wrangler dev` only): VU v sends
+// `CF-Connecting-IP: 203.0.113.(v mod N + 1)`, so the edge scores the load as N public
+// clients instead of allow-listed loopback. Cloudflare replaces the header.
+const PUBLIC_CLIENT_IPS = num('PUBLIC_CLIENT_IPS', 0);
 const MAX_TRIES = num('PURCHASE_TRIES', 8);
 const ORDER_POLLS = num('ORDER_POLLS', 3);
 // A request with no answer by then counts as a transport error (fg_transport_error).
@@ -151,7 +164,11 @@ const ANSWERS = {
 export { err, errAny };
 
 const params = (name, token, ticket) => {
-  const headers = { 'user-agent': USER_AGENT };
+  const headers = { ...BROWSER_HEADERS };
+  if (name === 'page') headers.accept = 'text/html,application/xhtml+xml,*/*;q=0.8';
+  if (PUBLIC_CLIENT_IPS > 0) {
+    headers['cf-connecting-ip'] = `203.0.113.${((exec.vu.idInTest || 0) % Math.min(PUBLIC_CLIENT_IPS, 254)) + 1}`;
+  }
   if (token) headers.authorization = `Bearer ${token}`;
   if (ticket) headers['x-ticket'] = ticket;
   return { headers, tags: { name }, timeout: REQUEST_TIMEOUT };

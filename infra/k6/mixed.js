@@ -10,6 +10,8 @@
 // Run it with infra/k6/run.sh, which writes the users and checks the invariants after.
 import { env, num, thresholds, putEvent, pageAssets, mixedIteration, needUsers } from './lib.js';
 
+export { handleSummary } from './summary.js';
+
 const full = env('FULL', '') === '1';
 const smoke = env('SMOKE', '') === '1';
 const peak = num('PEAK_VUS', 2000);

@@ -3,6 +3,8 @@
 // Settings as in mixed.js (STOCK defaults to 5000 here).
 import { env, num, thresholds, putEvent, pageAssets, mixedIteration, needUsers } from './lib.js';
 
+export { handleSummary } from './summary.js';
+
 export const options = {
   scenarios: {
     soak: {

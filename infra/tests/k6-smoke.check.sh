@@ -4,7 +4,8 @@
 # units) within 30 s, then the invariants in Redis and MariaDB. Fails the test run when a
 # threshold fails (undocumented answer, 5xx other than 503, a failed check, p99 of
 # admitted purchases) or an invariant breaks (oversell, duplicates, lost orders). Then the
-# same with k6 as the edge, straight to the origin.
+# same with k6 as the edge, straight to the origin; then in remote mode, as against a
+# deployed edge.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/infra/versions.env"
@@ -24,4 +25,15 @@ timeout -k 5 58 bash "$ROOT/infra/k6/run.sh" smoke --out "$DIR/k6-smoke" "$@"
 # signature (401) is an undocumented answer and fails the run.
 : "${EDGE_SECRET:?the stack env is exported by ./dev test}"
 AS_EDGE=1 timeout -k 5 58 bash "$ROOT/infra/k6/run.sh" smoke --out "$DIR/k6-smoke-as-edge" "$@"
+# Remote mode, the stack standing in for a deployed one: users from a CSV, no Redis,
+# MariaDB or secrets in reach (the invariants through the admin stats only), and every VU
+# a public client of its own (CF-Connecting-IP, which `wrangler dev` keeps), so the edge
+# scores each request as a bot suspect: a refused request is an undocumented 403.
+remote=$DIR/k6-smoke-remote
+mkdir -p "$remote"
+FLASHGATE_AUTH_SECRET="$AUTH_SECRET" "${FLASHGATE_BIN:-$ROOT/target/debug/flashgate}" users \
+  --count 40 --prefix "k6remote$$u" --out "$remote/users.csv" >/dev/null
+env -u REDIS_PORT -u MYSQL_PORT -u REDIS_URL -u MYSQL_URL -u AUTH_SECRET -u EDGE_SECRET \
+  USERS_CSV="$remote/users.csv" PUBLIC_CLIENT_IPS=20 \
+  timeout -k 5 58 bash "$ROOT/infra/k6/run.sh" smoke --remote --out "$remote/run" "$@"
 echo "k6-smoke: passed in $((SECONDS - start)) s"
