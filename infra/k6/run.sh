@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/infra/versions.env"
 . "$ROOT/infra/dev/paths.sh"
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 scenario=${1:-}
 case $scenario in
   mixed | plan | flash | soak | smoke | chaos) shift ;;
