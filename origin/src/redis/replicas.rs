@@ -144,7 +144,9 @@ impl Replicas {
             .arg(key)
             .cmd("WAIT")
             .arg(self.count)
-            .arg(self.next_timeout())
+            // The whole timeout: the relay waits in the background, and must not spend
+            // the reserve calls' probe of the short waits (`next_timeout`).
+            .arg(self.timeout_ms)
             .query_async(conn)
             .await?;
         Ok(acked >= self.count)

@@ -208,6 +208,16 @@ impl Relay {
             let opts = StreamReadOptions::default()
                 .group(GROUP, &self.consumer)
                 .count(BATCH);
+            if strict.is_some() {
+                // What this relay held back is pending on it: read it again first, so it
+                // goes as soon as the replicas hold it, not only once claimed as idle.
+                let held: StreamReadReply = reads.xread_options(&[&outbox], &["0"], &opts).await?;
+                for entry in held.keys.into_iter().flat_map(|k| k.ids) {
+                    if !entries.iter().any(|e| e.id == entry.id) {
+                        entries.push(entry);
+                    }
+                }
+            }
             let reply: StreamReadReply = reads.xread_options(&[&outbox], &[">"], &opts).await?;
             entries.extend(reply.keys.into_iter().flat_map(|k| k.ids));
             if let Some(strict) = strict {
