@@ -17,6 +17,9 @@ pub struct Netns {
     peer_if: String,
     /// The /30's first address (the network).
     net: Ipv4Addr,
+    /// How many of the creation's commands succeeded (the fence, the namespace, the
+    /// pair, …): drop undoes only what this guard made, never another test's.
+    made: usize,
 }
 
 impl Netns {
@@ -26,12 +29,13 @@ impl Netns {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let ns = Netns {
+        let mut ns = Netns {
             name: format!("fg-{pid}-{role}{n}"),
-            // Interface names hold 15 bytes at most.
-            host_if: format!("fgh{}", pid * 8 + n % 8),
-            peer_if: format!("fgp{}", pid * 8 + n % 8),
+            // Interface names hold 15 bytes at most: "fgh" + a pid (7 digits) + "x" + n.
+            host_if: format!("fgh{pid}x{n}"),
+            peer_if: format!("fgp{pid}x{n}"),
             net: free_subnet(pid, n)?,
+            made: 0,
         };
         let steps: [&[&str]; 8] = [
             &["netns", "add", &ns.name],
@@ -83,6 +87,7 @@ impl Netns {
                 );
                 return None;
             }
+            ns.made += 1;
         }
         Some(ns)
     }
@@ -124,17 +129,24 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace kills nothing: its servers are the test's children
-        // (dropped before this guard), and the veth pair goes with it.
-        let _ = ip(&["netns", "del", &self.name]);
-        let _ = ip(&["link", "del", &self.host_if]);
-        let _ = ip(&[
-            "route",
-            "del",
-            "unreachable",
-            &format!("{}/30", self.net),
-            "metric",
-            "4000",
-        ]);
+        // (dropped before this guard), and the veth pair goes with it. Only what this
+        // guard made is undone: the fence (1), the namespace (2), the pair (3).
+        if self.made >= 2 {
+            let _ = ip(&["netns", "del", &self.name]);
+        }
+        if self.made >= 3 {
+            let _ = ip(&["link", "del", &self.host_if]);
+        }
+        if self.made >= 1 {
+            let _ = ip(&[
+                "route",
+                "del",
+                "unreachable",
+                &format!("{}/30", self.net),
+                "metric",
+                "4000",
+            ]);
+        }
     }
 }
 
