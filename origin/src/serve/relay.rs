@@ -13,6 +13,7 @@ use crate::kafka::{client_config, pack_orders, OrderMessage};
 use crate::redis::Store;
 use crate::shutdown::Shutdown;
 use anyhow::Context;
+use flashgate_core::ids::EventId;
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
@@ -242,20 +243,26 @@ impl Relay {
                 std::future::pending::<()>().await;
             }
             if !entries.is_empty() {
-                moved += self.send(&outbox, entries).await?;
+                moved += self.send(&event, &outbox, entries).await?;
             }
         }
         metrics::counter!("flashgate_relay_orders_total").increment(moved as u64);
         Ok(moved)
     }
 
-    async fn send(&self, outbox: &str, entries: Vec<StreamId>) -> anyhow::Result<usize> {
+    async fn send(
+        &self,
+        event: &EventId,
+        outbox: &str,
+        entries: Vec<StreamId>,
+    ) -> anyhow::Result<usize> {
         let field = |e: &StreamId, f: &str| e.get::<String>(f).unwrap_or_default();
         let orders: Vec<OrderMessage> = entries
             .iter()
             .map(|e| OrderMessage {
                 order_id: field(e, "order_id"),
-                event_id: field(e, "event_id"),
+                // Entries carry no event id (the outbox is the event's own).
+                event_id: event.as_str().to_owned(),
                 user_id: field(e, "user_id"),
                 reserved_at: field(e, "reserved_at").parse().unwrap_or(0),
                 room_position: e

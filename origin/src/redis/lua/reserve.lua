@@ -114,12 +114,13 @@ for i = 0, n - 1 do
       orders[#orders + 1] = order
       statuses[#statuses + 1] = user
       statuses[#statuses + 1] = 'queued:' .. order
+      -- No event id: the outbox is the event's own, and the relay names it.
       if position == '' then
-        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
-          'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit)
+        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'user_id', user,
+          'reserved_at', ARGV[1], 'unit_no', unit)
       else
-        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'event_id', ARGV[4],
-          'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit, 'room_position', position)
+        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'user_id', user,
+          'reserved_at', ARGV[1], 'unit_no', unit, 'room_position', position)
       end
       verdict, detail = 'reserved', order
     end
