@@ -311,11 +311,7 @@ async fn strict_mode_answers_no_202_a_failover_loses() {
             "the 202 of {user} has no row"
         );
     }
-    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM failed_orders")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(failed, 0);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 0);
     second.stop().await;
 }
 
@@ -390,10 +386,6 @@ async fn reconcile_repairs_what_a_failover_changed() {
     let rows = rows(&pool).await;
     assert_fenced(&rows);
     assert_eq!(rows.len() as u64, STOCK);
-    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM failed_orders")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(failed, 0);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM failed_orders").await, 0);
     second.stop().await;
 }
