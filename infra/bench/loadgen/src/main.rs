@@ -85,22 +85,8 @@ fn parse() -> Result<Opts, String> {
             "--method" => o.method = value()?,
             "--path" => o.path = value()?,
             "--body" => o.body = value()?.into_bytes(),
-            "--sign-env" => {
-                let var = value()?;
-                o.secret = Some(
-                    std::env::var(&var)
-                        .map_err(|_| format!("{var} is not set"))?
-                        .into_bytes(),
-                );
-            }
-            "--bearer-env" => {
-                let var = value()?;
-                o.bearer = Some(
-                    std::env::var(&var)
-                        .map_err(|_| format!("{var} is not set"))?
-                        .into_bytes(),
-                );
-            }
+            "--sign-env" => o.secret = Some(env_bytes(&value()?)?),
+            "--bearer-env" => o.bearer = Some(env_bytes(&value()?)?),
             "--environment" => o.environment = value()?,
             "--user-prefix" => o.user_prefix = value()?,
             "--connections" => o.connections = value()?.parse().map_err(|e| format!("{e}"))?,
@@ -443,4 +429,11 @@ async fn main() {
         latency_json.join(","),
         o.connections
     );
+}
+
+/// The value of the environment variable `var`, as bytes; an error naming it when unset.
+fn env_bytes(var: &str) -> Result<Vec<u8>, String> {
+    std::env::var(var)
+        .map(String::into_bytes)
+        .map_err(|_| format!("{var} is not set"))
 }
