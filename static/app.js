@@ -23,13 +23,14 @@
       signedInAs: '已登录: {user}', signedOutNow: '未登录', lang: 'English',
       btnLoading: '加载中…', btnSoon: '即将开始', btnBuy: '立即抢购', btnSignin: '登录后抢购',
       btnWorking: '抢购中…', btnWait: '{s} 秒后自动重试', btnQueued: '订单处理中', btnBought: '已抢到',
-      btnSoldOut: '已售罄', btnEnded: '已结束', btnPassed: '已过号', btnAgain: '再试一次', btnNone: '活动不存在',
+      btnSoldOut: '已售罄', btnEnded: '已结束', btnPassed: '已过号', btnUsed: '名额已使用', btnAgain: '再试一次', btnNone: '活动不存在',
       msgSignin: '请先登录 (演示: 粘贴用户 token)', msgBusy: '活动火爆, 请稍后再试',
       msgBusyWait: '活动火爆, 请稍后再试 · 稍后自动重试', msgQueued: '抢购成功, 订单处理中',
       msgConfirmed: '订单已确认, 订单号 {id}', msgFailed: '订单未能创建, 库存已退回',
       msgAlready: '您已抢购成功, 请勿重复提交 (订单号 {id})', msgSoldOut: '很遗憾, 已售罄',
       msgNotStarted: '活动尚未开始, 请稍候', msgEnded: '活动已结束', msgBlocked: '请求被拒绝 ({reason})',
       msgTurnPassed: '您的抢购时段已过, 名额已顺延给后面的用户',
+      msgTurnUsed: '您的名额已用于一次抢购, 结果以订单为准',
       msgSignedOut: '登录已失效, 请重新登录', msgError: '出错了, 请稍后再试 ({code})',
       msgSlow: '订单仍在处理中, 请稍后刷新查看', msgNotFound: '活动不存在', msgSignedIn: '已登录: {user}',
       msgBadToken: 'token 格式不对', msgExpiredToken: 'token 已过期', msgOffline: '网络不稳定, 正在重试',
@@ -47,7 +48,7 @@
       save: 'Sign in', signout: 'Sign out', signedInAs: 'Signed in: {user}', signedOutNow: 'Not signed in',
       lang: '中文', btnLoading: 'Loading…', btnSoon: 'Coming soon', btnBuy: 'Buy now',
       btnSignin: 'Sign in to buy', btnWorking: 'Buying…', btnWait: 'Retrying in {s}s',
-      btnQueued: 'Processing order', btnBought: 'Got it', btnSoldOut: 'Sold out', btnEnded: 'Ended', btnPassed: 'Turn passed',
+      btnQueued: 'Processing order', btnBought: 'Got it', btnSoldOut: 'Sold out', btnEnded: 'Ended', btnPassed: 'Turn passed', btnUsed: 'Place used',
       btnAgain: 'Try again', btnNone: 'No such sale', msgSignin: 'Please sign in first (demo: paste a user token)',
       msgBusy: 'So many shoppers right now, please try again shortly',
       msgBusyWait: 'So many shoppers right now · retrying shortly',
@@ -57,6 +58,7 @@
       msgSoldOut: 'Sorry, sold out', msgNotStarted: 'Not started yet, please wait',
       msgEnded: 'This sale has ended', msgBlocked: 'Request refused ({reason})',
       msgTurnPassed: 'Your turn has passed; your place went to the next in line',
+      msgTurnUsed: 'Your place was used for a purchase; its order tells the result',
       msgSignedOut: 'Your sign-in is no longer valid, please sign in again',
       msgError: 'Something went wrong, please try again ({code})',
       msgSlow: 'Your order is still being processed; check back later', msgNotFound: 'No such sale',
@@ -153,7 +155,7 @@
     const message = {
       busy_gave_up: ['msgBusy', 'warn'], failed: ['msgFailed', 'error'], sold_out: ['msgSoldOut', 'error'],
       not_started: ['msgNotStarted', 'warn'], ended: ['msgEnded', 'error'], blocked: ['msgBlocked', 'error'],
-      turn_passed: ['msgTurnPassed', 'error'],
+      turn_passed: ['msgTurnPassed', 'error'], turn_used: ['msgTurnUsed', 'warn'],
       signed_out: ['msgSignedOut', 'error'], signin: ['msgSignin', 'warn'], error: ['msgError', 'error'],
       offline: ['msgOffline', 'warn'], signed_in: ['msgSignedIn', ''], bad_token: ['msgBadToken', 'error'],
       expired_token: ['msgExpiredToken', 'error'], paused: ['msgPaused', 'warn'], resumed: ['msgResumed', 'ok'],
@@ -175,6 +177,7 @@
     else if (p === 'upcoming') button = 'btnSoon';
     else if (p === 'ended' || o.name === 'ended') button = 'btnEnded';
     else if (o.name === 'turn_passed') button = 'btnPassed';
+    else if (o.name === 'turn_used') button = 'btnUsed';
     else if (soldOut) button = 'btnSoldOut';
     else if (!token()) button = 'btnSignin';
     else if (['failed', 'busy_gave_up', 'error', 'blocked', 'offline'].includes(o.name)) button = 'btnAgain';
@@ -340,9 +343,10 @@
       const r = await call('POST', `${api}/purchase`, { ticketValue: ticket.value, receipt: room.on ? room.receipt : '' });
       const reason = String(r.body.reason || '');
       // A stale or early ticket, or a receipt the edge no longer takes: ask for a new one
-      // once; anything else is a verdict.
+      // once; anything else (a spent receipt too: it is the user's) is a verdict.
       if (r.status === 403 && reason.startsWith('ticket_') && fresh === 0) { ticket = null; continue; }
-      if (r.status === 403 && reason.startsWith('receipt_') && fresh === 0) { room.forget(); await room.join(); continue; }
+      const renew = reason.startsWith('receipt_') && reason !== 'receipt_used';
+      if (r.status === 403 && renew && fresh === 0) { room.forget(); await room.join(); continue; }
       return r;
     }
   }
@@ -401,6 +405,7 @@
       // An answer that never came, or a 503 from a layer that stopped waiting, may stand
       // for an order made after all: look once before leaving the shopper at "try again".
       if (gaveUp) checkOrder(['busy_gave_up', 'offline']);
+      else if (outcome.name === 'turn_used') checkOrder(['turn_used']);
     }
   }
 
@@ -415,6 +420,8 @@
       case 403:
         // An admission that expired: the place went to the next in line (docs/room.md).
         if (r.body.reason === 'receipt_expired') setOutcome('turn_passed');
+        // The receipt bought already (an answer lost, or another tab): its order tells.
+        else if (r.body.reason === 'receipt_used') setOutcome('turn_used');
         else setOutcome('blocked', { reason: r.body.reason || r.body.error || '403' });
         break;
       default: setOutcome('error', { code: r.body.error || r.body.status || r.status });

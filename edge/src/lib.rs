@@ -26,21 +26,19 @@ mod analytics;
 mod config;
 mod control;
 mod guard;
+mod head;
 mod origin;
 mod random;
 mod room;
 
 use config::{Config, Guard};
-use flashgate_core::admission::{self, Incoming, PurchaseFacts, Screened, TicketFacts};
-use flashgate_core::bot::Client;
+use flashgate_core::admission::{self, PurchaseFacts, Screened, TicketFacts};
 use flashgate_core::ids::EventId;
 use flashgate_core::isolate::{CachedEvent, Use};
-use flashgate_core::room::receipt;
-use flashgate_core::wire::{self, bad, Outcome, TicketAnswer};
-use flashgate_core::{gate, ticket, Millis};
+use flashgate_core::wire::{self, Outcome, TicketAnswer};
+use flashgate_core::{gate, Millis};
 use futures_util::future::join;
-use futures_util::StreamExt;
-use std::net::IpAddr;
+use head::{read_body, Head};
 use worker::{event, Context, Env, Headers, Method, Request, Response, Result, Url};
 
 pub(crate) fn now() -> Millis {
@@ -162,91 +160,15 @@ async fn activity_page(env: &Env, id: &str) -> Result<Response> {
         .await
 }
 
-/// The headers and URL facts the rules read, read once.
-struct Head {
-    authorization: Option<String>,
-    content_type: Option<String>,
-    content_length: Option<usize>,
-    ticket: Option<String>,
-    receipt: Option<String>,
-    user_agent: Option<String>,
-    accept: Option<String>,
-    accept_language: Option<String>,
-    sec_fetch_site: Option<String>,
-    origin: Option<String>,
-    host: Option<String>,
-    /// `CF-Connecting-IP`: set by Cloudflare (and by `wrangler dev`, from the socket,
-    /// when the client did not send one).
-    ip: Option<IpAddr>,
-    /// `CF-Ray`: Cloudflare's id of this request, passed to the origin so logs join.
-    ray: Option<String>,
-    has_query: bool,
-}
-
-impl Head {
-    fn read(req: &Request) -> Self {
-        let h = |name: &str| req.headers().get(name).ok().flatten();
-        Self {
-            authorization: h("authorization"),
-            content_type: h("content-type"),
-            content_length: h("content-length").and_then(|l| l.trim().parse().ok()),
-            ticket: h(ticket::HEADER),
-            receipt: h(receipt::HEADER),
-            user_agent: h("user-agent"),
-            ray: h("cf-ray"),
-            accept: h("accept"),
-            accept_language: h("accept-language"),
-            sec_fetch_site: h("sec-fetch-site"),
-            origin: h("origin"),
-            host: h("host"),
-            ip: h("cf-connecting-ip").and_then(|ip| ip.trim().parse().ok()),
-            has_query: req.url().is_ok_and(|u| u.query().is_some()),
-        }
-    }
-
-    fn client(&self) -> Client<'_> {
-        Client {
-            ip: self.ip,
-            user_agent: self.user_agent.as_deref(),
-            accept: self.accept.as_deref(),
-            accept_language: self.accept_language.as_deref(),
-            sec_fetch_site: self.sec_fetch_site.as_deref(),
-            origin: self.origin.as_deref(),
-            host: self.host.as_deref(),
-            has_query: self.has_query,
-        }
-    }
-
-    fn incoming<'a>(&'a self, event_id: &'a str, body: &'a [u8]) -> Incoming<'a> {
-        Incoming {
-            event_id,
-            authorization: self.authorization.as_deref(),
-            content_type: self.content_type.as_deref(),
-            body,
-            client: self.client(),
-        }
-    }
-}
-
-/// Reads a body of at most 4 KiB: 413 from `Content-Length`, or as soon as more arrives.
-async fn read_body(req: &mut Request, head: &Head) -> std::result::Result<Vec<u8>, Outcome> {
-    if head
-        .content_length
-        .is_some_and(|l| l > wire::MAX_BODY_BYTES)
-    {
-        return Err(Outcome::PayloadTooLarge);
-    }
-    let Ok(mut stream) = req.stream() else {
-        return Ok(Vec::new()); // no body at all
-    };
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        body.extend(chunk.map_err(|_| bad("invalid_body", "请求体无法读取"))?);
-        if body.len() > wire::MAX_BODY_BYTES {
-            return Err(Outcome::PayloadTooLarge);
-        }
-    }
-    Ok(body)
+/// An admitted purchase, ready to forward.
+struct Admitted {
+    s: Screened,
+    forward: admission::Forward,
+    body: Vec<u8>,
+    /// The room's admitted position, when the event's room is on.
+    position: Option<u64>,
+    /// The receipt the purchase spent, when the event's room is on.
+    spending: Option<room::Spending>,
 }
 
 /// One shopper request's context.
@@ -298,10 +220,16 @@ impl Cx<'_> {
                 guard::with(|i| *i.counters.purchase_answered.entry(status).or_insert(0) += 1);
                 respond(&o)
             }
-            Ok((s, forward, body, position)) => {
+            Ok(Admitted {
+                s,
+                forward,
+                body,
+                position,
+                spending,
+            }) => {
                 guard::with(|i| i.counters.purchase_forwarded += 1);
                 let user = s.user.as_str();
-                match origin::forward_admitted(
+                let answer = origin::forward_admitted(
                     self.cfg,
                     Method::Post,
                     &forward.path,
@@ -310,8 +238,12 @@ impl Cx<'_> {
                     self.head.ray.as_deref(),
                     position,
                 )
-                .await
-                {
+                .await;
+                if let Some(spending) = spending {
+                    let status = answer.as_ref().ok().map(Response::status_code);
+                    spending.settle(self.env, status).await;
+                }
+                match answer {
                     Ok(mut r) => {
                         match r.status_code() {
                             200 | 202 => origin::record_buyer(&s.event, &s.user),
@@ -336,7 +268,7 @@ impl Cx<'_> {
         req: &mut Request,
         site: &Url,
         id: &str,
-    ) -> std::result::Result<(Screened, admission::Forward, Vec<u8>, Option<u64>), Outcome> {
+    ) -> std::result::Result<Admitted, Outcome> {
         let body = read_body(req, self.head).await?;
         let s = self.screen(id, &body, "purchase")?;
         let window = origin::event(self.cfg, &s.event, now(), Use::Any).await?;
@@ -355,20 +287,21 @@ impl Cx<'_> {
             .cfg
             .room
             .map(|d| config::event_room(d, window.as_ref()));
-        let mut position = None;
+        let mut admitted = None;
         if let (Some(settings), Some(w)) = (room_settings, window.as_ref()) {
             let t = now();
             let ask = room::public::ask(settings, &s.event, w, t);
             let ttl = self.cfg.room_cache_ms;
             let (told, _) = room::status(ask, self.env, site, t, ttl, false).await?;
-            position = Some(admission::room(
+            let position = admission::room(
                 &s,
                 self.head.receipt.as_deref(),
                 self.head.user_agent.as_deref(),
                 &told.schedule,
                 &self.cfg.receipt_keys(),
                 now(),
-            )?);
+            )?;
+            admitted = Some((position, told.draw.shards));
         }
         // Per user and event: a shopper's presses on one sale do not spend another's.
         let user_key = Some(format!("user:{}:{}", s.user, s.event));
@@ -377,11 +310,24 @@ impl Cx<'_> {
         let forward = guard::with(|i| {
             admission::limit(admissible, limiter, i.bucket(self.cfg.purchase_rps, t), t)
         })?;
-        // The whole edge forwards admitted purchases at the room's rate, not each isolate.
-        if let Some(settings) = room_settings {
-            room::forward(self.env, &s.event, settings, now()).await?;
+        // The purchase spends its receipt; the whole edge forwards admitted purchases at
+        // the room's rate, not each isolate.
+        let mut spending = None;
+        if let (Some(settings), Some((_, shards))) = (room_settings, admitted) {
+            let spent = room::spend(self.env, &s.event, &s.user, shards, now()).await?;
+            if let Err(o) = room::forward(self.env, &s.event, settings, now()).await {
+                spent.settle(self.env, None).await;
+                return Err(o);
+            }
+            spending = Some(spent);
         }
-        Ok((s, forward, body, position))
+        Ok(Admitted {
+            s,
+            forward,
+            body,
+            position: admitted.map(|(p, _)| p),
+            spending,
+        })
     }
 
     /// `POST /api/events/{id}/ticket`.

@@ -447,6 +447,38 @@ test('the room: a shopper who lets the turn pass is told the place went to the n
   await page.close();
 });
 
+test('the room: a purchase whose answer was lost; the retry finds its receipt used, and the page shows the order', async () => {
+  await overrides(null); // the knobs of earlier tests (a one-second admission) stay otherwise
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 100, ROOM_CACHE_MS: 200, ROOM_FAIR_START_MS: 0 });
+  const event = `page-${run}-roomused`;
+  const startsAt = await putEvent(event, 5, 1500, 3_600_000);
+  const [ivan] = users(1, 'i');
+  await eventually('the start', 15000, () => Date.now() >= startsAt + 100, 100);
+  const page = await open(`/?event=${event}&lang=zh`);
+  await signIn(page, ivan.token);
+  await roomState(page, 'turn', 15000);
+  // The first purchase reaches the origin and makes the order, but its answer is lost
+  // (503); the page's retry goes to the edge, which finds the receipt spent.
+  const answers = [];
+  await page.route((u) => u.pathname === `/api/events/${event}/purchase`, async (route) => {
+    const response = await route.fetch();
+    answers.push([response.status(), (await response.json()).reason]);
+    if (answers.length > 1) return route.fulfill({ response });
+    return route.fulfill({
+      status: 503,
+      headers: { 'retry-after': '1', 'cache-control': 'no-store' },
+      contentType: 'application/json; charset=utf-8',
+      body: JSON.stringify({ status: 'busy' }),
+    });
+  });
+  await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
+  await page.click('#buy');
+  await outcome(page, 'confirmed', 30000);
+  assert.deepEqual(answers.slice(0, 2), [[202, undefined], [403, 'receipt_used']]);
+  assert.match(await text(page, '#status'), /^订单已确认, 订单号 \S+/);
+  await page.close();
+});
+
 async function pauseSale(event, paused) {
   const r = await fetch(`${env.ORIGIN_URL}/admin/events/${event}/${paused ? 'pause' : 'resume'}`, {
     method: 'POST', headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` },

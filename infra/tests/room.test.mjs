@@ -346,15 +346,18 @@ test('global pacing: two edges together forward no more than the room rate', asy
     await eventually('the sale to start', 10_000, () => Date.now() >= startsAt + 50, 50);
     const receipts = await pool(shoppers, 16, async (u, i) => (await at(i, 'POST', `/api/events/${event}/room`, { token: u.token, body: {} })).body.receipt);
 
-    // Every shopper presses again and again (a double click, a retry) on their own edge,
-    // far more than RATE a second once a few are admitted; the origin counts what came.
+    // Every shopper presses again and again on their own edge, 24 presses in flight: the
+    // places admitted by the time the window opens press at once, far more than RATE a
+    // second, and each receipt buys once (later presses: 403 receipt_used). The origin
+    // counts what came.
     const from = await originPurchases();
     const t0 = Date.now();
     const WINDOW_MS = 10_000;
+    const WIDTH = 24;
     const forwarded = [0, 0];
-    await pool(shoppers, 24, async (u, i) => {
-      while (Date.now() - t0 < WINDOW_MS) {
-        const r = await at(i, 'POST', `/api/events/${event}/purchase`, { token: u.token, ticket: tickets[i], receipt: receipts[i], body: {} });
+    await pool(Array.from({ length: WIDTH }, (_, w) => w), WIDTH, async (w) => {
+      for (let i = w; Date.now() - t0 < WINDOW_MS; i = (i + WIDTH) % shoppers.length) {
+        const r = await at(i, 'POST', `/api/events/${event}/purchase`, { token: shoppers[i].token, ticket: tickets[i], receipt: receipts[i], body: {} });
         if (r.status === 202) forwarded[i % 2] += 1;
         await sleep(100);
       }
@@ -445,4 +448,55 @@ test('an expired admission: its receipt is refused, and nothing reaches the orig
   assert.equal(r.status, 403, JSON.stringify(r.body));
   assert.deepEqual([r.body.error, r.body.reason], ['forbidden', 'receipt_expired']);
   assert.equal(await originPurchases(), before, 'an expired receipt reached the origin');
+});
+
+test('a receipt is used once: an undecided answer gives it back; a decided one keeps it, and its reuse reaches nobody', async () => {
+  // The edge keeps the event's info for 30 s, so it does not see the pause below: the
+  // purchase reaches the origin, which answers 503 paused (a decision on nothing).
+  await overrides(null); // the knobs of earlier tests (a one-second admission) stay otherwise
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 100, ROOM_CACHE_MS: 200, EVENT_CACHE_MS: 30_000 });
+  const event = `spend-${run}`;
+  const startsAt = await putEvent(event, 5, 1_500, 3_600_000, `spend ${event}`);
+  const [shopper] = mint(1, 'spend');
+  const ticket = await ticketFor(event, shopper);
+  await eventually('the sale to start', 10_000, () => Date.now() >= startsAt + 50, 50);
+  const joined = await enter(event, shopper);
+  assert.equal(joined.status, 200, JSON.stringify(joined.body));
+  await eventually('the place to be admitted', 10_000, async () => {
+    const r = await call('GET', `/api/events/${event}/room`);
+    return r.body.schedule?.admitted_through >= joined.body.position;
+  }, 100);
+  const info = await call('GET', `/api/events/${event}`);
+  assert.equal(info.status, 200, 'the edge caches the live event');
+  const admin = (what) => fetch(`${env.ORIGIN_URL}/admin/events/${event}/${what}`, {
+    method: 'POST', headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` },
+  }).then((r) => assert.equal(r.status, 200, `${what}`));
+  const buy = (receipt = joined.body.receipt) => purchase(event, shopper, { ticket, receipt });
+
+  await admin('pause');
+  let before = await originPurchases();
+  const paused = await buy();
+  assert.equal(paused.status, 503, JSON.stringify(paused.body));
+  assert.equal(await originPurchases(), before + 1, 'the paused purchase was decided by the origin');
+
+  // Given back: the retry passes, and its 202 spends the receipt for good.
+  await admin('resume');
+  const bought = await buy();
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+
+  before = await originPurchases();
+  const again = await buy();
+  assert.equal(again.status, 403, JSON.stringify(again.body));
+  assert.deepEqual([again.body.error, again.body.reason], ['forbidden', 'receipt_used']);
+  // A fresh receipt for the same place is the same user's: spent too.
+  const rejoined = await enter(event, shopper);
+  assert.equal(rejoined.body.position, joined.body.position);
+  const fresh = await buy(rejoined.body.receipt);
+  assert.deepEqual([fresh.status, fresh.body.reason], [403, 'receipt_used']);
+  assert.equal(await originPurchases(), before, 'a used receipt reached the origin');
+
+  // The shopper finds the outcome with the order lookup.
+  const order = await call('GET', `/api/events/${event}/order`, { token: shopper.token });
+  assert.equal(order.status, 200, JSON.stringify(order.body));
+  assert.equal(order.body.order_id, bought.body.order_id);
 });

@@ -20,7 +20,7 @@
 //!    rate nor past `unsold × margin` live admissions ([`pacing::admit_budget`]); the
 //!    room publishes a [`schedule::Schedule`], from which each page computes its
 //!    [`schedule::estimated_turn`], and lets in a receipt whose position is
-//!    [`schedule::admitted`].
+//!    [`schedule::admitted`]. Its purchase spends the receipt ([`spend`]): used once.
 //!
 //! The draw's fairness (a winner's chance does not depend on when they registered in the
 //! window) is measured by the statistical tests of `stats.rs`.
@@ -34,5 +34,6 @@ pub mod receipt;
 pub mod schedule;
 pub mod seal;
 pub mod settings;
+pub mod spend;
 #[cfg(test)]
 mod stats;

@@ -10,6 +10,9 @@ mod location;
 mod object;
 pub(crate) mod public;
 mod shard;
+mod spend;
+
+pub use spend::{spend, Spending};
 
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::{shard_of, Entry};
@@ -56,6 +59,10 @@ pub enum Call {
         /// How many the isolate asks for.
         want: u64,
     },
+    /// A shard: spend the user's receipt on a purchase (`core::room::spend`).
+    Spend(Mark),
+    /// A shard: give back the receipt that spend took.
+    GiveBack(Mark),
     /// A shard: a page of its closed chain's entries.
     Entries {
         /// The room's event.
@@ -82,6 +89,22 @@ pub struct Enter {
     pub fingerprint: String,
     /// When the draw's window closes: no registration from then.
     pub draw_at: Millis,
+}
+
+/// A user's spend mark in their shard: written when their purchase is forwarded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mark {
+    /// The user.
+    pub user: UserId,
+    /// When the purchase spent the receipt (a give-back names the same time).
+    pub at: Millis,
+}
+
+/// Whether a spend took the receipt.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Spent {
+    /// `false`: the receipt was spent already.
+    pub first: bool,
 }
 
 /// A user's entry in their shard.

@@ -4,7 +4,8 @@
 //!   first call, the sealed record, the later arrivals, the pacing, the forwarding bucket
 //!   and the admissions not yet expired;
 //! - each **shard** (named `<event>/<k>`) takes the draw's registrations of its users and
-//!   chains them, so no single object takes every registration.
+//!   chains them, so no single object takes every registration, and keeps which of
+//!   its users spent their receipt on a purchase.
 //!
 //! Each call reads and writes storage without awaiting in between, so an object's input
 //! gate makes it atomic: two arrivals never get one index, one user's second call finds
@@ -35,7 +36,7 @@ const SOLD_OUT_MS: Millis = 5_000;
 /// The version of [`SCHEMA`]: an object whose storage has another drops its tables and
 /// starts afresh (rooms are short-lived: a room older than the worker's code is not
 /// carried across a change of its tables).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Every table the versions of [`SCHEMA`] have had.
 const TABLES: &[&str] = &[
@@ -48,6 +49,7 @@ const TABLES: &[&str] = &[
     "admissions",
     "chain",
     "entries",
+    "spent",
 ];
 
 const SCHEMA: &[&str] = &[
@@ -72,6 +74,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS entries (user TEXT PRIMARY KEY, idx INTEGER NOT NULL, \
      entrant TEXT NOT NULL, fingerprint TEXT NOT NULL, at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS entries_by_index ON entries (idx)",
+    // A shard: the receipts its users spent on a purchase (`core::room::spend`).
+    "CREATE TABLE IF NOT EXISTS spent (user TEXT PRIMARY KEY, at INTEGER NOT NULL)",
 ];
 
 /// One event's room object, or one of its shards.
@@ -419,6 +423,12 @@ impl DurableObject for Room {
                 &event,
                 shard,
             )?),
+            Call::Spend(m) => {
+                Response::from_json(&super::shard::spend(&self.state.storage().sql(), &m)?)
+            }
+            Call::GiveBack(m) => {
+                Response::from_json(&super::shard::give_back(&self.state.storage().sql(), &m)?)
+            }
             Call::Forwards { settings, want } => {
                 Response::from_json(&self.forwards(&settings, want, crate::now())?)
             }

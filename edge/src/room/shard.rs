@@ -2,10 +2,10 @@
 //! (`core::room::chain`), closes when the event's object seals the draw, and pages its
 //! entries for anyone verifying the draw.
 
-use super::{Closed, Enter, Entered, EntriesPage, MAX_PAGE};
+use super::{Closed, Enter, Entered, EntriesPage, Mark, Spent, MAX_PAGE};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::{Entry, ShardChain};
-use flashgate_core::room::draw;
+use flashgate_core::room::{draw, spend};
 use flashgate_core::Millis;
 use serde::Deserialize;
 use worker::{Result, SqlStorage};
@@ -100,6 +100,45 @@ pub(super) fn enter(sql: &SqlStorage, e: &Enter, now: Millis) -> Result<Entered>
         index: Some(entry.arrival_index_in_shard),
         at: now,
     })
+}
+
+#[derive(Deserialize)]
+struct At {
+    at: Millis,
+}
+
+fn spent_at(sql: &SqlStorage, m: &Mark) -> Result<Option<Millis>> {
+    Ok(sql
+        .exec(
+            "SELECT at FROM spent WHERE user = ?",
+            vec![m.user.as_str().into()],
+        )?
+        .to_array::<At>()?
+        .pop()
+        .map(|a| a.at))
+}
+
+/// A shard: spends the user's receipt, unless it was spent already.
+pub(super) fn spend(sql: &SqlStorage, m: &Mark) -> Result<Spent> {
+    let first = spend::spend(spent_at(sql, m)?).is_ok();
+    if first {
+        sql.exec(
+            "INSERT INTO spent (user, at) VALUES (?, ?)",
+            vec![m.user.as_str().into(), m.at.into()],
+        )?;
+    }
+    Ok(Spent { first })
+}
+
+/// A shard: gives back the receipt the spend `m` took (nothing if another spend holds it).
+pub(super) fn give_back(sql: &SqlStorage, m: &Mark) -> Result<Spent> {
+    if spend::gives_back(spent_at(sql, m)?, m.at) {
+        sql.exec(
+            "DELETE FROM spent WHERE user = ?",
+            vec![m.user.as_str().into()],
+        )?;
+    }
+    Ok(Spent { first: false })
 }
 
 /// A shard: closes it (idempotent) and answers its chain.
