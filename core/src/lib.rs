@@ -11,7 +11,8 @@
 //! - [`keyring`]: a secret and the one it replaces: sign with the current, accept either.
 //! - [`jwt`]: HS256 shopper tokens (verify at the edge, issue for demo and load-test users).
 //! - [`stock_buckets`]: a hot event's stock split over slots: a user's home stock bucket,
-//!   each stock bucket's units, the order a purchase spills over them.
+//!   each stock bucket's units, and the purchase's steps over them (mark, claim, spill,
+//!   settle), one user one order across buckets.
 //! - [`sign`]: the edge → origin request signature.
 //! - [`ticket`]: admission tickets issued by the edge and required on purchase.
 //! - [`gate`]: an event's phase and state from its window, its stock and the time.
