@@ -1,4 +1,5 @@
-//! The keys of one event, all under its hash tag.
+//! The keys of one event, all under its hash tag; a stock bucket's (`{E#k}`) have the same
+//! names under its own.
 
 use flashgate_core::ids::UserId;
 
@@ -40,6 +41,11 @@ impl EventKeys {
     /// (`core::fence`).
     pub fn given_back(&self) -> String {
         self.key("given_back")
+    }
+    /// Hash, a stock bucket's: spilled order id → the unit it took here, or `passed`
+    /// (`core::stock_buckets::Decision`).
+    pub fn decisions(&self) -> String {
+        self.key("decisions")
     }
     /// Set: order ids already compensated.
     pub fn compensated(&self) -> String {

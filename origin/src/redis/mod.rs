@@ -7,6 +7,8 @@
 //!
 //! - `conn`: one server or a Redis Cluster behind one connection type.
 //! - `keys`: the keys of one event.
+//! - `buckets`: a hot event's stock buckets (`core::stock_buckets`): their keys, the
+//!   purchase over them.
 //! - `scripts`: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
 //! - `reads`: what the API and the admin read: an event, a buyer's order, counters.
 //! - `replicas`: reserve calls that wait for replicas (`WAIT`), and strict mode.
@@ -14,6 +16,7 @@
 //! - `clock_sync`: Redis's clock against ours, for the reserve call's deadline.
 //! - `durability`: Redis settings that could oversell or lose orders, refused or named.
 
+mod buckets;
 mod clock_sync;
 mod conn;
 mod durability;
@@ -23,6 +26,7 @@ mod repair;
 mod replicas;
 mod scripts;
 
+pub use buckets::{BucketPurchase, Split};
 pub use clock_sync::CLOCK_SYNC;
 pub use conn::Conn;
 pub use durability::Durability;
@@ -58,6 +62,8 @@ pub struct Store {
     put_event: Arc<Script>,
     end_event: Arc<Script>,
     pause_event: Arc<Script>,
+    spill: Arc<Script>,
+    settle: Arc<Script>,
     /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
     /// by default.
     replicas: Option<Arc<Replicas>>,
@@ -104,6 +110,8 @@ impl Store {
             put_event: Arc::new(Script::new(include_str!("lua/put_event.lua"))),
             end_event: Arc::new(Script::new(include_str!("lua/end_event.lua"))),
             pause_event: Arc::new(Script::new(include_str!("lua/pause_event.lua"))),
+            spill: Arc::new(Script::new(include_str!("lua/spill.lua"))),
+            settle: Arc::new(Script::new(include_str!("lua/settle.lua"))),
             replicas: None,
         };
         // The first reading is used whatever its round trip; two more may refine it.

@@ -146,16 +146,18 @@ impl Store {
         })
     }
 
-    /// Runs the reserve script for attempts on one event, in order, in one atomic call:
-    /// one verdict per attempt. Every key is in the event's slot, so this is one call on
-    /// Redis Cluster too.
-    pub async fn reserve(
+    /// A reserve call (`lua/reserve.lua`) on keys `k`: those of an event, or of a stock
+    /// bucket whose units follow `first` and where an empty stock writes a claim valid
+    /// until `claim_until`.
+    pub(super) fn reserve_call(
         &self,
+        k: &super::EventKeys,
         event: &EventId,
         rules: ReserveRules,
         attempts: &[Attempt],
-    ) -> redis::RedisResult<Vec<Reservation>> {
-        let k = self.keys(event);
+        first: u64,
+        claim_until: Option<Millis>,
+    ) -> redis::ScriptInvocation<'_> {
         let mut call = self.reserve.prepare_invoke();
         call.key(k.stock())
             .key(k.orders())
@@ -168,7 +170,9 @@ impl Store {
             .arg(rules.limit)
             .arg(event.as_str())
             .arg(rules.replay_window_ms)
-            .arg(mono_ms() + self.clock_offset.load(Ordering::Relaxed) + RESERVE_BUDGET_MS);
+            .arg(self.deadline())
+            .arg(first)
+            .arg(claim_until.map(|t| t.to_string()).unwrap_or_default());
         for a in attempts {
             call.key(k.window(&a.user))
                 .key(k.signature(&a.signature))
@@ -176,6 +180,24 @@ impl Store {
                 .arg(a.new_order.as_str())
                 .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default());
         }
+        call
+    }
+
+    /// The deadline of a call sent now, on Redis's clock (see [`RESERVE_BUDGET_MS`]).
+    pub(super) fn deadline(&self) -> Millis {
+        mono_ms() + self.clock_offset.load(Ordering::Relaxed) + RESERVE_BUDGET_MS
+    }
+
+    /// Runs the reserve script for attempts on one event, in order, in one atomic call:
+    /// one verdict per attempt. Every key is in the event's slot, so this is one call on
+    /// Redis Cluster too.
+    pub async fn reserve(
+        &self,
+        event: &EventId,
+        rules: ReserveRules,
+        attempts: &[Attempt],
+    ) -> redis::RedisResult<Vec<Reservation>> {
+        let call = self.reserve_call(&self.keys(event), event, rules, attempts, 0, None);
         let mut unreplicated = false;
         let r: Vec<String> = match &self.replicas {
             None => call.invoke_async(&mut self.conn()).await?,

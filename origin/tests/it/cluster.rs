@@ -23,7 +23,7 @@ fn cluster_settings(extra: Figment) -> Settings {
 }
 
 /// The address of the master that holds `key`'s slot.
-async fn master_of(store: &Store, key: &str) -> String {
+pub async fn master_of(store: &Store, key: &str) -> String {
     let mut conn = store.conn();
     let slot: i64 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")

@@ -8,6 +8,7 @@ mod helpers;
 
 mod abuse;
 mod admin;
+mod buckets;
 mod cli;
 mod cluster;
 mod consumer;

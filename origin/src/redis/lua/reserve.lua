@@ -8,10 +8,15 @@
 --       (from 0): 7+2i the user's window counter, 8+2i the edge signature seen
 -- ARGV: 1 now (ms), 2 window (ms), 3 limit per window, 4 event id,
 --       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
---       then per attempt i: 7+3i user, 8+3i new order id, 9+3i room position ('' for none)
+--       7 the unit number before the stock's first (0; a stock bucket's range start - 1),
+--       8 a claim's deadline (ms; '' for an event of one bucket),
+--       then per attempt i: 9+3i user, 10+3i new order id, 11+3i room position ('' for none)
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out <buyers' version> |
---   rate_limited <ms until the window opens> | replayed '' | no_event '' | late ''
+--   rate_limited <ms until the window opens> | replayed '' | no_event '' | late '' |
+--   and at a user's home stock bucket (core::stock_buckets): claimed <order id> (the
+--   bucket is empty: a claim on the new order, to spill) | in_flight <order id> (a claim
+--   before its deadline) | resolve <order id> (a claim past it)
 --
 -- Each reservation takes a unit number (core::fence): a unit given back first, else the
 -- highest never sold, which is the stock counter itself (stock = never sold + given back).
@@ -39,7 +44,8 @@
 -- instructions per single-attempt call, `./dev bench script`). Counted are the tries that
 -- found no stock or no event; one refused by a full window adds nothing to it.
 local out = {}
-local n = (#ARGV - 6) / 3
+local n = (#ARGV - 8) / 3
+local first = tonumber(ARGV[7])
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
   for _ = 1, n do
@@ -77,7 +83,7 @@ local function window_wait(window)
 end
 for i = 0, n - 1 do
   local window, signature = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
-  local user, order, position = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
+  local user, order, position = ARGV[9 + 3 * i], ARGV[10 + 3 * i], ARGV[11 + 3 * i]
   local verdict, detail = nil, ''
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
     verdict = 'replayed'
@@ -85,13 +91,27 @@ for i = 0, n - 1 do
     -- A buyer who already holds an order gets it back without counting in the window:
     -- a retry answers already_purchased, not 429.
     local existing = mine[user] or redis.call('HGET', KEYS[2], user)
-    if existing then
+    local claimed, deadline = nil, nil
+    if existing and string.sub(existing, 1, 6) == 'claim:' then
+      claimed, deadline = string.match(existing, '^claim:(.*):(%d+)$')
+    end
+    if claimed then
+      verdict, detail = 'in_flight', claimed
+      if tonumber(ARGV[1]) >= tonumber(deadline) then verdict = 'resolve' end
+    elseif existing then
       verdict, detail = 'already_purchased', existing
     elseif window_tries(window) >= limit then
       verdict, detail = 'rate_limited', tostring(window_wait(window))
     elseif stock == nil then
       count_try(window)
       verdict = 'no_event'
+    elseif stock <= 0 and ARGV[8] ~= '' then
+      -- The home bucket is empty: the claim holds the user's place while the purchase
+      -- tries the other buckets (lua/spill.lua), and is settled by lua/settle.lua.
+      local claim = 'claim:' .. order .. ':' .. ARGV[8]
+      redis.call('HSET', KEYS[2], user, claim)
+      mine[user] = claim
+      verdict, detail = 'claimed', order
     elseif stock <= 0 then
       count_try(window)
       verdict = 'sold_out'
@@ -102,7 +122,7 @@ for i = 0, n - 1 do
         redis.call('HLEN', KEYS[2]) + taken
       detail = buyers_version
     else
-      local unit = stock
+      local unit = stock + first
       if back > 0 then
         unit = redis.call('RPOP', KEYS[6])
         back = back - 1

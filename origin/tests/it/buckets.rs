@@ -1,0 +1,269 @@
+//! Purchases over a hot event's stock buckets on a Redis Cluster (`core::stock_buckets`):
+//! the home call, spills to the other buckets and the settle call, under concurrency and
+//! with a claim left behind.
+
+use crate::cluster::master_of;
+use crate::helpers::*;
+use flashgate_core::ids::{EventId, OrderId, UserId};
+use flashgate_core::stock_buckets::{home, units, Call, Decision};
+use flashgate_origin::redis::{Attempt, BucketPurchase, ReserveRules, Split, Store};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+async fn cluster_store() -> Store {
+    Store::connect(
+        &service("FLASHGATE_TEST_REDIS_CLUSTER_URLS"),
+        &unique("fgtest:"),
+    )
+    .await
+    .expect("cluster")
+}
+
+fn rules(now: i64) -> ReserveRules {
+    ReserveRules {
+        now,
+        window_ms: 60_000,
+        limit: 1000,
+        replay_window_ms: 60_000,
+    }
+}
+
+fn attempt(user: &str) -> Attempt {
+    Attempt {
+        user: UserId::parse(user).expect("user id"),
+        new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("order id"),
+        signature: unique("sig"),
+        room_position: None,
+    }
+}
+
+/// An event id whose `n` stock buckets live on `n` different masters.
+async fn event_over_masters(store: &Store, n: u16) -> EventId {
+    for i in 0..256 {
+        let id = EventId::parse(&format!("hot-{i}")).expect("event id");
+        let mut masters = HashSet::new();
+        for k in 0..n {
+            masters.insert(master_of(store, &store.bucket_keys(&id, k).stock()).await);
+        }
+        if masters.len() == usize::from(n) {
+            return id;
+        }
+    }
+    panic!("no event id with its {n} buckets on {n} masters");
+}
+
+/// `(order, user, unit)` of every reservation in the event's bucket outboxes.
+async fn reservations(store: &Store, id: &EventId, split: Split) -> Vec<(String, String, u64)> {
+    let mut all = Vec::new();
+    for k in 0..split.buckets {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(store.bucket_keys(id, k).outbox())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut store.conn())
+            .await
+            .expect("outbox");
+        for e in reply.ids {
+            let field = |f: &str| e.get::<String>(f).expect("field");
+            let unit: u64 = field("unit_no").parse().expect("unit");
+            let range = units_of(split, k);
+            assert!(
+                range.contains(&unit),
+                "unit {unit} outside bucket {k}'s range"
+            );
+            all.push((field("order_id"), field("user_id"), unit));
+        }
+    }
+    all
+}
+
+async fn mark(store: &Store, id: &EventId, n: u16, user: &str) -> Option<String> {
+    let keys = store.bucket_keys(id, home(user, n));
+    redis::cmd("HGET")
+        .arg(keys.orders())
+        .arg(user)
+        .query_async(&mut store.conn())
+        .await
+        .expect("mark")
+}
+
+#[tokio::test]
+async fn on_a_cluster_buckets_sell_their_stock_once_and_each_buyer_once() {
+    let store = Arc::new(cluster_store().await);
+    let n = 3;
+    let split = Split {
+        total: 60,
+        buckets: n,
+    };
+    let id = event_over_masters(&store, n).await;
+    store.put_stock_buckets(&id, split).await.expect("put");
+    // Most buyers at home in bucket 0, so it runs out first and their purchases spill;
+    // two concurrent attempts per buyer.
+    let users: Vec<String> = (0..2000)
+        .map(|i| format!("buyer{i}"))
+        .filter(|u| home(u, n) == 0)
+        .take(150)
+        .chain(
+            (0..2000)
+                .map(|i| format!("other{i}"))
+                .filter(|u| home(u, n) != 0)
+                .take(10),
+        )
+        .collect();
+    let now = now_ms();
+    let mut tasks = Vec::new();
+    for user in users.iter().chain(&users) {
+        let (store, id, user) = (store.clone(), id.clone(), user.clone());
+        tasks.push(tokio::spawn(async move {
+            let answer = store
+                .purchase_in_buckets(&id, split, rules(now), &attempt(&user), 30_000)
+                .await
+                .expect("purchase");
+            (user, answer)
+        }));
+    }
+    let mut reserved: HashMap<String, String> = HashMap::new();
+    let mut sold_out = HashSet::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            (user, BucketPurchase::Reserved(order)) => {
+                assert!(
+                    reserved.insert(user, order.as_str().to_owned()).is_none(),
+                    "two 202s"
+                );
+            }
+            (user, BucketPurchase::SoldOut) => {
+                sold_out.insert(user);
+            }
+            (_, BucketPurchase::AlreadyPurchased(_) | BucketPurchase::InFlight) => {}
+            (user, other) => panic!("{user}: {other:?}"),
+        }
+    }
+    let all = reservations(&store, &id, split).await;
+    let units: HashSet<u64> = all.iter().map(|r| r.2).collect();
+    let buyers: HashSet<&str> = all.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(all.len(), 60, "the whole stock sold, once");
+    assert_eq!(units.len(), 60, "no unit twice");
+    assert_eq!(buyers.len(), 60, "no buyer twice");
+    assert_eq!(reserved.len(), 60, "every reservation answered 202");
+    let spilled = all
+        .iter()
+        .filter(|r| r.2 > *units_of(split, 0).end())
+        .filter(|r| home(&r.1, n) == 0)
+        .count();
+    assert!(spilled > 0, "bucket 0's buyers spilled to the others");
+    for (order, user, _) in &all {
+        assert_eq!(
+            reserved.get(user),
+            Some(order),
+            "{user}'s 202 names the order"
+        );
+        assert_eq!(
+            mark(&store, &id, n, user).await.as_ref(),
+            Some(order),
+            "{user}'s mark"
+        );
+    }
+    for user in &sold_out {
+        assert!(!reserved.contains_key(user));
+        assert_eq!(
+            mark(&store, &id, n, user).await,
+            None,
+            "a sold-out attempt leaves no mark"
+        );
+    }
+    for k in 0..n {
+        let stock: u64 = redis::cmd("GET")
+            .arg(store.bucket_keys(&id, k).stock())
+            .query_async(&mut store.conn())
+            .await
+            .expect("stock");
+        assert_eq!(stock, 0, "bucket {k} empty");
+    }
+}
+
+fn units_of(split: Split, k: u16) -> std::ops::RangeInclusive<u64> {
+    units(split.total, split.buckets)[usize::from(k)].clone()
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
+    let store = cluster_store().await;
+    let n = 2;
+    let split = Split {
+        total: 2,
+        buckets: n,
+    };
+    let id = event_over_masters(&store, n).await;
+    store.put_stock_buckets(&id, split).await.expect("put");
+    let at_home: Vec<String> = (0..100)
+        .map(|i| format!("buyer{i}"))
+        .filter(|u| home(u, n) == 0)
+        .take(2)
+        .collect();
+    let now = now_ms();
+    // The first buyer empties bucket 0; the second's purchase writes a claim there.
+    let first = store
+        .purchase_in_buckets(&id, split, rules(now), &attempt(&at_home[0]), 1000)
+        .await
+        .expect("purchase");
+    assert!(matches!(first, BucketPurchase::Reserved(_)), "{first:?}");
+    // The second buyer's purchase dies after its home call: its claim stays.
+    let dead = attempt(&at_home[1]);
+    let order = dead.new_order.as_str().to_owned();
+    let keys = store.bucket_keys(&id, 0);
+    redis::cmd("HSET")
+        .arg(keys.orders())
+        .arg(&at_home[1])
+        .arg(format!("claim:{order}:{}", now + 1000))
+        .query_async::<()>(&mut store.conn())
+        .await
+        .expect("claim");
+    // Before its deadline, the buyer's retries are told to come back.
+    let retry = store
+        .purchase_in_buckets(&id, split, rules(now), &attempt(&at_home[1]), 1000)
+        .await
+        .expect("purchase");
+    assert_eq!(retry, BucketPurchase::InFlight);
+    // After it, the next attempt fences bucket 1 for the dead order and drops the claim;
+    // a late spill call of the dead purchase then takes nothing, though bucket 1 has stock.
+    let later = store
+        .purchase_in_buckets(&id, split, rules(now + 1000), &attempt(&at_home[1]), 1000)
+        .await
+        .expect("purchase");
+    assert_eq!(later, BucketPurchase::InFlight);
+    assert_eq!(mark(&store, &id, n, &at_home[1]).await, None);
+    let late = store
+        .spill(&id, split, 1, &order, &at_home[1], now, Call::Spill, None)
+        .await
+        .expect("spill");
+    assert_eq!(late, Some(Decision::Passed));
+    // The buyer's next attempt spills and gets bucket 1's unit; a repeated call for that
+    // order answers the same unit.
+    let again = store
+        .purchase_in_buckets(&id, split, rules(now + 1000), &attempt(&at_home[1]), 1000)
+        .await
+        .expect("purchase");
+    let BucketPurchase::Reserved(bought) = again else {
+        panic!("{again:?}");
+    };
+    let repeat = store
+        .spill(
+            &id,
+            split,
+            1,
+            bought.as_str(),
+            &at_home[1],
+            now,
+            Call::Spill,
+            None,
+        )
+        .await
+        .expect("spill");
+    assert_eq!(repeat, Some(Decision::Took(2)));
+    assert_eq!(reservations(&store, &id, split).await.len(), 2);
+    assert_eq!(
+        mark(&store, &id, n, &at_home[1]).await.as_deref(),
+        Some(bought.as_str())
+    );
+}
