@@ -6,8 +6,9 @@
 //! so a unit number stays unique within the event and the orders table's key on
 //! `(event_id, unit_no)` still refuses a unit twice.
 //!
-//! The origin does not split an event's stock yet: this module is the protocol it is to
-//! run, with its model; docs/scaling.md says what one event can sell without it.
+//! The origin runs these steps for an event put with `stock_buckets` above 1
+//! (`origin/src/redis/buckets.rs` and its Lua scripts); this module decides them, and its
+//! model checks them.
 //!
 //! A purchase, each step one atomic script on one slot, driven by a [`Purchase`]:
 //!

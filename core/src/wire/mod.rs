@@ -85,6 +85,10 @@ pub struct EventSpec {
     /// are refused); absent or null: none of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<Value>,
+    /// How many stock buckets the stock is split into (`core::stock_buckets`), 1 to
+    /// [`MAX_STOCK_BUCKETS`]; absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_buckets: Option<u16>,
 }
 
 /// A validated [`EventSpec`].
@@ -100,11 +104,16 @@ pub struct ValidEventSpec {
     pub ends_at: Millis,
     /// The event's own room settings, validated.
     pub room: Option<RoomSettings>,
+    /// Its stock buckets, at least 1.
+    pub stock_buckets: u16,
 }
 
 /// `Retry-After` of a paused sale's answer: a pause is an operator's decision, not a
 /// moment's load, so shoppers are asked to come back in a while rather than at once.
 pub const PAUSED_RETRY_SECS: u64 = 5;
+
+/// Most stock buckets one event's stock may be split into.
+pub const MAX_STOCK_BUCKETS: u16 = 16;
 
 /// Largest stock one event may put on sale.
 pub const MAX_STOCK: u64 = 100_000_000;
@@ -131,6 +140,10 @@ impl EventSpec {
         if ends_at <= starts_at {
             return Err("ends_at must be after starts_at".into());
         }
+        let stock_buckets = self.stock_buckets.unwrap_or(1);
+        if !(1..=MAX_STOCK_BUCKETS).contains(&stock_buckets) {
+            return Err(format!("stock_buckets must be 1-{MAX_STOCK_BUCKETS}"));
+        }
         let room = self
             .room
             .as_ref()
@@ -142,6 +155,7 @@ impl EventSpec {
             starts_at,
             ends_at,
             room,
+            stock_buckets,
         })
     }
 }

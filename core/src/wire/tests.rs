@@ -126,6 +126,7 @@ fn event_spec_validation() {
         starts_at: s.into(),
         ends_at: e.into(),
         room: None,
+        stock_buckets: None,
     };
     assert!(spec(10, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
         .validate()
@@ -147,6 +148,20 @@ fn event_spec_validation() {
     .expect("extra fields are ignored");
     assert_eq!(extra.stock, 3);
     assert!(serde_json::from_value::<EventSpec>(json!({"name": "Phone"})).is_err());
+}
+
+#[test]
+fn stock_buckets_default_to_one_and_stay_within_bounds() {
+    let spec = |buckets: serde_json::Value| -> EventSpec {
+        serde_json::from_value(json!({"name": "Phone", "stock": 3,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z",
+            "stock_buckets": buckets}))
+        .expect("a spec")
+    };
+    assert_eq!(spec(json!(null)).validate().map(|v| v.stock_buckets), Ok(1));
+    assert_eq!(spec(json!(3)).validate().map(|v| v.stock_buckets), Ok(3));
+    assert!(spec(json!(0)).validate().is_err());
+    assert!(spec(json!(MAX_STOCK_BUCKETS + 1)).validate().is_err());
 }
 
 #[test]
@@ -207,6 +222,7 @@ fn an_event_time_must_read_back_as_it_is_shown() {
         starts_at: s.into(),
         ends_at: e.into(),
         room: None,
+        stock_buckets: None,
     };
     for (s, e) in [
         ("9999-12-31T23:00:00-01:00", "9999-12-31T23:30:00-01:00"),

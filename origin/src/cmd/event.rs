@@ -26,6 +26,10 @@ pub enum Action {
         /// (fields of docs/room.md; missing ones default). Without it, the edge's vars.
         #[arg(long, value_parser = room_json)]
         room: Option<serde_json::Value>,
+        /// Split the stock into this many stock buckets, each on its own Redis slot
+        /// (docs/scaling.md); 1 when absent.
+        #[arg(long)]
+        stock_buckets: Option<u16>,
     },
     /// Print an event's counters.
     Stats {
@@ -103,10 +107,14 @@ pub async fn run(settings: Settings, action: Action, origin: Option<String>) -> 
             starts_at,
             ends_at,
             room,
+            stock_buckets,
         } => {
             let mut spec = serde_json::json!({"name": name, "stock": stock, "starts_at": starts_at, "ends_at": ends_at});
             if let Some(room) = room {
                 spec["room"] = room;
+            }
+            if let Some(n) = stock_buckets {
+                spec["stock_buckets"] = n.into();
             }
             http.put(format!("{base}/admin/events/{id}")).json(&spec)
         }

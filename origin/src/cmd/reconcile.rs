@@ -95,6 +95,14 @@ pub async fn reconcile(
             .push(format!("UNKNOWN: no event {event} in Redis"));
         return Ok(r);
     };
+    if meta.stock_buckets > 1 {
+        // Its units, marks and outboxes are spread over its buckets' keys.
+        r.problems.push(format!(
+            "UNSUPPORTED: {event} is split into {} stock buckets, which reconcile does not read yet",
+            meta.stock_buckets
+        ));
+        return Ok(r);
+    }
     let counted = store.counted(event).await?;
     let k = store.keys(event);
     let mut conn = store.conn();
@@ -230,6 +238,13 @@ pub async fn run(
     let event = EventId::parse(event)?;
     let store = Store::open(&settings.redis).await?;
     let pool = db::connect(settings.db.url.expose_secret()).await?;
+    let buckets = store.split(&event).await?.buckets;
+    if buckets > 1 {
+        // Nothing is read or repaired: the event's state is spread over its buckets' keys.
+        anyhow::bail!(
+            "{event} is split into {buckets} stock buckets, which reconcile does not read yet"
+        );
+    }
     let report = reconcile(&store, &pool, &event, super::now_ms()?, grace_secs * 1000).await?;
     print!("{}", report.render(&event));
     if repair && !report.missing.is_empty() {

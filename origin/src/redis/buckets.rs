@@ -8,6 +8,7 @@
 use super::{Attempt, EventKeys, ReserveRules, Store};
 use flashgate_core::ids::{EventId, OrderId};
 use flashgate_core::stock_buckets::{self as sb, Call, Decision, Next, Purchase};
+use flashgate_core::wire::MAX_STOCK_BUCKETS;
 use flashgate_core::Millis;
 use redis::{AsyncCommands, ErrorKind, RedisError, RedisResult};
 
@@ -49,6 +50,9 @@ pub enum BucketPurchase {
     NoEvent,
 }
 
+/// How a claim's mark begins (`lua/reserve.lua`): `claim:<order id>:<deadline>`.
+pub(crate) const CLAIM: &str = "claim:";
+
 fn answer_error(what: &'static str) -> RedisError {
     RedisError::from((ErrorKind::TypeError, what))
 }
@@ -61,21 +65,57 @@ impl Store {
         }
     }
 
-    /// Puts the stock of an event that has not started into its buckets: each holds its
-    /// range's units, none sold.
+    /// Puts the stock of an event that has not started into its buckets, each holding its
+    /// range's units, none sold; with one bucket, none (the event's own keys hold it), and
+    /// the buckets of an earlier split beyond `split`'s are dropped.
     pub async fn put_stock_buckets(&self, id: &EventId, split: Split) -> RedisResult<()> {
         let mut conn = self.conn();
-        for (k, range) in sb::units(split.total, split.buckets)
-            .into_iter()
-            .enumerate()
-        {
-            let keys = self.bucket_keys(id, k as u16);
+        let ranges = match split.buckets {
+            1 => Vec::new(),
+            n => sb::units(split.total, n),
+        };
+        for k in 0..MAX_STOCK_BUCKETS {
+            let keys = self.bucket_keys(id, k);
             conn.del::<_, ()>(&[keys.given_back(), keys.decisions()])
                 .await?;
-            conn.set::<_, _, ()>(keys.stock(), range.count() as u64)
-                .await?;
+            match ranges.get(usize::from(k)) {
+                Some(range) => conn.set::<_, _, ()>(keys.stock(), range.clone().count() as u64),
+                None => conn.del::<_, ()>(keys.stock()),
+            }
+            .await?;
         }
         Ok(())
+    }
+
+    /// How an event's stock is split, as put (one bucket when it says nothing).
+    pub async fn split(&self, id: &EventId) -> RedisResult<Split> {
+        let (total, buckets): (Option<u64>, Option<u16>) = redis::cmd("HMGET")
+            .arg(self.keys(id).info())
+            .arg("stock_total")
+            .arg("stock_buckets")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(Split {
+            total: total.unwrap_or(0),
+            buckets: buckets.unwrap_or(1).max(1),
+        })
+    }
+
+    /// The keys where `user`'s mark and order status live: their home bucket's, or the
+    /// event's own for an event of one bucket.
+    pub fn home_keys(&self, id: &EventId, split: Split, user: &str) -> EventKeys {
+        match split.buckets {
+            0 | 1 => self.keys(id),
+            n => self.bucket_keys(id, sb::home(user, n)),
+        }
+    }
+
+    /// The keys of every part of an event's stock: its own, or its buckets'.
+    pub fn stock_keys(&self, id: &EventId, split: Split) -> Vec<EventKeys> {
+        match split.buckets {
+            0 | 1 => vec![self.keys(id)],
+            n => (0..n).map(|k| self.bucket_keys(id, k)).collect(),
+        }
     }
 
     /// One purchase attempt on an event split as `split`: the home call, then the calls

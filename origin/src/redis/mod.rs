@@ -64,6 +64,7 @@ pub struct Store {
     pause_event: Arc<Script>,
     spill: Arc<Script>,
     settle: Arc<Script>,
+    give_back: Arc<Script>,
     /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
     /// by default.
     replicas: Option<Arc<Replicas>>,
@@ -112,6 +113,7 @@ impl Store {
             pause_event: Arc::new(Script::new(include_str!("lua/pause_event.lua"))),
             spill: Arc::new(Script::new(include_str!("lua/spill.lua"))),
             settle: Arc::new(Script::new(include_str!("lua/settle.lua"))),
+            give_back: Arc::new(Script::new(include_str!("lua/give_back.lua"))),
             replicas: None,
         };
         // The first reading is used whatever its round trip; two more may refine it.

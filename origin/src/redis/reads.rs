@@ -1,6 +1,7 @@
 //! What the API, the admin and `reconcile` read: an event, a buyer's order, counters.
 
-use super::Store;
+use super::buckets::CLAIM;
+use super::{EventKeys, Split, Store};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::wire::OrderStatus;
@@ -25,6 +26,18 @@ pub struct EventMeta {
     pub paused: bool,
     /// The event's own room settings, if its spec gave some.
     pub room: Option<RoomSettings>,
+    /// Its stock buckets (`core::stock_buckets`), at least 1.
+    pub stock_buckets: u16,
+}
+
+impl EventMeta {
+    /// How its stock is split.
+    pub fn split(&self) -> Split {
+        Split {
+            total: self.stock_total,
+            buckets: self.stock_buckets,
+        }
+    }
 }
 
 /// Counters of `GET /admin/events/{id}/stats`.
@@ -56,6 +69,11 @@ impl Store {
             .query_async(&mut self.conn())
             .await?;
         let num = |f: &str| info.get(f).and_then(|v| v.parse::<i64>().ok());
+        let stock_buckets = num("stock_buckets").map_or(1, |n| n.clamp(1, 1 << 15) as u16);
+        let stock = match stock_buckets {
+            1 => stock,
+            n => Some(self.buckets_stock(id, n).await?),
+        };
         let (Some(name), Some(total), Some(starts_at), Some(ends_at)) = (
             info.get("name"),
             num("stock_total"),
@@ -77,7 +95,20 @@ impl Store {
                 .get("room")
                 .and_then(|r| serde_json::from_str::<RoomSettings>(r).ok())
                 .filter(|r| r.validate().is_ok()),
+            stock_buckets,
         }))
+    }
+
+    /// The units left in an event's `n` stock buckets: one read per bucket, all at once
+    /// (each bucket is in its own slot).
+    async fn buckets_stock(&self, id: &EventId, n: u16) -> redis::RedisResult<i64> {
+        let reads = (0..n).map(|k| {
+            let mut conn = self.conn();
+            let stock = self.bucket_keys(id, k).stock();
+            async move { conn.get::<_, Option<i64>>(stock).await }
+        });
+        let stocks = futures::future::try_join_all(reads).await?;
+        Ok(stocks.into_iter().map(|s| s.unwrap_or(0).max(0)).sum())
     }
 
     /// The order the user holds for the event (what the reserve script answers as
@@ -85,11 +116,18 @@ impl Store {
     pub async fn order_of(
         &self,
         event: &EventId,
+        split: Split,
         user: &UserId,
     ) -> redis::RedisResult<Option<String>> {
-        self.conn()
-            .hget(self.keys(event).orders(), user.as_str())
-            .await
+        let mark: Option<String> = self
+            .conn()
+            .hget(
+                self.home_keys(event, split, user.as_str()).orders(),
+                user.as_str(),
+            )
+            .await?;
+        // A claim is a purchase in flight, not an order (core::stock_buckets).
+        Ok(mark.filter(|m| !m.starts_with(CLAIM)))
     }
 
     /// The event's buyers (user → order id), or `None` when there are more than `max`.
@@ -101,6 +139,10 @@ impl Store {
         event: &EventId,
         max: u64,
     ) -> redis::RedisResult<Option<(String, HashMap<String, String>)>> {
+        let split = self.split(event).await?;
+        if split.buckets > 1 {
+            return self.buckets_buyers(event, split, max).await;
+        }
         let k = self.keys(event);
         let mut conn = self.conn();
         let n: u64 = conn.hlen(k.orders()).await?;
@@ -117,15 +159,43 @@ impl Store {
         Ok(Some((version, buyers)))
     }
 
+    /// The buyers of an event split into stock buckets, each bucket's read on its own (so
+    /// not at one instant): their version counts the reservations and buyers of all.
+    async fn buckets_buyers(
+        &self,
+        event: &EventId,
+        split: Split,
+        max: u64,
+    ) -> redis::RedisResult<Option<(String, HashMap<String, String>)>> {
+        let (mut reserved, mut buyers) = (0, HashMap::new());
+        for k in self.stock_keys(event, split) {
+            let (made, marks): (Option<u64>, HashMap<String, String>) = redis::pipe()
+                .hget(k.stats(), "reserved")
+                .hgetall(k.orders())
+                .query_async(&mut self.conn())
+                .await?;
+            reserved += made.unwrap_or(0);
+            buyers.extend(marks.into_iter().filter(|(_, m)| !m.starts_with(CLAIM)));
+            if buyers.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some((format!("{reserved}:{}", buyers.len()), buyers)))
+    }
+
     /// The user's order and its status.
     pub async fn order_status(
         &self,
         event: &EventId,
+        split: Split,
         user: &UserId,
     ) -> redis::RedisResult<Option<(OrderStatus, String)>> {
         let v: Option<String> = self
             .conn()
-            .hget(self.keys(event).status(), user.as_str())
+            .hget(
+                self.home_keys(event, split, user.as_str()).status(),
+                user.as_str(),
+            )
             .await?;
         Ok(v.and_then(|v| {
             let (status, order) = v.split_once(':')?;
@@ -137,12 +207,25 @@ impl Store {
     /// One `XLEN` per outbox, all sent at once: each outbox is in its event's slot, and
     /// a pipeline may not span slots on a cluster.
     pub async fn outbox_backlog(&self, events: &[EventId]) -> redis::RedisResult<u64> {
-        let lens = events.iter().map(|e| {
+        let mut outboxes = Vec::new();
+        for e in events {
+            outboxes.extend(self.outboxes(e).await?);
+        }
+        let lens = outboxes.into_iter().map(|outbox| {
             let mut conn = self.conn();
-            let outbox = self.keys(e).outbox();
             async move { conn.xlen::<_, u64>(outbox).await }
         });
         Ok(futures::future::try_join_all(lens).await?.iter().sum())
+    }
+
+    /// The outboxes of an event: its own, or each of its stock buckets'.
+    pub async fn outboxes(&self, id: &EventId) -> redis::RedisResult<Vec<String>> {
+        let split = self.split(id).await?;
+        Ok(self
+            .stock_keys(id, split)
+            .iter()
+            .map(EventKeys::outbox)
+            .collect())
     }
 
     /// Every event id known to this prefix.
@@ -164,7 +247,17 @@ impl Store {
         let Some(meta) = self.event(id).await? else {
             return Ok(None);
         };
-        let c: HashMap<String, u64> = self.conn().hgetall(self.keys(id).stats()).await?;
+        let split = Split {
+            total: meta.stock_total,
+            buckets: meta.stock_buckets,
+        };
+        let mut c: HashMap<String, u64> = HashMap::new();
+        for k in self.stock_keys(id, split) {
+            let part: HashMap<String, u64> = self.conn().hgetall(k.stats()).await?;
+            for (f, v) in part {
+                *c.entry(f).or_default() += v;
+            }
+        }
         let get = |f: &str| c.get(f).copied().unwrap_or(0);
         let (reserved, confirmed, failed) = (get("reserved"), get("confirmed"), get("failed"));
         let stats = Stats {

@@ -110,8 +110,17 @@ impl Store {
             .arg(w.starts_at)
             .arg(w.ends_at)
             .arg(room)
+            .arg(w.stock_buckets)
             .invoke_async(&mut self.conn())
             .await?;
+        if r != "started" {
+            // The event has not started: nothing is sold, so its stock is split anew.
+            let split = super::Split {
+                total: w.stock,
+                buckets: w.stock_buckets,
+            };
+            self.put_stock_buckets(id, split).await?;
+        }
         Ok(match r.as_str() {
             "started" => PutOutcome::Started,
             "updated" => PutOutcome::Updated,
@@ -306,13 +315,26 @@ impl Store {
         if orders.is_empty() {
             return Ok(0);
         }
-        let k = self.keys(event);
-        let mut inv = self.confirm_many.key(k.status());
-        inv.key(k.stats()).key(k.orders());
-        for (user, order) in orders {
-            inv.arg(user.as_str()).arg(*order);
+        // One call per home bucket: a buyer's status lives there (one, the event's own
+        // keys, for an event of one bucket).
+        let split = self.split(event).await?;
+        let mut by_home: std::collections::BTreeMap<String, Vec<&(&UserId, &str)>> =
+            std::collections::BTreeMap::new();
+        for o in orders {
+            let k = self.home_keys(event, split, o.0.as_str());
+            by_home.entry(k.base.clone()).or_default().push(o);
         }
-        inv.invoke_async(&mut self.conn()).await
+        let mut changed = 0;
+        for (base, list) in by_home {
+            let k = super::EventKeys { base };
+            let mut inv = self.confirm_many.key(k.status());
+            inv.key(k.stats()).key(k.orders());
+            for (user, order) in list {
+                inv.arg(user.as_str()).arg(*order);
+            }
+            changed += inv.invoke_async::<u64>(&mut self.conn()).await?;
+        }
+        Ok(changed)
     }
 
     /// Fails an order, once per order id; true when it did. Its unit (`unit`, when the
@@ -327,7 +349,16 @@ impl Store {
         refused: Refused<'_>,
         window_ms: u64,
     ) -> redis::RedisResult<bool> {
-        let k = self.keys(event);
+        let split = self.split(event).await?;
+        let k = self.home_keys(event, split, user.as_str());
+        // A spilled order's unit belongs to another bucket than the buyer's home: the
+        // order fails at home, and the unit goes back to its bucket on its own.
+        let home = flashgate_core::stock_buckets::home(user.as_str(), split.buckets);
+        let owner = refused
+            .unit
+            .and_then(|u| flashgate_core::stock_buckets::bucket_of(u, split.total, split.buckets))
+            .filter(|b| split.buckets > 1 && *b != home);
+        let give_back_here = refused.give_back && owner.is_none();
         let changed: i64 = self
             .compensate
             .key(k.stock())
@@ -341,10 +372,23 @@ impl Store {
             .arg(order)
             .arg(window_ms)
             .arg(refused.unit.map(|u| u.to_string()).unwrap_or_default())
-            .arg(u8::from(refused.give_back))
+            .arg(u8::from(give_back_here))
             .arg(refused.holder.unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await?;
+        if let (Some(b), Some(unit), true) = (owner, refused.unit, refused.give_back) {
+            let kb = self.bucket_keys(event, b);
+            self.give_back
+                .key(kb.stock())
+                .key(kb.given_back())
+                .key(kb.stats())
+                .key(kb.compensated())
+                .key(kb.decisions())
+                .arg(order)
+                .arg(unit)
+                .invoke_async::<i64>(&mut self.conn())
+                .await?;
+        }
         Ok(changed == 1)
     }
 }

@@ -42,6 +42,14 @@ pub(crate) async fn put_event(
     let valid = spec
         .validate()
         .map_err(|e| bad("invalid_event", &format!("活动数据无效 ({e})")))?;
+    if valid.stock_buckets > 1 && state.settings.redis.wait_strict {
+        // A spill call does not wait for replicas: strict mode's promise would not hold.
+        return Err(bad(
+            "invalid_event",
+            "活动数据无效 (stock_buckets above 1 needs redis_wait_strict off)",
+        )
+        .into());
+    }
     let now = state.clock.now_ms();
     let put = state.redis(state.store.put_event(&id, &valid, now)).await?;
     state.events().remove(&id);
@@ -60,6 +68,7 @@ pub(crate) async fn put_event(
         ends_at: valid.ends_at,
         paused: false,
         room: valid.room,
+        stock_buckets: valid.stock_buckets,
     };
     // Read back: an upcoming event keeps a pause an operator set.
     let meta = state.redis(state.store.event(&id)).await?.unwrap_or(meta);

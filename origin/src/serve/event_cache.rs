@@ -62,6 +62,7 @@ mod tests {
             ends_at: 1,
             paused: false,
             room: None,
+            stock_buckets: 1,
         })
     }
 

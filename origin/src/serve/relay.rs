@@ -1,4 +1,5 @@
-//! The outbox relay: moves reservations from each event's Redis stream to Kafka.
+//! The outbox relay: moves reservations from each event's Redis stream (each of its stock
+//! buckets' for a split event) to Kafka.
 //!
 //! Entries are read with a consumer group and acknowledged (XACK + XDEL) only after the
 //! broker's delivery report, so nothing is acknowledged that is not in Kafka. Entries left
@@ -172,8 +173,14 @@ impl Relay {
     ) -> anyhow::Result<usize> {
         let mut conn = self.store.conn();
         let mut moved = 0;
+        // Every event's outbox, or each of its stock buckets'.
+        let mut outboxes = Vec::new();
         for event in self.store.event_ids().await? {
-            let outbox = self.store.keys(&event).outbox();
+            for outbox in self.store.outboxes(&event).await? {
+                outboxes.push((event.clone(), outbox));
+            }
+        }
+        for (event, outbox) in outboxes {
             if !groups.contains(&outbox) {
                 let created: redis::RedisResult<()> =
                     conn.xgroup_create_mkstream(&outbox, GROUP, "0").await;

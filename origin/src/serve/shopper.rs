@@ -3,7 +3,7 @@
 use super::error::{respond, ApiError};
 use super::extract::EdgeRequest;
 use super::AppState;
-use crate::redis::{Attempt, EventMeta, Reservation, ReserveRules};
+use crate::redis::{Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, Split};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -119,7 +119,7 @@ async fn purchase_outcome(
         let order = match buyers {
             Some(buyers) => buyers.get(user.as_str()).cloned(),
             None => state
-                .redis(state.store.order_of(&id, user))
+                .redis(state.store.order_of(&id, meta.split(), user))
                 .await
                 .ok()
                 .flatten(),
@@ -151,22 +151,38 @@ async fn purchase_outcome(
     };
     let order = OrderId::parse(&uuid::Uuid::now_v7().simple().to_string())
         .map_err(|e| ApiError::Dependency("order_id", e.into()))?;
+    let rules = ReserveRules {
+        now,
+        window_ms: state.settings.purchase.user_window_ms,
+        limit: state.settings.purchase.user_limit,
+        replay_window_ms: state.settings.purchase.replay_window_ms,
+    };
+    let attempt = Attempt {
+        user: user.clone(),
+        new_order: order,
+        signature: edge.signature().to_owned(),
+        room_position: edge.room_position,
+    };
     let started = Instant::now();
+    if meta.stock_buckets > 1 {
+        let bought = state
+            .redis_guarded(state.store.purchase_in_buckets(
+                &id,
+                meta.split(),
+                rules,
+                &attempt,
+                CLAIM_MS,
+            ))
+            .await;
+        permit.record(started.elapsed());
+        drop(permit);
+        return Ok(bucket_answer(bought?));
+    }
     let reservation = state
         .redis_guarded(state.reserver.reserve(
             &id,
-            ReserveRules {
-                now,
-                window_ms: state.settings.purchase.user_window_ms,
-                limit: state.settings.purchase.user_limit,
-                replay_window_ms: state.settings.purchase.replay_window_ms,
-            },
-            Attempt {
-                user: user.clone(),
-                new_order: order,
-                signature: edge.signature().to_owned(),
-                room_position: edge.room_position,
-            },
+            rules,
+            attempt,
             Duration::from_millis(state.settings.redis.timeout_ms),
         ))
         .await?;
@@ -190,6 +206,33 @@ async fn purchase_outcome(
     Ok(reservation::answer(&reservation))
 }
 
+/// How long a claim waits for the purchase that wrote it (`core::stock_buckets`): well
+/// past the calls' timeouts, so only a purchase that died leaves one to resolve.
+const CLAIM_MS: i64 = 10_000;
+
+/// The answer to a purchase over stock buckets. The sold-out memo is not kept for such
+/// an event: every bucket's own answer says it.
+fn bucket_answer(bought: BucketPurchase) -> Outcome {
+    let verdict = match bought {
+        BucketPurchase::Reserved(order) => Reservation::Reserved(order),
+        BucketPurchase::AlreadyPurchased(order) => Reservation::AlreadyPurchased(order),
+        BucketPurchase::InFlight => {
+            return Outcome::Busy {
+                retry_after_secs: 1,
+            }
+        }
+        BucketPurchase::SoldOut => Reservation::SoldOut(String::new()),
+        BucketPurchase::RateLimited(ms) => Reservation::RateLimited(ms),
+        BucketPurchase::Replayed => {
+            metrics::counter!("flashgate_signature_rejections_total", "reason" => "replayed")
+                .increment(1);
+            Reservation::Replayed
+        }
+        BucketPurchase::NoEvent => Reservation::NoEvent,
+    };
+    reservation::answer(&verdict)
+}
+
 /// A token of the process's purchase bucket, or the seconds until one.
 fn bucket_token(bucket: &governor::DefaultDirectRateLimiter) -> Result<(), u64> {
     bucket.check().map_err(|not_until| {
@@ -209,7 +252,17 @@ pub(crate) async fn order(
 ) -> Result<Response, ApiError> {
     let user = edge.user()?;
     let id = parse_event(&id)?;
-    let found = state.redis(state.store.order_status(&id, user)).await?;
+    // The event's split says where the user's order lives; an unknown event has none.
+    let split = match event_meta(&state, &id).await {
+        Ok(meta) => meta.split(),
+        Err(_) => Split {
+            total: 0,
+            buckets: 1,
+        },
+    };
+    let found = state
+        .redis(state.store.order_status(&id, split, user))
+        .await?;
     Ok(respond(&match found {
         Some((status, order_id)) => Outcome::Order { status, order_id },
         None => Outcome::NoOrder,

@@ -2,10 +2,12 @@
 //! the home call, spills to the other buckets and the settle call, under concurrency and
 //! with a claim left behind.
 
-use crate::cluster::master_of;
+use crate::cluster::{cluster_settings, master_of};
+use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
 use flashgate_core::ids::{EventId, OrderId, UserId};
 use flashgate_core::stock_buckets::{home, units, Call, Decision};
+use flashgate_origin::db;
 use flashgate_origin::redis::{Attempt, BucketPurchase, ReserveRules, Split, Store};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -266,4 +268,144 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
         mark(&store, &id, n, &at_home[1]).await.as_deref(),
         Some(bought.as_str())
     );
+}
+
+#[tokio::test]
+async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() {
+    let db = fresh_database().await;
+    let app = Arc::new(spawn_with_settings(cluster_settings(generous())).await);
+    let pool = db::connect(&db).await.expect("db");
+    // A blocked buyer at home in bucket 0, which runs out first: their order spills, is
+    // refused by the database, and its unit goes back to the bucket that gave it.
+    let n = 3;
+    let shady = (0..100)
+        .map(|i| format!("shady{i}"))
+        .find(|u| home(u, n) == 0)
+        .expect("a buyer at home in bucket 0");
+    sqlx::query("INSERT INTO blocked_users (user_id, reason) VALUES (?, 'fraud')")
+        .bind(&shady)
+        .execute(&pool)
+        .await
+        .expect("block");
+    let running = start_consumer(&app, &pool);
+    let id = event_over_masters(&app.store, n).await;
+    let event = id.as_str().to_owned();
+    let now = now_ms();
+    let body = serde_json::json!({
+        "name": "hot", "stock": 30, "stock_buckets": n,
+        "starts_at": rfc3339(now - 1000), "ends_at": rfc3339(now + 3_600_000),
+    });
+    let put = reply(
+        app.http
+            .put(format!("{}/admin/events/{event}", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("origin answers"),
+    )
+    .await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    // Bucket 0 empties first (its 10 units to its own buyers), then its buyers spill.
+    let users: Vec<String> = (0..400)
+        .map(|i| format!("buyer{i}"))
+        .filter(|u| home(u, n) == 0)
+        .take(10)
+        .collect();
+    for user in &users {
+        let r = app.purchase(&event, user).await;
+        assert_eq!(r.status, 202, "{user}: {}", r.body);
+    }
+    let r = app.purchase(&event, &shady).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let shady_order = r.body["order_id"].as_str().expect("order id").to_owned();
+    eventually("the blocked buyer's order failed", 60, || async {
+        order_status(&app, &event, &shady).await["status"] == "failed"
+    })
+    .await;
+    // Then a crowd, two attempts each, at once.
+    let crowd: Vec<String> = (0..120).map(|i| format!("crowd{i}")).collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for user in crowd.iter().chain(&crowd) {
+        let (app, sem, event, user) = (app.clone(), sem.clone(), event.clone(), user.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.expect("semaphore");
+            let r = app.purchase(&event, &user).await;
+            (
+                user,
+                r.status,
+                r.body["order_id"].as_str().map(str::to_owned),
+            )
+        }));
+    }
+    let mut queued: HashMap<String, String> = HashMap::new();
+    for t in tasks {
+        let (user, status, order) = t.await.expect("task");
+        assert!(
+            matches!(status, 200 | 202 | 409 | 503),
+            "unexpected {status}"
+        );
+        if status == 202 {
+            let order = order.expect("order id");
+            assert!(queued.insert(user, order).is_none(), "a user got two 202s");
+        }
+    }
+    assert_eq!(
+        queued.len(),
+        20,
+        "the 20 units left, the given-back one with them"
+    );
+    eventually("every order written", 60, || async {
+        count(
+            &pool,
+            &format!("SELECT COUNT(*) FROM orders WHERE event_id = '{event}'"),
+        )
+        .await
+            == 30
+    })
+    .await;
+    let rows: Vec<(String, String, Option<u32>)> =
+        sqlx::query_as("SELECT order_id, user_id, unit_no FROM orders WHERE event_id = ?")
+            .bind(&event)
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    let units: HashSet<u32> = rows.iter().filter_map(|r| r.2).collect();
+    let buyers: HashSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        (units.len(), buyers.len()),
+        (30, 30),
+        "each unit and buyer once"
+    );
+    assert!(units.iter().all(|u| (1..=30).contains(u)));
+    assert!(!rows.iter().any(|r| r.0 == shady_order));
+    for (user, order) in &queued {
+        assert!(
+            rows.iter().any(|r| &r.0 == order && &r.1 == user),
+            "{user}'s 202 is a row"
+        );
+        eventually("the buyer sees the order confirmed", 60, || async {
+            let o = order_status(&app, &event, user).await;
+            o["status"] == "confirmed" && o["order_id"] == order.as_str()
+        })
+        .await;
+    }
+    let stats = app.stats(&event).await;
+    assert_eq!(
+        (
+            stats["stock_left"].as_u64(),
+            stats["confirmed"].as_u64(),
+            stats["compensated"].as_u64()
+        ),
+        (Some(0), Some(30), Some(1)),
+        "{stats}"
+    );
+    let info = app
+        .signed("GET", &format!("/api/events/{event}"), None, b"")
+        .await;
+    assert_eq!(info.body["state"], "sold_out", "{}", info.body);
+    running.stop().await;
+    let app = Arc::try_unwrap(app).ok().expect("no other owners");
+    app.stop().await;
 }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Test settings with the cluster's nodes as `redis_url`.
-fn cluster_settings(extra: Figment) -> Settings {
+pub fn cluster_settings(extra: Figment) -> Settings {
     settings(
         Figment::new()
             .merge(("redis_url", service("FLASHGATE_TEST_REDIS_CLUSTER_URLS")))

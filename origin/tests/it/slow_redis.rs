@@ -7,6 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The event's stock in one piece, its own keys (not split into stock buckets).
+const ONE_BUCKET: flashgate_origin::redis::Split = flashgate_origin::redis::Split {
+    total: 0,
+    buckets: 1,
+};
+
 /// A TCP proxy in front of Redis that makes it a slow server: each command it forwards
 /// costs `delay_us` microseconds, one after another (a saturated Redis, seen from outside).
 async fn slow_redis_proxy(upstream: u16, delay_us: Arc<AtomicU64>) -> u16 {
@@ -175,7 +181,11 @@ async fn a_call_that_reaches_redis_after_the_origin_gave_up_reserves_nothing() {
     let event = EventId::parse("frozen").expect("event id");
     let held = app
         .store
-        .order_status(&event, &UserId::parse("during").expect("user id"))
+        .order_status(
+            &event,
+            ONE_BUCKET,
+            &UserId::parse("during").expect("user id"),
+        )
         .await
         .expect("redis");
     assert!(held.is_none(), "answered 503 but holds {held:?}");
@@ -237,7 +247,7 @@ async fn a_503_reserves_nothing_even_when_redis_answers_late() {
     for (status, user) in &answers {
         let held = app
             .store
-            .order_status(&event, &UserId::parse(user).expect("user id"))
+            .order_status(&event, ONE_BUCKET, &UserId::parse(user).expect("user id"))
             .await
             .expect("redis");
         match status {

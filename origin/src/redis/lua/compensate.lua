@@ -20,7 +20,11 @@
 local status = redis.call('HGET', KEYS[3], ARGV[1])
 if status == 'confirmed:' .. ARGV[2] then return 0 end
 if redis.call('SADD', KEYS[5], ARGV[2]) == 0 then return 0 end
-local known = redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2]
+-- A claim on the order (core::stock_buckets: a purchase that spilled and has not settled)
+-- counts as the user's mark too.
+local mark = redis.call('HGET', KEYS[2], ARGV[1])
+local claim = 'claim:' .. ARGV[2] .. ':'
+local known = mark == ARGV[2] or (mark ~= false and string.sub(mark, 1, #claim) == claim)
 if known then
   redis.call('HDEL', KEYS[2], ARGV[1])
 end

@@ -10,7 +10,9 @@ for i = 1, #ARGV, 2 do
   if status == 'queued:' .. order then
     redis.call('HSET', KEYS[1], user, 'confirmed:' .. order)
     changed = changed + 1
-  elseif not status then
+  elseif not status or string.sub(redis.call('HGET', KEYS[3], user) or '', 1, 7 + #order)
+      == 'claim:' .. order .. ':' then
+    -- Also a spilled order whose claim has not settled yet (core::stock_buckets::confirm).
     redis.call('HSET', KEYS[1], user, 'confirmed:' .. order)
     redis.call('HSET', KEYS[3], user, order)
   end
