@@ -5,10 +5,12 @@
 use crate::cluster::{cluster_settings, master_of};
 use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
+use figment::Figment;
 use flashgate_core::ids::{EventId, OrderId, UserId};
 use flashgate_core::stock_buckets::{home, units, Call, Decision};
 use flashgate_origin::db;
 use flashgate_origin::redis::{Attempt, BucketPurchase, ReserveRules, Split, Store};
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -290,21 +292,7 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
     let running = start_consumer(&app, &pool);
     let id = event_over_masters(&app.store, n).await;
     let event = id.as_str().to_owned();
-    let now = now_ms();
-    let body = serde_json::json!({
-        "name": "hot", "stock": 30, "stock_buckets": n,
-        "starts_at": rfc3339(now - 1000), "ends_at": rfc3339(now + 3_600_000),
-    });
-    let put = reply(
-        app.http
-            .put(format!("{}/admin/events/{event}", app.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("origin answers"),
-    )
-    .await;
+    let put = put_split(&app, &event, 30, serde_json::json!(n)).await;
     assert_eq!(put.status, 201, "{}", put.body);
     // Bucket 0 empties first (its 10 units to its own buyers), then its buyers spill.
     let users: Vec<String> = (0..400)
@@ -321,6 +309,11 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
     let shady_order = r.body["order_id"].as_str().expect("order id").to_owned();
     eventually("the blocked buyer's order failed", 60, || async {
         order_status(&app, &event, &shady).await["status"] == "failed"
+    })
+    .await;
+    // Its unit goes back after the order failed at home, in a call of its own.
+    eventually("the unit given back", 60, || async {
+        app.stats(&event).await["compensated"] == 1
     })
     .await;
     // Then a crowd, two attempts each, at once.
@@ -342,8 +335,9 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
     let mut queued: HashMap<String, String> = HashMap::new();
     for t in tasks {
         let (user, status, order) = t.await.expect("task");
+        // 429 is a limiter (admission bucket or adaptive limit) refusing an attempt.
         assert!(
-            matches!(status, 200 | 202 | 409 | 503),
+            matches!(status, 200 | 202 | 409 | 429 | 503),
             "unexpected {status}"
         );
         if status == 202 {
@@ -351,6 +345,25 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
             assert!(queued.insert(user, order).is_none(), "a user got two 202s");
         }
     }
+    // Late buyers, one at a time, until the event answers sold out (units the limiters
+    // kept from the crowd are theirs).
+    let mut sold_out = false;
+    for i in 0..100 {
+        let user = format!("late{i}");
+        let r = app.purchase(&event, &user).await;
+        match r.status {
+            202 => {
+                let order = r.body["order_id"].as_str().expect("order id").to_owned();
+                queued.insert(user, order);
+            }
+            409 => {
+                sold_out = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(sold_out, "the event sold out");
     assert_eq!(
         queued.len(),
         20,
@@ -407,5 +420,59 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
     assert_eq!(info.body["state"], "sold_out", "{}", info.body);
     running.stop().await;
     let app = Arc::try_unwrap(app).ok().expect("no other owners");
+    app.stop().await;
+}
+
+/// Puts a live event of `stock` units split into `buckets` stock buckets.
+async fn put_split(app: &TestApp, event: &str, stock: u64, buckets: serde_json::Value) -> Reply {
+    let now = now_ms();
+    let body = serde_json::json!({
+        "name": "hot", "stock": stock, "stock_buckets": buckets,
+        "starts_at": rfc3339(now - 1000), "ends_at": rfc3339(now + 3_600_000),
+    });
+    reply(
+        app.http
+            .put(format!("{}/admin/events/{event}", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("origin answers"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_split_out_of_bounds_or_in_strict_mode_is_refused_and_changes_nothing() {
+    let app = spawn_with_settings(cluster_settings(
+        Figment::new()
+            .merge(("redis_wait_replicas", 1))
+            .merge(("redis_wait_strict", true)),
+    ))
+    .await;
+    let event = unique("split-");
+    for (buckets, why) in [
+        (json!(0), "stock_buckets must be 1-16"),
+        (json!(17), "stock_buckets must be 1-16"),
+        (json!(3), "redis_wait_strict"),
+    ] {
+        let put = put_split(&app, &event, 30, buckets).await;
+        assert_eq!(put.status, 400, "{}", put.body);
+        assert_eq!(put.body["error"], "invalid_event");
+        assert!(
+            put.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{}",
+            put.body
+        );
+    }
+    let info = app
+        .signed("GET", &format!("/api/events/{event}"), None, b"")
+        .await;
+    assert_eq!(info.status, 404, "{}", info.body);
+    // One bucket is the event as ever, strict mode or not.
+    let put = put_split(&app, &event, 30, json!(1)).await;
+    assert_eq!(put.status, 201, "{}", put.body);
     app.stop().await;
 }
