@@ -66,23 +66,26 @@ PY
 
 # The origin's reserve call for N attempts (KEYS: stock orders status outbox stats
 # given_back, then per attempt the user's window and the signature seen; ARGV: now,
-# window ms, limit, event, replay ms, deadline, then per attempt user, order, room
+# window ms, limit, event, replay ms, deadline, the unit before the first (0) and no claim
+# deadline (''), as for an event of one stock bucket, then per attempt user, order, room
 # position (none: ''); see reserve.lua), a new user, order id and signature per attempt.
-reserve_call() { # attempts
-  local i keys=() args=()
+# A script from before stock buckets (its attempts from ARGV 7) takes neither of the two.
+reserve_call() { # attempts file
+  local i keys=() args=() split=(0 '')
+  ! grep -qF 'ARGV[7 + 3' "$2" || split=()
   for ((i = 0; i < $1; i++)); do
     keys+=('fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__')
     args+=(u__rand_int__ o__rand_int__ '')
   done
   printf '%s\0' EVALSHA SCRIPT $((6 + 2 * $1)) 'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' \
     'fg:{bench}:outbox' 'fg:{bench}:stats' 'fg:{bench}:given_back' "${keys[@]}" \
-    "$(date +%s)000" 1000 1 bench 65000 99999999999999 "${args[@]}"
+    "$(date +%s)000" 1000 1 bench 65000 99999999999999 "${split[@]}" "${args[@]}"
 }
 # Instructions per call of reserve.lua in file $1 with $2 attempts per call, over about
 # CALLS attempts in all.
 reserve_instructions() { # name file attempts
   local call
-  mapfile -d '' call < <(reserve_call "$3")
+  mapfile -d '' call < <(reserve_call "$3" "$2")
   SCRIPT_FILE=$2 instructions "$1" $(((CALLS + $3 - 1) / $3)) "${call[@]}"
 }
 
