@@ -50,6 +50,10 @@ pub enum BucketPurchase {
     NoEvent,
 }
 
+/// The version of a split event's buyers for the sold-out memo: its buckets are not read
+/// at one instant, so the memo keeps them only while fresh (`serve::sold_out`).
+pub const SPLIT_BUYERS_VERSION: &str = "split";
+
 /// How a claim's mark begins (`lua/reserve.lua`): `claim:<order id>:<deadline>`.
 pub(crate) const CLAIM: &str = "claim:";
 

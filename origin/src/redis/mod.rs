@@ -26,7 +26,7 @@ mod repair;
 mod replicas;
 mod scripts;
 
-pub use buckets::{BucketPurchase, Split};
+pub use buckets::{BucketPurchase, Split, SPLIT_BUYERS_VERSION};
 pub use clock_sync::CLOCK_SYNC;
 pub use conn::Conn;
 pub use durability::Durability;

@@ -160,27 +160,22 @@ impl Store {
     }
 
     /// The buyers of an event split into stock buckets, each bucket's read on its own (so
-    /// not at one instant): their version counts the reservations and buyers of all.
+    /// not at one instant), under [`SPLIT_BUYERS_VERSION`](super::SPLIT_BUYERS_VERSION).
     async fn buckets_buyers(
         &self,
         event: &EventId,
         split: Split,
         max: u64,
     ) -> redis::RedisResult<Option<(String, HashMap<String, String>)>> {
-        let (mut reserved, mut buyers) = (0, HashMap::new());
+        let mut buyers = HashMap::new();
         for k in self.stock_keys(event, split) {
-            let (made, marks): (Option<u64>, HashMap<String, String>) = redis::pipe()
-                .hget(k.stats(), "reserved")
-                .hgetall(k.orders())
-                .query_async(&mut self.conn())
-                .await?;
-            reserved += made.unwrap_or(0);
+            let marks: HashMap<String, String> = self.conn().hgetall(k.orders()).await?;
             buyers.extend(marks.into_iter().filter(|(_, m)| !m.starts_with(CLAIM)));
             if buyers.len() as u64 > max {
                 return Ok(None);
             }
         }
-        Ok(Some((format!("{reserved}:{}", buyers.len()), buyers)))
+        Ok(Some((super::SPLIT_BUYERS_VERSION.to_owned(), buyers)))
     }
 
     /// The user's order and its status.

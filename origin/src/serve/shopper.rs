@@ -3,7 +3,9 @@
 use super::error::{respond, ApiError};
 use super::extract::EdgeRequest;
 use super::AppState;
-use crate::redis::{Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, Split};
+use crate::redis::{
+    Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, Split, SPLIT_BUYERS_VERSION,
+};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -176,7 +178,11 @@ async fn purchase_outcome(
             .await;
         permit.record(started.elapsed());
         drop(permit);
-        return Ok(bucket_answer(bought?));
+        let bought = bought?;
+        if bought == BucketPurchase::SoldOut {
+            state.sold_out.mark(&state.store, &id, SPLIT_BUYERS_VERSION);
+        }
+        return Ok(bucket_answer(bought));
     }
     let reservation = state
         .redis_guarded(state.reserver.reserve(
@@ -210,8 +216,7 @@ async fn purchase_outcome(
 /// past the calls' timeouts, so only a purchase that died leaves one to resolve.
 const CLAIM_MS: i64 = 10_000;
 
-/// The answer to a purchase over stock buckets. The sold-out memo is not kept for such
-/// an event: every bucket's own answer says it.
+/// The answer to a purchase over stock buckets.
 fn bucket_answer(bought: BucketPurchase) -> Outcome {
     let verdict = match bought {
         BucketPurchase::Reserved(order) => Reservation::Reserved(order),

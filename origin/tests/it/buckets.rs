@@ -414,6 +414,12 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
         (Some(0), Some(30), Some(1)),
         "{stats}"
     );
+    // Sold out, from the memo or Redis alike: a buyer's retry gets their order back.
+    let (buyer, order) = queued.iter().next().expect("a buyer");
+    let again = app.purchase(&event, buyer).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["order_id"], order.as_str());
+    assert_eq!(app.purchase(&event, "newcomer").await.status, 409);
     let info = app
         .signed("GET", &format!("/api/events/{event}"), None, b"")
         .await;
