@@ -134,21 +134,66 @@ impl Store {
         attempt: &Attempt,
         claim_ms: Millis,
     ) -> RedisResult<BucketPurchase> {
-        let user = attempt.user.as_str();
-        let h = sb::home(user, split.buckets);
+        let h = sb::home(attempt.user.as_str(), split.buckets);
+        let attempts = std::slice::from_ref(attempt);
+        let verdict = self
+            .reserve_at_home(event, split, h, rules, attempts, claim_ms)
+            .await?
+            .pop()
+            .ok_or_else(|| answer_error("reserve script answered no verdict"))?;
+        self.after_home(event, split, rules, attempt, verdict).await
+    }
+
+    /// The home calls of `attempts` whose home is bucket `h`, in one reserve call, in
+    /// order: each attempt's verdict and its detail, as `lua/reserve.lua` answers them.
+    /// A claim written waits `claim_ms` from `rules.now`.
+    pub async fn reserve_at_home(
+        &self,
+        event: &EventId,
+        split: Split,
+        h: u16,
+        rules: ReserveRules,
+        attempts: &[Attempt],
+        claim_ms: Millis,
+    ) -> RedisResult<Vec<(String, String)>> {
         let keys = self.bucket_keys(event, h);
         let claim_until = rules.now + claim_ms;
         let call = self.reserve_call(
             &keys,
             event,
             rules,
-            std::slice::from_ref(attempt),
+            attempts,
             split.first(h),
             Some(claim_until),
         );
         let r: Vec<String> = call.invoke_async(&mut self.conn()).await?;
-        let [verdict, detail] = <[String; 2]>::try_from(r)
-            .map_err(|_| answer_error("reserve script answered the wrong number of verdicts"))?;
+        if r.len() != 2 * attempts.len() {
+            return Err(answer_error(
+                "reserve script answered the wrong number of verdicts",
+            ));
+        }
+        if r.first().is_some_and(|v| v == "late") {
+            return Err(RedisError::from((
+                ErrorKind::IoError,
+                "the reserve call reached Redis after its deadline; nothing was reserved",
+            )));
+        }
+        let mut r = r.into_iter();
+        Ok(std::iter::from_fn(|| Some((r.next()?, r.next()?))).collect())
+    }
+
+    /// The rest of an attempt's purchase after its home call answered `verdict`.
+    pub async fn after_home(
+        &self,
+        event: &EventId,
+        split: Split,
+        rules: ReserveRules,
+        attempt: &Attempt,
+        (verdict, detail): (String, String),
+    ) -> RedisResult<BucketPurchase> {
+        let user = attempt.user.as_str();
+        let h = sb::home(user, split.buckets);
+        let keys = self.bucket_keys(event, h);
         let (order, mut purchase, resolving) = match verdict.as_str() {
             "reserved" => return Ok(BucketPurchase::Reserved(attempt.new_order.clone())),
             "already_purchased" => return Ok(BucketPurchase::AlreadyPurchased(detail)),
@@ -165,12 +210,6 @@ impl Store {
                 false,
             ),
             "resolve" => (detail, Purchase::resolving(h, split.buckets), true),
-            "late" => {
-                return Err(RedisError::from((
-                    ErrorKind::IoError,
-                    "the reserve call reached Redis after its deadline; nothing was reserved",
-                )))
-            }
             _ => return Err(answer_error("reserve script answered an unknown verdict")),
         };
         loop {

@@ -15,10 +15,12 @@
 //! sent, on Redis's clock). Only an answer held back for longer than the rest of that
 //! timeout, after the script ran in time, becomes a 503 for a reservation that was made
 //! (the shopper's retry then gets it back as already purchased). Batches are per event (all keys in the event's slot), so the
-//! design stays valid on Redis Cluster.
+//! design stays valid on Redis Cluster; for an event split into stock buckets, per home
+//! bucket (the home calls: `redis::buckets`), each bucket's keys in its own slot.
 
-use crate::redis::{Attempt, Reservation, ReserveRules, Store};
+use crate::redis::{Attempt, Reservation, ReserveRules, Split, Store};
 use flashgate_core::ids::EventId;
+use flashgate_core::Millis;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +37,28 @@ const WITHDRAWN: u8 = 2;
 
 struct Job {
     event: EventId,
+    /// For an event split into stock buckets: the home call at this bucket.
+    home: Option<Home>,
     rules: ReserveRules,
     attempt: Attempt,
     state: Arc<AtomicU8>,
-    reply: oneshot::Sender<redis::RedisResult<Reservation>>,
+    reply: oneshot::Sender<redis::RedisResult<Verdict>>,
+}
+
+/// A home call: the event's split, the user's home bucket, how long a claim waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Home {
+    split: Split,
+    bucket: u16,
+    claim_ms: Millis,
+}
+
+/// A reserve call's answer to one attempt.
+enum Verdict {
+    /// At the event's own keys.
+    Event(Reservation),
+    /// At a home bucket: the verdict and its detail, as `lua/reserve.lua` answers them.
+    Home((String, String)),
 }
 
 impl Job {
@@ -75,10 +95,50 @@ impl Reserver {
         attempt: Attempt,
         deadline: Duration,
     ) -> redis::RedisResult<Reservation> {
+        match self.decide(event, None, rules, attempt, deadline).await? {
+            Verdict::Event(r) => Ok(r),
+            Verdict::Home(_) => Err(wrong_verdict()),
+        }
+    }
+
+    /// As [`Reserver::reserve`], the home call of an attempt on an event split as `split`
+    /// (at the user's home bucket `bucket`; a claim waits `claim_ms`): its verdict and
+    /// detail, for `Store::after_home`.
+    pub(crate) async fn reserve_at_home(
+        &self,
+        event: &EventId,
+        (split, bucket, claim_ms): (Split, u16, Millis),
+        rules: ReserveRules,
+        attempt: Attempt,
+        deadline: Duration,
+    ) -> redis::RedisResult<(String, String)> {
+        let home = Home {
+            split,
+            bucket,
+            claim_ms,
+        };
+        match self
+            .decide(event, Some(home), rules, attempt, deadline)
+            .await?
+        {
+            Verdict::Home(v) => Ok(v),
+            Verdict::Event(_) => Err(wrong_verdict()),
+        }
+    }
+
+    async fn decide(
+        &self,
+        event: &EventId,
+        home: Option<Home>,
+        rules: ReserveRules,
+        attempt: Attempt,
+        deadline: Duration,
+    ) -> redis::RedisResult<Verdict> {
         let (reply, mut answer) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             event: event.clone(),
+            home,
             rules,
             attempt,
             state: state.clone(),
@@ -134,34 +194,57 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, inflig
         jobs.retain(|j| !j.reply.is_closed() && j.take());
         metrics::histogram!("flashgate_reserve_batch_size").record(jobs.len() as f64);
         let slot = Arc::new(slot);
-        for (event, group) in by_event(jobs) {
+        for ((event, home), group) in by_slot(jobs) {
             let (store, slot) = (store.clone(), slot.clone());
             tokio::spawn(async move {
-                call(&store, &event, group).await;
+                call(&store, &event, home, group).await;
                 drop(slot);
             });
         }
     }
 }
 
-/// The jobs grouped by event, events in order of first arrival, jobs in arrival order.
-fn by_event(jobs: Vec<Job>) -> Vec<(EventId, Vec<Job>)> {
-    let mut groups: Vec<(EventId, Vec<Job>)> = Vec::new();
+/// Where a reserve call goes: an event's keys, or one of its stock buckets'.
+type Slot = (EventId, Option<Home>);
+
+/// The jobs grouped by slot, slots in order of first arrival, jobs in arrival order.
+fn by_slot(jobs: Vec<Job>) -> Vec<(Slot, Vec<Job>)> {
+    let mut groups: Vec<(Slot, Vec<Job>)> = Vec::new();
     for job in jobs {
-        match groups.iter_mut().find(|(e, _)| *e == job.event) {
+        match groups
+            .iter_mut()
+            .find(|((e, h), _)| *e == job.event && *h == job.home)
+        {
             Some((_, g)) => g.push(job),
-            None => groups.push((job.event.clone(), vec![job])),
+            None => groups.push(((job.event.clone(), job.home), vec![job])),
         }
     }
     groups
 }
 
-async fn call(store: &Store, event: &EventId, jobs: Vec<Job>) {
+fn wrong_verdict() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::TypeError,
+        "a reserve call of the other kind",
+    ))
+}
+
+async fn call(store: &Store, event: &EventId, home: Option<Home>, jobs: Vec<Job>) {
     let Some(rules) = jobs.last().map(|j| j.rules) else {
         return;
     };
     let attempts: Vec<Attempt> = jobs.iter().map(|j| j.attempt.clone()).collect();
-    match store.reserve(event, rules, &attempts).await {
+    let verdicts = match home {
+        None => store
+            .reserve(event, rules, &attempts)
+            .await
+            .map(|v| v.into_iter().map(Verdict::Event).collect::<Vec<_>>()),
+        Some(h) => store
+            .reserve_at_home(event, h.split, h.bucket, rules, &attempts, h.claim_ms)
+            .await
+            .map(|v| v.into_iter().map(Verdict::Home).collect()),
+    };
+    match verdicts {
         Ok(verdicts) => {
             for (job, verdict) in jobs.into_iter().zip(verdicts) {
                 let _ = job.reply.send(Ok(verdict));

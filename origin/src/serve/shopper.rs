@@ -167,14 +167,27 @@ async fn purchase_outcome(
     };
     let started = Instant::now();
     if meta.stock_buckets > 1 {
+        // The home call goes with others at the same bucket (the reserver), the rest on
+        // its own.
+        let split = meta.split();
+        let home = flashgate_core::stock_buckets::home(user.as_str(), split.buckets);
         let bought = state
-            .redis_guarded(state.store.purchase_in_buckets(
-                &id,
-                meta.split(),
-                rules,
-                &attempt,
-                CLAIM_MS,
-            ))
+            .redis_guarded(async {
+                let verdict = state
+                    .reserver
+                    .reserve_at_home(
+                        &id,
+                        (split, home, CLAIM_MS),
+                        rules,
+                        attempt.clone(),
+                        Duration::from_millis(state.settings.redis.timeout_ms),
+                    )
+                    .await?;
+                state
+                    .store
+                    .after_home(&id, split, rules, &attempt, verdict)
+                    .await
+            })
             .await;
         permit.record(started.elapsed());
         drop(permit);
