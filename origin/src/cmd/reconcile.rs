@@ -95,22 +95,30 @@ pub async fn reconcile(
             .push(format!("UNKNOWN: no event {event} in Redis"));
         return Ok(r);
     };
-    if meta.stock_buckets > 1 {
-        // Its units, marks and outboxes are spread over its buckets' keys.
-        r.problems.push(format!(
-            "UNSUPPORTED: {event} is split into {} stock buckets, which reconcile does not read yet",
-            meta.stock_buckets
-        ));
-        return Ok(r);
-    }
-    let counted = store.counted(event).await?;
-    let k = store.keys(event);
+    // An event split into stock buckets keeps its units, marks and outboxes in each
+    // bucket's keys: they are read bucket by bucket and added up. A claim is a purchase in
+    // flight, not a held order (the consumer's confirmation turns a spilled order's claim
+    // into the order).
+    let split = meta.split();
+    let counted = match split.buckets {
+        1 => Some(store.counted(event).await?),
+        _ => None,
+    };
     let mut conn = store.conn();
-    let stock_raw: i64 = conn.get(k.stock()).await?;
-    let held: HashMap<String, String> = conn.hgetall(k.orders()).await?;
-    let compensated: HashSet<String> = conn.smembers(k.compensated()).await?;
-    let backlog: u64 = conn.xlen(k.outbox()).await?;
-    let given_back = store.given_back(event).await?;
+    let (mut stock_raw, mut backlog) = (0i64, 0u64);
+    let mut held: HashMap<String, String> = HashMap::new();
+    let mut compensated: HashSet<String> = HashSet::new();
+    for k in store.stock_keys(event, split) {
+        stock_raw += conn.get::<_, i64>(k.stock()).await?;
+        let marks: HashMap<String, String> = conn.hgetall(k.orders()).await?;
+        held.extend(marks.into_iter().filter(|(_, m)| !m.starts_with("claim:")));
+        compensated.extend(conn.smembers::<_, HashSet<String>>(k.compensated()).await?);
+        backlog += conn.xlen::<_, u64>(k.outbox()).await?;
+    }
+    let given_back = match split.buckets {
+        1 => store.given_back(event).await?,
+        _ => Vec::new(),
+    };
     let numbered: Vec<(String, String, Option<u64>)> =
         sqlx::query_as("SELECT order_id, user_id, unit_no FROM orders WHERE event_id = ?")
             .bind(event.as_str())
@@ -220,8 +228,16 @@ pub async fn reconcile(
         rows: rows.iter().map(|(o, u)| (u.clone(), o.clone())).collect(),
         on_their_way: pending + backlog as usize,
         stock_total: meta.stock_total,
-        counted: Some(counted),
+        counted,
     };
+    if split.buckets > 1 {
+        // The units' checks read one stock and its given-back list.
+        r.summary.push(format!(
+            "stock buckets {}: units not checked against a failover",
+            split.buckets
+        ));
+        return Ok(r);
+    }
     repair::failover_findings(&mut r, stock_raw, &given_back, &refused, &numbered);
     Ok(r)
 }
@@ -239,10 +255,10 @@ pub async fn run(
     let store = Store::open(&settings.redis).await?;
     let pool = db::connect(settings.db.url.expose_secret()).await?;
     let buckets = store.split(&event).await?.buckets;
-    if buckets > 1 {
-        // Nothing is read or repaired: the event's state is spread over its buckets' keys.
+    if repair && buckets > 1 {
+        // Nothing is repaired: restoring units is per stock, and its units are per bucket.
         anyhow::bail!(
-            "{event} is split into {buckets} stock buckets, which reconcile does not read yet"
+            "{event} is split into {buckets} stock buckets, which --repair does not restore yet"
         );
     }
     let report = reconcile(&store, &pool, &event, super::now_ms()?, grace_secs * 1000).await?;

@@ -8,6 +8,7 @@ use crate::helpers::*;
 use figment::Figment;
 use flashgate_core::ids::{EventId, OrderId, UserId};
 use flashgate_core::stock_buckets::{home, units, Call, Decision};
+use flashgate_origin::cmd::reconcile::reconcile;
 use flashgate_origin::db;
 use flashgate_origin::redis::{Attempt, BucketPurchase, ReserveRules, Split, Store};
 use serde_json::json;
@@ -425,6 +426,11 @@ async fn through_the_api_a_split_event_sells_once_and_every_202_becomes_a_row() 
         .await;
     assert_eq!(info.body["state"], "sold_out", "{}", info.body);
     running.stop().await;
+    // Reconciliation reads the buckets and agrees.
+    let report = reconcile(&app.store, &pool, &id, now_ms(), 0)
+        .await
+        .expect("reconcile");
+    assert!(report.clean(), "{}", report.render(&id));
     let app = Arc::try_unwrap(app).ok().expect("no other owners");
     app.stop().await;
 }
