@@ -500,3 +500,28 @@ test('a receipt is used once: an undecided answer gives it back; a decided one k
   assert.equal(order.status, 200, JSON.stringify(order.body));
   assert.equal(order.body.order_id, bought.body.order_id);
 });
+
+test('later arrivals are placed by their shards: one place each, behind the draw, the same on every join', async () => {
+  await overrides(null);
+  await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 5, ROOM_CACHE_MS: 200, ROOM_FAIR_START_MS: 0, ROOM_SHARDS: 4 });
+  const event = `late-${run}`;
+  const startsAt = await putEvent(event, 1_000, 1_500, 3_600_000, `late ${event}`);
+  const shoppers = mint(160, 'late');
+  await eventually('the sale to start', 10_000, () => Date.now() >= startsAt + 50, 50);
+  // A surge after the draw: every shard takes blocks of positions for its arrivals.
+  const joined = await pool(shoppers, 32, (u) => enter(event, u));
+  for (const j of joined) assert.equal(j.status, 200, JSON.stringify(j.body));
+  const positions = joined.map((j) => j.body.position);
+  assert.equal(new Set(positions).size, shoppers.length, 'nobody shares a place');
+  const entrants = joined[0].body.draw.entrants ?? 0;
+  assert.ok(positions.every((p) => Number.isInteger(p) && p > entrants), `every place behind the ${entrants} drawn`);
+  const room = await eventually('the room to count them', 5_000, async () => {
+    const r = await call('GET', `/api/events/${event}/room`);
+    return r.body.queued >= Math.max(...positions) && r.body;
+  }, 200);
+  // Places a block held and nobody took are at most a block per shard.
+  assert.ok(room.queued - shoppers.length <= 4 * 64, `${room.queued} places handed out for ${shoppers.length}`);
+  // Joining again answers the same place.
+  const again = await pool(shoppers.slice(0, 20), 10, (u) => enter(event, u));
+  assert.deepEqual(again.map((j) => j.body.position), positions.slice(0, 20));
+});

@@ -14,7 +14,8 @@
 //! 4. At the draw: [`seal::SealRecord::seal`] publishes the roots and reveals the seed;
 //!    [`schedule::position`] gives each entrant's place, the keyed permutation of
 //!    [`permute`] applied to the global index ([`chain::global_index`]). Later arrivals
-//!    queue behind ([`schedule::late_position`]). Anyone can check the record with
+//!    queue behind ([`schedule::late_position`]), placed by their shards from blocks of
+//!    positions ([`late`]). Anyone can check the record with
 //!    [`seal::verify_record`].
 //! 5. Open: isolates [`pacing::lease`] small batches of positions, never faster than the
 //!    rate nor past `unsold × margin` live admissions ([`pacing::admit_budget`]); the
@@ -28,6 +29,7 @@
 pub mod chain;
 pub mod draw;
 pub mod forward;
+pub mod late;
 pub mod pacing;
 pub mod permute;
 pub mod receipt;

@@ -40,8 +40,8 @@ pub const MAX_PAGE: u64 = 1_000;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum Call {
-    /// The event's object: advance the admissions, seal when due, and place a later
-    /// arrival when a user is named.
+    /// The event's object: advance the admissions, seal when due, and hand a shard a
+    /// block of positions for its later arrivals when it asks for one.
     Ask(Ask),
     /// A shard: find or register a user's entry in the draw.
     Enter(Enter),
@@ -89,6 +89,9 @@ pub struct Enter {
     pub fingerprint: String,
     /// When the draw's window closes: no registration from then.
     pub draw_at: Millis,
+    /// What the shard tells the event's object when it needs positions for its later
+    /// arrivals (the worker's public ask).
+    pub room: Ask,
 }
 
 /// A user's spend mark in their shard: written when their purchase is forwarded.
@@ -112,6 +115,9 @@ pub struct Spent {
 pub struct Entered {
     /// Their arrival index in the shard; `None`: not in the draw (came after it).
     pub index: Option<u64>,
+    /// A later arrival's position behind the draw (`None` while the draw is not sealed).
+    #[serde(default)]
+    pub position: Option<u64>,
     /// When they registered.
     pub at: Millis,
 }
@@ -128,14 +134,14 @@ pub fn shard_name(event: &EventId, shard: u32) -> String {
     format!("{event}/{shard}")
 }
 
-/// Advances the admissions, and places a later arrival when a user is named.
+/// Advances the admissions, and hands a shard positions behind the draw when it asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ask {
     /// The room's event.
     pub event: EventId,
-    /// A user who came after the draw, to place behind it; `None` only reads (and
-    /// advances) the room.
-    pub user: Option<UserId>,
+    /// How many positions behind the draw a shard takes for its later arrivals
+    /// (`core::room::late`); 0 only reads (and advances) the room.
+    pub late: u64,
     /// The room's settings.
     pub settings: RoomSettings,
     /// The event's start; the draw closes `fair_start_ms` after it.
@@ -167,6 +173,9 @@ pub struct Draw {
 pub struct Told {
     /// The joining user's position, once the draw is sealed.
     pub position: Option<u64>,
+    /// The first of the `late` positions a shard asked for (they follow each other).
+    #[serde(default)]
+    pub block: Option<u64>,
     /// Before the seal: the joining user's arrival index in their shard.
     pub arrival: Option<u64>,
     /// The receipt's `issued_at`: the registration before the seal, now after it.
@@ -276,6 +285,7 @@ impl Source {
 fn public_part(told: &Told) -> Told {
     Told {
         position: None,
+        block: None,
         arrival: None,
         issued_at: None,
         ..told.clone()
@@ -302,8 +312,7 @@ fn remembered(event: &EventId, now: Millis, ttl: Millis) -> Option<Told> {
     })
 }
 
-/// Asks the event's object (sealing when due; placing `a.user` behind the draw when
-/// named) and refreshes the isolate's and the location's copies of the room's public
+/// Asks the event's object (sealing when due) and refreshes the isolate's and the location's copies of the room's public
 /// state.
 async fn ask(a: Ask, env: &Env, site: &Url, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
     let event = a.event.clone();
@@ -343,7 +352,7 @@ pub async fn status(
     if let Some(told) = isolate() {
         return Ok((told, Source::Isolate));
     }
-    let told = ask(Ask { user: None, ..a }, env, site, now, ttl).await?;
+    let told = ask(Ask { late: 0, ..a }, env, site, now, ttl).await?;
     Ok((told, Source::Room))
 }
 
@@ -361,45 +370,35 @@ pub async fn join(
     ttl: Millis,
 ) -> Result<Told, Outcome> {
     // The event's object first: its commitment exists before any registration.
-    let public = Ask {
-        user: None,
-        ..a.clone()
-    };
-    let (mut told, _) = status(public, env, site, now, ttl, false).await?;
+    let public = Ask { late: 0, ..a };
+    let (mut told, _) = status(public.clone(), env, site, now, ttl, false).await?;
+    let due = |told: &Told| told.draw.record.is_none() && crate::now() >= told.draw.draw_at;
+    if due(&told) {
+        // Due to seal, and this isolate's copy is older: ask (and seal) now, so that a
+        // later arrival's shard can take positions behind the draw.
+        told = ask(public.clone(), env, site, crate::now(), ttl).await?;
+    }
     // The room's own count, fixed on its first call: a later change of the setting
     // never sends a user to another shard.
     let shard = shard_of(user, told.draw.shards);
     let enter = Enter {
-        event: a.event.clone(),
+        event: public.event.clone(),
         shard,
         user: user.clone(),
         fingerprint: fingerprint.to_owned(),
         draw_at: told.draw.draw_at,
+        room: public.clone(),
     };
-    let entered: Entered = call(
-        env,
-        &a.event,
-        &shard_name(&a.event, shard),
-        &Call::Enter(enter),
-    )
-    .await?;
+    let event = &public.event;
+    let entered: Entered = call(env, event, &shard_name(event, shard), &Call::Enter(enter)).await?;
     let Some(index) = entered.index else {
-        // Not in the draw: a later arrival, placed by the event's object.
-        return ask(
-            Ask {
-                user: Some(user.clone()),
-                ..a
-            },
-            env,
-            site,
-            crate::now(),
-            ttl,
-        )
-        .await;
+        // Not in the draw: a later arrival, placed by their shard behind it.
+        told.position = Some(entered.position.ok_or_else(busy)?);
+        told.issued_at = Some(crate::now());
+        return Ok(told);
     };
-    if told.draw.record.is_none() && crate::now() >= told.draw.draw_at {
-        // Due to seal, and this isolate's copy is older: ask (and seal) now.
-        told = ask(Ask { user: None, ..a }, env, site, crate::now(), ttl).await?;
+    if due(&told) {
+        told = ask(public, env, site, crate::now(), ttl).await?;
     }
     match &told.draw.record {
         Some(record) => {

@@ -1,11 +1,12 @@
 //! The room's Durable Objects, one class in two roles, each with SQLite storage:
 //!
 //! - the **event's object** (named by the event id) holds the seed committed to on its
-//!   first call, the sealed record, the later arrivals, the pacing, the forwarding bucket
-//!   and the admissions not yet expired;
+//!   first call, the sealed record, how many positions behind the draw the shards took,
+//!   the pacing, the forwarding bucket and the admissions not yet expired;
 //! - each **shard** (named `<event>/<k>`) takes the draw's registrations of its users and
-//!   chains them, so no single object takes every registration, and keeps which of
-//!   its users spent their receipt on a purchase.
+//!   chains them, places its later arrivals from blocks of positions, and keeps which of
+//!   its users spent their receipt on a purchase, so no single object takes every
+//!   shopper.
 //!
 //! Each call reads and writes storage without awaiting in between, so an object's input
 //! gate makes it atomic: two arrivals never get one index, one user's second call finds
@@ -14,13 +15,15 @@
 //! registers nobody more once closed), then stores the record once, whichever of two
 //! concurrent seals gets there first (both computed the same one).
 
-use super::{shard_name, Ask, Call, Closed, Draw, Granted, Told, BINDING};
+use super::shard::Entering;
+use super::{shard_name, Ask, Call, Closed, Draw, Enter, Entered, Granted, Told, BINDING};
 use flashgate_core::ids::EventId;
 use flashgate_core::room::chain::ShardChain;
 use flashgate_core::room::draw;
 use flashgate_core::room::forward::Forwards;
+use flashgate_core::room::late;
 use flashgate_core::room::pacing::{self, Pacing};
-use flashgate_core::room::schedule::Schedule;
+use flashgate_core::room::schedule::{self, Schedule};
 use flashgate_core::room::seal::{self, SealRecord};
 use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::Millis;
@@ -36,7 +39,7 @@ const SOLD_OUT_MS: Millis = 5_000;
 /// The version of [`SCHEMA`]: an object whose storage has another drops its tables and
 /// starts afresh (rooms are short-lived: a room older than the worker's code is not
 /// carried across a change of its tables).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Every table the versions of [`SCHEMA`] have had.
 const TABLES: &[&str] = &[
@@ -50,14 +53,16 @@ const TABLES: &[&str] = &[
     "chain",
     "entries",
     "spent",
+    "late_free",
+    "late_arrivals",
 ];
 
 const SCHEMA: &[&str] = &[
-    // The event object: the draw (seed, record, shard sizes) and the later arrivals.
+    // The event object: the draw (seed, record, shard sizes) and how many positions
+    // behind it the shards took.
     "CREATE TABLE IF NOT EXISTS draw (id INTEGER PRIMARY KEY CHECK (id = 1), \
      seed TEXT NOT NULL, shards INTEGER NOT NULL, record TEXT, sizes TEXT, \
      late INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS late (user TEXT PRIMARY KEY, idx INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pacing (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS forwards (id INTEGER PRIMARY KEY CHECK (id = 1), \
      state TEXT NOT NULL)",
@@ -74,6 +79,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS entries (user TEXT PRIMARY KEY, idx INTEGER NOT NULL, \
      entrant TEXT NOT NULL, fingerprint TEXT NOT NULL, at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS entries_by_index ON entries (idx)",
+    // A shard: its later arrivals' places, the positions it holds for the next ones,
+    // and its recent arrivals (`core::room::late`).
+    "CREATE TABLE IF NOT EXISTS late (user TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS late_free (position INTEGER PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS late_arrivals (id INTEGER PRIMARY KEY CHECK (id = 1), \
+     state TEXT NOT NULL)",
     // A shard: the receipts its users spent on a purchase (`core::room::spend`).
     "CREATE TABLE IF NOT EXISTS spent (user TEXT PRIMARY KEY, at INTEGER NOT NULL)",
 ];
@@ -108,11 +119,6 @@ struct Expired {
 #[derive(Deserialize)]
 struct Until {
     until: Millis,
-}
-
-#[derive(Deserialize)]
-struct Index {
-    idx: u64,
 }
 
 fn int(v: u64) -> worker::SqlStorageValue {
@@ -208,33 +214,63 @@ impl DrawState {
 }
 
 impl Room {
+    /// Calls the room object named `name` from this one.
+    async fn call<T: serde::de::DeserializeOwned>(&self, name: &str, call: &Call) -> Result<T> {
+        let stub = self
+            .env
+            .durable_object(BINDING)?
+            .id_from_name(name)?
+            .get_stub()?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(serde_json::to_string(call)?.into()));
+        let req = Request::new_with_init("https://room.invalid/", &init)?;
+        let mut resp = stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(error(format!("{name} answered {}", resp.status_code())));
+        }
+        resp.json::<T>().await
+    }
+
     /// Closes every shard of `event` and answers their chains, shard 0 first.
     async fn close_shards(&self, event: &EventId, shards: u32) -> Result<Vec<ShardChain>> {
         let mut chains = Vec::new();
         for shard in 0..shards {
-            let stub = self
-                .env
-                .durable_object(BINDING)?
-                .id_from_name(&shard_name(event, shard))?
-                .get_stub()?;
             let close = Call::Close {
                 event: event.clone(),
                 shard,
             };
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_body(Some(serde_json::to_string(&close)?.into()));
-            let req = Request::new_with_init("https://room.invalid/", &init)?;
-            let mut resp = stub.fetch_with_request(req).await?;
-            if resp.status_code() != 200 {
-                return Err(error(format!(
-                    "shard {shard} answered {}",
-                    resp.status_code()
-                )));
-            }
-            chains.push(resp.json::<Closed>().await?.chain);
+            let closed: Closed = self.call(&shard_name(event, shard), &close).await?;
+            chains.push(closed.chain);
         }
         Ok(chains)
+    }
+
+    /// A shard: the user's entry or place; a later arrival when the shard holds no
+    /// position takes a block from the event's object first. No position before the
+    /// seal (the worker seals first).
+    async fn enter(&self, e: &Enter) -> Result<Entered> {
+        let sql = self.state.storage().sql();
+        let want = match super::shard::enter(&sql, e, crate::now())? {
+            Entering::Done(entered) => return Ok(entered),
+            Entering::Block(want) => want,
+        };
+        let ask = Call::Ask(Ask {
+            late: want,
+            ..e.room.clone()
+        });
+        let told: Told = self.call(e.event.as_str(), &ask).await?;
+        if let Some(first) = told.block {
+            super::shard::stock(&sql, first, want.min(late::MAX_BLOCK))?;
+        }
+        match super::shard::enter(&sql, e, crate::now())? {
+            Entering::Done(entered) => Ok(entered),
+            Entering::Block(_) => Ok(Entered {
+                index: None,
+                position: None,
+                at: crate::now(),
+            }),
+        }
     }
 
     /// The event object: seals when due, joins a later arrival, advances the admissions.
@@ -292,33 +328,14 @@ impl Room {
             .pop()
             .map_or(0, |u| u.until);
 
-        // A later arrival (the worker asks only for users no shard has in its draw).
-        let mut position = None;
-        if let (Some(user), Some(record)) = (&ask.user, &d.record) {
-            let found = sql
-                .exec(
-                    "SELECT idx FROM late WHERE user = ?",
-                    vec![user.as_str().into()],
-                )?
-                .to_array::<Index>()?
-                .pop();
-            let idx = match found {
-                Some(i) => i.idx,
-                None => {
-                    d.late += 1;
-                    d.save(&sql)?;
-                    sql.exec(
-                        "INSERT INTO late (user, idx) VALUES (?, ?)",
-                        vec![user.as_str().into(), int(d.late - 1)],
-                    )?;
-                    pacing.joined(1);
-                    d.late - 1
-                }
-            };
-            position = Some(flashgate_core::room::schedule::late_position(
-                record.entrants,
-                idx,
-            ));
+        // A shard's block of positions behind the draw, for its later arrivals.
+        let mut block = None;
+        if let (true, Some(record)) = (ask.late > 0, &d.record) {
+            let want = ask.late.min(late::MAX_BLOCK);
+            block = Some(schedule::late_position(record.entrants, d.late));
+            d.late += want;
+            d.save(&sql)?;
+            pacing.joined(want);
         }
         let lease = pacing::advance(&mut pacing, draw_at, now, &ask.settings, ask.unsold);
         if lease.count > 0 {
@@ -337,9 +354,10 @@ impl Room {
             vec![serde_json::to_string(&pacing)?.into()],
         )?;
         Ok(Told {
-            position,
+            position: None,
+            block,
             arrival: None,
-            issued_at: position.map(|_| now),
+            issued_at: None,
             queued: pacing.queued(),
             schedule: Schedule::of(&ask.settings, &pacing, draw_at, now),
             draw: d.public(draw_at),
@@ -413,11 +431,7 @@ impl DurableObject for Room {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.json::<Call>().await? {
             Call::Ask(ask) => Response::from_json(&self.ask(&ask).await?),
-            Call::Enter(e) => Response::from_json(&super::shard::enter(
-                &self.state.storage().sql(),
-                &e,
-                crate::now(),
-            )?),
+            Call::Enter(e) => Response::from_json(&self.enter(&e).await?),
             Call::Close { event, shard } => Response::from_json(&super::shard::close(
                 &self.state.storage().sql(),
                 &event,

@@ -20,7 +20,7 @@ pub(crate) fn ask(settings: RoomSettings, event: &EventId, w: &CachedEvent, now:
     let hold = sold_out || w.info.paused;
     Ask {
         event: event.clone(),
-        user: None,
+        late: 0,
         settings,
         starts_at: w.starts_at,
         unsold: if hold { 0 } else { w.info.stock_left },

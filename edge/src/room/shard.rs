@@ -1,10 +1,13 @@
 //! A shard of a room: it takes the draw's registrations of its users and chains them
 //! (`core::room::chain`), closes when the event's object seals the draw, and pages its
-//! entries for anyone verifying the draw.
+//! entries for anyone verifying the draw. After the draw it places its later arrivals
+//! behind it, from blocks of positions the event's object hands it (`core::room::late`),
+//! and keeps the receipts its users spent (`core::room::spend`).
 
 use super::{Closed, Enter, Entered, EntriesPage, Mark, Spent, MAX_PAGE};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::{Entry, ShardChain};
+use flashgate_core::room::late::{self, Arrivals};
 use flashgate_core::room::{draw, spend};
 use flashgate_core::Millis;
 use serde::Deserialize;
@@ -14,6 +17,11 @@ use worker::{Result, SqlStorage};
 struct StoredChain {
     state: String,
     closed: i64,
+}
+
+#[derive(Deserialize)]
+struct StoredState {
+    state: String,
 }
 
 #[derive(Deserialize)]
@@ -60,9 +68,48 @@ fn save_chain(sql: &SqlStorage, chain: &ShardChain, closed: bool) -> Result<()> 
     Ok(())
 }
 
-/// A shard: the user's entry in the draw, registering it while the shard is open
-/// and before `draw_at`; `None` for a user who came later.
-pub(super) fn enter(sql: &SqlStorage, e: &Enter, now: Millis) -> Result<Entered> {
+/// What a shard's [`enter`] came to.
+pub(super) enum Entering {
+    /// The user's entry or place.
+    Done(Entered),
+    /// A later arrival, and the shard has no position left: take this many from the
+    /// event's object ([`stock`]), then enter again.
+    Block(u64),
+}
+
+#[derive(Deserialize)]
+struct Position {
+    position: u64,
+}
+
+fn late_position(sql: &SqlStorage, user: &UserId) -> Result<Option<u64>> {
+    Ok(sql
+        .exec(
+            "SELECT position FROM late WHERE user = ?",
+            vec![user.as_str().into()],
+        )?
+        .to_array::<Position>()?
+        .pop()
+        .map(|p| p.position))
+}
+
+fn arrivals(sql: &SqlStorage) -> Result<Arrivals> {
+    Ok(
+        match sql
+            .exec("SELECT state FROM late_arrivals WHERE id = 1", None)?
+            .to_array::<StoredState>()?
+            .pop()
+        {
+            Some(a) => serde_json::from_str(&a.state)?,
+            None => Arrivals::default(),
+        },
+    )
+}
+
+/// A shard: the user's entry in the draw, registering it while the shard is open and
+/// before `draw_at`; after that, a later arrival's place behind the draw, from the
+/// positions the shard holds (`core::room::late`).
+pub(super) fn enter(sql: &SqlStorage, e: &Enter, now: Millis) -> Result<Entering> {
     let found = sql
         .exec(
             "SELECT idx, at FROM entries WHERE user = ?",
@@ -71,17 +118,15 @@ pub(super) fn enter(sql: &SqlStorage, e: &Enter, now: Millis) -> Result<Entered>
         .to_array::<StoredEntry>()?
         .pop();
     if let Some(f) = found {
-        return Ok(Entered {
+        return Ok(Entering::Done(Entered {
             index: Some(f.idx),
+            position: None,
             at: f.at,
-        });
+        }));
     }
     let (mut chain, closed) = load_chain(sql, &e.event, e.shard)?;
     if closed || now >= e.draw_at {
-        return Ok(Entered {
-            index: None,
-            at: now,
-        });
+        return late(sql, &e.user, now);
     }
     let entrant = draw::entrant(&e.event, &e.user);
     let entry = chain.register(entrant.clone(), e.fingerprint.clone(), now);
@@ -96,10 +141,63 @@ pub(super) fn enter(sql: &SqlStorage, e: &Enter, now: Millis) -> Result<Entered>
             now.into(),
         ],
     )?;
-    Ok(Entered {
+    Ok(Entering::Done(Entered {
         index: Some(entry.arrival_index_in_shard),
+        position: None,
         at: now,
-    })
+    }))
+}
+
+/// A later arrival's place: theirs if they have one, else the lowest the shard holds.
+fn late(sql: &SqlStorage, user: &UserId, now: Millis) -> Result<Entering> {
+    let placed = |position| {
+        Entering::Done(Entered {
+            index: None,
+            position: Some(position),
+            at: now,
+        })
+    };
+    if let Some(p) = late_position(sql, user)? {
+        return Ok(placed(p));
+    }
+    let mut seen = arrivals(sql)?;
+    seen.arrive(now);
+    let free = sql
+        .exec(
+            "SELECT position FROM late_free ORDER BY position LIMIT 1",
+            None,
+        )?
+        .to_array::<Position>()?
+        .pop();
+    let Some(Position { position }) = free else {
+        return Ok(Entering::Block(late::block(&seen)));
+    };
+    sql.exec(
+        "DELETE FROM late_free WHERE position = ?",
+        vec![int(position)],
+    )?;
+    sql.exec(
+        "INSERT INTO late (user, position) VALUES (?, ?)",
+        vec![user.as_str().into(), int(position)],
+    )?;
+    sql.exec(
+        "INSERT INTO late_arrivals (id, state) VALUES (1, ?) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+        vec![serde_json::to_string(&seen)?.into()],
+    )?;
+    Ok(placed(position))
+}
+
+/// A shard: keeps the positions `first..first + count`, handed to it by the event's
+/// object, for its later arrivals.
+pub(super) fn stock(sql: &SqlStorage, first: u64, count: u64) -> Result<()> {
+    for position in first..first.saturating_add(count) {
+        sql.exec(
+            "INSERT OR IGNORE INTO late_free (position) VALUES (?)",
+            vec![int(position)],
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
