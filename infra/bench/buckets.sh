@@ -69,15 +69,9 @@ else:
 
 stamp=$(date +%s)
 phase() { # name buckets
-  local name=$1 n=$2 id now starts ends code before after
+  local name=$1 n=$2 id before after
   id=$(if [ "$n" -gt 1 ]; then spread_id "bk$stamp$name" "$n"; else echo "bk$stamp$name"; fi)
-  now=$(date +%s)
-  starts=$(date -u -d "@$((now - 5))" +%Y-%m-%dT%H:%M:%SZ)
-  ends=$(date -u -d "@$((now + 86400))" +%Y-%m-%dT%H:%M:%SZ)
-  code=$(curl -s -o "$DIR/logs/put-$id.json" -w '%{http_code}' -X PUT "$ORIGIN_URL/admin/events/$id" \
-    -H @<(admin_header) -H 'content-type: application/json' \
-    -d "{\"name\":\"bench $id\",\"stock\":100000000,\"stock_buckets\":$n,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}")
-  case $code in 200 | 201) ;; *) die "creating event $id: HTTP $code $(cat "$DIR/logs/put-$id.json")" ;; esac
+  bench_put_event "$id" 100000000 -5 86400 ",\"stock_buckets\":$n"
   before=$(redis_cpu)
   "$BENCH_LOAD" --addr "127.0.0.1:$ORIGIN_PORT" --connections "$CONN" --duration "$SECS" \
     --warmup "$WARM" --method POST --body '{}' --sign-env EDGE_SECRET \

@@ -145,7 +145,7 @@ print(json.dumps({"name": name, "value": v, "unit": unit, "floor": f, "ratio": r
 PY
 }
 
-# An event through the admin API: id stock starts_in_s ends_in_s
+# An event through the admin API: id stock starts_in_s ends_in_s [more spec fields, as ',"k":v']
 bench_put_event() {
   local now starts ends code
   now=$(date +%s)
@@ -153,7 +153,7 @@ bench_put_event() {
   ends=$(date -u -d "@$((now + $4))" +%Y-%m-%dT%H:%M:%SZ)
   code=$(curl -s -o "$DIR/logs/put-$1.json" -w '%{http_code}' -X PUT "$ORIGIN_URL/admin/events/$1" \
     -H @<(admin_header) -H 'content-type: application/json' \
-    -d "{\"name\":\"bench $1\",\"stock\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}")
+    -d "{\"name\":\"bench $1\",\"stock\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"${5:-}}")
   case $code in 200 | 201) ;; *) die "creating event $1: HTTP $code $(cat "$DIR/logs/put-$1.json")" ;; esac
 }
 

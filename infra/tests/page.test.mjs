@@ -186,6 +186,14 @@ test('the next shopper after the sell-out sees sold out', async () => {
   await page.close();
 });
 
+// Answers a routed request 503 busy, as an edge that stopped waiting for the origin.
+const busy = (route) => route.fulfill({
+  status: 503,
+  headers: { 'retry-after': '1', 'cache-control': 'no-store' },
+  contentType: 'application/json; charset=utf-8',
+  body: JSON.stringify({ status: 'busy' }),
+});
+
 test('a purchase whose answer was lost shows the order once the page stops retrying', async () => {
   const event = `page-${run}-lost`;
   await putEvent(event, 5, -1000, 3_600_000);
@@ -198,12 +206,7 @@ test('a purchase whose answer was lost shows the order once the page stops retry
   await page.route((u) => u.pathname === `/api/events/${event}/purchase`, async (route) => {
     sent += 1;
     if (sent === 1) assert.equal((await route.fetch()).status(), 202);
-    await route.fulfill({
-      status: 503,
-      headers: { 'retry-after': '1', 'cache-control': 'no-store' },
-      contentType: 'application/json; charset=utf-8',
-      body: JSON.stringify({ status: 'busy' }),
-    });
+    await busy(route);
   });
   await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
   await page.click('#buy');
@@ -464,12 +467,7 @@ test('the room: a purchase whose answer was lost; the retry finds its receipt us
     const response = await route.fetch();
     answers.push([response.status(), (await response.json()).reason]);
     if (answers.length > 1) return route.fulfill({ response });
-    return route.fulfill({
-      status: 503,
-      headers: { 'retry-after': '1', 'cache-control': 'no-store' },
-      contentType: 'application/json; charset=utf-8',
-      body: JSON.stringify({ status: 'busy' }),
-    });
+    return busy(route);
   });
   await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
   await page.click('#buy');

@@ -222,6 +222,30 @@ fn busy() -> Outcome {
     }
 }
 
+/// Calls the room object named `name` (from the worker or from another object).
+async fn fetch_object<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    name: &str,
+    call: &Call,
+) -> worker::Result<T> {
+    let stub = env
+        .durable_object(BINDING)?
+        .id_from_name(name)?
+        .get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(serde_json::to_string(call)?.into()));
+    let req = Request::new_with_init("https://room.invalid/", &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::from(format!(
+            "{name} answered {}",
+            resp.status_code()
+        )));
+    }
+    resp.json::<T>().await
+}
+
 /// Calls the room object named `name` of `event`; any failure is 503 busy (the object's
 /// own error is in wrangler's log).
 async fn call<T: serde::de::DeserializeOwned>(
@@ -230,25 +254,7 @@ async fn call<T: serde::de::DeserializeOwned>(
     name: &str,
     call: &Call,
 ) -> std::result::Result<T, Outcome> {
-    let asked = async {
-        let stub = env
-            .durable_object(BINDING)?
-            .id_from_name(name)?
-            .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(serde_json::to_string(call)?.into()));
-        let req = Request::new_with_init("https://room.invalid/", &init)?;
-        let mut resp = stub.fetch_with_request(req).await?;
-        if resp.status_code() != 200 {
-            return Err(worker::Error::from(format!(
-                "answered {}",
-                resp.status_code()
-            )));
-        }
-        resp.json::<T>().await
-    };
-    asked.await.map_err(|e| {
+    fetch_object(env, name, call).await.map_err(|e| {
         worker::console_error!("room {event} ({name}): {e}");
         busy()
     })

@@ -16,7 +16,7 @@
 //! concurrent seals gets there first (both computed the same one).
 
 use super::shard::Entering;
-use super::{shard_name, Ask, Call, Closed, Draw, Enter, Entered, Granted, Told, BINDING};
+use super::{shard_name, Ask, Call, Closed, Draw, Enter, Entered, Granted, Told};
 use flashgate_core::ids::EventId;
 use flashgate_core::room::chain::ShardChain;
 use flashgate_core::room::draw;
@@ -28,10 +28,7 @@ use flashgate_core::room::seal::{self, SealRecord};
 use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::Millis;
 use serde::Deserialize;
-use worker::{
-    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, SqlStorage,
-    State,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 /// How long a sold-out an isolate reported holds in the room.
 const SOLD_OUT_MS: Millis = 5_000;
@@ -216,20 +213,7 @@ impl DrawState {
 impl Room {
     /// Calls the room object named `name` from this one.
     async fn call<T: serde::de::DeserializeOwned>(&self, name: &str, call: &Call) -> Result<T> {
-        let stub = self
-            .env
-            .durable_object(BINDING)?
-            .id_from_name(name)?
-            .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(serde_json::to_string(call)?.into()));
-        let req = Request::new_with_init("https://room.invalid/", &init)?;
-        let mut resp = stub.fetch_with_request(req).await?;
-        if resp.status_code() != 200 {
-            return Err(error(format!("{name} answered {}", resp.status_code())));
-        }
-        resp.json::<T>().await
+        super::fetch_object(&self.env, name, call).await
     }
 
     /// Closes every shard of `event` and answers their chains, shard 0 first.

@@ -442,16 +442,7 @@ async fn put_split(app: &TestApp, event: &str, stock: u64, buckets: serde_json::
         "name": "hot", "stock": stock, "stock_buckets": buckets,
         "starts_at": rfc3339(now - 1000), "ends_at": rfc3339(now + 3_600_000),
     });
-    reply(
-        app.http
-            .put(format!("{}/admin/events/{event}", app.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("origin answers"),
-    )
-    .await
+    app.admin_put_spec(event, &body).await
 }
 
 #[tokio::test]

@@ -368,11 +368,16 @@ impl TestApp {
             "name": format!("event {event}"), "stock": stock,
             "starts_at": rfc3339(starts_at), "ends_at": rfc3339(ends_at),
         });
+        self.admin_put_spec(event, &body).await
+    }
+
+    /// `PUT /admin/events/{event}` with the spec `body`.
+    pub async fn admin_put_spec(&self, event: &str, body: &serde_json::Value) -> Reply {
         reply(
             self.http
                 .put(format!("{}/admin/events/{event}", self.base))
                 .bearer_auth(ADMIN_TOKEN)
-                .json(&body)
+                .json(body)
                 .send()
                 .await
                 .expect("origin answers"),
