@@ -11,6 +11,9 @@
 //!
 //! A small p-value says winning followed arrival. With positions handed out in arrival
 //! order (the room before its fair-start draw), the first deciles win by design.
+//!
+//! 3. Each order also carries its client's network (/24 or /64, signed by the edge):
+//!    [`by_network`] counts the networks that won and lists those with the most wins.
 
 use serde::Serialize;
 
@@ -196,6 +199,63 @@ fn ln_gamma(a: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
 }
 
+/// How many of the networks' wins [`by_network`] lists, most first.
+pub const TOP_NETWORKS: usize = 10;
+
+/// A network's wins: orders whose purchase came from a client in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkWins {
+    /// The network (`core::sign::client_net`).
+    pub network: String,
+    /// Its orders.
+    pub wins: u64,
+}
+
+/// Wins by client network: how many networks won, and the [`TOP_NETWORKS`] with the most
+/// wins (ties by name). A few networks holding many wins is what a bot farm looks like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkTable {
+    /// Orders that carry a network.
+    pub orders: u64,
+    /// Distinct networks among them.
+    pub networks: u64,
+    /// The networks with the most wins, most first.
+    pub top: Vec<NetworkWins>,
+}
+
+/// Groups the winning orders' client networks; `None` when no order carries one.
+///
+/// ```
+/// use flashgate_core::report::by_network;
+/// let t = by_network(&["10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/24"]).expect("some");
+/// assert_eq!((t.orders, t.networks), (3, 2));
+/// assert_eq!((t.top[0].network.as_str(), t.top[0].wins), ("10.0.0.0/24", 2));
+/// ```
+pub fn by_network(nets: &[&str]) -> Option<NetworkTable> {
+    if nets.is_empty() {
+        return None;
+    }
+    let mut counts: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for n in nets {
+        *counts.entry(n).or_insert(0) += 1;
+    }
+    let networks = counts.len() as u64;
+    let mut top: Vec<NetworkWins> = counts
+        .into_iter()
+        .map(|(network, wins)| NetworkWins {
+            network: network.to_owned(),
+            wins,
+        })
+        .collect();
+    top.sort_by(|a, b| b.wins.cmp(&a.wins).then_with(|| a.network.cmp(&b.network)));
+    top.truncate(TOP_NETWORKS);
+    Some(NetworkTable {
+        orders: nets.len() as u64,
+        networks,
+        top,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +352,20 @@ mod tests {
         assert_eq!(by_decile(&[], 100), None);
         assert_eq!(by_decile(&[0], 100), None);
         assert_eq!(by_decile(&[250], 100).expect("positions").span, 250);
+    }
+
+    #[test]
+    fn networks_are_counted_and_the_busiest_listed_first() {
+        assert_eq!(by_network(&[]), None);
+        let many: Vec<String> = (0..15).map(|i| format!("10.0.{i}.0/24")).collect();
+        let mut nets: Vec<&str> = many.iter().map(String::as_str).collect();
+        nets.extend(["10.0.9.0/24"; 4]);
+        let t = by_network(&nets).expect("some");
+        assert_eq!((t.orders, t.networks, t.top.len()), (19, 15, TOP_NETWORKS));
+        assert_eq!(
+            (t.top[0].network.as_str(), t.top[0].wins),
+            ("10.0.9.0/24", 5)
+        );
+        assert_eq!(t.top[1].network, "10.0.0.0/24", "ties by name");
     }
 }

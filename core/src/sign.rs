@@ -10,7 +10,8 @@
 //! captured on staging from being replayed on production when the two share a secret.
 //! A purchase admitted by the room also carries its room position
 //! ([`HEADER_ROOM_POSITION`]), signed with the rest, so the origin records a position only
-//! the edge can have given.
+//! the edge can have given; a purchase carries its client's network too
+//! ([`HEADER_CLIENT_NET`], see [`client_net`]), for the sale's fairness report.
 
 use crate::crypto::{self, b64, sha256_hex_into, HmacSha256};
 use crate::keyring::{KeyRing, KeyUsed};
@@ -30,6 +31,11 @@ pub const HEADER_USER: &str = "x-flashgate-user";
 /// Header carrying the room position the edge admitted a purchase at (absent without
 /// the room); covered by the signature.
 pub const HEADER_ROOM_POSITION: &str = "x-flashgate-room-position";
+/// Header carrying the network of the client a purchase came from (`a.b.c.0/24` or
+/// `x:x:x:x::/64`, see [`client_net`]); covered by the signature.
+pub const HEADER_CLIENT_NET: &str = "x-flashgate-client-net";
+/// Longest client network text.
+pub const MAX_CLIENT_NET_LEN: usize = 48;
 /// Largest accepted distance between the signing time and the origin's clock.
 pub const MAX_SKEW_MS: Millis = 30_000;
 /// The environment of an edge and an origin that name none (the local stack).
@@ -54,6 +60,44 @@ pub fn valid_environment(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// The network a client address belongs to, as the fairness report groups wins: its /24
+/// for IPv4, its /64 for IPv6 (never the address itself).
+///
+/// ```
+/// use flashgate_core::sign::client_net;
+/// assert_eq!(client_net("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
+/// assert_eq!(client_net("2001:db8:1:2:3:4:5:6".parse().unwrap()), "2001:db8:1:2::/64");
+/// ```
+pub fn client_net(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Whether `net` can be a [`client_net`]: at most [`MAX_CLIENT_NET_LEN`] characters of
+/// hex digits, `.`, `:` and one `/` (so it can never run into another signed field).
+///
+/// ```
+/// use flashgate_core::sign::valid_client_net;
+/// assert!(valid_client_net("203.0.113.0/24"));
+/// assert!(!valid_client_net("203.0.113.0/24\n42"));
+/// assert!(!valid_client_net(""));
+/// ```
+pub fn valid_client_net(net: &str) -> bool {
+    (1..=MAX_CLIENT_NET_LEN).contains(&net.len())
+        && net.bytes().filter(|b| *b == b'/').count() == 1
+        && net
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/'))
+}
+
 /// What the edge signs for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
@@ -74,12 +118,15 @@ pub struct Signed<'a> {
     pub body: &'a [u8],
     /// The room position the edge admitted the purchase at, if any.
     pub room_position: Option<u64>,
+    /// The client's network (a purchase's, when the edge knows its address).
+    pub client_net: Option<&'a str>,
 }
 
 impl Signed<'_> {
     /// The MAC of the canonical form
     /// `flashgate-edge-v3\n{environment}\n{method}\n{path}\n{user}\n{timestamp}\n{nonce}\n{hex sha256(body)}`,
-    /// then `\n{room position}` when there is one, fed to the MAC piece by piece: checking
+    /// then `\n{room position}` when there is one and `\nnet {client net}` when there is
+    /// one, fed to the MAC piece by piece: checking
     /// a request allocates nothing. The digest has a fixed length, so a request with a
     /// position never signs like one without: adding, dropping or changing the position
     /// header makes the signature forged.
@@ -108,6 +155,10 @@ impl Signed<'_> {
             let mut pos = [0u8; 20];
             m.update(b"\n");
             m.update(unsigned_decimal(position, &mut pos));
+        }
+        if let Some(net) = self.client_net {
+            m.update(b"\nnet ");
+            m.update(net.as_bytes());
         }
         m
     }
@@ -220,6 +271,54 @@ mod tests {
             nonce: "n1",
             body,
             room_position: None,
+            client_net: None,
+        }
+    }
+
+    #[test]
+    fn the_client_net_is_signed_after_the_position() {
+        let mut r = req(b"{}");
+        r.room_position = Some(7);
+        r.client_net = Some("203.0.113.0/24");
+        let canonical = format!(
+            "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n7\nnet 203.0.113.0/24",
+            r.environment,
+            r.method,
+            r.path,
+            r.user,
+            r.timestamp,
+            r.nonce,
+            crypto::sha256_hex(r.body)
+        );
+        let sig = r.sign(b"s");
+        assert_eq!(sig, crypto::sign_b64(b"s", canonical.as_bytes()));
+        for other in [None, Some("203.0.114.0/24")] {
+            let changed = Signed {
+                client_net: other,
+                ..r
+            };
+            assert_eq!(
+                changed.verify(&keys(b"s"), &sig, NOW),
+                Err(SignError::Forged)
+            );
+        }
+        // Without a position the network line cannot pass for one.
+        let no_position = Signed {
+            room_position: None,
+            ..r
+        };
+        assert_ne!(no_position.sign(b"s"), sig);
+    }
+
+    #[test]
+    fn a_client_net_is_the_network_not_the_address() {
+        assert_eq!(client_net("10.1.2.3".parse().expect("ip")), "10.1.2.0/24");
+        assert_eq!(client_net("::1".parse().expect("ip")), "0:0:0:0::/64");
+        for net in ["10.1.2.0/24", "0:0:0:0::/64", "2001:db8:ffff:ffff::/64"] {
+            assert!(valid_client_net(net), "{net}");
+        }
+        for bad in ["10.1.2.0", "10.1.2.0/24/1", "10.1.2.0/24 x", "net 1/2\n3"] {
+            assert!(!valid_client_net(bad), "{bad}");
         }
     }
 

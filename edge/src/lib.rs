@@ -229,6 +229,11 @@ impl Cx<'_> {
             }) => {
                 guard::with(|i| i.counters.purchase_forwarded += 1);
                 let user = s.user.as_str();
+                let net = self.head.ip.map(flashgate_core::sign::client_net);
+                let provenance = origin::Provenance {
+                    room_position: position,
+                    client_net: net.as_deref(),
+                };
                 let answer = origin::forward_admitted(
                     self.cfg,
                     Method::Post,
@@ -236,7 +241,7 @@ impl Cx<'_> {
                     user,
                     body,
                     self.head.ray.as_deref(),
-                    position,
+                    provenance,
                 )
                 .await;
                 if let Some(spending) = spending {

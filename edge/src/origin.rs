@@ -155,11 +155,21 @@ pub async fn forward(
     body: Vec<u8>,
     request_id: Option<&str>,
 ) -> Result<Response, Outcome> {
-    forward_admitted(cfg, method, path, user, body, request_id, None).await
+    let none = Provenance::default();
+    forward_admitted(cfg, method, path, user, body, request_id, none).await
 }
 
-/// [`forward`], with the room position the purchase was admitted at (if the room is on)
-/// in a header the signature covers: the origin records it with the order.
+/// What the edge vouches for about a purchase, in headers its signature covers; the
+/// origin keeps both with the order (for the sale's fairness report).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provenance<'a> {
+    /// The room position the purchase was admitted at (if the room is on).
+    pub room_position: Option<u64>,
+    /// The network of the shopper's client (`core::sign::client_net`), if known.
+    pub client_net: Option<&'a str>,
+}
+
+/// [`forward`], with what the edge vouches for about the purchase.
 pub async fn forward_admitted(
     cfg: &Config,
     method: Method,
@@ -167,8 +177,12 @@ pub async fn forward_admitted(
     user: &str,
     body: Vec<u8>,
     request_id: Option<&str>,
-    room_position: Option<u64>,
+    provenance: Provenance<'_>,
 ) -> Result<Response, Outcome> {
+    let Provenance {
+        room_position,
+        client_net,
+    } = provenance;
     let now = worker::Date::now().as_millis() as Millis;
     let nonce = nonce();
     let signature = Signed {
@@ -180,6 +194,7 @@ pub async fn forward_admitted(
         nonce: &nonce,
         body: &body,
         room_position,
+        client_net,
     }
     .sign(cfg.edge_keys.current());
     let headers = Headers::new();
@@ -193,6 +208,9 @@ pub async fn forward_admitted(
     }
     if let Some(position) = room_position {
         set(sign::HEADER_ROOM_POSITION, &position.to_string())?;
+    }
+    if let Some(net) = client_net {
+        set(sign::HEADER_CLIENT_NET, net)?;
     }
     if !body.is_empty() {
         set("content-type", "application/json")?;

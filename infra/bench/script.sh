@@ -68,14 +68,16 @@ PY
 # given_back, then per attempt the user's window and the signature seen; ARGV: now,
 # window ms, limit, event, replay ms, deadline, the unit before the first (0) and no claim
 # deadline (''), as for an event of one stock bucket, then per attempt user, order, room
-# position (none: ''); see reserve.lua), a new user, order id and signature per attempt.
-# A script from before stock buckets (its attempts from ARGV 7) takes neither of the two.
+# position and client network (none: ''); see reserve.lua), a new user, order id and
+# signature per attempt. A script from before stock buckets (its attempts from ARGV 7)
+# takes neither of the two; one from before client networks, no network.
 reserve_call() { # attempts file
-  local i keys=() args=() split=(0 '')
+  local i keys=() args=() split=(0 '') extra=('' '')
   ! grep -qF 'ARGV[7 + 3' "$2" || split=()
+  grep -qF 'ARGV[12 + 4' "$2" || extra=('')
   for ((i = 0; i < $1; i++)); do
     keys+=('fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__')
-    args+=(u__rand_int__ o__rand_int__ '')
+    args+=(u__rand_int__ o__rand_int__ "${extra[@]}")
   done
   printf '%s\0' EVALSHA SCRIPT $((6 + 2 * $1)) 'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' \
     'fg:{bench}:outbox' 'fg:{bench}:stats' 'fg:{bench}:given_back' "${keys[@]}" \

@@ -393,7 +393,7 @@ test('global pacing: two edges together forward no more than the room rate', asy
   }
 });
 
-test("an event's own room settings win over the vars; the admitted position reaches its order", async () => {
+test("an event's own room settings win over the vars; the admitted position and the client's network reach the order", async () => {
   // The vars: registration only from the start, one admission a second.
   await overrides({ ROOM_ENABLED: 'true', ROOM_ADMIT_PER_SECOND: 1, ROOM_PREQUEUE_MS: 0, ROOM_CACHE_MS: 200 });
   const event = `roomset-${run}`;
@@ -419,10 +419,11 @@ test("an event's own room settings win over the vars; the admitted position reac
   const bought = await Promise.all(shoppers.map((u, i) => purchase(event, u, { ticket: tickets[i], receipt: drawn[i].body.receipt })));
   for (const b of bought) assert.equal(b.status, 202, JSON.stringify(b.body));
 
-  // Each order's row carries the position its purchase was admitted at.
-  const expected = shoppers.map((u, i) => `${u.id}\t${drawn[i].body.position}`).sort().join('\n');
+  // Each order's row carries the position its purchase was admitted at, and the network
+  // of the client it came from (the test's, on loopback).
+  const expected = shoppers.map((u, i) => `${u.id}\t${drawn[i].body.position}\t127.0.0.0/24`).sort().join('\n');
   await eventually('the rows with their positions', 30_000, () =>
-    sql(`SELECT user_id, room_position FROM orders WHERE event_id = '${event}' ORDER BY user_id`) === expected);
+    sql(`SELECT user_id, room_position, client_net FROM orders WHERE event_id = '${event}' ORDER BY user_id`) === expected);
 });
 
 test('an expired admission: its receipt is refused, and nothing reaches the origin', async () => {

@@ -141,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             reserved_at: now,
             room_position: None,
             unit_no: None,
+            client_net: None,
         })
         .collect();
     let pool = db::connect(&mysql).await?;

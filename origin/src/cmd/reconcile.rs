@@ -205,9 +205,10 @@ pub async fn reconcile(
                 event_id: event.to_string(),
                 user_id: user.clone(),
                 reserved_at: minted_at(order).unwrap_or(now),
-                // The outbox entry is gone: its position with it.
+                // The outbox entry is gone: its position and network with it.
                 room_position: None,
                 unit_no: None,
+                client_net: None,
             });
         }
     }

@@ -1,14 +1,14 @@
 //! `flashgate event report E`: the fairness of a sale, from its orders in MariaDB: wins
-//! by arrival decile of the room positions they were admitted at, and the χ² test of
-//! `flashgate_core::report`.
+//! by arrival decile of the room positions they were admitted at, with the χ² test of
+//! `flashgate_core::report`, and wins by client network (/24 or /64).
 //!
-//! Client networks (/24, /64) are not reported: the edge forwards no client address to
-//! the origin, so no order records one.
+//! How long each shopper's requests took to reach the edge is not known to the origin,
+//! so the report has no latency-against-win figure.
 
 use crate::config::Settings;
 use crate::db;
 use flashgate_core::ids::EventId;
-use flashgate_core::report::{by_decile, DecileTable};
+use flashgate_core::report::{by_decile, by_network, DecileTable, NetworkTable};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use sqlx::mysql::MySqlPool;
@@ -25,12 +25,15 @@ pub struct Fairness {
     pub with_position: u64,
     /// Wins by arrival decile; `None` without positions.
     pub by_decile: Option<DecileTable>,
+    /// Wins by client network; `None` when no order carries one.
+    pub by_network: Option<NetworkTable>,
     /// Why part of the report is missing, in a sentence each.
     pub notes: Vec<String>,
 }
 
-const NO_NETWORKS: &str =
-    "client networks are not reported: the edge forwards no client address to the origin";
+const NO_LATENCY: &str =
+    "latency against wins is not reported: the origin does not know how long shoppers' \
+     requests took to reach the edge";
 
 /// Reads `event`'s orders and measures them; `entrants` (the shoppers who joined the
 /// room, if known) sets the span of the deciles, else the highest position does.
@@ -39,13 +42,15 @@ pub async fn fairness(
     event: &EventId,
     entrants: Option<u64>,
 ) -> anyhow::Result<Fairness> {
-    let rows: Vec<(Option<u64>,)> =
-        sqlx::query_as("SELECT room_position FROM orders WHERE event_id = ?")
+    let rows: Vec<(Option<u64>, Option<String>)> =
+        sqlx::query_as("SELECT room_position, client_net FROM orders WHERE event_id = ?")
             .bind(event.as_str())
             .fetch_all(pool)
             .await?;
-    let positions: Vec<u64> = rows.iter().filter_map(|(p,)| *p).collect();
+    let positions: Vec<u64> = rows.iter().filter_map(|(p, _)| *p).collect();
     let by_decile = by_decile(&positions, entrants.unwrap_or(0));
+    let nets: Vec<&str> = rows.iter().filter_map(|(_, n)| n.as_deref()).collect();
+    let by_network = by_network(&nets);
     let mut notes = Vec::new();
     if by_decile.is_none() {
         notes.push(format!(
@@ -53,12 +58,19 @@ pub async fn fairness(
              predate it): there is nothing to measure"
         ));
     }
-    notes.push(NO_NETWORKS.to_owned());
+    if by_network.is_none() {
+        notes.push(format!(
+            "no order of {event} carries a client network (the edge knew no address, or \
+             the orders predate it)"
+        ));
+    }
+    notes.push(NO_LATENCY.to_owned());
     Ok(Fairness {
         event_id: event.to_string(),
         orders: rows.len() as u64,
         with_position: positions.len() as u64,
         by_decile,
+        by_network,
         notes,
     })
 }
@@ -101,6 +113,16 @@ impl Fairness {
                 "(a small p says winning followed arrival; positions in arrival order, \
                  the room without its draw, make the first deciles win by design)\n",
             );
+        }
+        if let Some(n) = &self.by_network {
+            let _ = writeln!(
+                out,
+                "wins by client network: {} order(s) from {} network(s); the most:",
+                n.orders, n.networks
+            );
+            for w in &n.top {
+                let _ = writeln!(out, "  {:>8}  {}", w.wins, w.network);
+            }
         }
         for note in &self.notes {
             let _ = writeln!(out, "{note}");

@@ -19,6 +19,7 @@ pub struct Order {
     pub(super) reserved_at: chrono::NaiveDateTime,
     pub(super) room_position: Option<u64>,
     pub(super) unit_no: Option<u64>,
+    pub(super) client_net: Option<String>,
 }
 
 impl Order {
@@ -40,6 +41,10 @@ impl Order {
             reserved_at: chrono::DateTime::from_timestamp_millis(m.reserved_at)?.naive_utc(),
             room_position: m.room_position,
             unit_no: m.unit_no,
+            // A network the edge could not have signed is dropped, not the order.
+            client_net: m
+                .client_net
+                .filter(|n| flashgate_core::sign::valid_client_net(n)),
         })
     }
 }
@@ -117,7 +122,8 @@ pub(super) fn add_failures(
 /// `INSERT IGNORE`s the orders as confirmed rows; how many were new.
 async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Result<u64> {
     let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT IGNORE INTO orders (order_id, event_id, user_id, status, reserved_at, room_position, unit_no) ",
+        "INSERT IGNORE INTO orders \
+         (order_id, event_id, user_id, status, reserved_at, room_position, unit_no, client_net) ",
     );
     insert.push_values(orders, |mut row, o| {
         row.push_bind(o.order_id.as_str())
@@ -126,7 +132,8 @@ async fn insert_orders(db: &mut MySqlConnection, orders: &[&Order]) -> sqlx::Res
             .push_bind("confirmed")
             .push_bind(o.reserved_at)
             .push_bind(o.room_position)
-            .push_bind(o.unit_no);
+            .push_bind(o.unit_no)
+            .push_bind(o.client_net.as_deref());
     });
     Ok(insert.build().execute(db).await?.rows_affected())
 }

@@ -29,6 +29,10 @@ pub struct OrderMessage {
     /// relays that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_no: Option<u64>,
+    /// The network of the buyer's client as the edge signed it (`core::sign::client_net`);
+    /// absent where the edge knew no address (and in messages of relays that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_net: Option<String>,
 }
 
 /// A client config for `brokers`.
@@ -160,6 +164,7 @@ mod tests {
             reserved_at: 1,
             room_position: None,
             unit_no: None,
+            client_net: None,
         }
     }
 

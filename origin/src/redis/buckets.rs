@@ -215,9 +215,11 @@ impl Store {
         loop {
             match purchase.next() {
                 Next::Bucket(k, call) => {
-                    let position = attempt.room_position;
+                    let (position, net) = (attempt.room_position, attempt.client_net.as_deref());
                     let spilled = self
-                        .spill(event, split, k, &order, user, rules.now, call, position)
+                        .spill(
+                            event, split, k, &order, user, rules.now, call, position, net,
+                        )
                         .await?;
                     // Late: nothing changed there, and the claim stands until resolved.
                     let Some(decision) = spilled else {
@@ -259,6 +261,7 @@ impl Store {
         now: Millis,
         call: Call,
         room_position: Option<u64>,
+        client_net: Option<&str>,
     ) -> RedisResult<Option<Decision>> {
         let keys = self.bucket_keys(event, k);
         let r: String = self
@@ -278,6 +281,7 @@ impl Store {
             })
             .arg(room_position.map(|p| p.to_string()).unwrap_or_default())
             .arg(self.deadline())
+            .arg(client_net.unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await?;
         match r.as_str() {

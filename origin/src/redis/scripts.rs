@@ -25,6 +25,8 @@ pub struct Attempt {
     pub signature: String,
     /// The room position the edge admitted the purchase at, if any (goes with the order).
     pub room_position: Option<u64>,
+    /// The network of the buyer's client, if the edge sent it (goes with the order).
+    pub client_net: Option<String>,
 }
 
 /// What every attempt of one reserve call shares.
@@ -187,7 +189,8 @@ impl Store {
                 .key(k.signature(&a.signature))
                 .arg(a.user.as_str())
                 .arg(a.new_order.as_str())
-                .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default());
+                .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default())
+                .arg(a.client_net.as_deref().unwrap_or_default());
         }
         call
     }

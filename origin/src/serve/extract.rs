@@ -21,6 +21,8 @@ pub(crate) struct EdgeRequest {
     pub body: Bytes,
     /// The room position the edge admitted the request at (signed with it), if any.
     pub room_position: Option<u64>,
+    /// The network of the shopper's client (signed with the request), if the edge knew it.
+    pub client_net: Option<String>,
     /// The request's headers, kept as they came (nothing copied out of them).
     headers: HeaderMap,
 }
@@ -51,6 +53,8 @@ static NONCE: HeaderName = HeaderName::from_static(sign::HEADER_NONCE);
 static USER: HeaderName = HeaderName::from_static(sign::HEADER_USER);
 
 static ROOM_POSITION: HeaderName = HeaderName::from_static(sign::HEADER_ROOM_POSITION);
+
+static CLIENT_NET: HeaderName = HeaderName::from_static(sign::HEADER_CLIENT_NET);
 
 pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -110,6 +114,15 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
                     .ok_or_else(|| unauthenticated(SignError::Forged))?,
             ),
         };
+        let client_net = match h.get(&CLIENT_NET) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .filter(|n| sign::valid_client_net(n))
+                    .ok_or_else(|| unauthenticated(SignError::Forged))?,
+            ),
+        };
         let path = parts
             .uri
             .path_and_query()
@@ -124,6 +137,7 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
             nonce,
             body: &body,
             room_position,
+            client_net,
         }
         .verify(&state.edge_keys, signature, state.clock.now_ms())
         .map_err(unauthenticated)?;
@@ -136,10 +150,12 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
         } else {
             Some(UserId::parse(user).map_err(|_| bad("invalid_user_id", "用户标识无效"))?)
         };
+        let client_net = client_net.map(str::to_owned);
         Ok(EdgeRequest {
             user,
             body,
             room_position,
+            client_net,
             headers: parts.headers,
         })
     }

@@ -276,6 +276,7 @@ impl Relay {
                     .get::<String>("room_position")
                     .and_then(|p| p.parse().ok()),
                 unit_no: e.get::<String>("unit_no").and_then(|u| u.parse().ok()),
+                client_net: e.get::<String>("client_net"),
             })
             .collect();
         let messages = pack_orders(&orders, self.pack);

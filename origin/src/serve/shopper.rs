@@ -164,6 +164,7 @@ async fn purchase_outcome(
         new_order: order,
         signature: edge.signature().to_owned(),
         room_position: edge.room_position,
+        client_net: edge.client_net.clone(),
     };
     let started = Instant::now();
     if meta.stock_buckets > 1 {

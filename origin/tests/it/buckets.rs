@@ -39,6 +39,7 @@ fn attempt(user: &str) -> Attempt {
         new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("order id"),
         signature: unique("sig"),
         room_position: None,
+        client_net: None,
     }
 }
 
@@ -239,7 +240,17 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
     assert_eq!(later, BucketPurchase::InFlight);
     assert_eq!(mark(&store, &id, n, &at_home[1]).await, None);
     let late = store
-        .spill(&id, split, 1, &order, &at_home[1], now, Call::Spill, None)
+        .spill(
+            &id,
+            split,
+            1,
+            &order,
+            &at_home[1],
+            now,
+            Call::Spill,
+            None,
+            None,
+        )
         .await
         .expect("spill");
     assert_eq!(late, Some(Decision::Passed));
@@ -261,6 +272,7 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
             &at_home[1],
             now,
             Call::Spill,
+            None,
             None,
         )
         .await

@@ -284,6 +284,7 @@ impl TestApp {
             nonce,
             body,
             room_position: None,
+            client_net: None,
         };
         self.send_signed(signed, content_type, secret).await
     }
@@ -303,6 +304,7 @@ impl TestApp {
             nonce,
             body,
             room_position,
+            client_net,
             ..
         } = signed;
         let sig = signed.sign(secret.as_bytes());
@@ -322,6 +324,9 @@ impl TestApp {
         }
         if let Some(p) = room_position {
             req = req.header(sign::HEADER_ROOM_POSITION, p.to_string());
+        }
+        if let Some(n) = client_net {
+            req = req.header(sign::HEADER_CLIENT_NET, n);
         }
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -345,7 +350,10 @@ impl TestApp {
         .await
     }
 
-    /// A purchase the edge admitted at room `position`.
+    /// The client network [`TestApp::purchase_at`] signs.
+    pub const CLIENT_NET: &'static str = "192.0.2.0/24";
+
+    /// A purchase the edge admitted at room `position`, from [`TestApp::CLIENT_NET`].
     pub async fn purchase_at(&self, event: &str, user: &str, position: u64) -> Reply {
         let nonce = unique("n");
         let path = format!("/api/events/{event}/purchase");
@@ -358,6 +366,7 @@ impl TestApp {
             nonce: &nonce,
             body: b"{}",
             room_position: Some(position),
+            client_net: Some(Self::CLIENT_NET),
         };
         self.send_signed(signed, Some("application/json"), EDGE_SECRET)
             .await
@@ -511,6 +520,7 @@ pub fn message(id: &str, event: &str, user: &str) -> flashgate_origin::kafka::Or
         reserved_at: now_ms(),
         room_position: None,
         unit_no: None,
+        client_net: None,
     }
 }
 

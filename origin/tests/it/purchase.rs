@@ -356,6 +356,7 @@ async fn one_reserve_call_decides_its_attempts_in_order() {
         new_order: OrderId::parse(order).expect("order id"),
         signature: signature.to_owned(),
         room_position: None,
+        client_net: None,
     };
     let rules = ReserveRules {
         now: app.clock.now_ms(),

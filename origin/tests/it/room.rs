@@ -163,6 +163,7 @@ async fn a_position_must_be_signed_by_the_edge() {
         nonce: &nonce,
         body: b"{}",
         room_position: None,
+        client_net: None,
     };
     let sig = signed.sign(EDGE_SECRET.as_bytes());
     // A position added to a request signed without one, or not a number: refused.
@@ -183,6 +184,25 @@ async fn a_position_must_be_signed_by_the_edge() {
         )
         .await;
         assert_eq!(r.status, 401, "{position:?}: {}", r.body);
+    }
+    // So must a client network: added to a request signed without one, or malformed.
+    for net in ["192.0.2.0/24", "192.0.2.0/24\tx", "not a net"] {
+        let r = reply(
+            app.http
+                .post(format!("{}{path}", app.base))
+                .header(sign::HEADER_SIGNATURE, &sig)
+                .header(sign::HEADER_TIMESTAMP, signed.timestamp.to_string())
+                .header(sign::HEADER_NONCE, &nonce)
+                .header(sign::HEADER_USER, "mallory")
+                .header(sign::HEADER_CLIENT_NET, net)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("origin answers"),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{net:?}: {}", r.body);
     }
     assert_eq!(app.stats("signed-room").await["reserved"], 0);
     app.stop().await;
@@ -228,6 +248,13 @@ async fn admitted_positions_land_in_the_orders_and_the_report() {
     .await
     .expect("row");
     assert_eq!(none, None);
+    // The network the edge signed travels with the order to its row.
+    let (net,): (Option<String>,) =
+        sqlx::query_as("SELECT client_net FROM orders WHERE event_id = 'fair' AND user_id = 'w7'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(net.as_deref(), Some(TestApp::CLIENT_NET));
 
     let report = fairness(&pool, &EventId::parse("fair").expect("id"), Some(100))
         .await
@@ -271,7 +298,18 @@ async fn admitted_positions_land_in_the_orders_and_the_report() {
         text.contains("chi-square 90.00 with 9 degree(s) of freedom"),
         "{text}"
     );
-    assert!(text.contains("client networks are not reported"), "{text}");
+    assert!(
+        text.contains("wins by client network: 10 order(s) from 1 network(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("      10  {}", TestApp::CLIENT_NET)),
+        "{text}"
+    );
+    assert_eq!(
+        printed["by_network"]["top"][0]["network"],
+        TestApp::CLIENT_NET
+    );
     let plain = report("plain", false);
     assert!(
         plain.contains("1 order(s), 0 with a room position"),

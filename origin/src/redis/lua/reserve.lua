@@ -10,7 +10,8 @@
 --       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
 --       7 the unit number before the stock's first (0; a stock bucket's range start - 1),
 --       8 a claim's deadline (ms; '' for an event of one bucket),
---       then per attempt i: 9+3i user, 10+3i new order id, 11+3i room position ('' for none)
+--       then per attempt i: 9+4i user, 10+4i new order id, 11+4i room position ('' for
+--       none), 12+4i client network ('' for none)
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out <buyers' version> |
 --   rate_limited <ms until the window opens> | replayed '' | no_event '' | late '' |
@@ -44,7 +45,7 @@
 -- instructions per single-attempt call, `./dev bench script`). Counted are the tries that
 -- found no stock or no event; one refused by a full window adds nothing to it.
 local out = {}
-local n = (#ARGV - 8) / 3
+local n = (#ARGV - 8) / 4
 local first = tonumber(ARGV[7])
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
@@ -83,7 +84,8 @@ local function window_wait(window)
 end
 for i = 0, n - 1 do
   local window, signature = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
-  local user, order, position = ARGV[9 + 3 * i], ARGV[10 + 3 * i], ARGV[11 + 3 * i]
+  local user, order, position = ARGV[9 + 4 * i], ARGV[10 + 4 * i], ARGV[11 + 4 * i]
+  local net = ARGV[12 + 4 * i]
   local verdict, detail = nil, ''
   if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
     verdict = 'replayed'
@@ -135,13 +137,10 @@ for i = 0, n - 1 do
       statuses[#statuses + 1] = user
       statuses[#statuses + 1] = 'queued:' .. order
       -- No event id: the outbox is the event's own, and the relay names it.
-      if position == '' then
-        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'user_id', user,
-          'reserved_at', ARGV[1], 'unit_no', unit)
-      else
-        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'user_id', user,
-          'reserved_at', ARGV[1], 'unit_no', unit, 'room_position', position)
-      end
+      local entry = {'order_id', order, 'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit}
+      if position ~= '' then entry[#entry + 1] = 'room_position'; entry[#entry + 1] = position end
+      if net ~= '' then entry[#entry + 1] = 'client_net'; entry[#entry + 1] = net end
+      redis.call('XADD', KEYS[4], '*', unpack(entry))
       verdict, detail = 'reserved', order
     end
   end

@@ -7,7 +7,8 @@
 --       5 decisions (order id -> unit number or 'passed')
 -- ARGV: 1 order id, 2 user, 3 now (ms), 4 the unit number before the bucket's first,
 --       5 'spill' or 'fence', 6 room position ('' for none),
---       7 the call's deadline (ms, Redis's clock; as in reserve.lua)
+--       7 the call's deadline (ms, Redis's clock; as in reserve.lua),
+--       8 client network ('' for none)
 -- Returns the unit number the order holds here, 'passed', or 'late' (nothing changed).
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[7]) then
@@ -24,13 +25,10 @@ end
 local unit = stock + tonumber(ARGV[4])
 if redis.call('LLEN', KEYS[2]) > 0 then unit = tonumber(redis.call('RPOP', KEYS[2])) end
 redis.call('DECR', KEYS[1])
-if ARGV[6] == '' then
-  redis.call('XADD', KEYS[3], '*', 'order_id', ARGV[1], 'user_id', ARGV[2],
-    'reserved_at', ARGV[3], 'unit_no', unit)
-else
-  redis.call('XADD', KEYS[3], '*', 'order_id', ARGV[1], 'user_id', ARGV[2],
-    'reserved_at', ARGV[3], 'unit_no', unit, 'room_position', ARGV[6])
-end
+local entry = {'order_id', ARGV[1], 'user_id', ARGV[2], 'reserved_at', ARGV[3], 'unit_no', unit}
+if ARGV[6] ~= '' then entry[#entry + 1] = 'room_position'; entry[#entry + 1] = ARGV[6] end
+if ARGV[8] ~= '' then entry[#entry + 1] = 'client_net'; entry[#entry + 1] = ARGV[8] end
+redis.call('XADD', KEYS[3], '*', unpack(entry))
 redis.call('HINCRBY', KEYS[4], 'reserved', 1)
 redis.call('HSET', KEYS[5], ARGV[1], unit)
 return tostring(unit)
