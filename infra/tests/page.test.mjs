@@ -460,19 +460,21 @@ test('the room: a purchase whose answer was lost; the retry finds its receipt us
   const page = await open(`/?event=${event}&lang=zh`);
   await signIn(page, ivan.token);
   await roomState(page, 'turn', 15000);
-  // The first purchase reaches the origin and makes the order, but its answer is lost
-  // (503); the page's retry goes to the edge, which finds the receipt spent.
+  // The purchase that makes the order loses its answer (503); the page's retry goes to
+  // the edge, which finds the receipt spent. (A 429 before it, the edge's copy of the
+  // schedule a moment behind the page's, passes as it is.)
   const answers = [];
   await page.route((u) => u.pathname === `/api/events/${event}/purchase`, async (route) => {
     const response = await route.fetch();
     answers.push([response.status(), (await response.json()).reason]);
-    if (answers.length > 1) return route.fulfill({ response });
-    return busy(route);
+    const lost = response.status() === 202 && answers.filter(([s]) => s === 202).length === 1;
+    return lost ? busy(route) : route.fulfill({ response });
   });
   await page.waitForSelector('#buy:not([disabled])', { timeout: 5000 });
   await page.click('#buy');
   await outcome(page, 'confirmed', 30000);
-  assert.deepEqual(answers.slice(0, 2), [[202, undefined], [403, 'receipt_used']]);
+  const bought = answers.findIndex(([status]) => status === 202);
+  assert.deepEqual(answers.slice(bought, bought + 2), [[202, undefined], [403, 'receipt_used']], JSON.stringify(answers));
   assert.match(await text(page, '#status'), /^订单已确认, 订单号 \S+/);
   await page.close();
 });
