@@ -318,8 +318,8 @@ fn remembered(event: &EventId, now: Millis, ttl: Millis) -> Option<Told> {
     })
 }
 
-/// Asks the event's object (sealing when due) and refreshes the isolate's and the location's copies of the room's public
-/// state.
+/// Asks the event's object (sealing when due) and refreshes the isolate's and the
+/// location's copies of the room's public state.
 async fn ask(a: Ask, env: &Env, site: &Url, now: Millis, ttl: Millis) -> Result<Told, Outcome> {
     let event = a.event.clone();
     let told: Told = call(env, &event, event.as_str(), &Call::Ask(a)).await?;
