@@ -54,6 +54,7 @@ fn as_received(rest: &[u8]) {
         nonce,
         body,
         room_position: None,
+        client_net: None,
     };
     if s.verify(&ring(EDGE_SECRET), sig, NOW).is_ok() {
         assert_eq!(
@@ -96,6 +97,7 @@ fn signed_by_the_edge(rest: &[u8]) {
         nonce,
         body,
         room_position: None,
+        client_net: None,
     };
     let sig = s.sign(EDGE_SECRET);
     let canonical = format!(
