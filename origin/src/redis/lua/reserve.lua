@@ -137,10 +137,16 @@ for i = 0, n - 1 do
       statuses[#statuses + 1] = user
       statuses[#statuses + 1] = 'queued:' .. order
       -- No event id: the outbox is the event's own, and the relay names it.
-      local entry = {'order_id', order, 'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit}
-      if position ~= '' then entry[#entry + 1] = 'room_position'; entry[#entry + 1] = position end
-      if net ~= '' then entry[#entry + 1] = 'client_net'; entry[#entry + 1] = net end
-      redis.call('XADD', KEYS[4], '*', unpack(entry))
+      if position == '' and net == '' then
+        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'user_id', user,
+          'reserved_at', ARGV[1], 'unit_no', unit)
+      else
+        -- What the edge vouched for goes with the order (a table only then: it costs).
+        local entry = {'order_id', order, 'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit}
+        if position ~= '' then entry[#entry + 1] = 'room_position'; entry[#entry + 1] = position end
+        if net ~= '' then entry[#entry + 1] = 'client_net'; entry[#entry + 1] = net end
+        redis.call('XADD', KEYS[4], '*', unpack(entry))
+      end
       verdict, detail = 'reserved', order
     end
   end
