@@ -275,13 +275,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_client_net_is_signed_after_the_position() {
-        let mut r = req(b"{}");
-        r.room_position = Some(7);
-        r.client_net = Some("203.0.113.0/24");
-        let canonical = format!(
-            "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n7\nnet 203.0.113.0/24",
+    /// `r`'s canonical form written out by hand, with `tail` after the body's digest.
+    fn canonical(r: &Signed<'_>, tail: &str) -> String {
+        format!(
+            "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}{tail}",
             r.environment,
             r.method,
             r.path,
@@ -289,7 +286,15 @@ mod tests {
             r.timestamp,
             r.nonce,
             crypto::sha256_hex(r.body)
-        );
+        )
+    }
+
+    #[test]
+    fn the_client_net_is_signed_after_the_position() {
+        let mut r = req(b"{}");
+        r.room_position = Some(7);
+        r.client_net = Some("203.0.113.0/24");
+        let canonical = canonical(&r, "\n7\nnet 203.0.113.0/24");
         let sig = r.sign(b"s");
         assert_eq!(sig, crypto::sign_b64(b"s", canonical.as_bytes()));
         for other in [None, Some("203.0.114.0/24")] {
@@ -326,16 +331,7 @@ mod tests {
     fn the_room_position_is_signed() {
         let mut r = req(b"{}");
         r.room_position = Some(42);
-        let canonical = format!(
-            "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n42",
-            r.environment,
-            r.method,
-            r.path,
-            r.user,
-            r.timestamp,
-            r.nonce,
-            crypto::sha256_hex(r.body)
-        );
+        let canonical = canonical(&r, "\n42");
         let sig = r.sign(b"s");
         assert_eq!(sig, crypto::sign_b64(b"s", canonical.as_bytes()));
         let top = Signed {
@@ -372,16 +368,7 @@ mod tests {
         for timestamp in [0, 7, NOW, -42, Millis::MAX, Millis::MIN] {
             let mut r = req(b"{\"turnstile_token\":\"x\"}");
             r.timestamp = timestamp;
-            let canonical = format!(
-                "flashgate-edge-v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
-                r.environment,
-                r.method,
-                r.path,
-                r.user,
-                r.timestamp,
-                r.nonce,
-                crypto::sha256_hex(r.body)
-            );
+            let canonical = canonical(&r, "");
             assert_eq!(
                 r.sign(b"s"),
                 crypto::sign_b64(b"s", canonical.as_bytes()),

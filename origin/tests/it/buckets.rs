@@ -58,6 +58,14 @@ async fn event_over_masters(store: &Store, n: u16) -> EventId {
     panic!("no event id with its {n} buckets on {n} masters");
 }
 
+/// An event whose `total` units are split into `n` stock buckets on `n` masters.
+async fn split_over_masters(store: &Store, total: u64, n: u16) -> (EventId, Split) {
+    let split = Split { total, buckets: n };
+    let id = event_over_masters(store, n).await;
+    store.put_stock_buckets(&id, split).await.expect("put");
+    (id, split)
+}
+
 /// `(order, user, unit)` of every reservation in the event's bucket outboxes.
 async fn reservations(store: &Store, id: &EventId, split: Split) -> Vec<(String, String, u64)> {
     let mut all = Vec::new();
@@ -97,12 +105,7 @@ async fn mark(store: &Store, id: &EventId, n: u16, user: &str) -> Option<String>
 async fn on_a_cluster_buckets_sell_their_stock_once_and_each_buyer_once() {
     let store = Arc::new(cluster_store().await);
     let n = 3;
-    let split = Split {
-        total: 60,
-        buckets: n,
-    };
-    let id = event_over_masters(&store, n).await;
-    store.put_stock_buckets(&id, split).await.expect("put");
+    let (id, split) = split_over_masters(&store, 60, n).await;
     // Most buyers at home in bucket 0, so it runs out first and their purchases spill;
     // two concurrent attempts per buyer.
     let users: Vec<String> = (0..2000)
@@ -196,12 +199,7 @@ fn units_of(split: Split, k: u16) -> std::ops::RangeInclusive<u64> {
 async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
     let store = cluster_store().await;
     let n = 2;
-    let split = Split {
-        total: 2,
-        buckets: n,
-    };
-    let id = event_over_masters(&store, n).await;
-    store.put_stock_buckets(&id, split).await.expect("put");
+    let (id, split) = split_over_masters(&store, 2, n).await;
     let at_home: Vec<String> = (0..100)
         .map(|i| format!("buyer{i}"))
         .filter(|u| home(u, n) == 0)
