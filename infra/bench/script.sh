@@ -6,15 +6,17 @@
 # variant gets a fresh redis-server under `valgrind --tool=callgrind` (AOF on, everysec, as
 # the stack runs it) and about BENCH_SCRIPT_CALLS (5000) attempts from redis-benchmark
 # (8 clients, a new user, order id and signature per attempt, the key layout the origin
-# uses, stock that never runs out), then 2 s for the per-user windows to expire; counted is
-# what Redis executed from the first call to the end of those 2 s.
+# uses, stock that never runs out, a sale under way: 1,000 buyers already), then 2 s for
+# the per-user windows to expire; counted is what Redis executed from the first call to the
+# end of those 2 s.
 #   - single-attempt calls, against the same call to a script that only returns
 #     (`return 1`): what any EVALSHA of that size costs;
 #   - calls of BENCH_SCRIPT_BATCHES ("4 16 64") attempts each, as the origin coalesces
 #     them under load: instructions per reservation, against the original design's
 #     reservation, one DECR (infra/bench/peer), measured the same way. Target (issue 24):
 #     at most as many.
-# BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, for an A/B (a
+# BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, alone in its call
+# and at each batch size, for an A/B (a
 # script from before unit numbers reads the given-back list's key as the user's window and
 # the window's as the signature: both still new per call or never written, as its own).
 set -euo pipefail
@@ -39,6 +41,11 @@ instructions() { # name calls command...
   pid=$!
   wait_for "redis under callgrind (logs in $WORK/$name)" 40 redis-cli -p "$port" ping
   redis-cli -p "$port" set 'fg:{bench}:stock' 1000000000 >/dev/null
+  # A sale under way: its buyers' hashes past the size where Redis keeps them as a flat
+  # list (hash-max-listpack-entries, 128), scanned per lookup; a sale of more than 128
+  # buyers spends nearly all of its calls on the larger form.
+  redis-cli -p "$port" eval "for i = 1, 1000 do redis.call('HSET', KEYS[1], 'b' .. i, 'o' .. i); redis.call('HSET', KEYS[2], 'b' .. i, 'queued:o' .. i) end" \
+    2 'fg:{bench}:orders' 'fg:{bench}:status' >/dev/null
   redis-cli -p "$port" set 'peer:{bench}:stock' 1000000000 >/dev/null
   sha=$(redis-cli -p "$port" script load "$(cat "${SCRIPT_FILE:-$WORK/bare.lua}")")
   callgrind_control -z "$pid" >/dev/null 2>&1
@@ -65,18 +72,23 @@ PY
 }
 
 # The origin's reserve call for N attempts (KEYS: stock orders status outbox stats
-# given_back, then per attempt the user's window and the signature seen; ARGV: now,
-# window ms, limit, event, replay ms, deadline, the unit before the first (0) and no claim
-# deadline (''), as for an event of one stock bucket, then per attempt user, order, room
-# position and client network (none: ''); see reserve.lua), a new user, order id and
-# signature per attempt. A script from before stock buckets (its attempts from ARGV 7)
+# given_back, then per attempt the user's window and the signatures of its time slice;
+# ARGV: now, window ms, limit, event, replay ms, deadline, the unit before the first (0)
+# and no claim deadline (''), as for an event of one stock bucket, then per attempt user,
+# order, room position and client network (none: '') and signature; see reserve.lua), a
+# new user, order id and signature per attempt. A script from before stock buckets (its attempts from ARGV 7)
 # takes neither of the two; one from before client networks, no network.
 reserve_call() { # attempts file
-  local i keys=() args=() split=(0 '') extra=('' '')
+  local i keys=() args=() split=(0 '') extra=('' '') guard slice
   ! grep -qF 'ARGV[7 + 3' "$2" || split=()
   grep -qF 'ARGV[12 + 4' "$2" || extra=('')
+  # Since 2026-12-03 the signatures of a time slice share a set (one per call here: the
+  # attempts of a call are signed within milliseconds); before, a key each.
+  slice="fg:{bench}:sigs:$(( ($(date +%s) / 10 + 1) * 10000 ))"
+  guard=('fg:{bench}:sig:s__rand_int__')
+  if grep -qF 'ARGV[13 + 5' "$2"; then guard=("$slice"); extra=('' '' s__rand_int__); fi
   for ((i = 0; i < $1; i++)); do
-    keys+=('fg:{bench}:win:u__rand_int__' 'fg:{bench}:sig:s__rand_int__')
+    keys+=('fg:{bench}:win:u__rand_int__' "${guard[@]}")
     args+=(u__rand_int__ o__rand_int__ "${extra[@]}")
   done
   printf '%s\0' EVALSHA SCRIPT $((6 + 2 * $1)) 'fg:{bench}:stock' 'fg:{bench}:orders' 'fg:{bench}:status' \
@@ -104,10 +116,12 @@ decr=$(instructions decr "$CALLS" DECR 'peer:{bench}:stock')
 bench_record "Redis instructions per DECR call (the peer's reservation)" "$decr" instr "" ""
 # Per reservation at the batch sizes the coalescer makes under load (`./dev bench origin`
 # and `peer` report them): the target is the peer's DECR.
+declare -A per_reservation_at
 for n in ${BENCH_SCRIPT_BATCHES:-4 16 64}; do
   say "callgrind: reserve.lua with $n attempts per call, $CALLS attempts"
   per_call=$(reserve_instructions "reserve-$n" "$script" "$n")
   per_reservation=$((per_call / n))
+  per_reservation_at[$n]=$per_reservation
   bench_record "Redis instructions per reservation, $n attempts per call" "$per_reservation" instr "$decr" "<=1.0"
 done
 if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
@@ -117,4 +131,10 @@ if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
   say "callgrind: $CALLS calls of reserve.lua at $BENCH_SCRIPT_BASE"
   base=$(reserve_instructions base "$WORK/base.lua" 1)
   bench_record "Redis instructions per reserve call, against reserve.lua at $BENCH_SCRIPT_BASE" "$now" instr "$base" ""
+  for n in ${BENCH_SCRIPT_BATCHES:-4 16 64}; do
+    say "callgrind: reserve.lua at $BENCH_SCRIPT_BASE with $n attempts per call, $CALLS attempts"
+    base=$(reserve_instructions "base-$n" "$WORK/base.lua" "$n")
+    bench_record "Redis instructions per reservation, $n attempts per call, against reserve.lua at $BENCH_SCRIPT_BASE" \
+      "${per_reservation_at[$n]}" instr $((base / n)) ""
+  done
 fi

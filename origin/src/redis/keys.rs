@@ -2,6 +2,12 @@
 //! names under its own.
 
 use flashgate_core::ids::UserId;
+use flashgate_core::Millis;
+
+/// The replay guard's time slice: the signatures signed within one share a set, which
+/// expires as a whole. Short, so a set holds few; long, so a reserve call's attempts, signed
+/// within milliseconds of each other, nearly always share one.
+const SIGNATURE_SLICE_MS: Millis = 10_000;
 
 /// The keys of one event.
 #[derive(Debug, Clone)]
@@ -51,9 +57,12 @@ impl EventKeys {
     pub fn compensated(&self) -> String {
         self.key("compensated")
     }
-    /// Marks an edge signature as used (replay guard).
-    pub fn signature(&self, signature: &str) -> String {
-        self.key(&format!("sig:{signature}"))
+    /// Set: the edge signatures seen that were signed in the time slice of `signed_at`
+    /// (replay guard; reserve.lua). The name ends with the slice's end, unix ms, from which
+    /// the script reckons when the set may go.
+    pub fn signatures(&self, signed_at: Millis) -> String {
+        let end = (signed_at.div_euclid(SIGNATURE_SLICE_MS) + 1) * SIGNATURE_SLICE_MS;
+        self.key(&format!("sigs:{end}"))
     }
     /// Counter of one user's tries in the current window that got nothing (a reserving try
     /// counts once its order is given back).

@@ -23,6 +23,8 @@ pub struct Attempt {
     pub new_order: OrderId,
     /// The edge signature of the request (replay guard).
     pub signature: String,
+    /// The time the edge signed the request at, unix ms (the replay guard's time slice).
+    pub signed_at: Millis,
     /// The room position the edge admitted the purchase at, if any (goes with the order).
     pub room_position: Option<u64>,
     /// The network of the buyer's client, if the edge sent it (goes with the order).
@@ -186,11 +188,12 @@ impl Store {
             .arg(claim_until.map(|t| t.to_string()).unwrap_or_default());
         for a in attempts {
             call.key(k.window(&a.user))
-                .key(k.signature(&a.signature))
+                .key(k.signatures(a.signed_at))
                 .arg(a.user.as_str())
                 .arg(a.new_order.as_str())
                 .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default())
-                .arg(a.client_net.as_deref().unwrap_or_default());
+                .arg(a.client_net.as_deref().unwrap_or_default())
+                .arg(&a.signature);
         }
         call
     }

@@ -9,6 +9,7 @@ use flashgate_core::ids::UserId;
 use flashgate_core::keyring::KeyUsed;
 use flashgate_core::sign::{self, SignError, Signed};
 use flashgate_core::wire::{bad, Outcome, MAX_BODY_BYTES};
+use flashgate_core::Millis;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub(crate) struct EdgeRequest {
     pub room_position: Option<u64>,
     /// The network of the shopper's client (signed with the request), if the edge knew it.
     pub client_net: Option<String>,
+    /// The time the edge signed the request at, unix ms.
+    pub signed_at: Millis,
     /// The request's headers, kept as they came (nothing copied out of them).
     headers: HeaderMap,
 }
@@ -156,6 +159,7 @@ impl FromRequest<Arc<AppState>> for EdgeRequest {
             body,
             room_position,
             client_net,
+            signed_at: timestamp,
             headers: parts.headers,
         })
     }

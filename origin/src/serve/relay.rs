@@ -263,22 +263,7 @@ impl Relay {
         outbox: &str,
         entries: Vec<StreamId>,
     ) -> anyhow::Result<usize> {
-        let field = |e: &StreamId, f: &str| e.get::<String>(f).unwrap_or_default();
-        let orders: Vec<OrderMessage> = entries
-            .iter()
-            .map(|e| OrderMessage {
-                order_id: field(e, "order_id"),
-                // Entries carry no event id (the outbox is the event's own).
-                event_id: event.as_str().to_owned(),
-                user_id: field(e, "user_id"),
-                reserved_at: field(e, "reserved_at").parse().unwrap_or(0),
-                room_position: e
-                    .get::<String>("room_position")
-                    .and_then(|p| p.parse().ok()),
-                unit_no: e.get::<String>("unit_no").and_then(|u| u.parse().ok()),
-                client_net: e.get::<String>("client_net"),
-            })
-            .collect();
+        let orders: Vec<OrderMessage> = entries.iter().map(|e| order_of(event, e)).collect();
         let messages = pack_orders(&orders, self.pack);
         let deliveries = messages.iter().map(|m| async move {
             let record = FutureRecord::to(&self.topic)
@@ -315,5 +300,103 @@ impl Relay {
                 .await?;
         }
         Ok(delivered.len())
+    }
+}
+
+/// The order an outbox entry holds. Entries carry no event id (the outbox is the event's
+/// own). reserve.lua and spill.lua write one field, `o`:
+/// `order|user|reserved_at|unit|room position|client network` (the last two empty when
+/// absent; ids and networks never hold a `|`). Scripts before 2026-12-03 wrote a field
+/// each, read here too so that entries left by them go out after an upgrade. A field that
+/// does not parse is left empty, and the consumer sets the order aside as malformed.
+fn order_of(event: &EventId, e: &StreamId) -> OrderMessage {
+    let text = |f: &str| e.get::<String>(f);
+    let Some(packed) = text("o") else {
+        return OrderMessage {
+            order_id: text("order_id").unwrap_or_default(),
+            event_id: event.as_str().to_owned(),
+            user_id: text("user_id").unwrap_or_default(),
+            reserved_at: text("reserved_at")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+            room_position: text("room_position").and_then(|p| p.parse().ok()),
+            unit_no: text("unit_no").and_then(|u| u.parse().ok()),
+            client_net: text("client_net"),
+        };
+    };
+    let mut parts = packed.split('|');
+    let mut next = || parts.next().unwrap_or_default();
+    let (order, user, at, unit, position, net) = (next(), next(), next(), next(), next(), next());
+    OrderMessage {
+        order_id: order.to_owned(),
+        event_id: event.as_str().to_owned(),
+        user_id: user.to_owned(),
+        reserved_at: at.parse().unwrap_or(0),
+        unit_no: unit.parse().ok(),
+        room_position: position.parse().ok(),
+        client_net: Some(net).filter(|n| !n.is_empty()).map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn entry(fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: "1-0".into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+        }
+    }
+
+    fn event() -> EventId {
+        EventId::parse("e1").expect("event id")
+    }
+
+    #[test]
+    fn a_packed_entry_is_read_field_by_field() {
+        let order = order_of(&event(), &entry(&[("o", "o1|u1|1700|42|7|10.1.2.0/24")]));
+        assert_eq!(
+            order,
+            OrderMessage {
+                order_id: "o1".into(),
+                event_id: "e1".into(),
+                user_id: "u1".into(),
+                reserved_at: 1700,
+                room_position: Some(7),
+                unit_no: Some(42),
+                client_net: Some("10.1.2.0/24".into()),
+            }
+        );
+        let plain = order_of(&event(), &entry(&[("o", "o2|u2|1800|3||")]));
+        assert_eq!((plain.room_position, plain.client_net), (None, None));
+        assert_eq!((plain.unit_no, plain.reserved_at), (Some(3), 1800));
+    }
+
+    #[test]
+    fn an_entry_of_a_field_each_is_read_as_the_same_order() {
+        let old = entry(&[
+            ("order_id", "o1"),
+            ("user_id", "u1"),
+            ("reserved_at", "1700"),
+            ("unit_no", "42"),
+            ("room_position", "7"),
+            ("client_net", "10.1.2.0/24"),
+        ]);
+        let packed = entry(&[("o", "o1|u1|1700|42|7|10.1.2.0/24")]);
+        assert_eq!(order_of(&event(), &old), order_of(&event(), &packed));
+    }
+
+    #[test]
+    fn a_malformed_entry_leaves_what_does_not_parse_empty() {
+        let order = order_of(&event(), &entry(&[("o", "o1|u1|soon")]));
+        assert_eq!((order.order_id.as_str(), order.reserved_at), ("o1", 0));
+        assert_eq!((order.unit_no, order.room_position), (None, None));
+        let none = order_of(&event(), &entry(&[]));
+        assert!(none.order_id.is_empty() && none.user_id.is_empty());
     }
 }

@@ -163,6 +163,7 @@ async fn purchase_outcome(
         user: user.clone(),
         new_order: order,
         signature: edge.signature().to_owned(),
+        signed_at: edge.signed_at,
         room_position: edge.room_position,
         client_net: edge.client_net.clone(),
     };

@@ -38,6 +38,7 @@ fn attempt(user: &str) -> Attempt {
         user: UserId::parse(user).expect("user id"),
         new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("order id"),
         signature: unique("sig"),
+        signed_at: now_ms(),
         room_position: None,
         client_net: None,
     }
@@ -78,14 +79,17 @@ async fn reservations(store: &Store, id: &EventId, split: Split) -> Vec<(String,
             .await
             .expect("outbox");
         for e in reply.ids {
-            let field = |f: &str| e.get::<String>(f).expect("field");
-            let unit: u64 = field("unit_no").parse().expect("unit");
+            // One field: order|user|reserved_at|unit|position|network (serve/relay.rs).
+            let packed = e.get::<String>("o").expect("the entry's field");
+            let parts: Vec<&str> = packed.split('|').collect();
+            assert_eq!(parts.len(), 6, "{packed}");
+            let unit: u64 = parts[3].parse().expect("unit");
             let range = units_of(split, k);
             assert!(
                 range.contains(&unit),
                 "unit {unit} outside bucket {k}'s range"
             );
-            all.push((field("order_id"), field("user_id"), unit));
+            all.push((parts[0].to_owned(), parts[1].to_owned(), unit));
         }
     }
     all

@@ -355,6 +355,7 @@ async fn one_reserve_call_decides_its_attempts_in_order() {
         user: UserId::parse(user).expect("user id"),
         new_order: OrderId::parse(order).expect("order id"),
         signature: signature.to_owned(),
+        signed_at: 1_764_000_000_000,
         room_position: None,
         client_net: None,
     };

@@ -177,5 +177,29 @@ async fn a_replayed_signature_is_refused_and_changes_nothing() {
         (click.status, &click.body["order_id"]),
         (200, &first.body["order_id"])
     );
+    // The guard is one set per time slice, which expires as a whole once no signature in
+    // it can pass the time check: not a key per signature.
+    let id = flashgate_core::ids::EventId::parse("replay").expect("event id");
+    let slice = app.store.keys(&id).signatures(now);
+    let mut conn = app.store.conn();
+    let held: u64 = redis::cmd("SCARD")
+        .arg(&slice)
+        .query_async(&mut conn)
+        .await
+        .expect("scard");
+    assert_eq!(held, 2, "both signatures, once each");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&slice)
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    let replay_ms = i64::try_from(app.settings.purchase.replay_window_ms).expect("ms");
+    let slice_end: i64 = slice
+        .rsplit(':')
+        .next()
+        .and_then(|e| e.parse().ok())
+        .expect("end");
+    assert!(ttl > replay_ms - 5_000, "{ttl}");
+    assert!(ttl <= slice_end - now + replay_ms, "{ttl}");
     app.stop().await;
 }

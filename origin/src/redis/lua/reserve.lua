@@ -5,13 +5,14 @@
 -- call (see serve/reserver.rs); one attempt is a batch of one.
 -- KEYS: 1 stock, 2 orders (user -> order id), 3 status (user -> "status:order id"),
 --       4 outbox stream, 5 stats hash, 6 units given back (list), then per attempt i
---       (from 0): 7+2i the user's window counter, 8+2i the edge signature seen
+--       (from 0): 7+2i the user's window counter, 8+2i the set of the edge signatures
+--       signed in the attempt's time slice (its name ends with the slice's end, unix ms)
 -- ARGV: 1 now (ms), 2 window (ms), 3 limit per window, 4 event id,
 --       5 how long a signature is remembered (ms), 6 the call's deadline (ms, Redis's clock),
 --       7 the unit number before the stock's first (0; a stock bucket's range start - 1),
 --       8 a claim's deadline (ms; '' for an event of one bucket),
---       then per attempt i: 9+4i user, 10+4i new order id, 11+4i room position ('' for
---       none), 12+4i client network ('' for none)
+--       then per attempt i: 9+5i user, 10+5i new order id, 11+5i room position ('' for
+--       none), 12+5i client network ('' for none), 13+5i the edge signature
 -- Returns per attempt two values: the verdict and its detail
 --   reserved <order id> | already_purchased <order id> | sold_out <buyers' version> |
 --   rate_limited <ms until the window opens> | replayed '' | no_event '' | late '' |
@@ -36,8 +37,16 @@
 -- The call is atomic, so what every attempt needs to see is kept in Lua (stock left, the
 -- orders of this call) and the writes common to all attempts are made once, at the end:
 -- per attempt only the signature, the window, the order lookup and the outbox entry.
+-- (Reading a call's orders and windows with one command each costs Redis less in calls
+-- of 64 attempts but more in calls of one, and under load most calls carry one:
+-- `./dev bench script`.)
 --
--- An attempt that reserves reads its window (a GET) but does not count in it: the buyer's
+-- The replay guard keeps the signatures by the time they were signed at, a set per slice
+-- (redis/keys.rs): a replay carries the same time, so it meets its set, and a set expires
+-- as a whole once no signature in it can pass the origin's time check, not a key with
+-- an expiry per attempt.
+--
+-- An attempt that reserves reads its window but does not count in it: the buyer's
 -- order answers their retries (already_purchased comes before the window), so the count
 -- would not be read while the order stands, and should the order be given back,
 -- compensate.lua counts the try then. That spares Redis a key with an expiry per
@@ -45,8 +54,9 @@
 -- instructions per single-attempt call, `./dev bench script`). Counted are the tries that
 -- found no stock or no event; one refused by a full window adds nothing to it.
 local out = {}
-local n = (#ARGV - 8) / 4
+local n = (#ARGV - 8) / 5
 local first = tonumber(ARGV[7])
+local now = tonumber(ARGV[1])
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
   for _ = 1, n do
@@ -62,8 +72,10 @@ local back = 0
 if stock and stock > 0 then back = redis.call('LLEN', KEYS[6]) end
 local orders, statuses, mine = {}, {}, {}
 local buyers_version = nil
--- The user's counted tries in the current window (a read: an attempt that reserves is
--- not counted, see below).
+-- The slices whose sets this call wrote, to set their expiry once each.
+local slices, written = {}, {}
+-- The user's counted tries in the current window (an attempt that reserves is not
+-- counted, see above).
 local function window_tries(window)
   return tonumber(redis.call('GET', window)) or 0
 end
@@ -83,13 +95,17 @@ local function window_wait(window)
   return ttl
 end
 for i = 0, n - 1 do
-  local window, signature = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
-  local user, order, position = ARGV[9 + 4 * i], ARGV[10 + 4 * i], ARGV[11 + 4 * i]
-  local net = ARGV[12 + 4 * i]
+  local window, slice = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
+  local user, order, position = ARGV[9 + 5 * i], ARGV[10 + 5 * i], ARGV[11 + 5 * i]
+  local net, signature = ARGV[12 + 5 * i], ARGV[13 + 5 * i]
   local verdict, detail = nil, ''
-  if not redis.call('SET', signature, '1', 'NX', 'PX', ARGV[5]) then
+  if redis.call('SADD', slice, signature) == 0 then
     verdict = 'replayed'
   else
+    if not written[slice] then
+      written[slice] = true
+      slices[#slices + 1] = slice
+    end
     -- A buyer who already holds an order gets it back without counting in the window:
     -- a retry answers already_purchased, not 429.
     local existing = mine[user] or redis.call('HGET', KEYS[2], user)
@@ -99,7 +115,7 @@ for i = 0, n - 1 do
     end
     if claimed then
       verdict, detail = 'in_flight', claimed
-      if tonumber(ARGV[1]) >= tonumber(deadline) then verdict = 'resolve' end
+      if now >= tonumber(deadline) then verdict = 'resolve' end
     elseif existing then
       verdict, detail = 'already_purchased', existing
     elseif window_tries(window) >= limit then
@@ -124,10 +140,13 @@ for i = 0, n - 1 do
         redis.call('HLEN', KEYS[2]) + taken
       detail = buyers_version
     else
-      local unit = stock + first
+      local unit
       if back > 0 then
         unit = redis.call('RPOP', KEYS[6])
         back = back - 1
+      else
+        -- '%d': Lua's own number to text is a float's, several times the work.
+        unit = string.format('%d', stock + first)
       end
       stock = stock - 1
       taken = taken + 1
@@ -136,22 +155,21 @@ for i = 0, n - 1 do
       orders[#orders + 1] = order
       statuses[#statuses + 1] = user
       statuses[#statuses + 1] = 'queued:' .. order
-      -- No event id: the outbox is the event's own, and the relay names it.
-      if position == '' and net == '' then
-        redis.call('XADD', KEYS[4], '*', 'order_id', order, 'user_id', user,
-          'reserved_at', ARGV[1], 'unit_no', unit)
-      else
-        -- What the edge vouched for goes with the order (a table only then: it costs).
-        local entry = {'order_id', order, 'user_id', user, 'reserved_at', ARGV[1], 'unit_no', unit}
-        if position ~= '' then entry[#entry + 1] = 'room_position'; entry[#entry + 1] = position end
-        if net ~= '' then entry[#entry + 1] = 'client_net'; entry[#entry + 1] = net end
-        redis.call('XADD', KEYS[4], '*', unpack(entry))
-      end
+      -- One field, as the relay reads it (serve/relay.rs): the order, what the edge
+      -- vouched for with it, and no event id (the outbox is the event's own).
+      redis.call('XADD', KEYS[4], '*', 'o',
+        order .. '|' .. user .. '|' .. ARGV[1] .. '|' .. unit .. '|' .. position .. '|' .. net)
       verdict, detail = 'reserved', order
     end
   end
   out[#out + 1] = verdict
   out[#out + 1] = detail
+end
+for _, slice in ipairs(slices) do
+  -- Kept for the replay window past the slice's end: until then an origin may still
+  -- accept a signature of the slice (set once, when the set is new; a no-op after).
+  local finish = tonumber(string.match(slice, '(%d+)$'))
+  redis.call('PEXPIRE', slice, math.max(finish - now, 0) + tonumber(ARGV[5]), 'NX')
 end
 if taken > 0 then
   redis.call('DECRBY', KEYS[1], taken)

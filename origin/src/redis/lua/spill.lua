@@ -25,10 +25,9 @@ end
 local unit = stock + tonumber(ARGV[4])
 if redis.call('LLEN', KEYS[2]) > 0 then unit = tonumber(redis.call('RPOP', KEYS[2])) end
 redis.call('DECR', KEYS[1])
-local entry = {'order_id', ARGV[1], 'user_id', ARGV[2], 'reserved_at', ARGV[3], 'unit_no', unit}
-if ARGV[6] ~= '' then entry[#entry + 1] = 'room_position'; entry[#entry + 1] = ARGV[6] end
-if ARGV[8] ~= '' then entry[#entry + 1] = 'client_net'; entry[#entry + 1] = ARGV[8] end
-redis.call('XADD', KEYS[3], '*', unpack(entry))
+-- The outbox entry as reserve.lua writes it.
+redis.call('XADD', KEYS[3], '*', 'o',
+  ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. unit .. '|' .. ARGV[6] .. '|' .. ARGV[8])
 redis.call('HINCRBY', KEYS[4], 'reserved', 1)
 redis.call('HSET', KEYS[5], ARGV[1], unit)
 return tostring(unit)
