@@ -58,8 +58,9 @@ impl EventKeys {
         self.key("compensated")
     }
     /// Set: the edge signatures seen that were signed in the time slice of `signed_at`
-    /// (replay guard; reserve.lua). The name ends with the slice's end, unix ms, from which
-    /// the script reckons when the set may go.
+    /// (replay guard; reserve.lua), and an empty member, there once the set has its
+    /// expiry. The name ends with the slice's end, unix ms, from which the script reckons
+    /// when the set may go.
     pub fn signatures(&self, signed_at: Millis) -> String {
         let end = (signed_at.div_euclid(SIGNATURE_SLICE_MS) + 1) * SIGNATURE_SLICE_MS;
         self.key(&format!("sigs:{end}"))

@@ -72,8 +72,19 @@ local back = 0
 if stock and stock > 0 then back = redis.call('LLEN', KEYS[6]) end
 local orders, statuses, mine = {}, {}, {}
 local buyers_version = nil
--- The slices whose sets this call wrote, to set their expiry once each.
-local slices, written = {}, {}
+-- Remembers the signature in its slice's set; false for a replay. The set holds an empty
+-- member too (never a signature): added with the first signature, it tells that the set
+-- is new and needs its expiry, without a command more on every call. The set is kept for
+-- the replay window past the slice's end: until then an origin may still accept a
+-- signature of the slice.
+local function remember(slice, signature)
+  local added = redis.call('SADD', slice, signature, '')
+  if added == 2 then
+    local finish = tonumber(string.match(slice, '(%d+)$'))
+    redis.call('PEXPIRE', slice, math.max(finish - now, 0) + tonumber(ARGV[5]))
+  end
+  return added > 0
+end
 -- The user's counted tries in the current window (an attempt that reserves is not
 -- counted, see above).
 local function window_tries(window)
@@ -99,13 +110,9 @@ for i = 0, n - 1 do
   local user, order, position = ARGV[9 + 5 * i], ARGV[10 + 5 * i], ARGV[11 + 5 * i]
   local net, signature = ARGV[12 + 5 * i], ARGV[13 + 5 * i]
   local verdict, detail = nil, ''
-  if redis.call('SADD', slice, signature) == 0 then
+  if not remember(slice, signature) then
     verdict = 'replayed'
   else
-    if not written[slice] then
-      written[slice] = true
-      slices[#slices + 1] = slice
-    end
     -- A buyer who already holds an order gets it back without counting in the window:
     -- a retry answers already_purchased, not 429.
     local existing = mine[user] or redis.call('HGET', KEYS[2], user)
@@ -164,12 +171,6 @@ for i = 0, n - 1 do
   end
   out[#out + 1] = verdict
   out[#out + 1] = detail
-end
-for _, slice in ipairs(slices) do
-  -- Kept for the replay window past the slice's end: until then an origin may still
-  -- accept a signature of the slice (set once, when the set is new; a no-op after).
-  local finish = tonumber(string.match(slice, '(%d+)$'))
-  redis.call('PEXPIRE', slice, math.max(finish - now, 0) + tonumber(ARGV[5]), 'NX')
 end
 if taken > 0 then
   redis.call('DECRBY', KEYS[1], taken)
