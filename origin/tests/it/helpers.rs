@@ -470,18 +470,8 @@ pub async fn fresh_database() -> String {
 /// Waits (up to a minute) until every order of `ids` is on the orders topic, and no other
 /// order is.
 pub async fn every_order_reaches_the_topic(app: &TestApp, ids: &std::collections::HashSet<String>) {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
-    let consumer: StreamConsumer =
-        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
-            .set("group.id", unique("check-"))
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .create()
-            .expect("consumer");
-    consumer
-        .subscribe(&[&app.settings.kafka.orders_topic])
-        .expect("subscribe");
+    let consumer = orders_consumer(app);
     let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < ids.len() {
@@ -502,6 +492,22 @@ pub async fn every_order_reaches_the_topic(app: &TestApp, ids: &std::collections
             }
         }
     }
+}
+
+/// A consumer of the app's orders topic from its start, in a group of its own.
+pub fn orders_consumer(app: &TestApp) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer =
+        flashgate_origin::kafka::client_config(&app.settings.kafka.brokers)
+            .set("group.id", unique("check-"))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer");
+    consumer
+        .subscribe(&[&app.settings.kafka.orders_topic])
+        .expect("subscribe");
+    consumer
 }
 
 pub fn orders_in(payload: Option<&[u8]>) -> Vec<flashgate_origin::kafka::OrderMessage> {

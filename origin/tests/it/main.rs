@@ -26,3 +26,4 @@ mod room;
 mod servers;
 mod slow_redis;
 mod tls;
+mod upgrade;
