@@ -16,9 +16,9 @@
 #     reservation, one DECR (infra/bench/peer), measured the same way. Target (issue 24):
 #     at most as many.
 # BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, alone in its call
-# and at each batch size, for an A/B (a
-# script from before unit numbers reads the given-back list's key as the user's window and
-# the window's as the signature: both still new per call or never written, as its own).
+# and at each batch size, for an A/B (a script from before unit numbers reads the
+# given-back list's key as the user's window and the window's as the signature: both still
+# new per call or never written, as its own).
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/infra/bench/lib.sh"
@@ -44,8 +44,10 @@ instructions() { # name calls command...
   # A sale under way: its buyers' hashes past the size where Redis keeps them as a flat
   # list (hash-max-listpack-entries, 128), scanned per lookup; a sale of more than 128
   # buyers spends nearly all of its calls on the larger form.
-  redis-cli -p "$port" eval "for i = 1, 1000 do redis.call('HSET', KEYS[1], 'b' .. i, 'o' .. i); redis.call('HSET', KEYS[2], 'b' .. i, 'queued:o' .. i) end" \
-    2 'fg:{bench}:orders' 'fg:{bench}:status' >/dev/null
+  redis-cli -p "$port" eval "for i = 1, 1000 do
+      redis.call('HSET', KEYS[1], 'b' .. i, 'o' .. i)
+      redis.call('HSET', KEYS[2], 'b' .. i, 'queued:o' .. i)
+    end" 2 'fg:{bench}:orders' 'fg:{bench}:status' >/dev/null
   redis-cli -p "$port" set 'peer:{bench}:stock' 1000000000 >/dev/null
   sha=$(redis-cli -p "$port" script load "$(cat "${SCRIPT_FILE:-$WORK/bare.lua}")")
   callgrind_control -z "$pid" >/dev/null 2>&1
@@ -76,8 +78,9 @@ PY
 # ARGV: now, window ms, limit, event, replay ms, deadline, the unit before the first (0)
 # and no claim deadline (''), as for an event of one stock bucket, then per attempt user,
 # order, room position and client network (none: '') and signature; see reserve.lua), a
-# new user, order id and signature per attempt. A script from before stock buckets (its attempts from ARGV 7)
-# takes neither of the two; one from before client networks, no network.
+# new user, order id and signature per attempt. A script from before stock buckets (its
+# attempts from ARGV 7) takes neither of the two; one from before client networks, no
+# network; one from before the slices, a key per signature and no signature argument.
 reserve_call() { # attempts file
   local i keys=() args=() split=(0 '') extra=('' '') guard slice
   ! grep -qF 'ARGV[7 + 3' "$2" || split=()
@@ -132,9 +135,10 @@ if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
   base=$(reserve_instructions base "$WORK/base.lua" 1)
   bench_record "Redis instructions per reserve call, against reserve.lua at $BENCH_SCRIPT_BASE" "$now" instr "$base" ""
   for n in ${BENCH_SCRIPT_BATCHES:-4 16 64}; do
-    say "callgrind: reserve.lua at $BENCH_SCRIPT_BASE with $n attempts per call, $CALLS attempts"
+    say "callgrind: reserve.lua at $BENCH_SCRIPT_BASE, $n attempts per call"
     base=$(reserve_instructions "base-$n" "$WORK/base.lua" "$n")
-    bench_record "Redis instructions per reservation, $n attempts per call, against reserve.lua at $BENCH_SCRIPT_BASE" \
+    bench_record \
+      "Redis instructions per reservation, $n attempts per call, against reserve.lua at $BENCH_SCRIPT_BASE" \
       "${per_reservation_at[$n]}" instr $((base / n)) ""
   done
 fi
