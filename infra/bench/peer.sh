@@ -16,6 +16,8 @@
 # /proc/<pid>/stat (fg-load reports its own), until what the phase queued has reached the
 # broker (flashgate's outbox empty, the peer's producer empty; at most 30 s): CPU per
 # answer is that CPU over every answer of the documented status, warm-up included.
+# Redis's own account of each phase, time and calls per command (INFO commandstats, the
+# scripts' commands included in theirs), is kept in peer-redis-commands-<phase>.txt.
 # Targets (issue 24): flashgate's purchase rate >= 1.0 x the peer's and its CPU per 202,
 # all processes, <= 1.0 x the peer's; its sold-out rate >= 1.0 x the peer's.
 # BENCH_ORIGIN_ENV="FLASHGATE_X=y ..." passes settings to the origin; BENCH_PEER_BACKOFF=1
@@ -71,6 +73,7 @@ phase() { # system scenario round
   else
     pid=$(bench_pid peer) port=$peer_port args=(--bearer-env AUTH_SECRET)
   fi
+  rcli config resetstat >/dev/null
   before=$(cpu_all "$pid")
   [ -n "${BENCH_PEER_BACKOFF:-}" ] && args+=(--backoff)
   "$BENCH_LOAD" --addr "127.0.0.1:$port" --connections "$CONN" --duration "$SECS" --warmup "$WARM" \
@@ -79,6 +82,7 @@ phase() { # system scenario round
   for _ in $(seq 300); do drained "$system" && break; sleep 0.1; done
   drained "$system" || say "peer: $name still had orders on their way after 30 s"
   after=$(cpu_all "$pid")
+  rcli info commandstats >"$BENCH_OUT/peer-redis-commands-$name.txt"
   python3 -c 'import json,sys; b,a=[list(map(float,x.split())) for x in sys.argv[1:3]]
 print(json.dumps(dict(zip(["service","redis","broker"],[round(y-x,2) for x,y in zip(b,a)]))))' \
     "$before" "$after" >"$BENCH_OUT/peer-cpu-$name.json"

@@ -113,7 +113,7 @@ pub async fn reconcile(
         let marks: HashMap<String, String> = conn.hgetall(k.orders()).await?;
         held.extend(marks.into_iter().filter(|(_, m)| !m.starts_with("claim:")));
         compensated.extend(conn.smembers::<_, HashSet<String>>(k.compensated()).await?);
-        backlog += conn.xlen::<_, u64>(k.outbox()).await?;
+        backlog += store.waiting(&k).await?;
     }
     let given_back = match split.buckets {
         1 => store.given_back(event).await?,

@@ -11,6 +11,7 @@
 //!   purchase over them.
 //! - `scripts`: the atomic scripts (`lua/`): reserve, confirm, compensate, put an event.
 //! - `reads`: what the API and the admin read: an event, a buyer's order, counters.
+//! - `outbox`: the outboxes, what the relay took from them and what waits in them.
 //! - `replicas`: reserve calls that wait for replicas (`WAIT`), and strict mode.
 //! - `repair`: an event's view restored from the orders table (`reconcile --repair`).
 //! - `clock_sync`: Redis's clock against ours, for the reserve call's deadline.
@@ -21,6 +22,7 @@ mod clock_sync;
 mod conn;
 mod durability;
 mod keys;
+mod outbox;
 mod reads;
 mod repair;
 mod replicas;
@@ -65,6 +67,7 @@ pub struct Store {
     spill: Arc<Script>,
     settle: Arc<Script>,
     give_back: Arc<Script>,
+    relayed: Arc<Script>,
     /// Waiting for replicas after each reservation ([`Store::wait_for_replicas`]); none
     /// by default.
     replicas: Option<Arc<Replicas>>,
@@ -114,6 +117,7 @@ impl Store {
             spill: Arc::new(Script::new(include_str!("lua/spill.lua"))),
             settle: Arc::new(Script::new(include_str!("lua/settle.lua"))),
             give_back: Arc::new(Script::new(include_str!("lua/give_back.lua"))),
+            relayed: Arc::new(Script::new(include_str!("lua/relayed.lua"))),
             replicas: None,
         };
         // The first reading is used whatever its round trip; two more may refine it.

@@ -1,7 +1,7 @@
 //! What the API, the admin and `reconcile` read: an event, a buyer's order, counters.
 
 use super::buckets::CLAIM;
-use super::{EventKeys, Split, Store};
+use super::{Split, Store};
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::settings::RoomSettings;
 use flashgate_core::wire::OrderStatus;
@@ -196,31 +196,6 @@ impl Store {
             let (status, order) = v.split_once(':')?;
             Some((OrderStatus::parse(status)?, order.to_owned()))
         }))
-    }
-
-    /// Reservations waiting in the outboxes of these events.
-    /// One `XLEN` per outbox, all sent at once: each outbox is in its event's slot, and
-    /// a pipeline may not span slots on a cluster.
-    pub async fn outbox_backlog(&self, events: &[EventId]) -> redis::RedisResult<u64> {
-        let mut outboxes = Vec::new();
-        for e in events {
-            outboxes.extend(self.outboxes(e).await?);
-        }
-        let lens = outboxes.into_iter().map(|outbox| {
-            let mut conn = self.conn();
-            async move { conn.xlen::<_, u64>(outbox).await }
-        });
-        Ok(futures::future::try_join_all(lens).await?.iter().sum())
-    }
-
-    /// The outboxes of an event: its own, or each of its stock buckets'.
-    pub async fn outboxes(&self, id: &EventId) -> redis::RedisResult<Vec<String>> {
-        let split = self.split(id).await?;
-        Ok(self
-            .stock_keys(id, split)
-            .iter()
-            .map(EventKeys::outbox)
-            .collect())
     }
 
     /// Every event id known to this prefix.

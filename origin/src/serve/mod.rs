@@ -12,7 +12,7 @@
 //! - `error`: the one error type; every answer comes from `flashgate_core::wire`.
 //! - `reserver`: coalesces concurrent attempts into few reserve calls.
 //! - `protect`: circuit breaker and adaptive concurrency limit.
-//! - `relay`: the outbox relay (Redis stream → Kafka).
+//! - `relay`: the outbox relay (Redis stream → Kafka); `outbox_entry`: what an entry holds.
 
 mod admin;
 mod error;
@@ -20,6 +20,7 @@ mod event_cache;
 mod extract;
 mod health;
 mod listen;
+mod outbox_entry;
 pub mod protect;
 mod relay;
 mod reserver;

@@ -1,17 +1,19 @@
 //! The outbox relay: moves reservations from each event's Redis stream (each of its stock
 //! buckets' for a split event) to Kafka.
 //!
-//! Entries are read with a consumer group and acknowledged (XACK + XDEL) only after the
-//! broker's delivery report, so nothing is acknowledged that is not in Kafka. Entries left
-//! pending by a relay that died (or by a failed produce) are claimed after
-//! [`CLAIM_IDLE_MS`] and sent again; duplicates are harmless downstream because order ids
-//! are unique. The entries of a pass go out packed, `relay_pack` orders per message
-//! ([`pack_orders`]), and each message's entries are acknowledged with its delivery.
+//! Entries are read with a consumer group and acknowledged and deleted (lua/relayed.lua)
+//! only after the broker's delivery report, so nothing is acknowledged that is not in
+//! Kafka. Entries left pending by a relay that died (or by a failed produce) are claimed
+//! after [`CLAIM_IDLE_MS`] and sent again; duplicates are harmless downstream because order
+//! ids are unique. An entry holds a reserve call's orders (`outbox_entry`); the orders of a
+//! pass go out packed, `relay_pack` per message ([`pack_orders`]), and an entry is
+//! acknowledged once every message with an order of it is delivered.
 
+use super::outbox_entry::{delivered, orders_of};
 use super::protect::Breaker;
 use crate::config::Settings;
 use crate::kafka::{client_config, pack_orders, OrderMessage};
-use crate::redis::Store;
+use crate::redis::{EventKeys, Store};
 use crate::shutdown::Shutdown;
 use anyhow::Context;
 use flashgate_core::ids::EventId;
@@ -176,11 +178,12 @@ impl Relay {
         // Every event's outbox, or each of its stock buckets'.
         let mut outboxes = Vec::new();
         for event in self.store.event_ids().await? {
-            for outbox in self.store.outboxes(&event).await? {
-                outboxes.push((event.clone(), outbox));
+            for keys in self.store.outboxes(&event).await? {
+                outboxes.push((event.clone(), keys));
             }
         }
-        for (event, outbox) in outboxes {
+        for (event, keys) in outboxes {
+            let outbox = keys.outbox();
             if !groups.contains(&outbox) {
                 let created: redis::RedisResult<()> =
                     conn.xgroup_create_mkstream(&outbox, GROUP, "0").await;
@@ -250,7 +253,7 @@ impl Relay {
                 std::future::pending::<()>().await;
             }
             if !entries.is_empty() {
-                moved += self.send(&event, &outbox, entries).await?;
+                moved += self.send(&event, &keys, entries).await?;
             }
         }
         metrics::counter!("flashgate_relay_orders_total").increment(moved as u64);
@@ -260,10 +263,16 @@ impl Relay {
     async fn send(
         &self,
         event: &EventId,
-        outbox: &str,
+        keys: &EventKeys,
         entries: Vec<StreamId>,
     ) -> anyhow::Result<usize> {
-        let orders: Vec<OrderMessage> = entries.iter().map(|e| order_of(event, e)).collect();
+        let mut counts = Vec::with_capacity(entries.len());
+        let mut orders: Vec<OrderMessage> = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let of = orders_of(event, e);
+            counts.push(of.len());
+            orders.extend(of);
+        }
         let messages = pack_orders(&orders, self.pack);
         let deliveries = messages.iter().map(|m| async move {
             let record = FutureRecord::to(&self.topic)
@@ -272,131 +281,23 @@ impl Relay {
             self.producer.send(record, Duration::from_secs(5)).await
         });
         let results = join_all(deliveries).await;
-        // A message carries the next `len` entries, in order.
-        let mut delivered: Vec<&str> = Vec::new();
-        let mut rest = entries.as_slice();
-        for (m, result) in messages.iter().zip(&results) {
-            let (pack, tail) = rest.split_at(m.len);
-            rest = tail;
-            if result.is_ok() {
-                delivered.extend(pack.iter().map(|e| e.id.as_str()));
-            }
-        }
+        let lens: Vec<usize> = messages.iter().map(|m| m.len).collect();
+        let sent: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        let done: Vec<(&str, usize)> = entries
+            .iter()
+            .zip(&counts)
+            .zip(delivered(&counts, &lens, &sent))
+            .filter(|(_, whole)| *whole)
+            .map(|((e, n), _)| (e.id.as_str(), *n))
+            .collect();
+        let moved = done.iter().map(|(_, n)| n).sum();
         if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
             self.breaker.failure(std::time::Instant::now());
-            tracing::warn!(error = %e, failed = entries.len() - delivered.len(), "produce failed; entries stay pending");
+            tracing::warn!(error = %e, failed = orders.len() - moved, "produce failed; entries stay pending");
         } else {
             self.breaker.success();
         }
-        if !delivered.is_empty() {
-            let mut conn = self.store.conn();
-            redis::pipe()
-                .atomic()
-                .xack(outbox, GROUP, &delivered)
-                .ignore()
-                .xdel(outbox, &delivered)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        Ok(delivered.len())
-    }
-}
-
-/// The order an outbox entry holds. Entries carry no event id (the outbox is the event's
-/// own). reserve.lua and spill.lua write one field, `o`:
-/// `order|user|reserved_at|unit|room position|client network` (the last two empty when
-/// absent; ids and networks never hold a `|`). Scripts before 2026-12-03 wrote a field
-/// each, read here too so that entries left by them go out after an upgrade. A field that
-/// does not parse is left empty, and the consumer sets the order aside as malformed.
-fn order_of(event: &EventId, e: &StreamId) -> OrderMessage {
-    let text = |f: &str| e.get::<String>(f);
-    let Some(packed) = text("o") else {
-        return OrderMessage {
-            order_id: text("order_id").unwrap_or_default(),
-            event_id: event.as_str().to_owned(),
-            user_id: text("user_id").unwrap_or_default(),
-            reserved_at: text("reserved_at")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0),
-            room_position: text("room_position").and_then(|p| p.parse().ok()),
-            unit_no: text("unit_no").and_then(|u| u.parse().ok()),
-            client_net: text("client_net"),
-        };
-    };
-    let mut parts = packed.split('|');
-    let mut next = || parts.next().unwrap_or_default();
-    let (order, user, at, unit, position, net) = (next(), next(), next(), next(), next(), next());
-    OrderMessage {
-        order_id: order.to_owned(),
-        event_id: event.as_str().to_owned(),
-        user_id: user.to_owned(),
-        reserved_at: at.parse().unwrap_or(0),
-        unit_no: unit.parse().ok(),
-        room_position: position.parse().ok(),
-        client_net: Some(net).filter(|n| !n.is_empty()).map(str::to_owned),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redis::Value;
-
-    fn entry(fields: &[(&str, &str)]) -> StreamId {
-        StreamId {
-            id: "1-0".into(),
-            map: fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
-                .collect(),
-        }
-    }
-
-    fn event() -> EventId {
-        EventId::parse("e1").expect("event id")
-    }
-
-    #[test]
-    fn a_packed_entry_is_read_field_by_field() {
-        let order = order_of(&event(), &entry(&[("o", "o1|u1|1700|42|7|10.1.2.0/24")]));
-        assert_eq!(
-            order,
-            OrderMessage {
-                order_id: "o1".into(),
-                event_id: "e1".into(),
-                user_id: "u1".into(),
-                reserved_at: 1700,
-                room_position: Some(7),
-                unit_no: Some(42),
-                client_net: Some("10.1.2.0/24".into()),
-            }
-        );
-        let plain = order_of(&event(), &entry(&[("o", "o2|u2|1800|3||")]));
-        assert_eq!((plain.room_position, plain.client_net), (None, None));
-        assert_eq!((plain.unit_no, plain.reserved_at), (Some(3), 1800));
-    }
-
-    #[test]
-    fn an_entry_of_a_field_each_is_read_as_the_same_order() {
-        let old = entry(&[
-            ("order_id", "o1"),
-            ("user_id", "u1"),
-            ("reserved_at", "1700"),
-            ("unit_no", "42"),
-            ("room_position", "7"),
-            ("client_net", "10.1.2.0/24"),
-        ]);
-        let packed = entry(&[("o", "o1|u1|1700|42|7|10.1.2.0/24")]);
-        assert_eq!(order_of(&event(), &old), order_of(&event(), &packed));
-    }
-
-    #[test]
-    fn a_malformed_entry_leaves_what_does_not_parse_empty() {
-        let order = order_of(&event(), &entry(&[("o", "o1|u1|soon")]));
-        assert_eq!((order.order_id.as_str(), order.reserved_at), ("o1", 0));
-        assert_eq!((order.unit_no, order.room_position), (None, None));
-        let none = order_of(&event(), &entry(&[]));
-        assert!(none.order_id.is_empty() && none.user_id.is_empty());
+        self.store.relayed(keys, GROUP, &done).await?;
+        Ok(moved)
     }
 }

@@ -79,17 +79,20 @@ async fn reservations(store: &Store, id: &EventId, split: Split) -> Vec<(String,
             .await
             .expect("outbox");
         for e in reply.ids {
-            // One field: order|user|reserved_at|unit|position|network (serve/relay.rs).
+            // One field, a line per reservation of the call:
+            // order|user|reserved_at|unit|position|network (serve/outbox_entry.rs).
             let packed = e.get::<String>("o").expect("the entry's field");
-            let parts: Vec<&str> = packed.split('|').collect();
-            assert_eq!(parts.len(), 6, "{packed}");
-            let unit: u64 = parts[3].parse().expect("unit");
-            let range = units_of(split, k);
-            assert!(
-                range.contains(&unit),
-                "unit {unit} outside bucket {k}'s range"
-            );
-            all.push((parts[0].to_owned(), parts[1].to_owned(), unit));
+            for line in packed.split('\n') {
+                let parts: Vec<&str> = line.split('|').collect();
+                assert_eq!(parts.len(), 6, "{packed}");
+                let unit: u64 = parts[3].parse().expect("unit");
+                let range = units_of(split, k);
+                assert!(
+                    range.contains(&unit),
+                    "unit {unit} outside bucket {k}'s range"
+                );
+                all.push((parts[0].to_owned(), parts[1].to_owned(), unit));
+            }
         }
     }
     all

@@ -248,6 +248,19 @@ async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
         assert_eq!(r.status, 202, "{}", r.body);
         orders.insert(r.body["order_id"].as_str().expect("order").to_owned());
     }
+    // And one reserve call of three: its reservations share an entry, a line each.
+    orders.extend(reserve_three(&app, "patient").await);
+    let id = flashgate_core::ids::EventId::parse("patient").expect("id");
+    let k = app.store.keys(&id);
+    let entries: u64 = redis::cmd("XLEN")
+        .arg(k.outbox())
+        .query_async(&mut app.store.conn())
+        .await
+        .expect("xlen");
+    assert_eq!(entries, 4);
+    // The backlog counts reservations, not entries.
+    let waiting = app.store.outbox_backlog(std::slice::from_ref(&id));
+    assert_eq!(waiting.await.expect("backlog"), 6);
     let ready = reply(
         app.http
             .get(format!("{}/readyz", app.base))
@@ -268,7 +281,46 @@ async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
     assert!(ready.body["message"].is_string(), "{}", ready.body);
     broker.restart();
     await_orders_in_kafka(&brokers, &app.settings.kafka.orders_topic, &orders, 90).await;
+    eventually("the outbox empties", 30, || async {
+        app.store
+            .outbox_backlog(std::slice::from_ref(&id))
+            .await
+            .ok()
+            == Some(0)
+    })
+    .await;
+    assert_eq!(reserved_and_relayed(&app, &k).await, (6, 6));
     app.stop().await;
+}
+
+/// Three attempts of new buyers in one reserve call, all reserved; their order ids.
+async fn reserve_three(app: &TestApp, event: &str) -> Vec<String> {
+    use flashgate_core::ids::{EventId, OrderId, UserId};
+    use flashgate_origin::redis::{Attempt, Reservation, ReserveRules};
+    let attempts: Vec<Attempt> = (0..3)
+        .map(|_| Attempt {
+            user: UserId::parse(&unique("call")).expect("user id"),
+            new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("id"),
+            signature: unique("sig"),
+            signed_at: app.clock.now_ms(),
+            room_position: Some(7),
+            client_net: None,
+        })
+        .collect();
+    let rules = ReserveRules {
+        now: app.clock.now_ms(),
+        window_ms: 1000,
+        limit: 1000,
+        replay_window_ms: 60_000,
+    };
+    let event = EventId::parse(event).expect("event id");
+    let verdicts = app.store.reserve(&event, rules, &attempts).await;
+    let verdicts = verdicts.expect("reserve call");
+    let ids: Vec<String> = attempts.iter().map(|a| a.new_order.to_string()).collect();
+    for (verdict, a) in verdicts.iter().zip(&attempts) {
+        assert_eq!(verdict, &Reservation::Reserved(a.new_order.clone()));
+    }
+    ids
 }
 
 #[tokio::test]

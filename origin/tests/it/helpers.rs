@@ -564,3 +564,17 @@ pub async fn produce(brokers: &str, topic: &str, payloads: Vec<Vec<u8>>) {
         }
     }
 }
+
+/// The `reserved` and `relayed` counters of the outbox at `keys` (redis/outbox.rs).
+pub async fn reserved_and_relayed(
+    app: &TestApp,
+    keys: &flashgate_origin::redis::EventKeys,
+) -> (u64, u64) {
+    redis::cmd("HMGET")
+        .arg(keys.stats())
+        .arg("reserved")
+        .arg("relayed")
+        .query_async(&mut app.store.conn())
+        .await
+        .expect("stats")
+}

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Outbox entries of a field each, as reserve.lua wrote them before 2026-12-03, go to the
-/// orders topic as the same orders as the one-field entries written now.
+/// orders topic as the same orders as the entries written now, and leave the outbox's
+/// count of reservations waiting right.
 #[tokio::test]
 async fn entries_left_by_the_earlier_reserve_script_reach_the_topic() {
     let app = spawn_app(generous()).await;
@@ -48,6 +49,14 @@ async fn entries_left_by_the_earlier_reserve_script_reach_the_topic() {
     );
     // Units 1 to 5, sold from the highest (core::fence): the first sale takes unit 5.
     assert_eq!((new.unit_no, new.room_position), (Some(5), None));
+    // The earlier entry was never counted as reserved here: once the outbox is empty, the
+    // relayed count starts again from what was reserved, and nothing waits.
+    let k = app.store.keys(&id);
+    eventually("the outbox empties", 30, || async {
+        app.store.waiting(&k).await.ok() == Some(0)
+    })
+    .await;
+    assert_eq!(reserved_and_relayed(&app, &k).await, (1, 1));
     app.stop().await;
 }
 

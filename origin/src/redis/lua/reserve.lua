@@ -36,7 +36,9 @@
 --
 -- The call is atomic, so what every attempt needs to see is kept in Lua (stock left, the
 -- orders of this call) and the writes common to all attempts are made once, at the end:
--- per attempt only the signature, the window, the order lookup and the outbox entry.
+-- per attempt only the signature, the window and the order lookup. The call's
+-- reservations share one outbox entry, a line each: the relay reads, acknowledges and
+-- deletes an entry per call, not per reservation.
 -- (Reading a call's orders and windows with one command each costs Redis less in calls
 -- of 64 attempts but more in calls of one, and under load most calls carry one:
 -- `./dev bench script`.)
@@ -70,7 +72,7 @@ local limit = tonumber(ARGV[3])
 local taken = 0
 local back = 0
 if stock and stock > 0 then back = redis.call('LLEN', KEYS[6]) end
-local orders, statuses, mine = {}, {}, {}
+local orders, statuses, lines, mine = {}, {}, {}, {}
 local buyers_version = nil
 -- Remembers the signature in its slice's set; false for a replay. The set holds an empty
 -- member too (never a signature): added with the first signature, it tells that the set
@@ -162,10 +164,11 @@ for i = 0, n - 1 do
       orders[#orders + 1] = order
       statuses[#statuses + 1] = user
       statuses[#statuses + 1] = 'queued:' .. order
-      -- One field, as the relay reads it (serve/relay.rs): the order, what the edge
-      -- vouched for with it, and no event id (the outbox is the event's own).
-      redis.call('XADD', KEYS[4], '*', 'o',
-        order .. '|' .. user .. '|' .. ARGV[1] .. '|' .. unit .. '|' .. position .. '|' .. net)
+      -- A line of the call's outbox entry, as the relay reads it (serve/relay.rs): the
+      -- order, what the edge vouched for with it, and no event id (the outbox is the
+      -- event's own).
+      lines[#lines + 1] =
+        order .. '|' .. user .. '|' .. ARGV[1] .. '|' .. unit .. '|' .. position .. '|' .. net
       verdict, detail = 'reserved', order
     end
   end
@@ -177,5 +180,6 @@ if taken > 0 then
   redis.call('HSET', KEYS[2], unpack(orders))
   redis.call('HSET', KEYS[3], unpack(statuses))
   redis.call('HINCRBY', KEYS[5], 'reserved', taken)
+  redis.call('XADD', KEYS[4], '*', 'o', table.concat(lines, '\n'))
 end
 return out
