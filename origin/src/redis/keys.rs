@@ -62,12 +62,42 @@ impl EventKeys {
     /// expiry. The name ends with the slice's end, unix ms, from which the script reckons
     /// when the set may go.
     pub fn signatures(&self, signed_at: Millis) -> String {
-        let end = (signed_at.div_euclid(SIGNATURE_SLICE_MS) + 1) * SIGNATURE_SLICE_MS;
-        self.key(&format!("sigs:{end}"))
+        format!("{}:sigs:{}", self.base, slice_end(signed_at))
     }
     /// Counter of one user's tries in the current window that got nothing (a reserving try
     /// counts once its order is given back).
     pub fn window(&self, user: &UserId) -> String {
-        self.key(&format!("win:{user}"))
+        format!("{}:win:{user}", self.base)
+    }
+}
+
+/// The end of the replay guard's time slice that holds `signed_at`, unix ms: the attempts
+/// of a reserve call with the same end share one set.
+pub(super) fn slice_end(signed_at: Millis) -> Millis {
+    (signed_at.div_euclid(SIGNATURE_SLICE_MS) + 1) * SIGNATURE_SLICE_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_goes_to_the_slice_that_ends_after_it() {
+        let k = EventKeys {
+            base: "fg:{e1}".into(),
+        };
+        assert_eq!(
+            k.signatures(1_764_000_000_000),
+            "fg:{e1}:sigs:1764000010000"
+        );
+        assert_eq!(
+            k.signatures(1_764_000_009_999),
+            "fg:{e1}:sigs:1764000010000"
+        );
+        assert_eq!(slice_end(1_764_000_010_000), 1_764_000_020_000);
+        assert_eq!(
+            k.window(&UserId::parse("u1").expect("id")),
+            "fg:{e1}:win:u1"
+        );
     }
 }

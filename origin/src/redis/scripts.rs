@@ -186,13 +186,22 @@ impl Store {
             .arg(self.deadline())
             .arg(first)
             .arg(claim_until.map(|t| t.to_string()).unwrap_or_default());
+        // The attempts of a call were signed within moments of each other: their slice's
+        // key is made once, not per attempt.
+        let mut slice: Option<(Millis, String)> = None;
         for a in attempts {
-            call.key(k.window(&a.user))
-                .key(k.signatures(a.signed_at))
-                .arg(a.user.as_str())
-                .arg(a.new_order.as_str())
-                .arg(a.room_position.map(|p| p.to_string()).unwrap_or_default())
-                .arg(a.client_net.as_deref().unwrap_or_default())
+            let end = super::keys::slice_end(a.signed_at);
+            let signatures = match slice {
+                Some((at, ref key)) if at == end => key,
+                _ => &slice.insert((end, k.signatures(a.signed_at))).1,
+            };
+            call.key(k.window(&a.user)).key(signatures);
+            call.arg(a.user.as_str()).arg(a.new_order.as_str());
+            match a.room_position {
+                Some(position) => call.arg(position),
+                None => call.arg(""),
+            };
+            call.arg(a.client_net.as_deref().unwrap_or_default())
                 .arg(&a.signature);
         }
         call
