@@ -182,6 +182,13 @@ async fn on_a_cluster_each_events_orders_become_rows_and_refused_ones_give_their
     }
     let rows = count(&pool, "SELECT COUNT(*) FROM orders WHERE user_id = 'buyer'").await;
     assert_eq!(rows, events.len() as i64);
+    // Every order was relayed: the backlog, read at each event's master, is empty.
+    let ids: Vec<EventId> = events
+        .iter()
+        .map(|e| EventId::parse(e).expect("event id"))
+        .collect();
+    let backlog = app.store.outbox_backlog(&ids).await;
+    assert_eq!(backlog.expect("the backlog of every master"), 0);
     assert_eq!(
         app.metric("flashgate_reservations_unreplicated_total")
             .await,
