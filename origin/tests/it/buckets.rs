@@ -6,11 +6,11 @@ use crate::cluster::{cluster_settings, master_of};
 use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
 use figment::Figment;
-use flashgate_core::ids::{EventId, OrderId, UserId};
+use flashgate_core::ids::EventId;
 use flashgate_core::stock_buckets::{home, units, Call, Decision};
 use flashgate_origin::cmd::reconcile::reconcile;
 use flashgate_origin::db;
-use flashgate_origin::redis::{Attempt, BucketPurchase, ReserveRules, Split, Store};
+use flashgate_origin::redis::{BucketPurchase, Split, Store};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,26 +22,6 @@ async fn cluster_store() -> Store {
     )
     .await
     .expect("cluster")
-}
-
-fn rules(now: i64) -> ReserveRules {
-    ReserveRules {
-        now,
-        window_ms: 60_000,
-        limit: 1000,
-        replay_window_ms: 60_000,
-    }
-}
-
-fn attempt(user: &str) -> Attempt {
-    Attempt {
-        user: UserId::parse(user).expect("user id"),
-        new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("order id"),
-        signature: unique("sig"),
-        signed_at: now_ms(),
-        room_position: None,
-        client_net: None,
-    }
 }
 
 /// An event id whose `n` stock buckets live on `n` different masters.
@@ -132,7 +112,7 @@ async fn on_a_cluster_buckets_sell_their_stock_once_and_each_buyer_once() {
         let (store, id, user) = (store.clone(), id.clone(), user.clone());
         tasks.push(tokio::spawn(async move {
             let answer = store
-                .purchase_in_buckets(&id, split, rules(now), &attempt(&user), 30_000)
+                .purchase_in_buckets(&id, split, reserve_rules(now), &new_attempt(&user), 30_000)
                 .await
                 .expect("purchase");
             (user, answer)
@@ -215,12 +195,18 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
     let now = now_ms();
     // The first buyer empties bucket 0; the second's purchase writes a claim there.
     let first = store
-        .purchase_in_buckets(&id, split, rules(now), &attempt(&at_home[0]), 1000)
+        .purchase_in_buckets(
+            &id,
+            split,
+            reserve_rules(now),
+            &new_attempt(&at_home[0]),
+            1000,
+        )
         .await
         .expect("purchase");
     assert!(matches!(first, BucketPurchase::Reserved(_)), "{first:?}");
     // The second buyer's purchase dies after its home call: its claim stays.
-    let dead = attempt(&at_home[1]);
+    let dead = new_attempt(&at_home[1]);
     let order = dead.new_order.as_str().to_owned();
     let keys = store.bucket_keys(&id, 0);
     redis::cmd("HSET")
@@ -232,14 +218,26 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
         .expect("claim");
     // Before its deadline, the buyer's retries are told to come back.
     let retry = store
-        .purchase_in_buckets(&id, split, rules(now), &attempt(&at_home[1]), 1000)
+        .purchase_in_buckets(
+            &id,
+            split,
+            reserve_rules(now),
+            &new_attempt(&at_home[1]),
+            1000,
+        )
         .await
         .expect("purchase");
     assert_eq!(retry, BucketPurchase::InFlight);
     // After it, the next attempt fences bucket 1 for the dead order and drops the claim;
     // a late spill call of the dead purchase then takes nothing, though bucket 1 has stock.
     let later = store
-        .purchase_in_buckets(&id, split, rules(now + 1000), &attempt(&at_home[1]), 1000)
+        .purchase_in_buckets(
+            &id,
+            split,
+            reserve_rules(now + 1000),
+            &new_attempt(&at_home[1]),
+            1000,
+        )
         .await
         .expect("purchase");
     assert_eq!(later, BucketPurchase::InFlight);
@@ -262,7 +260,13 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
     // The buyer's next attempt spills and gets bucket 1's unit; a repeated call for that
     // order answers the same unit.
     let again = store
-        .purchase_in_buckets(&id, split, rules(now + 1000), &attempt(&at_home[1]), 1000)
+        .purchase_in_buckets(
+            &id,
+            split,
+            reserve_rules(now + 1000),
+            &new_attempt(&at_home[1]),
+            1000,
+        )
         .await
         .expect("purchase");
     let BucketPurchase::Reserved(bought) = again else {

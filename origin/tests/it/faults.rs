@@ -295,26 +295,19 @@ async fn kafka_down_reservations_wait_in_the_outbox_and_flow_when_it_returns() {
 
 /// Three attempts of new buyers in one reserve call, all reserved; their order ids.
 async fn reserve_three(app: &TestApp, event: &str) -> Vec<String> {
-    use flashgate_core::ids::{EventId, OrderId, UserId};
-    use flashgate_origin::redis::{Attempt, Reservation, ReserveRules};
+    use flashgate_core::ids::EventId;
+    use flashgate_origin::redis::{Attempt, Reservation};
     let attempts: Vec<Attempt> = (0..3)
         .map(|_| Attempt {
-            user: UserId::parse(&unique("call")).expect("user id"),
-            new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("id"),
-            signature: unique("sig"),
-            signed_at: app.clock.now_ms(),
             room_position: Some(7),
-            client_net: None,
+            ..new_attempt(&unique("call"))
         })
         .collect();
-    let rules = ReserveRules {
-        now: app.clock.now_ms(),
-        window_ms: 1000,
-        limit: 1000,
-        replay_window_ms: 60_000,
-    };
     let event = EventId::parse(event).expect("event id");
-    let verdicts = app.store.reserve(&event, rules, &attempts).await;
+    let verdicts = app
+        .store
+        .reserve(&event, reserve_rules(now_ms()), &attempts)
+        .await;
     let verdicts = verdicts.expect("reserve call");
     let ids: Vec<String> = attempts.iter().map(|a| a.new_order.to_string()).collect();
     for (verdict, a) in verdicts.iter().zip(&attempts) {

@@ -578,3 +578,26 @@ pub async fn reserved_and_relayed(
         .await
         .expect("stats")
 }
+
+/// Rules of a reserve call made now (`now`, unix ms) that leave room for many tries.
+pub fn reserve_rules(now: i64) -> flashgate_origin::redis::ReserveRules {
+    flashgate_origin::redis::ReserveRules {
+        now,
+        window_ms: 60_000,
+        limit: 1000,
+        replay_window_ms: 60_000,
+    }
+}
+
+/// A purchase attempt of `user` signed now, with a new order id and signature.
+pub fn new_attempt(user: &str) -> flashgate_origin::redis::Attempt {
+    use flashgate_core::ids::{OrderId, UserId};
+    flashgate_origin::redis::Attempt {
+        user: UserId::parse(user).expect("user id"),
+        new_order: OrderId::parse(&uuid::Uuid::now_v7().simple().to_string()).expect("order id"),
+        signature: unique("sig"),
+        signed_at: now_ms(),
+        room_position: None,
+        client_net: None,
+    }
+}
