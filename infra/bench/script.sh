@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# reserve.lua's cost in Redis, in instructions (callgrind): per call, per reservation by batch size, vs DECR
+# a purchase's scripts in Redis, in instructions (callgrind): reserve.lua by batch size vs DECR, confirm_many.lua
 #
 # Instruction counts do not move with what else the shared machine is doing, so a change to
 # the script can be judged on them where requests per second would drown in noise. Each
@@ -14,11 +14,13 @@
 #   - calls of BENCH_SCRIPT_BATCHES ("4 16 64") attempts each, as the origin coalesces
 #     them under load: instructions per reservation, against the original design's
 #     reservation, one DECR (infra/bench/peer), measured the same way. Target (issue 24):
-#     at most as many.
-# BENCH_SCRIPT_BASE=<git rev> adds the script as it was at that revision, alone in its call
-# and at each batch size, for an A/B (a script from before unit numbers reads the
-# given-back list's key as the user's window and the window's as the signature: both still
-# new per call or never written, as its own).
+#     at most as many;
+#   - the consumer's confirmation (confirm_many.lua), per order of batches of 500 queued
+#     orders, the other script every purchase runs.
+# BENCH_SCRIPT_BASE=<git rev> adds the scripts as they were at that revision (reserve.lua
+# alone in its call and at each batch size, confirm_many.lua), for an A/B (a reserve.lua
+# from before unit numbers reads the given-back list's key as the user's window and the
+# window's as the signature: both still new per call or never written, as its own).
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$ROOT/infra/bench/lib.sh"
@@ -28,49 +30,92 @@ CALLS=${BENCH_SCRIPT_CALLS:-5000}
 WORK="$DIR/script"
 mkdir -p "$WORK"
 
-# Instructions Redis executes per call for CALLS calls of a redis-benchmark command, each
-# `SCRIPT` in it standing for the SHA of the script in file $SCRIPT_FILE (loaded first).
-instructions() { # name calls command...
-  local name=$1 calls=$2 port pid sha; shift 2
-  port=$(free_port)
-  rm -rf "$WORK/$name" && mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/$name/cg.out" \
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/$name" --appendonly yes \
-    --appendfsync everysec --save '' --daemonize no --logfile "$WORK/$name/redis.log") \
-    </dev/null >"$WORK/$name/valgrind.log" 2>&1 &
-  pid=$!
-  wait_for "redis under callgrind (logs in $WORK/$name)" 40 redis-cli -p "$port" ping
-  redis-cli -p "$port" set 'fg:{bench}:stock' 1000000000 >/dev/null
+# A fresh redis-server under callgrind, as the stack runs it, with a sale under way; sets
+# PORT and PID. Its counters are zeroed by callgrind_count's caller: `callgrind_control -z`.
+callgrind_redis() { # name
+  PORT=$(free_port)
+  rm -rf "$WORK/$1" && mkdir -p "$WORK/$1"
+  (cd "$WORK/$1" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/$1/cg.out" \
+    redis-server --port "$PORT" --bind 127.0.0.1 --dir "$WORK/$1" --appendonly yes \
+    --appendfsync everysec --save '' --daemonize no --logfile "$WORK/$1/redis.log") \
+    </dev/null >"$WORK/$1/valgrind.log" 2>&1 &
+  PID=$!
+  wait_for "redis under callgrind (logs in $WORK/$1)" 40 redis-cli -p "$PORT" ping
+  redis-cli -p "$PORT" set 'fg:{bench}:stock' 1000000000 >/dev/null
   # A sale under way: its buyers' hashes past the size where Redis keeps them as a flat
   # list (hash-max-listpack-entries, 128), scanned per lookup; a sale of more than 128
   # buyers spends nearly all of its calls on the larger form.
-  redis-cli -p "$port" eval "for i = 1, 1000 do
+  redis-cli -p "$PORT" eval "for i = 1, 1000 do
       redis.call('HSET', KEYS[1], 'b' .. i, 'o' .. i)
       redis.call('HSET', KEYS[2], 'b' .. i, 'queued:o' .. i)
     end" 2 'fg:{bench}:orders' 'fg:{bench}:status' >/dev/null
-  redis-cli -p "$port" set 'peer:{bench}:stock' 1000000000 >/dev/null
-  sha=$(redis-cli -p "$port" script load "$(cat "${SCRIPT_FILE:-$WORK/bare.lua}")")
-  callgrind_control -z "$pid" >/dev/null 2>&1
-  timeout 600 redis-benchmark -p "$port" -c 8 -n "$calls" -r 1000000000 --csv "${@/#SCRIPT/$sha}" \
-    >"$WORK/$name/benchmark.csv"
-  sleep 2
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-  wait "$pid" || true
-  python3 - "$WORK/$name" "$calls" <<'PY'
+  redis-cli -p "$PORT" set 'peer:{bench}:stock' 1000000000 >/dev/null
+}
+
+# Stops the server of callgrind_redis and prints its instructions since they were zeroed,
+# per unit (a call, an order).
+callgrind_count() { # name units
+  callgrind_control -d "$PID" >/dev/null 2>&1
+  redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+  wait "$PID" || true
+  python3 - "$WORK/$1" "$2" <<'PY'
 import glob, sys
-d, calls = sys.argv[1], int(sys.argv[2])
+d, units = sys.argv[1], int(sys.argv[2])
 # The dump made after zeroing (cg.out.1) holds just the measured interval.
 parts = sorted(glob.glob(d + "/cg.out.*"))
 if not parts:
     sys.exit("no callgrind dump in " + d)
 for line in open(parts[0]):
     if line.startswith(("summary:", "totals:")):
-        print(round(int(line.split()[1]) / calls))
+        print(round(int(line.split()[1]) / units))
         break
 else:
     sys.exit("no totals in " + parts[0])
 PY
+}
+
+# Instructions Redis executes per call for CALLS calls of a redis-benchmark command, each
+# `SCRIPT` in it standing for the SHA of the script in file $SCRIPT_FILE (loaded first).
+instructions() { # name calls command...
+  local name=$1 calls=$2 sha; shift 2
+  callgrind_redis "$name"
+  sha=$(redis-cli -p "$PORT" script load "$(cat "${SCRIPT_FILE:-$WORK/bare.lua}")")
+  callgrind_control -z "$PID" >/dev/null 2>&1
+  timeout 600 redis-benchmark -p "$PORT" -c 8 -n "$calls" -r 1000000000 --csv "${@/#SCRIPT/$sha}" \
+    >"$WORK/$name/benchmark.csv"
+  sleep 2
+  callgrind_count "$name" "$calls"
+}
+
+# Instructions per order of the consumer's confirmation (confirm_many.lua in file $2):
+# BENCH_CONFIRM_BATCHES (20) calls of a consumer batch (500 orders) each, every order
+# queued as a reservation leaves it.
+confirm_instructions() { # name file
+  local batches=${BENCH_CONFIRM_BATCHES:-20} sha
+  callgrind_redis "$1"
+  sha=$(redis-cli -p "$PORT" script load "$(cat "$2")")
+  python3 - "$WORK/$1" "$batches" 500 "$sha" <<'PY'
+import sys
+d, batches, size, sha = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def resp(*args):
+    args = [str(a).encode() for a in args]
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+seed, calls = [], []
+for b in range(batches):
+    pairs = [(f"c{b}x{i}", f"oc{b}x{i}") for i in range(size)]
+    seed.append(resp("HSET", "fg:{bench}:orders", *[x for p in pairs for x in p]))
+    seed.append(resp("HSET", "fg:{bench}:status", *[x for u, o in pairs for x in (u, "queued:" + o)]))
+    calls.append(resp("EVALSHA", sha, 3, "fg:{bench}:status", "fg:{bench}:stats",
+                      "fg:{bench}:orders", *[x for p in pairs for x in p]))
+open(d + "/seed.resp", "wb").write(b"".join(seed))
+open(d + "/calls.resp", "wb").write(b"".join(calls))
+PY
+  redis-cli -p "$PORT" --pipe <"$WORK/$1/seed.resp" >/dev/null
+  callgrind_control -z "$PID" >/dev/null 2>&1
+  redis-cli -p "$PORT" --pipe <"$WORK/$1/calls.resp" >"$WORK/$1/pipe.log"
+  [ "$(redis-cli -p "$PORT" hget 'fg:{bench}:stats' confirmed)" = $((batches * 500)) ] \
+    || die "confirm_many.lua confirmed $(redis-cli -p "$PORT" hget 'fg:{bench}:stats' confirmed) of $((batches * 500)) orders"
+  callgrind_count "$1" $((batches * 500))
 }
 
 # The origin's reserve call for N attempts (KEYS: stock orders status outbox stats
@@ -127,6 +172,10 @@ for n in ${BENCH_SCRIPT_BATCHES:-4 16 64}; do
   per_reservation_at[$n]=$per_reservation
   bench_record "Redis instructions per reservation, $n attempts per call" "$per_reservation" instr "$decr" "<=1.0"
 done
+# The consumer's confirmation, per order of a batch: Redis's other work per purchase.
+say "callgrind: confirm_many.lua, batches of 500 orders"
+confirmed=$(confirm_instructions confirm "$ROOT/origin/src/redis/lua/confirm_many.lua")
+bench_record "Redis instructions per order confirmed (consumer batch of 500)" "$confirmed" instr "" ""
 if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
   # The script moved to origin/src/redis/lua/ on 2026-12-02; older revisions have it in src/lua/.
   git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/redis/lua/reserve.lua" >"$WORK/base.lua" 2>/dev/null \
@@ -141,4 +190,10 @@ if [ -n "${BENCH_SCRIPT_BASE:-}" ]; then
       "Redis instructions per reservation, $n attempts per call, against reserve.lua at $BENCH_SCRIPT_BASE" \
       "${per_reservation_at[$n]}" instr $((base / n)) ""
   done
+  git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/redis/lua/confirm_many.lua" >"$WORK/base-confirm.lua" 2>/dev/null \
+    || git -C "$ROOT" show "$BENCH_SCRIPT_BASE:origin/src/lua/confirm_many.lua" >"$WORK/base-confirm.lua"
+  say "callgrind: confirm_many.lua at $BENCH_SCRIPT_BASE, batches of 500 orders"
+  base=$(confirm_instructions base-confirm "$WORK/base-confirm.lua")
+  bench_record "Redis instructions per order confirmed, against confirm_many.lua at $BENCH_SCRIPT_BASE" \
+    "$confirmed" instr "$base" ""
 fi

@@ -5,7 +5,9 @@
 //!    into an empty table shaped like `orders`; measured before and after the consumer,
 //!    and the mean is the floor (the machine's pace drifts within a run).
 //! 2. The consumer: `BENCH_ORDERS` orders produced to a fresh topic first, packed as the
-//!    relay packs them (`BENCH_PACK` per message, default the relay's), then the
+//!    relay packs them (`BENCH_PACK` per message, default the relay's), and left in Redis
+//!    as their reservations would have left them (the buyer's order and its `queued:`
+//!    status, so that the confirmation takes a sale's path), then the
 //!    real `Consumer` (rate cap off), timed from its first finished batch until it
 //!    has finished every order (the orders of that first batch are not counted): the
 //!    steady rate, without the one-off group join, which is printed beside it. Progress is
@@ -15,6 +17,7 @@
 //!    nothing; once it is done, one `COUNT(*)` checks that every row is in `orders`.
 //!    (Polling `COUNT(*)` every 20 ms, as this bench first did, took up to 14 ms of
 //!    MariaDB time per poll at 100,000 rows: the measurement slowed what it measured.)
+//!    Redis's CPU over the consumer's run (`INFO cpu`), per order, is reported beside it.
 //!
 //! Needs `REDIS_URL`, `MYSQL_URL` and `KAFKA_BROKERS`; prints one JSON line.
 #![allow(missing_docs)]
@@ -80,6 +83,52 @@ impl metrics::Recorder for Finished {
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).map_err(|_| anyhow::anyhow!("{name} is not set"))
+}
+
+/// What the reserve script leaves in Redis for each order (`lua/reserve.lua`): the buyer's
+/// order and its `queued:` status, which the consumer's confirmation turns `confirmed:`.
+async fn seed_reservations(
+    store: &Store,
+    event: &str,
+    orders: &[OrderMessage],
+) -> anyhow::Result<()> {
+    let keys = store.keys(&flashgate_core::ids::EventId::parse(event)?);
+    let mut conn = store.conn();
+    for chunk in orders.chunks(1000) {
+        let (mut held, mut status) = (redis::cmd("HSET"), redis::cmd("HSET"));
+        held.arg(keys.orders());
+        status.arg(keys.status());
+        for o in chunk {
+            held.arg(&o.user_id).arg(&o.order_id);
+            status.arg(&o.user_id).arg(format!("queued:{}", o.order_id));
+        }
+        redis::pipe()
+            .add_command(held)
+            .add_command(status)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Redis's CPU time so far (user + system, `INFO cpu`), in seconds.
+async fn redis_cpu_s(store: &Store) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut store.conn())
+        .await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .ok_or_else(|| anyhow::anyhow!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user")? + field("used_cpu_sys")?)
 }
 
 /// Rows per second of the plain loop: `orders` inserted into an empty table shaped like
@@ -211,11 +260,13 @@ async fn main() -> anyhow::Result<()> {
             .merge(("consumer.batch_size", batch)),
     )?;
     let store = Store::connect(&redis, &format!("bench-{run}:")).await?;
+    seed_reservations(&store, &event, &orders).await?;
+    let redis_cpu_before = redis_cpu_s(&store).await?;
     let consumer = Consumer::new(
         &brokers,
         &topic,
         pool.clone(),
-        store,
+        store.clone(),
         settings.consumer,
         settings.purchase.user_window_ms,
     )?;
@@ -246,6 +297,8 @@ async fn main() -> anyhow::Result<()> {
     let join_s = (first_at - started).as_secs_f64();
     let steady_s = first_at.elapsed().as_secs_f64().max(1e-6);
     let consumer_rps = (n as u64 - first_orders) as f64 / steady_s;
+    // Redis's CPU per order over the whole run, the group join included.
+    let redis_us_per_order = (redis_cpu_s(&store).await? - redis_cpu_before) * 1e6 / n as f64;
     let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE event_id = ?")
         .bind(&event)
         .fetch_one(&pool)
@@ -266,7 +319,8 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"orders": n, "batch": batch, "pack": pack, "messages": messages.len(), "consumer_rows_per_s": consumer_rps,
             "floor_rows_per_s": floor, "floor_before_rows_per_s": floor_before, "floor_after_rows_per_s": floor_after, "kafka_read_per_s": kafka_floor,
-            "first_batch_after_s": join_s, "first_batch_orders": first_orders})
+            "first_batch_after_s": join_s, "first_batch_orders": first_orders,
+            "redis_us_per_order": redis_us_per_order})
     );
     Ok(())
 }

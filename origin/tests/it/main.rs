@@ -11,6 +11,7 @@ mod admin;
 mod buckets;
 mod cli;
 mod cluster;
+mod confirm;
 mod consumer;
 mod consumer_crash;
 mod failover;
