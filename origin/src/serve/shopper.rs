@@ -255,11 +255,11 @@ fn bucket_answer(bought: BucketPurchase) -> Outcome {
 
 /// A token of the process's purchase bucket, or the seconds until one.
 fn bucket_token(bucket: &governor::DefaultDirectRateLimiter) -> Result<(), u64> {
+    // The bucket's own clock: a new one would probe the CPU (CPUID, a trap to the
+    // hypervisor in a VM) on every refusal, when the bucket is busiest.
     bucket.check().map_err(|not_until| {
         not_until
-            .wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ))
+            .wait_time_from(governor::clock::Clock::now(bucket.clock()))
             .as_secs()
     })
 }

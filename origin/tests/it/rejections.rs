@@ -204,3 +204,26 @@ async fn a_replayed_signature_is_refused_and_changes_nothing() {
     assert!(ttl <= slice_end - now + replay_ms, "{ttl}");
     app.stop().await;
 }
+
+/// The process's purchase bucket (`admission_rps`): past it, a purchase is 429
+/// `rate_limited` with the seconds until its next token, and reserves nothing.
+#[tokio::test]
+async fn past_the_process_bucket_a_purchase_waits_and_reserves_nothing() {
+    let app = spawn_app(generous().merge(("admission_rps", 1))).await;
+    app.live_event("bucketed", 5).await;
+    assert_eq!(app.purchase("bucketed", "first").await.status, 202);
+    let held = app.purchase("bucketed", "second").await;
+    assert_eq!(
+        (held.status, &held.body["status"]),
+        (429, &"rate_limited".into()),
+        "{}",
+        held.body
+    );
+    assert_eq!(held.retry_after.as_deref(), Some("1"));
+    let stats = app.stats("bucketed").await;
+    assert_eq!(
+        (stats["reserved"].as_u64(), stats["stock_left"].as_u64()),
+        (Some(1), Some(4))
+    );
+    app.stop().await;
+}
