@@ -182,6 +182,14 @@ fn units_of(split: Split, k: u16) -> std::ops::RangeInclusive<u64> {
     units(split.total, split.buckets)[usize::from(k)].clone()
 }
 
+/// A purchase by `user` at `now` on the split event `id`, a claim waiting 1 s.
+async fn buy_at(store: &Store, id: &EventId, split: Split, user: &str, now: i64) -> BucketPurchase {
+    store
+        .purchase_in_buckets(id, split, reserve_rules(now), &new_attempt(user), 1000)
+        .await
+        .expect("purchase")
+}
+
 #[tokio::test]
 async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
     let store = cluster_store().await;
@@ -194,16 +202,7 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
         .collect();
     let now = now_ms();
     // The first buyer empties bucket 0; the second's purchase writes a claim there.
-    let first = store
-        .purchase_in_buckets(
-            &id,
-            split,
-            reserve_rules(now),
-            &new_attempt(&at_home[0]),
-            1000,
-        )
-        .await
-        .expect("purchase");
+    let first = buy_at(&store, &id, split, &at_home[0], now).await;
     assert!(matches!(first, BucketPurchase::Reserved(_)), "{first:?}");
     // The second buyer's purchase dies after its home call: its claim stays.
     let dead = new_attempt(&at_home[1]);
@@ -217,29 +216,11 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
         .await
         .expect("claim");
     // Before its deadline, the buyer's retries are told to come back.
-    let retry = store
-        .purchase_in_buckets(
-            &id,
-            split,
-            reserve_rules(now),
-            &new_attempt(&at_home[1]),
-            1000,
-        )
-        .await
-        .expect("purchase");
+    let retry = buy_at(&store, &id, split, &at_home[1], now).await;
     assert_eq!(retry, BucketPurchase::InFlight);
     // After it, the next attempt fences bucket 1 for the dead order and drops the claim;
     // a late spill call of the dead purchase then takes nothing, though bucket 1 has stock.
-    let later = store
-        .purchase_in_buckets(
-            &id,
-            split,
-            reserve_rules(now + 1000),
-            &new_attempt(&at_home[1]),
-            1000,
-        )
-        .await
-        .expect("purchase");
+    let later = buy_at(&store, &id, split, &at_home[1], now + 1000).await;
     assert_eq!(later, BucketPurchase::InFlight);
     assert_eq!(mark(&store, &id, n, &at_home[1]).await, None);
     let late = store
@@ -259,16 +240,7 @@ async fn a_claim_left_by_a_dead_purchase_is_resolved_by_the_next_attempt() {
     assert_eq!(late, Some(Decision::Passed));
     // The buyer's next attempt spills and gets bucket 1's unit; a repeated call for that
     // order answers the same unit.
-    let again = store
-        .purchase_in_buckets(
-            &id,
-            split,
-            reserve_rules(now + 1000),
-            &new_attempt(&at_home[1]),
-            1000,
-        )
-        .await
-        .expect("purchase");
+    let again = buy_at(&store, &id, split, &at_home[1], now + 1000).await;
     let BucketPurchase::Reserved(bought) = again else {
         panic!("{again:?}");
     };
