@@ -396,6 +396,8 @@ impl Cx<'_> {
     async fn order(&self, id: &str) -> Result<Response> {
         let s = match self.screen(id, b"", "order") {
             Ok(s) => s,
+            // The order path's "no such event" also says there is no order.
+            Err(Outcome::EventNotFound) => return respond(&Outcome::NoOrderNoEvent),
             Err(o) => return respond(&o),
         };
         let path = format!("/api/events/{}/order", s.event);

@@ -92,6 +92,12 @@ test('the edge answers gating, identity and shape errors itself', async () => {
   const forged = carol.token.slice(0, -2) + (carol.token.endsWith('AA') ? 'BB' : 'AA');
   assert.equal((await call('POST', `/api/events/${soon}/purchase`, { token: forged, body: {} })).status, 401);
   assert.equal((await call('GET', '/api/events/no-such-event')).status, 404);
+  // The order lookup of an event that does not exist: no order, and why.
+  for (const id of ['no-such-event', 'NOT_A_SLUG']) {
+    const lookup = await call('GET', `/api/events/${id}/order`, { token: carol.token });
+    assert.equal(lookup.status, 404);
+    assert.deepEqual([lookup.body.status, lookup.body.error], ['none', 'event_not_found']);
+  }
   assert.equal((await call('GET', '/api/nowhere')).status, 404);
   assert.equal((await call('DELETE', `/api/events/${soon}/purchase`, { token: carol.token })).status, 405);
   const big = await call('POST', `/api/events/${soon}/purchase`, { token: carol.token, body: { pad: 'x'.repeat(5000) } });

@@ -247,6 +247,10 @@ pub enum Outcome {
     },
     /// 404 `{"status":"none"}`: the user has no order for this event.
     NoOrder,
+    /// 404 at the order lookup of an event that does not exist: the user has no order
+    /// there (`status: none`, as [`Outcome::NoOrder`]) because there is no such event
+    /// (`error: event_not_found`, as on the other shopper paths).
+    NoOrderNoEvent,
     /// 401: missing or bad JWT (or, at the origin, a bad edge signature).
     Unauthenticated,
     /// 403 with a reason code (ticket or bot verdict).
@@ -338,6 +342,10 @@ impl Outcome {
                        "message": order_message(*status)}),
             ),
             Outcome::NoOrder => plain(404, json!({"status": "none", "message": "暂无订单"})),
+            Outcome::NoOrderNoEvent => plain(
+                404,
+                json!({"status": "none", "error": "event_not_found", "message": "活动不存在"}),
+            ),
             Outcome::Unauthenticated => err(401, "unauthenticated", "请先登录"),
             Outcome::Forbidden { reason } => plain(
                 403,

@@ -20,6 +20,10 @@ fn contract_status_codes_and_fields() {
     assert_eq!(Outcome::SoldOut.answer().status, 409);
     assert_eq!(Outcome::Ended.answer().status, 410);
     assert_eq!(Outcome::NoOrder.answer().body["status"], "none");
+    let unknown = Outcome::NoOrderNoEvent.answer();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["status"], "none");
+    assert_eq!(unknown.body["error"], "event_not_found");
     assert_eq!(
         Outcome::EventNotFound.answer().body["error"],
         "event_not_found"
@@ -62,6 +66,7 @@ fn every_error_body_has_a_code_and_message() {
             starts_at: "2026-11-25T12:00:00Z".into(),
         },
         Outcome::NoOrder,
+        Outcome::NoOrderNoEvent,
         Outcome::Paused,
         Outcome::RequestTimeout,
         Outcome::EventStarted,

@@ -4,7 +4,7 @@ use super::error::{respond, ApiError};
 use super::extract::EdgeRequest;
 use super::AppState;
 use crate::redis::{
-    Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, Split, SPLIT_BUYERS_VERSION,
+    Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, SPLIT_BUYERS_VERSION,
 };
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -271,17 +271,20 @@ pub(crate) async fn order(
     edge: EdgeRequest,
 ) -> Result<Response, ApiError> {
     let user = edge.user()?;
-    let id = parse_event(&id)?;
-    // The event's split says where the user's order lives; an unknown event has none.
-    let split = match event_meta(&state, &id).await {
-        Ok(meta) => meta.split(),
-        Err(_) => Split {
-            total: 0,
-            buckets: 1,
-        },
+    // No such event: the user has no order there, and the answer says why.
+    let Ok(id) = EventId::parse(&id) else {
+        return Ok(respond(&Outcome::NoOrderNoEvent));
+    };
+    // The event's split says where the user's order lives.
+    let meta = match event_meta(&state, &id).await {
+        Ok(meta) => meta,
+        Err(ApiError::Outcome(Outcome::EventNotFound)) => {
+            return Ok(respond(&Outcome::NoOrderNoEvent))
+        }
+        Err(e) => return Err(e),
     };
     let found = state
-        .redis(state.store.order_status(&id, split, user))
+        .redis(state.store.order_status(&id, meta.split(), user))
         .await?;
     Ok(respond(&match found {
         Some((status, order_id)) => Outcome::Order { status, order_id },

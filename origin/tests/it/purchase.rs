@@ -43,6 +43,20 @@ async fn one_order_per_user_and_never_more_than_the_stock() {
         .signed("GET", "/api/events/phone/order", Some("u4"), b"")
         .await;
     assert_eq!((none.status, &none.body["status"]), (404, &"none".into()));
+    assert!(none.body.get("error").is_none(), "{}", none.body);
+    // No such event: no order there, and the answer says why.
+    for path in ["/api/events/no-phone/order", "/api/events/Not_A_Slug/order"] {
+        let unknown = app.signed("GET", path, Some("u2"), b"").await;
+        assert_eq!(
+            (
+                unknown.status,
+                &unknown.body["status"],
+                &unknown.body["error"]
+            ),
+            (404, &"none".into(), &"event_not_found".into()),
+            "{path}"
+        );
+    }
 
     let info = app.signed("GET", "/api/events/phone", None, b"").await;
     assert_eq!(info.status, 200);
