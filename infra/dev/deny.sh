@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # cargo-deny over both lockfiles (Cargo.lock: core and origin; edge/Cargo.lock: the
 # worker) with deny.toml: licenses on the allow-list, no wildcard versions, crates only
-# from crates.io; duplicate versions are shown as warnings. Offline: it reads the
-# lockfiles and the local registry index only.
+# from crates.io; duplicate versions are shown as warnings. Offline once the locked crates
+# are fetched: it reads the lockfiles and the local registry only.
 #
 # Advisories (RustSec) are not checked here: their database is a git repository on
 # GitHub, which this machine cannot reach, and cargo-deny has no offline copy of it.
@@ -19,6 +19,10 @@ offline=(--offline)
 [[ " ${checks[*]} " == *" advisories "* ]] && offline=()
 status=0
 for manifest in Cargo.toml edge/Cargo.toml; do
+  # cargo-deny reads every locked crate, those of other platforms too, which a build here
+  # never downloads: fetch them from crates.io first (a no-op once they are cached).
+  cargo fetch --locked --quiet --manifest-path "$ROOT/$manifest" \
+    || { echo "[deny] cannot fetch the crates of ${manifest%Cargo.toml}Cargo.lock" >&2; exit 1; }
   log=$(mktemp)
   if "$deny" --manifest-path "$ROOT/$manifest" --config "$ROOT/deny.toml" --log-level error "${offline[@]}" \
     check --show-stats "${checks[@]}" >"$log" 2>&1; then
