@@ -94,19 +94,57 @@ fn status_code(status: u16) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// A 202's body, rendered once around the place of its order id: every reservation
+/// answers it, and the order id is all that differs.
+struct Queued {
+    before: &'static [u8],
+    after: &'static [u8],
+}
+
+impl Queued {
+    fn get() -> &'static Queued {
+        static QUEUED: LazyLock<Queued> = LazyLock::new(|| {
+            const MARK: &str = "order-id-here";
+            let body = Rendered::of(&Outcome::Queued {
+                order_id: MARK.into(),
+            })
+            .body;
+            let at = body
+                .windows(MARK.len())
+                .position(|w| w == MARK.as_bytes())
+                .expect("the order id in the 202's body");
+            Queued {
+                before: &body[..at],
+                after: &body[at + MARK.len()..],
+            }
+        });
+        &QUEUED
+    }
+
+    /// The body for `order_id`, when it needs no JSON escaping (an order id never does).
+    fn body(&self, order_id: &str) -> Option<Vec<u8>> {
+        let plain = order_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        plain.then(|| [self.before, order_id.as_bytes(), self.after].concat())
+    }
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let json = HeaderValue::from_static("application/json");
+    (status, [(header::CONTENT_TYPE, json)], body.into()).into_response()
+}
+
 /// Renders an outcome as an HTTP response.
 pub(crate) fn respond(outcome: &Outcome) -> Response {
+    if let Outcome::Queued { order_id } = outcome {
+        if let Some(body) = Queued::get().body(order_id) {
+            return json_response(StatusCode::ACCEPTED, body);
+        }
+    }
     let (mut resp, retry_after_secs) = match storm_answer(outcome) {
         Some(r) => (
-            (
-                r.status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                Bytes::from_static(r.body),
-            )
-                .into_response(),
+            json_response(r.status, Bytes::from_static(r.body)),
             r.retry_after_secs,
         ),
         None => {
@@ -150,7 +188,8 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    /// The answers rendered once are the outcomes' own: status, headers and body.
+    /// The answers rendered once (whole, or around a 202's order id) are the outcomes'
+    /// own: status, headers and body.
     #[tokio::test]
     async fn storm_answers_are_the_outcomes_own() {
         for outcome in [
@@ -165,6 +204,13 @@ mod tests {
                 retry_after_secs: 3,
             },
             Outcome::Ended,
+            Outcome::Queued {
+                order_id: "0193a1b2c3d4e5f60718293a4b5c6d7e".into(),
+            },
+            // One that would need escaping takes the general path.
+            Outcome::Queued {
+                order_id: "a\"b".into(),
+            },
         ] {
             let answer = outcome.answer();
             let resp = respond(&outcome);
@@ -185,8 +231,12 @@ mod tests {
             let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
                 .await
                 .expect("body");
-            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-            assert_eq!(body, answer.body, "{outcome:?}");
+            // Byte for byte what the outcome's own body serialises to.
+            assert_eq!(
+                body,
+                serde_json::to_vec(&answer.body).expect("JSON"),
+                "{outcome:?}"
+            );
         }
     }
 }
