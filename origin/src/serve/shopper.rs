@@ -4,7 +4,7 @@ use super::error::{respond, ApiError};
 use super::extract::EdgeRequest;
 use super::AppState;
 use crate::redis::{
-    Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, SPLIT_BUYERS_VERSION,
+    Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, Split, SPLIT_BUYERS_VERSION,
 };
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -275,19 +275,27 @@ pub(crate) async fn order(
     let Ok(id) = EventId::parse(&id) else {
         return Ok(respond(&Outcome::NoOrderNoEvent));
     };
-    // The event's split says where the user's order lives.
-    let meta = match event_meta(&state, &id).await {
-        Ok(meta) => meta,
-        Err(ApiError::Outcome(Outcome::EventNotFound)) => {
-            return Ok(respond(&Outcome::NoOrderNoEvent))
+    // The event's split says where the user's order lives; an event not found (or not
+    // read) has one bucket, where an order left of it would be.
+    let (split, missing) = match event_meta(&state, &id).await {
+        Ok(meta) => (meta.split(), false),
+        Err(e) => {
+            let split = Split {
+                total: 0,
+                buckets: 1,
+            };
+            (
+                split,
+                matches!(e, ApiError::Outcome(Outcome::EventNotFound)),
+            )
         }
-        Err(e) => return Err(e),
     };
     let found = state
-        .redis(state.store.order_status(&id, meta.split(), user))
+        .redis(state.store.order_status(&id, split, user))
         .await?;
     Ok(respond(&match found {
         Some((status, order_id)) => Outcome::Order { status, order_id },
+        None if missing => Outcome::NoOrderNoEvent,
         None => Outcome::NoOrder,
     }))
 }
