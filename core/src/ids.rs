@@ -27,10 +27,15 @@ macro_rules! id_type {
         pub struct $name(String);
 
         impl $name {
-            /// Parses and validates an id: 1–64 characters of the allowed set.
-            pub fn parse(s: &str) -> Result<Self, IdError> {
+            /// Whether `s` is a valid id: 1–64 characters of the allowed set.
+            pub fn is_valid(s: &str) -> bool {
                 let allowed: fn(u8) -> bool = $allowed;
-                if (1..=64).contains(&s.len()) && s.bytes().all(allowed) {
+                (1..=64).contains(&s.len()) && s.bytes().all(allowed)
+            }
+
+            /// Parses and validates an id ([`Self::is_valid`]).
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                if Self::is_valid(s) {
                     Ok(Self(s.to_owned()))
                 } else {
                     Err(IdError { kind: $kind })

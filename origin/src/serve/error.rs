@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use flashgate_core::ids::OrderId;
 use flashgate_core::wire::{Answer, Outcome};
 use std::sync::LazyLock;
 
@@ -121,12 +122,10 @@ impl Queued {
         &QUEUED
     }
 
-    /// The body for `order_id`, when it needs no JSON escaping (an order id never does).
+    /// The body for `order_id`, when it is a valid order id (whose characters need no
+    /// JSON escaping).
     fn body(&self, order_id: &str) -> Option<Vec<u8>> {
-        let plain = order_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        plain.then(|| [self.before, order_id.as_bytes(), self.after].concat())
+        OrderId::is_valid(order_id).then(|| [self.before, order_id.as_bytes(), self.after].concat())
     }
 }
 
