@@ -4,6 +4,7 @@
 // A test binary has no public API: its `pub` items are shared between its modules.
 #![allow(unreachable_pub)]
 
+mod fixtures;
 mod helpers;
 
 mod abuse;

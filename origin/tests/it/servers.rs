@@ -1,7 +1,7 @@
 //! Servers of a test's own (Redis, the broker, MariaDB) that it can stop, kill and
 //! restart, and child processes killed when dropped.
 
-use crate::helpers::{service, unique};
+use crate::fixtures::{service, unique, ADMIN_TOKEN, EDGE_SECRET};
 use crate::netns::Netns;
 use std::time::Duration;
 
@@ -309,8 +309,8 @@ pub fn serve_binary(
         .env("FLASHGATE_KAFKA_BROKERS", &settings.kafka.brokers)
         .env("FLASHGATE_ORDERS_TOPIC", &settings.kafka.orders_topic)
         .env("FLASHGATE_KEY_PREFIX", &settings.redis.key_prefix)
-        .env("FLASHGATE_EDGE_SECRET", crate::helpers::EDGE_SECRET)
-        .env("FLASHGATE_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("FLASHGATE_EDGE_SECRET", EDGE_SECRET)
+        .env("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .envs(extra.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
