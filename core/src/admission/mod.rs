@@ -28,7 +28,7 @@ use crate::jwt;
 use crate::keyring::KeyRing;
 use crate::room::schedule::{self, Schedule};
 use crate::room::settings::RoomSettings;
-use crate::room::{draw, receipt};
+use crate::room::{draw, receipt, spend};
 use crate::ticket::{self, Ticket};
 use crate::wire::{self, Outcome, TicketAnswer};
 use crate::Millis;
@@ -280,6 +280,18 @@ pub fn room(
         });
     }
     Ok(position)
+}
+
+/// The refusal of a purchase whose receipt was spent already (`room::spend`).
+///
+/// ```
+/// use flashgate_core::admission::receipt_used;
+/// assert_eq!(receipt_used().answer().status, 403);
+/// ```
+pub fn receipt_used() -> Outcome {
+    Outcome::Forbidden {
+        reason: spend::RECEIPT_USED.into(),
+    }
 }
 
 /// What the edge looked up for a ticket.

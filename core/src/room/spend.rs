@@ -6,23 +6,11 @@
 //! decided it ([`decided`]) keeps it spent, and the shopper finds the outcome with the
 //! order lookup.
 
-use crate::wire::Outcome;
 use crate::Millis;
 
-/// The 403 `reason` of a receipt already spent on a purchase.
+/// The 403 `reason` of a receipt already spent on a purchase (the answer is
+/// `admission::receipt_used`).
 pub const RECEIPT_USED: &str = "receipt_used";
-
-/// The refusal of a purchase whose receipt was spent.
-///
-/// ```
-/// use flashgate_core::room::spend::used;
-/// assert_eq!(used().answer().status, 403);
-/// ```
-pub fn used() -> Outcome {
-    Outcome::Forbidden {
-        reason: RECEIPT_USED.into(),
-    }
-}
 
 /// Whether the origin's answer `status` decided the purchase it was sent, so its receipt
 /// stays spent: an order made or found (202, 200), the sale sold out or gone (409, 410).
@@ -38,13 +26,10 @@ pub fn decided(status: Option<u16>) -> bool {
     matches!(status, Some(200 | 202 | 409 | 410))
 }
 
-/// A shard's rule for the user's spend mark `mark` (when they spent it): the first spend
-/// takes the receipt; any later one is refused while the mark stands.
-pub fn spend(mark: Option<Millis>) -> Result<(), Outcome> {
-    match mark {
-        None => Ok(()),
-        Some(_) => Err(used()),
-    }
+/// A shard's rule for the user's spend mark `mark` (when they spent it): whether a spend
+/// takes the receipt. The first does; any later one is refused while the mark stands.
+pub fn takes(mark: Option<Millis>) -> bool {
+    mark.is_none()
 }
 
 /// Whether a give-back for the spend made at `spent_at` removes the mark `mark`: only
@@ -70,8 +55,8 @@ mod tests {
 
     #[test]
     fn a_receipt_is_spent_once_and_given_back_only_by_its_own_spend() {
-        assert_eq!(spend(None), Ok(()));
-        assert_eq!(spend(Some(5)), Err(used()));
+        assert!(takes(None));
+        assert!(!takes(Some(5)));
         assert!(gives_back(Some(5), 5));
         assert!(!gives_back(Some(9), 5), "a later spend stays");
         assert!(!gives_back(None, 5));

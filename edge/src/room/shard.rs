@@ -218,7 +218,7 @@ fn spent_at(sql: &SqlStorage, m: &Mark) -> Result<Option<Millis>> {
 
 /// A shard: spends the user's receipt, unless it was spent already.
 pub(super) fn spend(sql: &SqlStorage, m: &Mark) -> Result<Spent> {
-    let first = spend::spend(spent_at(sql, m)?).is_ok();
+    let first = spend::takes(spent_at(sql, m)?);
     if first {
         sql.exec(
             "INSERT INTO spent (user, at) VALUES (?, ?)",

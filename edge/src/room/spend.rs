@@ -2,6 +2,7 @@
 //! before the purchase is forwarded, and one more only when the answer decided nothing.
 
 use super::{call, shard_name, Call, Mark, Spent};
+use flashgate_core::admission;
 use flashgate_core::ids::{EventId, UserId};
 use flashgate_core::room::chain::shard_of;
 use flashgate_core::room::spend;
@@ -44,7 +45,7 @@ pub async fn spend(
     if spent.first {
         Ok(spending)
     } else {
-        Err(spend::used())
+        Err(admission::receipt_used())
     }
 }
 
