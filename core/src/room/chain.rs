@@ -4,7 +4,6 @@
 //! Entries are ordered by shard, then by arrival in the shard; that global index
 //! ([`global_index`]) is what the draw permutes.
 
-use super::seal::VerifyError;
 use crate::crypto::sha256_hex;
 use crate::ids::{EventId, UserId};
 use crate::Millis;
@@ -115,16 +114,14 @@ impl ShardChain {
         entry
     }
 
-    /// Appends a stored entry, which must be the next of this shard.
-    pub(super) fn append(&mut self, entry: &Entry) -> Result<(), VerifyError> {
+    /// Appends a stored entry if it is the next of this shard; whether it was.
+    #[must_use]
+    pub(super) fn append(&mut self, entry: &Entry) -> bool {
         if entry.shard != self.shard || entry.arrival_index_in_shard != self.len {
-            return Err(VerifyError::EntryOutOfPlace {
-                shard: self.shard,
-                index: self.len,
-            });
+            return false;
         }
         self.chain(entry);
-        Ok(())
+        true
     }
 
     fn chain(&mut self, entry: &Entry) {
