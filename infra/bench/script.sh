@@ -183,7 +183,8 @@ done
 # SADD, the buyer's order, the window). The target above is out of reach where these alone
 # pass a DECR.
 largest=$(printf '%s\n' ${BENCH_SCRIPT_BATCHES:-4 16 64} | sort -n | tail -1)
-cat >"$WORK/checks.lua" <<'LUA'
+if [ -n "$largest" ]; then
+  cat >"$WORK/checks.lua" <<'LUA'
 for i = 0, (#ARGV - 8) / 5 - 1 do
   redis.call('SADD', KEYS[8 + 2 * i], ARGV[13 + 5 * i])
   redis.call('HGET', KEYS[2], ARGV[9 + 5 * i])
@@ -191,14 +192,15 @@ for i = 0, (#ARGV - 8) / 5 - 1 do
 end
 return 1
 LUA
-say "callgrind: a script that only returns, $largest attempts' arguments per call"
-per_call=$(reserve_instructions "bare-$largest" "$WORK/bare.lua" "$largest")
-bench_record "Redis instructions per attempt, $largest per call, its arguments alone (a script that returns)" \
-  $((per_call / largest)) instr "$decr" ""
-say "callgrind: the three checks alone, $largest attempts per call"
-per_call=$(reserve_instructions "checks-$largest" "$WORK/checks.lua" "$largest")
-bench_record "Redis instructions per attempt, $largest per call, its arguments and three checks alone" \
-  $((per_call / largest)) instr "$decr" ""
+  say "callgrind: a script that only returns, $largest attempts' arguments per call"
+  per_call=$(reserve_instructions "bare-$largest" "$WORK/bare.lua" "$largest")
+  bench_record "Redis instructions per attempt, $largest per call, its arguments alone (a script that returns)" \
+    $((per_call / largest)) instr "$decr" ""
+  say "callgrind: the three checks alone, $largest attempts per call"
+  per_call=$(reserve_instructions "checks-$largest" "$WORK/checks.lua" "$largest")
+  bench_record "Redis instructions per attempt, $largest per call, its arguments and three checks alone" \
+    $((per_call / largest)) instr "$decr" ""
+fi
 # The consumer's confirmation, per order of a batch: Redis's other work per purchase.
 say "callgrind: confirm_many.lua, batches of 500 orders"
 confirmed=$(confirm_instructions confirm "$ROOT/origin/src/redis/lua/confirm_many.lua")
