@@ -1,7 +1,7 @@
 // Composes docs/img/room-states.png, the picture of the room's states in docs/room.md, from
-// the screenshots infra/tests/page.test.mjs leaves in target/page-screenshots/: Chromium
+// the screenshots infra/tests/page-room.test.mjs leaves in target/page-screenshots/: Chromium
 // renders them side by side, at reduced scale, with a caption each.
-//   node infra/dev/room-states.mjs      (after a run of page.test.mjs)
+//   node infra/dev/room-states.mjs      (after a run of page-room.test.mjs)
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -19,7 +19,7 @@ const states = [
 
 const missing = states.filter(([f]) => !existsSync(join(shots, `${f}.png`))).map(([f]) => f);
 if (missing.length) {
-  console.error(`missing screenshots (run infra/tests/page.test.mjs first): ${missing.join(', ')}`);
+  console.error(`missing screenshots (run infra/tests/page-room.test.mjs first): ${missing.join(', ')}`);
   process.exit(1);
 }
 const figures = states.map(([f, zh, en]) => {
