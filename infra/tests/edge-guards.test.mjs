@@ -1,7 +1,7 @@
-// The edge worker's guards end to end, as edge.test.mjs runs it: the kill switch, the time
-// gate, bot verdicts, rate limits, an unreachable origin, Turnstile, the closed edge
-// endpoints and a key rotation, each shown to answer at the edge without a purchase
-// reaching the origin where the contract says so.
+// The edge worker's guards end to end, on the same stack as edge.test.mjs: the kill
+// switch, the time gate, bot verdicts, rate limits, an unreachable origin, Turnstile, the
+// closed edge endpoints and a key rotation, each shown to answer at the edge without a
+// purchase reaching the origin where the contract says so.
 //
 // Knobs that the running worker must change for a test (a tiny PURCHASE_RPS, a Turnstile
 // secret, an unreachable origin) are set through the dev-only `/__edge/dev/overrides` and
