@@ -159,11 +159,11 @@ fn a_replica_wait_needs_a_bounded_timeout() {
                 .merge(("redis_wait_timeout_ms", timeout)),
         )
     };
-    for bad in [0, MAX_WAIT_TIMEOUT_MS + 1] {
+    for bad in [0, rules::MAX_WAIT_TIMEOUT_MS + 1] {
         let err = wait(bad).expect_err("refused").to_string();
         assert!(err.contains("redis_wait_timeout_ms"), "{err}");
     }
-    assert!(wait(MAX_WAIT_TIMEOUT_MS).is_ok());
+    assert!(wait(rules::MAX_WAIT_TIMEOUT_MS).is_ok());
 }
 
 #[test]
