@@ -13,67 +13,10 @@
   const MAX_BUSY_RETRIES = 6; // then the button comes back: the shopper decides, not a loop
   const ORDER_FOLLOW_MS = 120000;
 
-  // ---- text ---------------------------------------------------------------------------
-  const TEXT = {
-    zh: {
-      title: '{name} · 秒杀', loading: '加载中…', picture: '商品图片 (占位)', priceLabel: '秒杀价',
-      stockLeft: '剩余库存', startsIn: '距开始 {t}', endsIn: '抢购进行中 · 距结束 {t}', live: '抢购进行中', soldOutLine: '已抢光',
-      ended: '活动已结束', days: '{d}天 ', signinSummary: '登录 (演示)',
-      signinLabel: '粘贴演示用户的 token (users.csv 中的一行或 token 本身)', save: '登录', signout: '退出',
-      signedInAs: '已登录: {user}', signedOutNow: '未登录', lang: 'English',
-      btnLoading: '加载中…', btnSoon: '即将开始', btnBuy: '立即抢购', btnSignin: '登录后抢购',
-      btnWorking: '抢购中…', btnWait: '{s} 秒后自动重试', btnQueued: '订单处理中', btnBought: '已抢到',
-      btnSoldOut: '已售罄', btnEnded: '已结束', btnPassed: '已过号', btnUsed: '名额已使用', btnAgain: '再试一次', btnNone: '活动不存在',
-      msgSignin: '请先登录 (演示: 粘贴用户 token)', msgBusy: '活动火爆, 请稍后再试',
-      msgBusyWait: '活动火爆, 请稍后再试 · 稍后自动重试', msgQueued: '抢购成功, 订单处理中',
-      msgConfirmed: '订单已确认, 订单号 {id}', msgFailed: '订单未能创建, 库存已退回',
-      msgAlready: '您已抢购成功, 请勿重复提交 (订单号 {id})', msgSoldOut: '很遗憾, 已售罄',
-      msgNotStarted: '活动尚未开始, 请稍候', msgEnded: '活动已结束', msgBlocked: '请求被拒绝 ({reason})',
-      msgTurnPassed: '您的抢购时段已过, 名额已顺延给后面的用户',
-      msgTurnUsed: '您的名额已用于一次抢购, 结果以订单为准',
-      msgSignedOut: '登录已失效, 请重新登录', msgError: '出错了, 请稍后再试 ({code})',
-      msgSlow: '订单仍在处理中, 请稍后刷新查看', msgNotFound: '活动不存在', msgSignedIn: '已登录: {user}',
-      msgBadToken: 'token 格式不对', msgExpiredToken: 'token 已过期', msgOffline: '网络不稳定, 正在重试',
-      btnPaused: '活动已暂停', pausedLine: '活动暂停中', msgPaused: '活动已暂停，请稍候 · 恢复后可继续抢购',
-      msgResumed: '活动已恢复, 可以继续抢购', btnInLine: '排队中 · 第 {pos} 位', btnTurn: '轮到您了 · 立即抢购',
-      msgInLine: '您已进入排队, 第 {pos} 位', msgTurn: '轮到您了, 请立即抢购', msgRegistered: '已登记, 排队位置将于 {at} 抽签公布',
-      roomPosition: '排队位置: 第 {pos} 位 · 前面还有 {ahead} 人', roomEta: '预计 {at} 轮到您 · 还需 {t}',
-      roomTurn: '轮到您了', roomRegistered: '已登记，排队位置将于 {at} 抽签公布', msgHuman: '请先完成下方的人机验证', btnDraw: '等待抽签',
-    },
-    en: {
-      title: '{name} · flash sale', loading: 'Loading…', picture: 'Product picture (placeholder)',
-      priceLabel: 'Flash price', stockLeft: 'Left in stock', startsIn: 'Starts in {t}',
-      endsIn: 'On sale · ends in {t}', live: 'On sale now', soldOutLine: 'All gone', ended: 'This sale has ended', days: '{d}d ',
-      signinSummary: 'Sign in (demo)', signinLabel: 'Paste a demo user token (a users.csv line or the token)',
-      save: 'Sign in', signout: 'Sign out', signedInAs: 'Signed in: {user}', signedOutNow: 'Not signed in',
-      lang: '中文', btnLoading: 'Loading…', btnSoon: 'Coming soon', btnBuy: 'Buy now',
-      btnSignin: 'Sign in to buy', btnWorking: 'Buying…', btnWait: 'Retrying in {s}s',
-      btnQueued: 'Processing order', btnBought: 'Got it', btnSoldOut: 'Sold out', btnEnded: 'Ended', btnPassed: 'Turn passed', btnUsed: 'Place used',
-      btnAgain: 'Try again', btnNone: 'No such sale', msgSignin: 'Please sign in first (demo: paste a user token)',
-      msgBusy: 'So many shoppers right now, please try again shortly',
-      msgBusyWait: 'So many shoppers right now · retrying shortly',
-      msgQueued: 'Got it! Your order is being processed', msgConfirmed: 'Order confirmed, order no. {id}',
-      msgFailed: 'The order could not be created; the unit went back to stock',
-      msgAlready: 'You already got one, no need to submit again (order no. {id})',
-      msgSoldOut: 'Sorry, sold out', msgNotStarted: 'Not started yet, please wait',
-      msgEnded: 'This sale has ended', msgBlocked: 'Request refused ({reason})',
-      msgTurnPassed: 'Your turn has passed; your place went to the next in line',
-      msgTurnUsed: 'Your place was used for a purchase; its order tells the result',
-      msgSignedOut: 'Your sign-in is no longer valid, please sign in again',
-      msgError: 'Something went wrong, please try again ({code})',
-      msgSlow: 'Your order is still being processed; check back later', msgNotFound: 'No such sale',
-      msgSignedIn: 'Signed in: {user}', msgBadToken: 'That does not look like a token',
-      msgExpiredToken: 'That token has expired', msgOffline: 'Network trouble, retrying',
-      btnPaused: 'Paused', pausedLine: 'The sale is paused', msgPaused: 'The sale is paused, please wait · you can buy once it resumes',
-      msgResumed: 'The sale has resumed, you can buy now', btnInLine: 'In line · no. {pos}', btnTurn: 'Your turn · Buy now',
-      msgInLine: 'You are in line, no. {pos}', msgTurn: 'It is your turn, buy now', msgRegistered: 'Registered; places in line are drawn at {at}',
-      roomPosition: 'Place in line: no. {pos} · {ahead} ahead of you', roomEta: 'Your turn at about {at} · in {t}',
-      roomTurn: 'Your turn', roomRegistered: 'Registered; places in line are drawn at {at}', msgHuman: 'Please complete the human check below first', btnDraw: 'Waiting for the draw',
-    },
-  };
+  const TEXT = window.FlashgateText; // static/text.js
   const store = (s, k, v) => { try { if (v === undefined) return s.getItem(k); if (v === null) s.removeItem(k); else s.setItem(k, v); } catch { /* storage off */ } return null; };
   let lang = params.get('lang') || store(localStorage, 'flashgate.lang') || 'zh';
-  if (!TEXT[lang]) lang = 'zh';
+  if (!Object.hasOwn(TEXT, lang)) lang = 'zh';
   const t = (key, vars = {}) => (TEXT[lang][key] || key).replace(/\{(\w+)\}/g, (_, k) => vars[k] ?? '');
 
   // ---- server clock -------------------------------------------------------------------

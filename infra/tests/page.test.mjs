@@ -19,7 +19,7 @@ after(() => overrides(null));
 
 test('the page weighs under 50 KB and is served by the edge', async () => {
   let total = 0;
-  for (const f of ['/', '/app.js', '/room.js', '/human.js', '/style.css']) {
+  for (const f of ['/', '/app.js', '/text.js', '/room.js', '/human.js', '/style.css']) {
     const r = await fetch(`${env.EDGE_URL}${f}`);
     assert.equal(r.status, 200, f);
     total += (await r.arrayBuffer()).byteLength;
