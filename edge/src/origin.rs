@@ -249,10 +249,17 @@ pub async fn send(req: Request, timeout_ms: u64) -> Result<Response, String> {
     }
 }
 
-/// Passes an origin answer through with the headers a shopper needs.
+/// Passes an origin answer through with the headers a shopper needs. An answer whose body
+/// breaks off (the origin gone mid-answer) is 503 busy, as an unreachable origin is.
 pub async fn relay(resp: &mut Response) -> worker::Result<Response> {
     let status = resp.status_code();
-    let body = resp.bytes().await?;
+    let body = match resp.bytes().await {
+        Ok(body) => body,
+        Err(e) => {
+            worker::console_warn!("origin answer {status} broke off: {e}");
+            return crate::respond(&busy());
+        }
+    };
     let headers = Headers::new();
     headers.set("content-type", "application/json; charset=utf-8")?;
     headers.set("cache-control", "no-store")?;

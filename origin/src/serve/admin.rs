@@ -1,12 +1,12 @@
 //! The admin API: put an event, read its counters. Bearer `ADMIN_TOKEN`.
 
 use super::error::ApiError;
-use super::extract::{header_str, read_body, Admin};
+use super::extract::{header_str, read_body, Admin, EventIdPath};
 use super::shopper::info;
 use super::AppState;
 use crate::redis::{EndOutcome, EventMeta, PutOutcome, Stats};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,7 +24,7 @@ fn parse_admin_event(id: &str) -> Result<EventId, ApiError> {
 /// `PUT /admin/events/{event_id}`.
 pub(crate) async fn put_event(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _admin: Admin,
     headers: HeaderMap,
     body: Body,
@@ -78,7 +78,7 @@ pub(crate) async fn put_event(
 /// `GET /admin/events/{event_id}/stats`.
 pub(crate) async fn stats(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
     let id = parse_admin_event(&id)?;
@@ -93,7 +93,7 @@ pub(crate) async fn stats(
 /// answers the event's info. Ending an ended event again changes nothing.
 pub(crate) async fn end_event(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
     let id = parse_admin_event(&id)?;
@@ -145,7 +145,7 @@ fn listed(info: flashgate_core::wire::EventInfo, stats: &Stats) -> serde_json::V
 /// within its event cache, about a second) until resumed; nothing else changes.
 pub(crate) async fn pause_event(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
     set_paused(&state, &id, true).await
@@ -154,7 +154,7 @@ pub(crate) async fn pause_event(
 /// `POST /admin/events/{event_id}/resume`: purchases are taken again.
 pub(crate) async fn resume_event(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
     set_paused(&state, &id, false).await

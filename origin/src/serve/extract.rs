@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::AppState;
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{header, request::Parts, HeaderMap, HeaderName};
 use flashgate_core::ids::UserId;
 use flashgate_core::keyring::KeyUsed;
@@ -185,5 +185,20 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         } else {
             Err(Outcome::Unauthenticated.into())
         }
+    }
+}
+
+/// The path's `{event_id}`, as decoded. A segment that does not decode (not UTF-8) is
+/// kept as no id (`""`), which no handler takes for a slug: it is answered after the
+/// signature or token check, as any other id that is not one, and never with axum's
+/// plain-text 400.
+pub(crate) struct EventIdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for EventIdPath {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let id = Path::<String>::from_request_parts(parts, state).await;
+        Ok(Self(id.map(|Path(id)| id).unwrap_or_default()))
     }
 }

@@ -1,12 +1,12 @@
 //! The shopper API as the edge forwards it: event info, purchase, order lookup.
 
 use super::error::{respond, ApiError};
-use super::extract::EdgeRequest;
+use super::extract::{EdgeRequest, EventIdPath};
 use super::AppState;
 use crate::redis::{
     Attempt, BucketPurchase, EventMeta, Reservation, ReserveRules, Split, SPLIT_BUYERS_VERSION,
 };
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flashgate_core::admission::Window;
@@ -55,7 +55,7 @@ pub(super) fn info(id: &EventId, m: &EventMeta, now: i64) -> EventInfo {
 /// `GET /api/events/{event_id}`.
 pub(crate) async fn get_event(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _edge: EdgeRequest,
 ) -> Result<Json<EventInfo>, ApiError> {
     // No event can have an id that is not a slug: for a read, that is "no such event".
@@ -67,7 +67,7 @@ pub(crate) async fn get_event(
 /// `POST /api/events/{event_id}/purchase`.
 pub(crate) async fn purchase(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     edge: EdgeRequest,
 ) -> Response {
     let outcome = purchase_outcome(&state, &id, &edge).await;
@@ -267,7 +267,7 @@ fn bucket_token(bucket: &governor::DefaultDirectRateLimiter) -> Result<(), u64> 
 /// `GET /api/events/{event_id}/order`.
 pub(crate) async fn order(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     edge: EdgeRequest,
 ) -> Result<Response, ApiError> {
     let user = edge.user()?;
@@ -307,7 +307,7 @@ pub(crate) async fn order(
 /// past [`MAX_BUYERS_KEPT`](super::sold_out::MAX_BUYERS_KEPT) buyers.
 pub(crate) async fn buyers(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    EventIdPath(id): EventIdPath,
     _edge: EdgeRequest,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_event(&id)?;

@@ -73,6 +73,11 @@ async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
                 .await,
         ),
         (
+            "undecodable event id",
+            app.signed("POST", "/api/events/%FF/purchase", Some("u1"), b"{}")
+                .await,
+        ),
+        (
             "unknown event",
             app.signed("POST", "/api/events/nope/purchase", Some("u1"), b"{}")
                 .await,
@@ -101,7 +106,7 @@ async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
             .expect("answers"),
     )
     .await;
-    let expected = [401, 401, 400, 413, 415, 404, 404, 400, 401, 405, 404];
+    let expected = [401, 401, 400, 413, 415, 404, 404, 404, 400, 401, 405, 404];
     for ((name, r), want) in cases.iter().zip(expected) {
         assert_eq!(r.status, want, "{name}: {}", r.body);
         assert!(
@@ -119,6 +124,10 @@ async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
         ("DELETE", path, 401),
         ("GET", "/api/nothing", 401),
         ("GET", "/nothing", 404),
+        // An id that does not decode to UTF-8: still the signature's or token's answer first.
+        ("POST", "/api/events/%FF/purchase", 401),
+        ("GET", "/api/events/%FF", 401),
+        ("PUT", "/admin/events/%ff", 401),
     ] {
         let r = reply(
             app.http
@@ -129,6 +138,11 @@ async fn rejected_requests_answer_the_documented_code_and_change_nothing() {
         )
         .await;
         assert_eq!(r.status, want, "unsigned {method} {p}: {}", r.body);
+        assert!(
+            r.body.get("error").is_some(),
+            "unsigned {method} {p}: {}",
+            r.body
+        );
     }
     let signed_ticket = app
         .signed("POST", "/api/events/guarded/ticket", Some("u1"), b"{}")
