@@ -4,12 +4,13 @@
 // purchase reaching the origin where the contract says so.
 //
 // Knobs that the running worker must change for a test (a tiny PURCHASE_RPS, a Turnstile
-// secret, an unreachable origin) are set through the dev-only `/__edge/dev/overrides` and
+// secret, an unreachable or broken origin) are set through the dev-only `/__edge/dev/overrides` and
 // always cleared; non-loopback clients are simulated with a `CF-Connecting-IP` header from
 // the documentation ranges.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 
 import { env, run, users as mint, eventually, overrides } from './stack.mjs';
 import * as turnstile from './turnstile.mjs';
@@ -228,6 +229,36 @@ test('an unreachable origin becomes 503 busy with Retry-After, never a hang', as
     assert.ok(Date.now() - started < 10_000);
   } finally {
     await overrides(null);
+  }
+});
+
+test('an origin answer that breaks off mid-body becomes 503 busy, not a bare 500', async () => {
+  // A stand-in origin that sends a 200's head and a tenth of its body, then hangs up.
+  const broken = createServer((socket) => {
+    socket.once('data', () => {
+      socket.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"status":');
+    });
+  });
+  await new Promise((resolve) => { broken.listen(0, '127.0.0.1', resolve); });
+  const event = await putEvent(`edge-${run}-broken`, 5, -1000, 3_600_000);
+  const [ola] = users(1);
+  // The window is read (and kept) while the real origin answers, so the purchase and the
+  // order lookup below reach the stand-in with their own calls.
+  await overrides({ EVENT_CACHE_MS: 60_000 });
+  try {
+    const t = await ticketFor(event, ola);
+    await overrides({ ORIGIN_URL: `http://127.0.0.1:${broken.address().port}` });
+    for (const r of [
+      await purchase(event, { token: ola.token, ticket: t }),
+      await call('GET', `/api/events/${event}/order`, { token: ola.token }),
+    ]) {
+      assert.equal(r.status, 503, JSON.stringify(r.body));
+      assert.equal(r.body.status, 'busy');
+      assert.ok(Number(r.headers.get('retry-after')) >= 1);
+    }
+  } finally {
+    await overrides(null);
+    broken.close();
   }
 });
 
