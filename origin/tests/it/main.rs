@@ -22,6 +22,7 @@ mod memory;
 mod netns;
 mod partition;
 mod purchase;
+mod reconcile;
 mod redis_settings;
 mod rejections;
 mod room;
