@@ -102,13 +102,22 @@ pub async fn serve_health(
         .route("/healthz", axum::routing::get(healthz))
         .route(
             "/metrics",
-            axum::routing::get(move || async move { handle.render() }),
+            axum::routing::get(move || async move { prometheus_text(handle.render()) }),
         );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             stop.recv().await;
         })
         .await
+}
+
+/// The Prometheus text exposition format's content type, version included, as
+/// Prometheus's own exporters send it: scrapers that negotiate formats read it as text.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A `GET /metrics` answer: `body` (the recorder's rendering) as Prometheus text.
+pub fn prometheus_text(body: String) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], body)
 }
 
 /// `GET /healthz`: the process answers (the same body in `serve` and `consume`).

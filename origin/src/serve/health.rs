@@ -29,6 +29,6 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> String {
-    state.metrics.render()
+pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    crate::telemetry::prometheus_text(state.metrics.render())
 }

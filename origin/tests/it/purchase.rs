@@ -338,12 +338,13 @@ async fn health_readiness_and_metrics() {
         .await
         .expect("answers");
     assert_eq!(brewed.status(), 405);
-    let text = get("/metrics")
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get("/metrics").await.expect("answers");
+    assert_eq!(
+        metrics.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8",
+        "the Prometheus text format"
+    );
+    let text = metrics.text().await.expect("text");
     for line in [
         r#"flashgate_purchases_total{outcome="queued"}"#,
         r#"flashgate_http_requests_total{method="GET",route="/healthz",status="200"}"#,
