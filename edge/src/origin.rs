@@ -108,7 +108,12 @@ pub async fn event(
                 return Err(busy());
             };
             if info.state == flashgate_core::gate::EventState::SoldOut {
-                mark_sold_out(id, now + cfg.sold_out_cache_ms, now);
+                // A mark learnt here, with no purchase forwarded, needs the buyers' filter
+                // as much as one from a 409: else a buyer another isolate saw is told
+                // sold out for as long as the info keeps renewing the mark.
+                let until = now + cfg.sold_out_cache_ms;
+                mark_sold_out(id, until, now);
+                learn_buyers(cfg, id, until).await;
             }
             Some(CachedEvent {
                 starts_at,

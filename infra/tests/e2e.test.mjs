@@ -145,3 +145,21 @@ test('a buyer whose order the edge never saw is told already_purchased after the
   assert.equal(again.body.status, 'already_purchased');
   assert.equal(again.body.order_id, bought.body.order_id);
 });
+
+test('a buyer whose order the edge never saw is told already_purchased when the event info said sold out', async () => {
+  const event = `e2e-${run}-holder-info`;
+  await putEvent(event, 1, -1000, 3_600_000);
+  const [holder] = users(1, 'infoholder');
+  const ticket = await call('POST', `/api/events/${event}/ticket`, { token: holder.token, body: {} });
+  assert.equal(ticket.status, 200, JSON.stringify(ticket.body));
+  const bought = await purchaseAtOrigin(event, holder.id);
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  // No purchase goes through the edge: it learns of the sell-out from the event's info,
+  // and answers sold_out itself from then on.
+  await eventually('the edge shows the event sold out', 15_000, async () =>
+    (await call('GET', `/api/events/${event}`)).body.state === 'sold_out');
+  const again = await call('POST', `/api/events/${event}/purchase`, { token: holder.token, ticket: ticket.body.ticket, body: {} });
+  assert.equal(again.status, 200, JSON.stringify(again.body));
+  assert.equal(again.body.status, 'already_purchased');
+  assert.equal(again.body.order_id, bought.body.order_id);
+});

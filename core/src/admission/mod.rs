@@ -7,10 +7,10 @@
 //! requests that could still be admitted.
 //!
 //! - Every shopper endpoint but event info: [`screen`]: 401 identity, 413/415/400 body,
-//!   400 event id, 403 bot verdict.
+//!   404 an event id that is not a slug (no such event), 403 bot verdict.
 //! - Purchase: [`purchase`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`,
-//!   503 paused by an operator, 403 ticket, 409 while the edge remembers a sold-out (unless it saw this user get an
-//!   order); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
+//!   503 paused by an operator, 403 ticket, 409 while the edge remembers a sold-out (unless
+//!   it saw this user get an order, or the origin's filter of buyers may hold them); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
 //!   signed, to the origin. The limiters are asked only for purchases that passed the
 //!   rest, so refusals spend neither a user's quota nor a token. When the event's room is
 //!   on, [`room`] comes between the two: 403 receipt, 429 until the receipt's position is
