@@ -158,6 +158,13 @@ test('401, 403 (tickets), 400, 404, 405, 413 and 415 are answered without a purc
     const wrongMethod = await call('DELETE', `/api/events/${event}/purchase`, { token: dave.token });
     assert.equal(wrongMethod.status, 405);
     assert.equal(wrongMethod.headers.get('allow'), 'POST');
+    // A method the runtime has no name for is no GET either.
+    const extension = await call('PURGE', `/api/events/${event}`, { token: dave.token });
+    assert.equal(extension.status, 405);
+    assert.equal(extension.body.error, 'method_not_allowed');
+    assert.equal(extension.headers.get('allow'), 'GET, HEAD');
+    const extensionOrder = await call('PROPFIND', `/api/events/${event}/order`, { token: dave.token });
+    assert.equal(extensionOrder.status, 405);
     const wrongRead = await call('POST', `/api/events/${event}`, { token: dave.token, body: {} });
     assert.equal(wrongRead.status, 405);
     assert.equal(wrongRead.headers.get('allow'), 'GET, HEAD');
