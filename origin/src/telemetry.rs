@@ -116,7 +116,7 @@ pub async fn serve_health(
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A `GET /metrics` answer: `body` (the recorder's rendering) as Prometheus text.
-pub fn prometheus_text(body: String) -> impl axum::response::IntoResponse {
+pub(crate) fn prometheus_text(body: String) -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], body)
 }
 

@@ -10,11 +10,11 @@
 //!   404 an event id that is not a slug (no such event), 403 bot verdict.
 //! - Purchase: [`purchase`]: 404 unknown event, 425 before `starts_at`, 410 from `ends_at`,
 //!   503 paused by an operator, 403 ticket, 409 while the edge remembers a sold-out (unless
-//!   it saw this user get an order, or the origin's filter of buyers may hold them); then [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward,
-//!   signed, to the origin. The limiters are asked only for purchases that passed the
-//!   rest, so refusals spend neither a user's quota nor a token. When the event's room is
-//!   on, [`room`] comes between the two: 403 receipt, 429 until the receipt's position is
-//!   admitted.
+//!   it saw this user get an order, or the origin's filter of buyers may hold them); then
+//!   [`limit`]: 429 per-user limiter, 429 isolate bucket; then forward, signed, to the
+//!   origin. The limiters are asked only for purchases that passed the rest, so refusals
+//!   spend neither a user's quota nor a token. When the event's room is on, [`room`] comes
+//!   between the two: 403 receipt, 429 until the receipt's position is admitted.
 //! - Ticket: [`ticket_gate`]: 404, 410, 429 per-IP limiter; then [`issue_ticket`]:
 //!   403/503 from the optional Turnstile check, else a ticket.
 //! - Joining a room (when on): [`room_gate`]: 404, 425 before registration opens, 410,
