@@ -125,41 +125,45 @@ async function purchaseAtOrigin(event, user) {
   return { status: r.status, body: await r.json() };
 }
 
+// `holder` takes a ticket at the edge, then buys the event's one unit straight at the
+// origin (through another isolate, or its answer came back too late): this edge never saw
+// the 202. Returns their ticket and the order id.
+async function boughtElsewhere(event, holder) {
+  const ticket = await call('POST', `/api/events/${event}/ticket`, { token: holder.token, body: {} });
+  assert.equal(ticket.status, 200, JSON.stringify(ticket.body));
+  const bought = await purchaseAtOrigin(event, holder.id);
+  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  return { ticket: ticket.body.ticket, order_id: bought.body.order_id };
+}
+
+// The holder asks again through the edge: their order, not sold_out.
+async function assertTheirOrder(event, holder, { ticket, order_id }) {
+  const again = await call('POST', `/api/events/${event}/purchase`, { token: holder.token, ticket, body: {} });
+  assert.equal(again.status, 200, JSON.stringify(again.body));
+  assert.equal(again.body.status, 'already_purchased');
+  assert.equal(again.body.order_id, order_id);
+}
+
 test('a buyer whose order the edge never saw is told already_purchased after the sell-out, not sold_out', async () => {
   const event = `e2e-${run}-holder`;
   await putEvent(event, 1, -1000, 3_600_000);
   const [holder, late] = users(2, 'holder');
-  const tHolder = await call('POST', `/api/events/${event}/ticket`, { token: holder.token, body: {} });
   const tLate = await call('POST', `/api/events/${event}/ticket`, { token: late.token, body: {} });
-  assert.equal(tHolder.status, 200, JSON.stringify(tHolder.body));
-  // The holder's purchase reached the origin through another isolate (or its answer came
-  // back too late): this edge never saw the 202.
-  const bought = await purchaseAtOrigin(event, holder.id);
-  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  const held = await boughtElsewhere(event, holder);
   // The next shopper gets sold_out, and the edge now answers sold_out itself.
   const soldOut = await call('POST', `/api/events/${event}/purchase`, { token: late.token, ticket: tLate.body.ticket, body: {} });
   assert.equal(soldOut.status, 409, JSON.stringify(soldOut.body));
-  // The holder asks again through the edge: their order, not sold_out.
-  const again = await call('POST', `/api/events/${event}/purchase`, { token: holder.token, ticket: tHolder.body.ticket, body: {} });
-  assert.equal(again.status, 200, JSON.stringify(again.body));
-  assert.equal(again.body.status, 'already_purchased');
-  assert.equal(again.body.order_id, bought.body.order_id);
+  await assertTheirOrder(event, holder, held);
 });
 
 test('a buyer whose order the edge never saw is told already_purchased when the event info said sold out', async () => {
   const event = `e2e-${run}-holder-info`;
   await putEvent(event, 1, -1000, 3_600_000);
   const [holder] = users(1, 'infoholder');
-  const ticket = await call('POST', `/api/events/${event}/ticket`, { token: holder.token, body: {} });
-  assert.equal(ticket.status, 200, JSON.stringify(ticket.body));
-  const bought = await purchaseAtOrigin(event, holder.id);
-  assert.equal(bought.status, 202, JSON.stringify(bought.body));
+  const held = await boughtElsewhere(event, holder);
   // No purchase goes through the edge: it learns of the sell-out from the event's info,
   // and answers sold_out itself from then on.
   await eventually('the edge shows the event sold out', 15_000, async () =>
     (await call('GET', `/api/events/${event}`)).body.state === 'sold_out');
-  const again = await call('POST', `/api/events/${event}/purchase`, { token: holder.token, ticket: ticket.body.ticket, body: {} });
-  assert.equal(again.status, 200, JSON.stringify(again.body));
-  assert.equal(again.body.status, 'already_purchased');
-  assert.equal(again.body.order_id, bought.body.order_id);
+  await assertTheirOrder(event, holder, held);
 });

@@ -4,9 +4,9 @@
 // purchase reaching the origin where the contract says so.
 //
 // Knobs that the running worker must change for a test (a tiny PURCHASE_RPS, a Turnstile
-// secret, an unreachable or broken origin) are set through the dev-only `/__edge/dev/overrides` and
-// always cleared; non-loopback clients are simulated with a `CF-Connecting-IP` header from
-// the documentation ranges.
+// secret, an unreachable or broken origin) are set through the dev-only
+// `/__edge/dev/overrides` and always cleared; non-loopback clients are simulated with a
+// `CF-Connecting-IP` header from the documentation ranges.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';

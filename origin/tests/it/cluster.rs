@@ -3,6 +3,7 @@
 
 use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
+use crate::reconcile::reconcile_command;
 use figment::Figment;
 use flashgate_core::ids::EventId;
 use flashgate_origin::cmd::reconcile::reconcile;
@@ -221,17 +222,7 @@ async fn on_a_cluster_each_events_orders_become_rows_and_refused_ones_give_their
             .expect("reconcile");
         assert!(report.clean(), "{}", report.render(&id));
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["reconcile", "--event", &events[0], "--grace-secs", "0"])
-        .env(
-            "FLASHGATE_REDIS_URL",
-            app.settings.redis.url.expose_secret(),
-        )
-        .env("FLASHGATE_KEY_PREFIX", &app.settings.redis.key_prefix)
-        .env("FLASHGATE_MYSQL_URL", &db)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("runs");
+    let out = reconcile_command(&app, &db, &events[0], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

@@ -4,6 +4,7 @@
 
 use crate::consumer::{order_status, start_consumer};
 use crate::helpers::*;
+use crate::reconcile::reconcile_command;
 use figment::Figment;
 use flashgate_core::ids::EventId;
 use flashgate_origin::cmd::reconcile::reconcile;
@@ -345,24 +346,8 @@ async fn reconcile_repairs_what_a_failover_changed() {
     let text = report.render(&id);
     assert_eq!(text.matches("RESOLD").count(), 6, "{text}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args([
-            "reconcile",
-            "--event",
-            "sale",
-            "--grace-secs",
-            "0",
-            "--repair",
-        ])
-        .env(
-            "FLASHGATE_REDIS_URL",
-            format!("redis://127.0.0.1:{}", replica.port),
-        )
-        .env("FLASHGATE_KEY_PREFIX", &second.settings.redis.key_prefix)
-        .env("FLASHGATE_MYSQL_URL", &db_url)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("runs");
+    // `second` reads and writes the promoted replica.
+    let out = reconcile_command(&second, &db_url, "sale", &["--repair"]);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
         printed.contains("units for sale set to the 4 no order holds"),

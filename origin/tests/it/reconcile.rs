@@ -57,18 +57,30 @@ async fn reconcile_names_what_is_broken() {
     assert!(!young.render(&audit).contains("MISSING"));
 
     // The command exits non-zero and says why.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
-        .args(["reconcile", "--event", "audit", "--grace-secs", "0"])
+    let out = reconcile_command(&app, &db, "audit", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISSING"));
+    app.stop().await;
+}
+
+/// `flashgate reconcile --event <event> --grace-secs 0 <more>` against `app`'s Redis and
+/// the database at `db`, as an operator runs it.
+pub fn reconcile_command(
+    app: &TestApp,
+    db: &str,
+    event: &str,
+    more: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["reconcile", "--event", event, "--grace-secs", "0"])
+        .args(more)
         .env(
             "FLASHGATE_REDIS_URL",
             app.settings.redis.url.expose_secret(),
         )
         .env("FLASHGATE_KEY_PREFIX", &app.settings.redis.key_prefix)
-        .env("FLASHGATE_MYSQL_URL", &db)
+        .env("FLASHGATE_MYSQL_URL", db)
         .env("RUST_LOG", "off")
         .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("MISSING"));
-    app.stop().await;
+        .expect("runs")
 }
